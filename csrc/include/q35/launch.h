@@ -1,0 +1,32 @@
+// q35::launch(kernel, grid, block, smem_bytes, stream, args...): `kernel<<<grid, block, smem, stream>>>(args...)`
+// plus the opt-in for more than 48 KiB of dynamic shared memory and an error check on CUDA; the emulator's
+// runner under Q35_EMULATE. Launchers return its cudaError_t unchanged.
+#pragma once
+#include <cstddef>
+#include <utility>
+
+#include "q35/device.cuh"
+
+namespace q35 {
+
+#if defined(Q35_EMULATE)
+template <typename... KArgs, typename... Args>
+inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                          Args&&... args) {
+  return emu::launch(kernel, grid, block, smem_bytes, stream, std::forward<Args>(args)...);
+}
+#elif defined(__CUDACC__)
+template <typename... KArgs, typename... Args>
+inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                          Args&&... args) {
+  if (smem_bytes > static_cast<size_t>(kDefaultDynamicSmemBytes)) {
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(smem_bytes));
+    if (err != cudaSuccess) return err;
+  }
+  kernel<<<grid, block, smem_bytes, stream>>>(std::forward<Args>(args)...);
+  return cudaGetLastError();
+}
+#endif
+
+}  // namespace q35

@@ -1,0 +1,24 @@
+"""qwen35_native: hand-written CUDA kernels and a small PyTorch layer for the Qwen3.5 model family.
+
+Public surface (DESIGN.md §4): ``ops`` (kernels with pure-torch references), ``emulator`` (thread-order control
+of the SIMT emulator that runs the CUDA sources on the CPU), and the model/engine entry points as they land.
+"""
+
+import torch  # noqa: F401  (loads libtorch before the extension)
+
+from . import _C  # noqa: F401  (registers torch.ops.qwen35_native.*)
+from . import ops
+from ._version import __version__
+
+__all__ = ["__version__", "ops", "build_info"]
+
+
+def build_info() -> dict:
+    """What this build of the extension contains: CUDA kernels, emulator, torch version it runs under."""
+    return {
+        "version": __version__,
+        "with_cuda_kernels": bool(_C.WITH_CUDA),
+        "with_emulator": bool(_C.WITH_EMULATOR),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+    }

@@ -1,0 +1,55 @@
+"""The ``qwen35`` command. Subcommands are registered by the modules that implement them (see ``_COMMANDS``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _self_check(args: argparse.Namespace) -> int:
+    """Runs the RMSNorm op on every available backend against its reference and prints one line each."""
+    import torch
+
+    import qwen35_native as q35
+
+    info = q35.build_info()
+    print(f"qwen35_native {info['version']}: CUDA kernels {'built' if info['with_cuda_kernels'] else 'not built'}, "
+          f"emulator {'built' if info['with_emulator'] else 'not built'}, torch {info['torch']}, "
+          f"CUDA device {'available' if info['cuda_available'] else 'not available'}")
+    devices = ["cpu"] + (["cuda"] if info["cuda_available"] and info["with_cuda_kernels"] else [])
+    ok = True
+    gen = torch.Generator().manual_seed(0)
+    for device in devices:
+        x = torch.randn(7, 1000, generator=gen).to(device=device, dtype=torch.bfloat16)
+        w = (torch.randn(1000, generator=gen) * 0.1).to(device)
+        y = q35.ops.rms_norm(x, w, backend="kernel")
+        ref = q35.ops.rms_norm_reference(x.float(), w).float()
+        err = ((y.float() - ref).norm() / ref.norm()).item()
+        passed = err < 1e-2
+        ok &= passed
+        print(f"rms_norm on {device}: relative error {err:.2e} vs fp32 reference -> {'ok' if passed else 'FAILED'}")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(prog="qwen35", description="Qwen3.5 on hand-written CUDA kernels.")
+    parser.add_argument("--version", action="version", version=f"qwen35_native {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("self-check", help="run the kernels against their references on this machine")
+    p.set_defaults(func=_self_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Backend selection shared by every op wrapper (DESIGN.md §4).
+
+- ``None`` / ``"auto"``: the CUDA kernel for CUDA tensors when it supports the shapes, else the reference.
+- ``"kernel"``: the kernel must run (CPU tensors run the CUDA source under the SIMT emulator); an unsupported
+  shape is an error.
+- ``"reference"``: the pure-torch reference.
+"""
+
+from __future__ import annotations
+
+import torch
+
+BACKENDS = (None, "auto", "kernel", "reference")
+
+
+def use_kernel(op: str, backend: str | None, device: torch.device, supported: bool = True, why: str = "") -> bool:
+    """True when ``op`` should run our kernel for tensors on ``device``.
+
+    ``supported`` says whether the kernel handles these shapes/dtypes; ``why`` explains it when not.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"qwen35_native.{op}: backend must be None, 'auto', 'kernel' or 'reference', got {backend!r}")
+    if backend == "reference":
+        return False
+    if backend == "kernel":
+        if not supported:
+            raise ValueError(f"qwen35_native.{op}: backend='kernel' does not support this input: {why}")
+        return True
+    return supported and device.type == "cuda"
