@@ -19,7 +19,7 @@ venv: $(DEPS_STAMP)
 $(DEPS_STAMP): pyproject.toml tools/deps.py Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q "$(TORCH_PIN)" $$($(PYTHON) tools/deps.py test | sed 's/.*/"&"/' | tr '\n' ' ')
+	$(VPY) tools/deps.py test | xargs $(VPY) -m pip install -q "$(TORCH_PIN)"
 	rm -f $(VENV)/.q35-deps-*
 	touch $@
 
@@ -39,7 +39,7 @@ demo: $(WHEEL_STAMP)
 test: $(WHEEL_STAMP)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 	$(VPY) -m ruff check python tests bench tools
-	bash bench/gpu_suite.sh --dry-run
+	PYTHON=$(abspath $(VPY)) bash bench/gpu_suite.sh --dry-run
 
 # Development loop: build _C in place (build/dev) and run tests from the source tree with PYTHONPATH=python.
 dev: $(DEPS_STAMP)

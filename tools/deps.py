@@ -2,8 +2,9 @@
 line, so the Makefile installs exactly what the project declares. Usage: python tools/deps.py [extra ...]"""
 
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
 reqs = list(project["build-system"]["requires"]) + list(project["project"]["dependencies"])
