@@ -48,7 +48,7 @@ stage_test() {
 
 stage_bench() {
   local outdir jsonl name
-  if [ $dry = 1 ]; then outdir=$(mktemp -d); else outdir=bench/results; fi
+  if [ $dry = 1 ]; then outdir=$(mktemp -d); else outdir=bench/results; mkdir -p "$outdir"; fi
   name="$(date +%Y-%m-%d)-$(gpu_name)"
   jsonl="$outdir/$name.jsonl"
   : > "$jsonl"
