@@ -110,9 +110,12 @@ def test_no_cross_talk_between_slots(tiny_models):
     eng.step([(1, 0, random_ids(1, seed=23)), (2, 3, random_ids(1, seed=24))])
     assert all(torch.equal(conv[i], eng.cache.conv[i][2]) for i in conv)
     assert all(torch.equal(ssm[i], eng.cache.ssm[i][2]) for i in ssm)
-    def same(a, b):
-        return torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))  # unwritten (poisoned) rows stay NaN
     assert all(same(kv[i][0], k[blocks]) and same(kv[i][1], v[blocks]) for i, (k, v) in eng.cache.kv.items())
+
+
+def same(a, b):
+    """Bitwise equality where unwritten (NaN-poisoned) cache rows compare equal."""
+    return torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
 
 
 def test_slot_reuse_starts_from_scratch(tiny_models):
