@@ -119,6 +119,7 @@ class Qwen35ForCausalLM(nn.Module):
             raise TypeError(f"qwen35_native: unexpected forward arguments {unknown}")
         if not isinstance(input_ids, torch.Tensor):
             raise TypeError(f"qwen35_native: input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+        self._check_ids(input_ids)
         if cu_seqlens is not None:
             if input_ids.dim() != 1 or attention_mask is not None:
                 raise ValueError("qwen35_native: with cu_seqlens, input_ids must be 1-D packed tokens and "
