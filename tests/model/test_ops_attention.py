@@ -86,7 +86,9 @@ def _expected(q, gate, k_cache, v_cache, tables, seq_lens, q_lens):
     return torch.cat(out)
 
 
-def test_paged_prefill_attention_matches_sdpa():
+@pytest.mark.parametrize("query_block", [1024, 16])   # the reference's query blocking (bounded score memory)
+def test_paged_prefill_attention_matches_sdpa(query_block, monkeypatch):
+    monkeypatch.setattr(ops.attention, "_QUERY_BLOCK", query_block)
     contexts, q_lens = [0, 17, 40, 3], [1, 64, 129, 17]     # fresh prompts and chunked prefill continuations
     q, gate, k_cache, v_cache, tables, seq_lens = _paged(contexts, q_lens)
     cu = torch.tensor([0] + torch.tensor(q_lens).cumsum(0).tolist(), dtype=torch.int32)

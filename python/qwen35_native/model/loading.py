@@ -39,6 +39,19 @@ def describe_backends(backends: dict[str, str | None], device: torch.device) -> 
             f"ops on the pure-torch reference: {', '.join(ref) or 'none'}")
 
 
+def _check_kernel_build(backends: dict[str, str | None], device: torch.device) -> None:
+    """backend='kernel' needs the kernels compiled for the device: CUDA kernels, or the emulator on the CPU."""
+    from .. import _C
+
+    if "kernel" not in backends.values():
+        return
+    built = bool(_C.WITH_EMULATOR) if device.type == "cpu" else bool(_C.WITH_CUDA)
+    if not built:
+        what = "the SIMT emulator (CPU)" if device.type == "cpu" else "the CUDA kernels"
+        raise ValueError(f"qwen35_native.from_pretrained: backend='kernel' on {device} needs {what}, which this build "
+                         f"of qwen35_native._C does not contain; use backend=None or 'reference'")
+
+
 def _dtype(dtype, cfg: Qwen35Config) -> torch.dtype:
     if dtype is None:
         return DTYPES[cfg.text.dtype]
@@ -65,6 +78,7 @@ def from_pretrained(path: str, device: str | torch.device = "cpu", dtype: torch.
     device = torch.device(device)
     dtype = _dtype(dtype, config)
     backends = resolve_backends(backend)
+    _check_kernel_build(backends, device)
     reader = CheckpointReader(path)
     try:
         plan, ignored = build_plan(config.text, reader.keys(), load_mtp=load_mtp)

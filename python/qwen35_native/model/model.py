@@ -147,7 +147,7 @@ class Qwen35ForCausalLM(nn.Module):
         packed = torch.cat([input_ids[b, :n] for b, n in enumerate(lens)])
         flat = self._packed_forward(packed, lens)                                 # [sum(lens), vocab]
         out = flat.new_zeros(B, T, flat.shape[-1])
-        out[torch.arange(T)[None, :] < torch.tensor(lens)[:, None]] = flat
+        out[(torch.arange(T)[None, :] < torch.tensor(lens)[:, None]).to(out.device)] = flat
         return out
 
     def _packed_forward(self, input_ids: torch.Tensor, lens: list[int]) -> torch.Tensor:

@@ -26,18 +26,24 @@ from .attention_prep import check_kv_cache
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+_QUERY_BLOCK = 1024  # the reference materialises [Hq, block, S] scores: bounded memory at long contexts
+
+
 def _attend(q, k, v, scale, causal_offset):
     """q [L, Hq, D], k/v [S, Hkv, D] -> [L, Hq, D] fp32; query i sees keys j <= i + causal_offset (None: all)."""
     group = q.shape[1] // k.shape[1]
-    qf = q.float().transpose(0, 1)                                           # [Hq, L, D]
     kf = k.float().repeat_interleave(group, dim=1).transpose(0, 1)           # [Hq, S, D]
     vf = v.float().repeat_interleave(group, dim=1).transpose(0, 1)
-    scores = (qf @ kf.transpose(-1, -2)) * scale                             # [Hq, L, S]
-    if causal_offset is not None:
-        i = torch.arange(q.shape[0], device=q.device)[:, None]
-        j = torch.arange(k.shape[0], device=q.device)[None, :]
-        scores = scores.masked_fill(j > i + causal_offset, -torch.inf)
-    return (torch.softmax(scores, dim=-1) @ vf).transpose(0, 1)              # [L, Hq, D]
+    j = torch.arange(k.shape[0], device=q.device)[None, :]
+    out = []
+    for start in range(0, q.shape[0], _QUERY_BLOCK):
+        qf = q[start:start + _QUERY_BLOCK].float().transpose(0, 1)          # [Hq, l, D]
+        scores = (qf @ kf.transpose(-1, -2)) * scale                         # [Hq, l, S]
+        if causal_offset is not None:
+            i = torch.arange(start, start + qf.shape[1], device=q.device)[:, None]
+            scores = scores.masked_fill(j > i + causal_offset, -torch.inf)
+        out.append((torch.softmax(scores, dim=-1) @ vf).transpose(0, 1))    # [l, Hq, D]
+    return torch.cat(out) if out else q.new_zeros(q.shape, dtype=torch.float32)
 
 
 def _gate(o: torch.Tensor, gate: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
