@@ -1,18 +1,21 @@
 """qwen35_native: hand-written CUDA kernels and a small PyTorch layer for the Qwen3.5 model family.
 
 Public surface (DESIGN.md §4): ``ops`` (kernels with pure-torch references), ``emulator`` (thread-order control
-of the SIMT emulator that runs the CUDA sources on the CPU), and the model/engine entry points as they land.
+of the SIMT emulator that runs the CUDA sources on the CPU), ``from_pretrained`` and ``configs`` (the model), and
+the engine entry points as they land.
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import (
     _C,  # noqa: F401  (registers torch.ops.qwen35_native.*)
+    configs,
     ops,
 )
 from ._version import __version__
+from .model import from_pretrained
 
-__all__ = ["__version__", "ops", "build_info"]
+__all__ = ["__version__", "build_info", "configs", "from_pretrained", "ops"]
 
 
 def build_info() -> dict:

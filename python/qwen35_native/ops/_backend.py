@@ -27,3 +27,21 @@ def use_kernel(op: str, backend: str | None, device: torch.device, supported: bo
             raise ValueError(f"qwen35_native.{op}: backend='kernel' does not support this input: {why}")
         return True
     return supported and device.type == "cuda"
+
+
+# Ops whose kernels exist (the kernel engineers add their op names here when the kernel lands). The model reads it
+# at load time to log which ops run where and to pick a backend per op (see ``model/backends.py``).
+KERNEL_OPS: set[str] = {"rms_norm"}
+
+
+def has_kernel(op: str) -> bool:
+    return op in KERNEL_OPS
+
+
+def no_kernel_yet(op: str, backend: str | None) -> None:
+    """For ops without a kernel: validates ``backend`` and raises for ``backend="kernel"``; else the reference runs."""
+    if backend not in BACKENDS:
+        raise ValueError(f"qwen35_native.{op}: backend must be None, 'auto', 'kernel' or 'reference', got {backend!r}")
+    if backend == "kernel":
+        raise NotImplementedError(f"qwen35_native.{op}: no kernel yet for this op; use backend=None, 'auto' or "
+                                  f"'reference' (the pure-torch reference)")

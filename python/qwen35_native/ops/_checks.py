@@ -59,3 +59,47 @@ def check_rows(op: str, name: str, t: torch.Tensor) -> None:
     if not rows_have_uniform_stride(t):
         raise ValueError(f"qwen35_native.{op}: {name} must collapse to rows [num_rows, hidden_size] with one row "
                          f"stride, got shape {list(t.shape)} strides {list(t.stride())}")
+
+
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def fail(op: str, message: str) -> None:
+    raise ValueError(f"qwen35_native.{op}: {message}")
+
+
+def check_dim_size(op: str, name: str, t: torch.Tensor, dim: int, size: int, what: str) -> None:
+    if t.shape[dim] != size:
+        raise ValueError(f"qwen35_native.{op}: {name} dimension {dim} must be {what}={size}, got shape "
+                         f"{list(t.shape)}")
+
+
+def check_cu_seqlens(op: str, cu_seqlens: torch.Tensor, total: int, name: str = "cu_seqlens") -> int:
+    """``cu_seqlens`` int32/int64 ``[N+1]``, starting at 0, non-decreasing, ending at ``total``. Returns N.
+
+    The values are checked only for CPU tensors: reading a CUDA tensor would synchronise the device on every call
+    (the model validates its batch metadata once per forward instead)."""
+    check_tensor(op, name, cu_seqlens, INDEX_DTYPES, dim=1)
+    if cu_seqlens.numel() < 2:
+        fail(op, f"{name} must have at least 2 entries [0, ..., total], got shape {list(cu_seqlens.shape)}")
+    if cu_seqlens.device.type == "cpu":
+        c = cu_seqlens
+        if int(c[0]) != 0 or int(c[-1]) != total or bool((c[1:] < c[:-1]).any()):
+            fail(op, f"{name} must start at 0, be non-decreasing and end at the token count {total}, "
+                     f"got {c.tolist()}")
+    return cu_seqlens.numel() - 1
+
+
+def check_indices(op: str, name: str, t: torch.Tensor, length: int, upper: int, what: str) -> None:
+    """A 1-D int32/int64 index tensor of ``length`` entries with values in ``[0, upper)`` (values checked on CPU)."""
+    check_tensor(op, name, t, INDEX_DTYPES, dim=1)
+    if t.numel() != length:
+        fail(op, f"{name} must have {length} entries (one per sequence), got shape {list(t.shape)}")
+    if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= upper):
+        fail(op, f"{name} values must be in [0, {what}={upper}), got min {int(t.min())} max {int(t.max())}")
+
+
+def check_unique(op: str, name: str, t: torch.Tensor) -> None:
+    """Slots written in place must differ between sequences (values checked on CPU)."""
+    if t.device.type == "cpu" and t.numel() and torch.unique(t).numel() != t.numel():
+        fail(op, f"{name} must not repeat a slot (each sequence owns its state), got {t.tolist()}")

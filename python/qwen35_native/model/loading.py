@@ -1,0 +1,97 @@
+"""``from_pretrained``: config + safetensors -> :class:`Qwen35ForCausalLM` on a device, with a backend per op."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..ops import _backend
+from ..weights import CheckpointReader, build_plan, check_plan, load_plan
+from .config import Qwen35Config
+from .model import Qwen35ForCausalLM
+
+logger = logging.getLogger("qwen35_native")
+
+# The ops the text model calls (the projections, embedding and lm_head are torch/cuBLAS).
+MODEL_OPS = ("rms_norm", "gdn_prefill", "gdn_decode", "attention_prep", "paged_prefill_attention",
+             "paged_decode_attention", "moe_block", "swiglu_mlp")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_backends(backend: str | None) -> dict[str, str | None]:
+    """Per-op backend: ``"kernel"`` runs our kernel where one exists and the reference elsewhere (logged);
+    ``"reference"`` everywhere pure torch; None/``"auto"`` lets each op choose per call (kernel on CUDA)."""
+    if backend not in _backend.BACKENDS:
+        raise ValueError(f"qwen35_native.from_pretrained: backend must be None, 'auto', 'kernel' or 'reference', "
+                         f"got {backend!r}")
+    if backend == "kernel":
+        return {op: "kernel" if _backend.has_kernel(op) else "reference" for op in MODEL_OPS}
+    return {op: backend for op in MODEL_OPS}
+
+
+def describe_backends(backends: dict[str, str | None], device: torch.device) -> str:
+    kernel = [op for op, b in backends.items() if _backend.has_kernel(op) and
+              (b == "kernel" or (b in (None, "auto") and device.type == "cuda"))]
+    ref = [op for op in backends if op not in kernel]
+    where = "CUDA" if device.type == "cuda" else "the SIMT emulator"
+    return (f"ops on our kernels ({where}): {', '.join(kernel) or 'none'}; "
+            f"ops on the pure-torch reference: {', '.join(ref) or 'none'}")
+
+
+def _check_kernel_build(backends: dict[str, str | None], device: torch.device) -> None:
+    """backend='kernel' needs the kernels compiled for the device: CUDA kernels, or the emulator on the CPU."""
+    from .. import _C
+
+    if "kernel" not in backends.values():
+        return
+    built = bool(_C.WITH_EMULATOR) if device.type == "cpu" else bool(_C.WITH_CUDA)
+    if not built:
+        what = "the SIMT emulator (CPU)" if device.type == "cpu" else "the CUDA kernels"
+        raise ValueError(f"qwen35_native.from_pretrained: backend='kernel' on {device} needs {what}, which this build "
+                         f"of qwen35_native._C does not contain; use backend=None or 'reference'")
+
+
+def _dtype(dtype, cfg: Qwen35Config) -> torch.dtype:
+    if dtype is None:
+        return DTYPES[cfg.text.dtype]
+    if isinstance(dtype, str):
+        dtype = DTYPES.get(dtype.replace("torch.", ""), dtype)
+    if dtype not in DTYPES.values():
+        raise ValueError(f"qwen35_native.from_pretrained: dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    return dtype
+
+
+def from_pretrained(path: str, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
+                    backend: str | None = None, load_mtp: bool = False,
+                    progress: bool | None = None) -> Qwen35ForCausalLM:
+    """Loads a Qwen3.5 checkpoint directory (``config.json`` + ``model.safetensors`` or a sharded index).
+
+    Args:
+        path: checkpoint directory (release layout, transformers ``save_pretrained`` output, or a bare text model).
+        device: where the parameters live; dtype: model dtype (default: the config's ``dtype``).
+        backend: None/"auto", "kernel" or "reference" (see :func:`resolve_backends`).
+        load_mtp: also load the ``mtp.*`` tensors into ``model.mtp`` (otherwise they are skipped).
+        progress: show a progress bar while loading (default: when stderr is a terminal).
+    """
+    config = Qwen35Config.from_file(path)
+    device = torch.device(device)
+    dtype = _dtype(dtype, config)
+    backends = resolve_backends(backend)
+    _check_kernel_build(backends, device)
+    reader = CheckpointReader(path)
+    try:
+        plan, ignored = build_plan(config.text, reader.keys(), load_mtp=load_mtp)
+        check_plan(plan, ignored, reader)
+        model = Qwen35ForCausalLM(config, dtype, device, backends, with_mtp=load_mtp)
+        load_plan(plan, dict(model.named_parameters()), reader, progress=progress)
+    finally:
+        reader.close()
+    model.eval()
+    vision = any(k.startswith(("model.visual.", "visual.")) for k in ignored)
+    logger.info("qwen35_native: loaded %s (%s, %d layers) on %s in %s; %s%s", path, config.text.model_type,
+                config.text.num_hidden_layers, device, str(dtype).replace("torch.", ""),
+                describe_backends(backends, device),
+                "; vision tower tensors recognised and left unused (multimodal input not supported yet)"
+                if vision else "")
+    return model

@@ -1,0 +1,164 @@
+"""The Qwen3.5 text model (MODEL_SPEC §3e): embedding, decoder layers (GDN or gated attention, then MoE or dense
+MLP), final norm, lm_head. Two entry points:
+
+- ``model(input_ids, attention_mask=None, cu_seqlens=None)``: logits for a right-padded batch ``[B, T]`` (with an
+  optional mask) or for packed sequences ``[T]`` with ``cu_seqlens``; no cache to manage (a temporary one is used).
+- ``model.forward_cached(input_ids, batch, cache)``: the engine's step: packed tokens of several sequences (prefill
+  chunks and decode tokens together) against caches it owns (see ``cache.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from .cache import ForwardBatch, ModelCache
+from .config import Qwen35Config
+from .layers import DecoderLayer, _param
+
+MULTIMODAL_KWARGS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+
+
+class MtpHead(nn.Module):
+    """Weights of the multi-token-prediction head (MODEL_SPEC §3h), loaded with ``load_mtp=True``; its draft
+    forward belongs to the engine's speculative decoding and is not implemented here."""
+
+    def __init__(self, cfg, dtype, device, backends):
+        super().__init__()
+        H = cfg.hidden_size
+        self.fc = _param(H, 2 * H, dtype=dtype, device=device)
+        self.pre_fc_norm_embedding = _param(H, dtype=dtype, device=device)
+        self.pre_fc_norm_hidden = _param(H, dtype=dtype, device=device)
+        self.norm = _param(H, dtype=dtype, device=device)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, "full_attention", dtype, device, backends)
+                                    for _ in range(cfg.mtp_num_hidden_layers))
+
+
+class Qwen35ForCausalLM(nn.Module):
+    def __init__(self, config: Qwen35Config, dtype: torch.dtype, device, backends: dict, with_mtp: bool = False):
+        super().__init__()
+        cfg = config.text
+        self.config, self.text_config, self.dtype, self.backends = config, cfg, dtype, backends
+        self.embed_tokens = _param(cfg.vocab_size, cfg.hidden_size, dtype=dtype, device=device)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, kind, dtype, device, backends) for kind in cfg.layer_types)
+        self.norm = _param(cfg.hidden_size, dtype=dtype, device=device)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = _param(cfg.vocab_size, cfg.hidden_size, dtype=dtype, device=device)
+        self.mtp = MtpHead(cfg, dtype, device, backends) if with_mtp else None
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.device
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        return self.embed_tokens if self.text_config.tie_word_embeddings else self.lm_head
+
+    def allocate_cache(self, num_blocks: int, block_size: int = 16, num_slots: int = 1) -> ModelCache:
+        """Paged KV cache (``num_blocks`` blocks of ``block_size`` tokens) and ``num_slots`` GDN state slots."""
+        return ModelCache.allocate(self.text_config, num_blocks, block_size, num_slots, self.device, self.dtype)
+
+    def _check_ids(self, input_ids: torch.Tensor) -> None:
+        if input_ids.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"qwen35_native: input_ids must be int32 or int64, got {input_ids.dtype}")
+        if input_ids.numel() == 0:
+            raise ValueError("qwen35_native: input_ids is empty (need at least one token)")
+        capturing = input_ids.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not capturing:  # one host sync per forward; skipped while a CUDA graph is being captured
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if lo < 0 or hi >= self.text_config.vocab_size:
+                raise ValueError(f"qwen35_native: token ids must be in [0, vocab_size={self.text_config.vocab_size})"
+                                 f", got min {lo} max {hi}")
+
+    def forward_cached(self, input_ids: torch.Tensor, batch: ForwardBatch, cache: ModelCache,
+                       return_hidden: bool = False):
+        """One engine step over packed tokens.
+
+        Args:
+            input_ids: int ``[T]`` new tokens of the batch's sequences, packed in ``batch.cu_seqlens`` order.
+            batch: :class:`ForwardBatch` (positions, cu_seqlens, GDN slots, block tables, logits to return).
+            cache: :class:`ModelCache` read and written in place.
+            return_hidden: also return the final-normed hidden states ``[T, H]`` (input of the MTP head).
+        Returns:
+            logits ``[M, vocab]`` for ``batch.logits_indices`` (all T when None), or ``(logits, hidden)``.
+        """
+        if input_ids.dim() != 1 or input_ids.numel() != batch.num_tokens:
+            raise ValueError(f"qwen35_native: input_ids must be [T={batch.num_tokens}] packed tokens, got shape "
+                             f"{list(input_ids.shape)}")
+        self._check_ids(input_ids)
+        h = F.embedding(input_ids.long(), self.embed_tokens)                      # [T, H]
+        residual = None
+        for i, layer in enumerate(self.layers):
+            caches = cache.kv[i] if layer.kind == "full_attention" else (cache.conv[i], cache.ssm[i])
+            h, residual = layer(h, residual, batch, caches)
+        h, _ = ops.rms_norm(h, self.norm, self.text_config.rms_norm_eps, residual=residual,
+                            backend=self.backends["rms_norm"])                    # [T, H]
+        picked = h if batch.logits_indices is None else h[batch.logits_indices]  # [M, H]
+        logits = F.linear(picked, self.output_weight)                            # [M, vocab]
+        return (logits, h) if return_hidden else logits
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Full causal forward without a persistent cache.
+
+        Args:
+            input_ids: int ``[B, T]`` (right-padded when ``attention_mask`` is given) or ``[T]`` with ``cu_seqlens``.
+            attention_mask: optional ``[B, T]`` of 1 (token) / 0 (right padding).
+            cu_seqlens: optional int ``[N+1]`` offsets of packed sequences in a 1-D ``input_ids``.
+        Returns:
+            logits ``[B, T, vocab]`` (padded positions are 0) or ``[T, vocab]`` for packed input.
+        """
+        given = [k for k in MULTIMODAL_KWARGS if kwargs.get(k) is not None]
+        if given:
+            raise NotImplementedError(f"qwen35_native: multimodal input ({', '.join(given)}) is not supported yet: "
+                                      "the vision tower is loaded from the checkpoint but not run")
+        unknown = sorted(set(kwargs) - set(MULTIMODAL_KWARGS))
+        if unknown:
+            raise TypeError(f"qwen35_native: unexpected forward arguments {unknown}")
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"qwen35_native: input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+        self._check_ids(input_ids)
+        if cu_seqlens is not None:
+            if input_ids.dim() != 1 or attention_mask is not None:
+                raise ValueError("qwen35_native: with cu_seqlens, input_ids must be 1-D packed tokens and "
+                                 "attention_mask must be None")
+            bounds = cu_seqlens.tolist()
+            if bounds[0] != 0 or bounds[-1] != input_ids.numel() or any(b <= a for a, b in zip(bounds, bounds[1:])):
+                raise ValueError(f"qwen35_native: cu_seqlens must rise strictly from 0 to {input_ids.numel()}, "
+                                 f"got {bounds}")
+            return self._packed_forward(input_ids, [b - a for a, b in zip(bounds, bounds[1:])])
+        if input_ids.dim() != 2:
+            raise ValueError(f"qwen35_native: input_ids must be [B, T] (or [T] with cu_seqlens), got shape "
+                             f"{list(input_ids.shape)}")
+        B, T = input_ids.shape
+        lens = [T] * B
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != (B, T):
+                raise ValueError(f"qwen35_native: attention_mask must have shape [B, T]={[B, T]}, got "
+                                 f"{list(attention_mask.shape)}")
+            mask = attention_mask.bool().cpu()
+            lens = mask.sum(1).tolist()
+            if not torch.equal(mask, torch.arange(T)[None, :] < torch.tensor(lens)[:, None]):
+                raise ValueError("qwen35_native: attention_mask must be right padding (ones, then zeros, per row)")
+            if min(lens) == 0:
+                raise ValueError("qwen35_native: every sequence needs at least one token (a mask row is all zero)")
+        packed = torch.cat([input_ids[b, :n] for b, n in enumerate(lens)])
+        flat = self._packed_forward(packed, lens)                                 # [sum(lens), vocab]
+        out = flat.new_zeros(B, T, flat.shape[-1])
+        out[(torch.arange(T)[None, :] < torch.tensor(lens)[:, None]).to(out.device)] = flat
+        return out
+
+    def _packed_forward(self, input_ids: torch.Tensor, lens: list[int]) -> torch.Tensor:
+        block = 64
+        blocks = [(n + block - 1) // block for n in lens]
+        cache = self.allocate_cache(num_blocks=sum(blocks), block_size=block, num_slots=len(lens))
+        table = torch.zeros(len(lens), max(blocks), dtype=torch.int32)
+        start = 0
+        for i, nb in enumerate(blocks):
+            table[i, :nb] = torch.arange(start, start + nb)
+            start += nb
+        batch = ForwardBatch.build(lens, [0] * len(lens), list(range(len(lens))), table, block, self.device,
+                                   logits="all")
+        return self.forward_cached(input_ids.to(self.device), batch, cache)

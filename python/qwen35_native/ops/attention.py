@@ -1,0 +1,184 @@
+"""Softmax attention: causal GQA over the paged KV cache with the sigmoid output gate (MODEL_SPEC §3c.5-6), and
+non-paged varlen attention for the vision tower (§3f.4).
+
+Paged KV cache (DESIGN.md §4), per full-attention layer:
+    ``k_cache, v_cache [num_blocks, block_size, Hkv, D]`` (model dtype; K after k_norm and RoPE);
+    ``block_tables int32 [N, max_blocks]``: token position p of sequence n lives in block
+    ``block_tables[n, p // block_size]`` at offset ``p % block_size``; ``seq_lens [N]`` counts the tokens of each
+    sequence in the cache INCLUDING the new ones (``attention_prep`` writes them before attention runs).
+
+Causality: the L_n new queries of sequence n sit at positions ``seq_lens[n] - L_n + i`` and see the keys at
+positions ``<= `` their own (chunked prefill: cached keys plus themselves; decode: L_n = 1).
+GQA: query head h uses kv head ``h // (Hq // Hkv)``. Softmax in fp32; output rounded to q's dtype, then
+``o * sigmoid(gate)`` (fp32 math, rounded once) when a gate is given.
+
+Kernels (ISSUE7): csrc/kernels/attention/. Tests: tests/model/test_ops_attention.py.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _checks
+from ._backend import no_kernel_yet
+from .attention_prep import check_kv_cache
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+_QUERY_BLOCK = 1024  # the reference materialises [Hq, block, S] scores: bounded memory at long contexts
+
+
+def _attend(q, k, v, scale, causal_offset):
+    """q [L, Hq, D], k/v [S, Hkv, D] -> [L, Hq, D] fp32; query i sees keys j <= i + causal_offset (None: all)."""
+    group = q.shape[1] // k.shape[1]
+    kf = k.float().repeat_interleave(group, dim=1).transpose(0, 1)           # [Hq, S, D]
+    vf = v.float().repeat_interleave(group, dim=1).transpose(0, 1)
+    j = torch.arange(k.shape[0], device=q.device)[None, :]
+    out = []
+    for start in range(0, q.shape[0], _QUERY_BLOCK):
+        qf = q[start:start + _QUERY_BLOCK].float().transpose(0, 1)          # [Hq, l, D]
+        scores = (qf @ kf.transpose(-1, -2)) * scale                         # [Hq, l, S]
+        if causal_offset is not None:
+            i = torch.arange(start, start + qf.shape[1], device=q.device)[:, None]
+            scores = scores.masked_fill(j > i + causal_offset, -torch.inf)
+        out.append((torch.softmax(scores, dim=-1) @ vf).transpose(0, 1))    # [l, Hq, D]
+    return torch.cat(out) if out else q.new_zeros(q.shape, dtype=torch.float32)
+
+
+def _gate(o: torch.Tensor, gate: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    o = o.to(dtype).reshape(o.shape[0], -1)
+    return o if gate is None else (o.float() * torch.sigmoid(gate.float())).to(dtype)
+
+
+def paged_attention_reference(q, k_cache, v_cache, cu_seqlens_q, seq_lens, block_tables, gate=None, scale=None):
+    """Causal GQA over the paged cache for packed queries (see :func:`paged_prefill_attention`)."""
+    T, Hq, D = q.shape
+    scale = D ** -0.5 if scale is None else scale
+    bs, Hkv = k_cache.shape[1], k_cache.shape[2]
+    bounds, lens = cu_seqlens_q.tolist(), seq_lens.tolist()
+    out = q.new_empty(T, Hq * D)
+    for n in range(len(lens)):
+        s, e, kv_len = bounds[n], bounds[n + 1], lens[n]
+        if e == s:
+            continue
+        blocks = block_tables[n, :(kv_len + bs - 1) // bs].long()
+        k = k_cache[blocks].reshape(-1, Hkv, D)[:kv_len]
+        v = v_cache[blocks].reshape(-1, Hkv, D)[:kv_len]
+        o = _attend(q[s:e], k, v, scale, kv_len - (e - s))
+        out[s:e] = _gate(o, None if gate is None else gate[s:e], q.dtype)
+    return out
+
+
+def _check_paged(op, q, k_cache, v_cache, seq_lens, block_tables, gate, n, q_lens_cpu):
+    _checks.check_tensor(op, "q", q, _DTYPES, dim=3)
+    T, Hq, D = q.shape
+    check_kv_cache(op, k_cache, v_cache, q.dtype, D, q.device)
+    Hkv = k_cache.shape[2]
+    if Hkv == 0 or Hq % Hkv:
+        _checks.fail(op, f"q heads ({Hq}) must be a multiple of the cache's kv heads ({Hkv})")
+    _checks.check_tensor(op, "seq_lens", seq_lens, _checks.INDEX_DTYPES, dim=1)
+    _checks.check_shape(op, "seq_lens", seq_lens, [n], "[N]")
+    _checks.check_tensor(op, "block_tables", block_tables, (torch.int32,), dim=2)
+    _checks.check_dim_size(op, "block_tables", block_tables, 0, n, "N")
+    for name, t in (("seq_lens", seq_lens), ("block_tables", block_tables)):
+        _checks.check_same_device(op, name, t, q, "q")
+    if gate is not None:
+        _checks.check_tensor(op, "gate", gate, (q.dtype,), dim=2)
+        _checks.check_shape(op, "gate", gate, [T, Hq * D], "[T, Hq*D]")
+        _checks.check_same_device(op, "gate", gate, q, "q")
+    if seq_lens.device.type == "cpu" and n:
+        lens = seq_lens.tolist()
+        bad = [i for i in range(n) if lens[i] < q_lens_cpu[i]]
+        if bad:
+            _checks.fail(op, f"seq_lens must count the new tokens too (>= query tokens per sequence), got "
+                             f"seq_lens {lens} for query lengths {q_lens_cpu}")
+        if max(lens) > block_tables.shape[1] * k_cache.shape[1]:
+            _checks.fail(op, f"block_tables width {block_tables.shape[1]} * block_size {k_cache.shape[1]} is "
+                             f"smaller than the longest sequence ({max(lens)} tokens)")
+        used = [block_tables[i, :(lens[i] + k_cache.shape[1] - 1) // k_cache.shape[1]] for i in range(n)]
+        used = torch.cat(used) if used else block_tables.new_zeros(0)
+        if used.numel() and (int(used.min()) < 0 or int(used.max()) >= k_cache.shape[0]):
+            _checks.fail(op, f"block_tables entries in use must be in [0, num_blocks={k_cache.shape[0]}), got "
+                             f"min {int(used.min())} max {int(used.max())}")
+
+
+def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                            cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, block_tables: torch.Tensor,
+                            gate: torch.Tensor | None = None, scale: float | None = None,
+                            backend: str | None = None) -> torch.Tensor:
+    """Varlen causal GQA attention of packed new queries over the paged cache (prefill and prefill chunks).
+
+    Args:
+        q: ``[T, Hq, D]`` float32/float16/bfloat16 (after q_norm and RoPE).
+        k_cache, v_cache: ``[num_blocks, block_size, Hkv, D]`` in q's dtype, already holding the new tokens.
+        cu_seqlens_q: int32/int64 ``[N+1]`` offsets of the sequences' queries in q.
+        seq_lens: int32/int64 ``[N]`` tokens of each sequence in the cache, new ones included.
+        block_tables: int32 ``[N, max_blocks]``.
+        gate: optional ``[T, Hq*D]`` output gate (``o * sigmoid(gate)``); scale defaults to ``D ** -0.5``.
+    Returns:
+        ``[T, Hq*D]`` in q's dtype.
+    """
+    op = "paged_prefill_attention"
+    _checks.check_tensor(op, "q", q, _DTYPES, dim=3)
+    _checks.check_same_device(op, "cu_seqlens_q", cu_seqlens_q, q, "q")
+    n = _checks.check_cu_seqlens(op, cu_seqlens_q, q.shape[0], "cu_seqlens_q")
+    q_lens = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).tolist() if cu_seqlens_q.device.type == "cpu" else [0] * n
+    _check_paged(op, q, k_cache, v_cache, seq_lens, block_tables, gate, n, q_lens)
+    no_kernel_yet(op, backend)
+    return paged_attention_reference(q, k_cache, v_cache, cu_seqlens_q, seq_lens, block_tables, gate, scale)
+
+
+def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, seq_lens: torch.Tensor,
+                           block_tables: torch.Tensor, gate: torch.Tensor | None = None, scale: float | None = None,
+                           backend: str | None = None) -> torch.Tensor:
+    """Decode attention: the same number ``L = T / N`` (1, or a few for speculative verification) of new query
+    tokens for each of N sequences, rows ``[n*L, (n+1)*L)``, against the paged cache; causal among the new tokens.
+    Same arguments and result as :func:`paged_prefill_attention` without ``cu_seqlens_q``."""
+    op = "paged_decode_attention"
+    _checks.check_tensor(op, "q", q, _DTYPES, dim=3)
+    _checks.check_tensor(op, "seq_lens", seq_lens, _checks.INDEX_DTYPES, dim=1)
+    n = seq_lens.numel()
+    if n == 0 or q.shape[0] % n:
+        _checks.fail(op, f"q tokens ({q.shape[0]}) must be a positive multiple of the sequence count ({n})")
+    per_seq = q.shape[0] // n
+    _check_paged(op, q, k_cache, v_cache, seq_lens, block_tables, gate, n, [per_seq] * n)
+    no_kernel_yet(op, backend)
+    cu = torch.arange(0, q.shape[0] + 1, per_seq, dtype=torch.int32)
+    return paged_attention_reference(q, k_cache, v_cache, cu, seq_lens.cpu(), block_tables, gate, scale)
+
+
+def varlen_attention_reference(q, k, v, cu_seqlens, scale=None, causal=False):
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    bounds = cu_seqlens.tolist()
+    out = torch.empty_like(q)
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        if e > s:
+            out[s:e] = _attend(q[s:e], k[s:e], v[s:e], scale, 0 if causal else None).to(q.dtype)
+    return out
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                     scale: float | None = None, causal: bool = False, backend: str | None = None) -> torch.Tensor:
+    """Attention within each packed sequence, no cache (the vision tower: non-causal, block-diagonal per image).
+
+    Args:
+        q: ``[T, Hq, D]``; k, v: ``[T, Hkv, D]`` (Hq a multiple of Hkv), float32/float16/bfloat16, same dtype.
+        cu_seqlens: int32/int64 ``[N+1]``; scale defaults to ``D ** -0.5``; causal: mask future keys.
+    Returns:
+        ``[T, Hq, D]`` in q's dtype.
+    """
+    op = "varlen_attention"
+    _checks.check_tensor(op, "q", q, _DTYPES, dim=3)
+    for name, t in (("k", k), ("v", v)):
+        _checks.check_tensor(op, name, t, (q.dtype,), dim=3)
+        _checks.check_same_device(op, name, t, q, "q")
+        if t.shape[0] != q.shape[0] or t.shape[2] != q.shape[2]:
+            _checks.fail(op, f"{name} must have shape [T={q.shape[0]}, Hkv, D={q.shape[2]}], got {list(t.shape)}")
+    _checks.check_shape(op, "v", v, list(k.shape), "k.shape")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+        _checks.fail(op, f"q heads ({q.shape[1]}) must be a multiple of k heads ({k.shape[1]})")
+    _checks.check_same_device(op, "cu_seqlens", cu_seqlens, q, "q")
+    _checks.check_cu_seqlens(op, cu_seqlens, q.shape[0])
+    no_kernel_yet(op, backend)
+    return varlen_attention_reference(q, k, v, cu_seqlens, scale, causal)
