@@ -11,8 +11,9 @@ from . import (
     ops,
 )
 from ._version import __version__
+from .engine.sampling_params import SamplingParams
 
-__all__ = ["__version__", "ops", "build_info"]
+__all__ = ["__version__", "ops", "build_info", "SamplingParams"]
 
 
 def build_info() -> dict:
