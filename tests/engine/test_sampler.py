@@ -59,7 +59,7 @@ def ref_kept(row, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0):
     if top_p < 1:
         p = _softmax64([x[i] if i in keep else -math.inf for i in range(len(x))])
         mass, kept = 0.0, set()
-        for i in sorted(keep, key=lambda i: -p[i]):  # most likely first; keep until the mass reaches p
+        for i in sorted(sorted(keep), key=lambda i: -p[i]):  # most likely (then lowest id) first, until mass >= p
             kept.add(i)
             mass += p[i]
             if mass >= top_p:
@@ -103,6 +103,11 @@ def test_top_k_mask_exact_with_ties(k):
         assert _finite(out[0]) == {1, 3}  # ties at the k-th value are kept
 
 
+def test_top_p_ties_favour_the_lower_id():
+    out = apply_top_k_top_p(torch.zeros(1, 4), None, torch.tensor([0.5]))
+    assert _finite(out[0]) == {0, 1}
+
+
 @pytest.mark.parametrize("min_p,expected", [(0.0, set(range(6))), (0.2, {0, 1, 2, 3}), (0.5, {0, 1}),
                                             (0.7, {0}), (1.0, {0})])
 def test_min_p_mask_exact(min_p, expected):
@@ -136,6 +141,63 @@ def test_combined_masks_per_row_match_reference():
         torch.testing.assert_close(out[b, kept], (logits[b, kept] / r["temperature"]), rtol=1e-6, atol=1e-6)
         checked += 1
     assert checked >= 35
+
+
+def _coarse_logits(rows, vocab, seed):
+    """Logits on a 1/8 grid, like bf16 logits: many exact ties, also at the top-k boundary."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(rows, vocab, generator=gen) * 3 * 8).round() / 8
+
+
+def test_topk_candidate_path_equals_full_sort_path():
+    """All sampling rows with top-k -> torch.topk candidates; one row without top-k forces the full sort. Kept sets
+    and sampled tokens must agree (ties included), so a request's token never depends on its batch."""
+    vocab = 500
+    logits = _coarse_logits(24, vocab, 6)
+    configs = [dict(top_k=k, top_p=p, min_p=m, temperature=t)
+               for k, p, m, t in [(1, 1.0, 0.0, 1.0), (5, 1.0, 0.0, 0.7), (20, 0.95, 0.0, 0.6), (20, 0.8, 0.05, 0.7),
+                                  (40, 0.5, 0.0, 1.3), (3, 0.99, 0.2, 1.0)]]
+    params = [_params(seed=1000 + b, **configs[b % len(configs)]) for b in range(24)]
+    steps = list(range(24))
+    fast = _tensors(params, vocab, steps=steps)
+    assert fast.max_top_k == 40
+    ids_fast = sample(logits, fast).token_ids
+    extra = torch.randn(1, vocab)
+    full = _tensors(params + [_params(seed=1, temperature=1.0)], vocab, steps=steps + [0])
+    assert full.max_top_k is None
+    ids_full = sample(torch.cat([logits, extra]), full).token_ids[:24]
+    assert ids_fast.tolist() == ids_full.tolist()
+    kept = sampling_logits(penalized_logits(logits, fast), fast)
+    for b in range(24):
+        c = configs[b % len(configs)]
+        assert _finite(kept[b]) == ref_kept(logits[b].tolist(), **c), b
+        assert ids_fast[b].item() in _finite(kept[b])
+    ties = [(logits[b] == logits[b].sort(descending=True).values[configs[b % 6]["top_k"] - 1]).sum() for b in range(24)]
+    assert max(ties) > 1  # the grid really produced ties at the k-th logit
+
+
+def test_candidate_path_distribution():
+    """Chi-square of 20000 draws through the top-k candidate path (vocab 300, top-k 6, top-p 0.9)."""
+    gen = torch.Generator().manual_seed(7)
+    logits = torch.randn(300, generator=gen)
+    logits[[10, 50, 51, 120, 200, 299]] += torch.tensor([4.0, 3.5, 3.5, 3.0, 2.0, 1.0])
+    config = dict(temperature=0.9, top_k=6, top_p=0.9)
+    n = 20000
+    tensors = _tensors([_params(seed=3, **config)] * n, 300, steps=list(range(n)))
+    assert tensors.max_top_k == 6
+    ids = sample(logits.expand(n, -1).contiguous(), tensors).token_ids
+    counts = torch.bincount(ids, minlength=300).double()
+    expected = torch.tensor(ref_distribution(logits.tolist(), **config), dtype=torch.float64) * n
+    _assert_chi_square(counts, expected)
+
+
+def _assert_chi_square(counts, expected):
+    assert (counts[expected == 0] == 0).all(), "a masked token was sampled"
+    live = expected > 0
+    chi2 = ((counts[live] - expected[live]) ** 2 / expected[live]).sum()
+    dof = int(live.sum()) - 1
+    p_value = torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), chi2 / 2).item()
+    assert p_value > 1e-3, (counts[live].tolist(), expected[live].tolist(), p_value)
 
 
 def test_penalties_exact():
@@ -229,12 +291,7 @@ def test_sampled_frequencies_match_reference_distribution(config):
     ids = sample(logits.expand(n, -1).contiguous(), _tensors(params, 8, steps=list(range(n)))).token_ids
     counts = torch.bincount(ids, minlength=8).double()
     expected = torch.tensor(ref_distribution(logits.tolist(), **config), dtype=torch.float64) * n
-    assert (counts[expected == 0] == 0).all(), "a masked token was sampled"
-    live = expected > 0
-    chi2 = ((counts[live] - expected[live]) ** 2 / expected[live]).sum()
-    dof = int(live.sum()) - 1
-    p_value = torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), chi2 / 2).item()
-    assert p_value > 1e-3, (counts.tolist(), expected.tolist(), p_value)
+    _assert_chi_square(counts, expected)
 
 
 def test_logprobs_are_raw_and_ranked():

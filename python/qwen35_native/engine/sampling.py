@@ -8,14 +8,16 @@ with its own parameters. The order of operations is vLLM's (v1 sampler):
 3. greedy rows (temperature < 1e-5) take argmax of the penalised logits, ties to the lowest id;
 4. the other rows: divide by temperature; min-p (drop tokens whose probability is below min_p x the largest);
    top-k (keep logits >= the k-th largest, so ties at the boundary are kept); top-p (keep the smallest set of most
-   likely tokens whose probability mass reaches p, computed on the top-k-masked distribution); sample from the
-   softmax of what is left.
+   likely tokens whose probability mass reaches p, computed on what min-p and top-k kept; ties favour the lower
+   id); sample from the renormalised rest. The masks are decided in float64 (see ``truncation.py``).
 
 Randomness is counter-based, so a row's token depends only on its own logits, parameters, seed and step: row b
 draws one uniform u = hash(seed_b, step_b) in [0, 1) (computed on the host, ``request_uniform``) and takes the
-first token whose float64 cumulative probability exceeds u (inverse-CDF sampling; the same distribution as vLLM's
-exponential race, independent of batch composition and identical on CPU and CUDA up to fp32 rounding of the
-probabilities). ``step`` is the number of tokens the sequence has generated so far.
+first kept token, in token-id order, whose float64 cumulative weight exceeds u x total (inverse-CDF sampling: the
+same distribution as vLLM's exponential race). The token does not depend on the other rows of the batch, and CPU
+and CUDA agree up to float64 rounding. ``step`` is the number of tokens the sequence has generated so far. When
+every sampling row uses top-k (the recommended presets do), only ``torch.topk`` candidates are sorted instead of
+the whole vocabulary.
 
 Host traffic: ``SamplingTensors.build`` packs all per-row parameters into one host tensor and uploads it once per
 step; decisions that would need device values (which masks to apply) use host-side flags, so the sampler never
@@ -32,6 +34,7 @@ import torch
 
 from .penalties import apply_penalties
 from .sampling_params import GREEDY_TEMPERATURE, SamplingParams
+from .truncation import truncate_and_draw, truncated_logits
 
 _M64 = (1 << 64) - 1
 
@@ -79,6 +82,7 @@ class SamplingTensors:
     any_presence: bool
     any_repetition: bool
     max_logprobs: int | None  # largest ``logprobs`` over rows; None when no row asks
+    max_top_k: int | None  # largest top-k of the sampling rows when all of them use top-k, else None
     vocab_size: int
 
     @property
@@ -113,6 +117,7 @@ class SamplingTensors:
         col = {name: packed[:, i] for i, name in enumerate(_COLUMNS)}
         sampling = [(p, r) for p, r in zip(params, rows) if not r[7]]
         logprobs = [p.logprobs for p in params if p.logprobs is not None]
+        top_ks = [int(r[5]) for _, r in sampling]
         return cls(
             temperature=col["temperature"].float(), top_p=col["top_p"].float(), min_p=col["min_p"].float(),
             presence=col["presence"].float(), repetition=col["repetition"].float(), top_k=col["top_k"].long(),
@@ -122,7 +127,8 @@ class SamplingTensors:
             any_min_p=any(p.min_p > 0.0 for p, _ in sampling),
             any_presence=any(p.presence_penalty != 0.0 for p in params),
             any_repetition=any(p.repetition_penalty != 1.0 for p in params),
-            max_logprobs=max(logprobs) if logprobs else None, vocab_size=vocab_size)
+            max_logprobs=max(logprobs) if logprobs else None,
+            max_top_k=max(top_ks) if top_ks and max(top_ks) < vocab_size else None, vocab_size=vocab_size)
 
 
 @dataclass
@@ -158,30 +164,15 @@ class HostSamplerOutput:
 
 
 def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
-    """Masks (to -inf) tokens whose probability is below ``min_p`` x the row's largest probability. [B, V] fp32."""
-    probs = logits.softmax(dim=-1)
-    threshold = probs.amax(dim=-1, keepdim=True) * min_p[:, None]
-    return logits.masked_fill(probs < threshold, float("-inf"))
+    """Sets to -inf the tokens whose probability is below ``min_p`` [B] x the row's largest. [B, V] fp32."""
+    return truncated_logits(logits, None, None, min_p)
 
 
 def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
-    """Masks (to -inf) what top-k then top-p remove. ``top_k`` [B] int64 in [1, V] (V = off), ``top_p`` [B] fp32
-    in (0, 1] (1 = off); None skips the stage. Ties: top-k keeps every logit equal to the k-th largest; top-p ranks
-    equal logits by token id (a stable ascending sort, so the higher id counts as more likely)."""
-    if top_k is None and top_p is None:
-        return logits
-    vocab = logits.shape[-1]
-    ascending, order = logits.sort(dim=-1, descending=False, stable=True)
-    if top_k is not None:
-        kth = ascending.gather(1, (vocab - top_k).clamp(0, vocab - 1)[:, None])
-        ascending = ascending.masked_fill(ascending < kth, float("-inf"))
-    if top_p is not None:
-        # Drop a token when the mass at or below it is <= 1 - p, i.e. the more likely tokens already reach p.
-        cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative <= (1.0 - top_p)[:, None]
-        drop[:, -1] = False  # the most likely token always stays
-        ascending = ascending.masked_fill(drop, float("-inf"))
-    return torch.empty_like(logits).scatter_(1, order, ascending)
+    """Sets to -inf what top-k then top-p drop. ``top_k`` [B] int64 in [1, V] (V = off), ``top_p`` [B] fp32 in
+    (0, 1] (1 = off); None skips the stage. Ties: top-k keeps every logit equal to the k-th largest; top-p favours
+    the lower token id among equal logits."""
+    return truncated_logits(logits, top_k, top_p, None)
 
 
 def _check_logits(logits: torch.Tensor, tensors: SamplingTensors) -> None:
@@ -205,27 +196,15 @@ def penalized_logits(logits: torch.Tensor, tensors: SamplingTensors, prompt_mask
                            tensors.repetition if tensors.any_repetition else None, prompt_mask, output_mask)
 
 
+def _stages(tensors: SamplingTensors):
+    return (tensors.top_k if tensors.any_top_k else None, tensors.top_p if tensors.any_top_p else None,
+            tensors.min_p if tensors.any_min_p else None)
+
+
 def sampling_logits(penalized: torch.Tensor, tensors: SamplingTensors) -> torch.Tensor:
-    """Step 4 without the draw: temperature, min-p, top-k, top-p applied to penalised logits. Its softmax is the
-    exact distribution sampling rows draw from (rows that are greedy are meaningless here)."""
-    x = penalized / tensors.temperature[:, None]
-    if tensors.any_min_p:
-        x = apply_min_p(x, tensors.min_p)
-    return apply_top_k_top_p(x, tensors.top_k if tensors.any_top_k else None,
-                             tensors.top_p if tensors.any_top_p else None)
-
-
-def draw(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draw: for each row, the first token whose float64 cumulative probability exceeds u x total.
-    Never returns a token of probability 0 (masked)."""
-    probs = logits.softmax(dim=-1)
-    cdf = probs.double().cumsum(dim=-1)
-    target = (uniform * cdf[:, -1]).unsqueeze(1)
-    ids = torch.searchsorted(cdf, target, right=True).squeeze(1)
-    # Guard against rounding at the top end: never go past the last token that has probability.
-    vocab = probs.shape[-1]
-    last_live = vocab - 1 - (probs > 0).flip(-1).to(torch.uint8).argmax(dim=-1)
-    return torch.minimum(ids, last_live)
+    """Step 4 without the draw: temperature, then min-p, top-k, top-p as -inf masks on penalised logits. Its
+    softmax is the exact distribution sampling rows draw from (meaningless for greedy rows)."""
+    return truncated_logits(penalized / tensors.temperature[:, None], *_stages(tensors))
 
 
 def sample(logits: torch.Tensor, tensors: SamplingTensors, prompt_mask: torch.Tensor | None = None,
@@ -240,7 +219,9 @@ def sample(logits: torch.Tensor, tensors: SamplingTensors, prompt_mask: torch.Te
     if tensors.all_greedy:
         token_ids = greedy_ids
     else:
-        random_ids = draw(sampling_logits(x, tensors), tensors.uniform)
+        top_k, top_p, min_p = _stages(tensors)
+        random_ids = truncate_and_draw(x / tensors.temperature[:, None], tensors.uniform, top_k, top_p, min_p,
+                                       tensors.max_top_k)
         token_ids = random_ids if greedy_ids is None else torch.where(tensors.greedy, greedy_ids, random_ids)
     out = SamplerOutput(token_ids)
     if raw_logprobs is not None:
