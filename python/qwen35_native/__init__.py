@@ -13,9 +13,10 @@ from . import (
     ops,
 )
 from ._version import __version__
+from .engine.sampling_params import SamplingParams
 from .model import from_pretrained
 
-__all__ = ["__version__", "build_info", "configs", "from_pretrained", "ops"]
+__all__ = ["__version__", "SamplingParams", "build_info", "configs", "from_pretrained", "ops"]
 
 
 def build_info() -> dict:

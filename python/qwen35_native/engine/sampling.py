@@ -1,0 +1,232 @@
+"""The batched on-device sampler.
+
+One call samples one token for each of B rows from logits [B, V] (any float dtype; computed in fp32), every row
+with its own parameters. The order of operations is vLLM's (v1 sampler):
+
+1. raw logprobs = log_softmax(logits) if any row asks for logprobs (what ``logprobs`` reports);
+2. penalties: repetition, then presence (see ``penalties.py`` for which tokens count);
+3. greedy rows (temperature < 1e-5) take argmax of the penalised logits, ties to the lowest id;
+4. the other rows: divide by temperature; min-p (drop tokens whose probability is below min_p x the largest);
+   top-k (keep logits >= the k-th largest, so ties at the boundary are kept); top-p (keep the smallest set of most
+   likely tokens whose probability mass reaches p, computed on what min-p and top-k kept; ties favour the lower
+   id); sample from the renormalised rest. The masks are decided in float64 (see ``truncation.py``).
+
+Randomness is counter-based, so a row's token depends only on its own logits, parameters, seed and step: row b
+draws one uniform u = hash(seed_b, step_b) in [0, 1) (computed on the host, ``request_uniform``) and takes the
+first kept token, in token-id order, whose float64 cumulative weight exceeds u x total (inverse-CDF sampling: the
+same distribution as vLLM's exponential race). The token does not depend on the other rows of the batch, and CPU
+and CUDA agree up to float64 rounding. ``step`` is the number of tokens the sequence has generated so far. When
+every sampling row uses top-k (the recommended presets do), only ``torch.topk`` candidates are sorted instead of
+the whole vocabulary.
+
+Host traffic: ``SamplingTensors.build`` packs all per-row parameters into one host tensor and uploads it once per
+step; decisions that would need device values (which masks to apply) use host-side flags, so the sampler never
+synchronises; ``SamplerOutput.to_host`` brings the ids (and logprobs) back in one transfer.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .penalties import apply_penalties
+from .sampling_params import GREEDY_TEMPERATURE, SamplingParams
+from .truncation import truncate_and_draw, truncated_logits
+
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def request_uniform(seed: int, step: int) -> float:
+    """The uniform in [0, 1) that sequence ``seed`` uses at output position ``step``: 52 random bits, so
+    ``u * total`` stays below ``total`` in float64."""
+    return (_splitmix64(_splitmix64(seed & _M64) ^ (step & _M64)) >> 12) * 2.0**-52
+
+
+def draw_seed() -> int:
+    """A fresh random seed for a request that did not give one (the engine assigns it at admission)."""
+    return secrets.randbits(63)
+
+
+# Column order of the packed per-step parameter tensor.
+_COLUMNS = ("temperature", "top_p", "min_p", "presence", "repetition", "top_k", "uniform", "greedy")
+
+
+@dataclass
+class SamplingTensors:
+    """Per-row sampler parameters for one step, on the logits' device, plus host-side flags saying which stages
+    any row needs. Build it with :meth:`build`."""
+
+    temperature: torch.Tensor  # [B] fp32; 1.0 on greedy rows (never divided by 0)
+    top_p: torch.Tensor  # [B] fp32; 1.0 = off
+    min_p: torch.Tensor  # [B] fp32; 0.0 = off
+    presence: torch.Tensor  # [B] fp32
+    repetition: torch.Tensor  # [B] fp32
+    top_k: torch.Tensor  # [B] int64; V = off
+    uniform: torch.Tensor  # [B] fp64, from (seed, step)
+    greedy: torch.Tensor  # [B] bool
+    all_greedy: bool
+    any_greedy: bool
+    any_top_k: bool
+    any_top_p: bool
+    any_min_p: bool
+    any_presence: bool
+    any_repetition: bool
+    max_logprobs: int | None  # largest ``logprobs`` over rows; None when no row asks
+    max_top_k: int | None  # largest top-k of the sampling rows when all of them use top-k, else None
+    vocab_size: int
+
+    @property
+    def batch_size(self) -> int:
+        return self.temperature.shape[0]
+
+    @classmethod
+    def build(cls, params: Sequence[SamplingParams], steps: Sequence[int], vocab_size: int,
+              device: torch.device | str = "cpu") -> SamplingTensors:
+        """``params[b]``: row b's resolved parameters (``SamplingParams.resolved``), with a seed on every row that
+        samples (``for_sample(i, default_seed=draw_seed())`` gives one); ``steps[b]``: tokens row b has generated
+        so far. One host-to-device copy."""
+        if len(params) != len(steps) or not params:
+            raise ValueError(f"qwen35_native.SamplingTensors.build: params and steps must be non-empty lists of one "
+                             f"length, got {len(params)} and {len(steps)}")
+        rows = []
+        for b, (p, step) in enumerate(zip(params, steps)):
+            if not isinstance(p, SamplingParams) or not p.is_resolved:
+                raise ValueError(f"qwen35_native.SamplingTensors.build: params[{b}] must be resolved SamplingParams "
+                                 f"(call .resolved(generation_config)), got {p!r}")
+            greedy = p.temperature < GREEDY_TEMPERATURE
+            if not greedy and p.seed is None:
+                raise ValueError(f"qwen35_native.SamplingTensors.build: params[{b}] samples but has no seed; assign "
+                                 f"one with .for_sample(i, default_seed=draw_seed())")
+            top_k = vocab_size if p.top_k <= 0 else min(p.top_k, vocab_size)
+            uniform = 0.0 if greedy else request_uniform(p.seed, int(step))
+            rows.append((1.0 if greedy else p.temperature, p.top_p, p.min_p, p.presence_penalty,
+                         p.repetition_penalty, top_k, uniform, float(greedy)))
+        host = torch.tensor(rows, dtype=torch.float64)
+        pin = torch.device(device).type == "cuda"
+        packed = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
+        col = {name: packed[:, i] for i, name in enumerate(_COLUMNS)}
+        sampling = [(p, r) for p, r in zip(params, rows) if not r[7]]
+        logprobs = [p.logprobs for p in params if p.logprobs is not None]
+        top_ks = [int(r[5]) for _, r in sampling]
+        return cls(
+            temperature=col["temperature"].float(), top_p=col["top_p"].float(), min_p=col["min_p"].float(),
+            presence=col["presence"].float(), repetition=col["repetition"].float(), top_k=col["top_k"].long(),
+            uniform=col["uniform"].contiguous(), greedy=col["greedy"] > 0.5,
+            all_greedy=not sampling, any_greedy=len(sampling) < len(params),
+            any_top_k=any(r[5] < vocab_size for _, r in sampling), any_top_p=any(p.top_p < 1.0 for p, _ in sampling),
+            any_min_p=any(p.min_p > 0.0 for p, _ in sampling),
+            any_presence=any(p.presence_penalty != 0.0 for p in params),
+            any_repetition=any(p.repetition_penalty != 1.0 for p in params),
+            max_logprobs=max(logprobs) if logprobs else None,
+            max_top_k=max(top_ks) if top_ks and max(top_ks) < vocab_size else None, vocab_size=vocab_size)
+
+
+@dataclass
+class SamplerOutput:
+    """What one sampler call returns, on the device. Logprob fields are None when no row asked for them."""
+
+    token_ids: torch.Tensor  # [B] int64
+    logprobs: torch.Tensor | None = None  # [B] fp32: raw logprob of the sampled token
+    ranks: torch.Tensor | None = None  # [B] int64: 1 + number of tokens with a larger raw logprob
+    top_logprobs: torch.Tensor | None = None  # [B, N] fp32, N = max requested, descending
+    top_ids: torch.Tensor | None = None  # [B, N] int64
+
+    def to_host(self) -> HostSamplerOutput:
+        """Everything as Python lists, in a single device-to-host transfer (ids are exact in float64)."""
+        if self.logprobs is None:
+            return HostSamplerOutput(self.token_ids.tolist())
+        parts = [self.token_ids[:, None], self.logprobs[:, None], self.ranks[:, None], self.top_logprobs,
+                 self.top_ids]
+        host = torch.cat([t.double() for t in parts], dim=1).cpu()
+        n = self.top_ids.shape[1]
+        ids = host[:, 0].long().tolist()
+        return HostSamplerOutput(ids, host[:, 1].tolist(), host[:, 2].long().tolist(), host[:, 3:3 + n].tolist(),
+                                 host[:, 3 + n:].long().tolist())
+
+
+@dataclass
+class HostSamplerOutput:
+    token_ids: list[int]
+    logprobs: list[float] | None = None
+    ranks: list[int] | None = None
+    top_logprobs: list[list[float]] | None = None
+    top_ids: list[list[int]] | None = None
+
+
+def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Sets to -inf the tokens whose probability is below ``min_p`` [B] x the row's largest. [B, V] fp32."""
+    return truncated_logits(logits, None, None, min_p)
+
+
+def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
+    """Sets to -inf what top-k then top-p drop. ``top_k`` [B] int64 in [1, V] (V = off), ``top_p`` [B] fp32 in
+    (0, 1] (1 = off); None skips the stage. Ties: top-k keeps every logit equal to the k-th largest; top-p favours
+    the lower token id among equal logits."""
+    return truncated_logits(logits, top_k, top_p, None)
+
+
+def _check_logits(logits: torch.Tensor, tensors: SamplingTensors) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
+        raise ValueError(f"qwen35_native.sample: logits must be a float tensor [B, V], got "
+                         f"{getattr(logits, 'dtype', type(logits))} {list(getattr(logits, 'shape', []))}")
+    if logits.shape[0] != tensors.batch_size or logits.shape[1] != tensors.vocab_size:
+        raise ValueError(f"qwen35_native.sample: logits must have shape [B, V]=[{tensors.batch_size}, "
+                         f"{tensors.vocab_size}] (from the sampling tensors), got {list(logits.shape)}")
+    if logits.device != tensors.temperature.device:
+        raise ValueError(f"qwen35_native.sample: logits must be on the sampling tensors' device "
+                         f"({tensors.temperature.device}), got {logits.device}")
+
+
+def penalized_logits(logits: torch.Tensor, tensors: SamplingTensors, prompt_mask: torch.Tensor | None = None,
+                     output_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Steps 2: fp32 logits after the penalties (what greedy rows take the argmax of)."""
+    _check_logits(logits, tensors)
+    x = logits.float()
+    return apply_penalties(x, tensors.presence if tensors.any_presence else None,
+                           tensors.repetition if tensors.any_repetition else None, prompt_mask, output_mask)
+
+
+def _stages(tensors: SamplingTensors):
+    return (tensors.top_k if tensors.any_top_k else None, tensors.top_p if tensors.any_top_p else None,
+            tensors.min_p if tensors.any_min_p else None)
+
+
+def sampling_logits(penalized: torch.Tensor, tensors: SamplingTensors) -> torch.Tensor:
+    """Step 4 without the draw: temperature, then min-p, top-k, top-p as -inf masks on penalised logits. Its
+    softmax is the exact distribution sampling rows draw from (meaningless for greedy rows)."""
+    return truncated_logits(penalized / tensors.temperature[:, None], *_stages(tensors))
+
+
+def sample(logits: torch.Tensor, tensors: SamplingTensors, prompt_mask: torch.Tensor | None = None,
+           output_mask: torch.Tensor | None = None) -> SamplerOutput:
+    """Samples one token per row. ``logits`` [B, V] on the device of ``tensors``; ``prompt_mask``/``output_mask``
+    [B, V] bool (``TokenPresence.masks``) are needed only when a row has a repetition (both) or presence
+    (``output_mask``) penalty. Never synchronises with the host."""
+    _check_logits(logits, tensors)
+    raw_logprobs = logits.float().log_softmax(dim=-1) if tensors.max_logprobs is not None else None
+    x = penalized_logits(logits, tensors, prompt_mask, output_mask)
+    greedy_ids = x.argmax(dim=-1) if tensors.any_greedy else None
+    if tensors.all_greedy:
+        token_ids = greedy_ids
+    else:
+        top_k, top_p, min_p = _stages(tensors)
+        random_ids = truncate_and_draw(x / tensors.temperature[:, None], tensors.uniform, top_k, top_p, min_p,
+                                       tensors.max_top_k)
+        token_ids = random_ids if greedy_ids is None else torch.where(tensors.greedy, greedy_ids, random_ids)
+    out = SamplerOutput(token_ids)
+    if raw_logprobs is not None:
+        sampled = raw_logprobs.gather(1, token_ids[:, None])
+        out.logprobs = sampled.squeeze(1)
+        out.ranks = (raw_logprobs > sampled).sum(dim=-1) + 1
+        out.top_logprobs, out.top_ids = raw_logprobs.topk(tensors.max_logprobs, dim=-1)
+    return out
