@@ -7,10 +7,10 @@ of the SIMT emulator that runs the CUDA sources on the CPU), and the model/engin
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C  # noqa: F401  (registers torch.ops.qwen35_native.*)
-from . import ops
+from . import emulator, ops
 from ._version import __version__
 
-__all__ = ["__version__", "ops", "build_info"]
+__all__ = ["__version__", "emulator", "ops", "build_info"]
 
 
 def build_info() -> dict:
