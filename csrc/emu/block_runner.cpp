@@ -14,7 +14,7 @@
 #include "emu/symbols.h"
 #include "q35/emu/control.h"
 
-namespace q35::emu {
+namespace q35::simt {
 namespace {
 
 constexpr size_t kStackGuardBytes = 64 * 1024;
@@ -454,4 +454,4 @@ void kernel_error(const char* what, Site site) {
   r->fail(r->running(), std::string(what) + " at " + site_str(site));
 }
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -11,7 +11,7 @@
 #include "emu/cp_async_queue.h"
 #include "q35/emu/runtime.h"
 
-namespace q35::emu {
+namespace q35::simt {
 
 constexpr unsigned kWarpLanes = 32;
 constexpr unsigned kMaxBlockThreads = 1024;
@@ -150,4 +150,4 @@ std::string lane_list(uint32_t mask);  // "0-15, 17"
 std::string site_str(Site site);       // "file.cu:123"
 std::string hex_mask(uint32_t mask);   // "0x0000ffff"
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -5,7 +5,7 @@
 #include "emu/block_runner.h"
 #include "q35/emu/control.h"
 
-namespace q35::emu {
+namespace q35::simt {
 
 void BlockRunner::collective_arrive(const CollectiveOp& op, uint32_t mask, void* args, Site site) {
   Fiber& f = *running_;
@@ -86,4 +86,4 @@ uint32_t warp_active_mask(Site site) { return runner_in_kernel("__activemask").a
 
 void yield_thread() { runner_in_kernel("__nanosleep").yield_running(); }
 
-}  // namespace q35::emu
+}  // namespace q35::simt

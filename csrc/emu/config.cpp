@@ -9,7 +9,7 @@
 
 #include "q35/emu/control.h"
 
-namespace q35::emu {
+namespace q35::simt {
 namespace {
 
 constexpr size_t kDefaultStackKib = 256;
@@ -143,4 +143,4 @@ void reset_stats() {
   g_launches = g_blocks = g_threads = g_switches = g_barriers = g_collectives = 0;
 }
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-namespace q35::emu {
+namespace q35::simt {
 
 enum class Order : int { kForward, kReverse, kRandom };
 struct Schedule {
@@ -35,4 +35,4 @@ ArchLimits parse_arch(const std::string& spec);    // throws std::invalid_argume
 void add_stats(uint64_t launches, uint64_t blocks, uint64_t threads, uint64_t switches, uint64_t barriers,
                uint64_t collectives);
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -62,7 +62,7 @@ extern "C" void q35_emu_switch(void** save_sp, void* new_sp);
 extern "C" void q35_emu_trampoline();
 #endif
 
-namespace q35::emu {
+namespace q35::simt {
 
 Stack allocate_stack(size_t usable_bytes, size_t guard_bytes) {
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -154,4 +154,4 @@ void jump_context(const MachineContext& to) {
 
 #endif
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -12,7 +12,7 @@
 #include <ucontext.h>
 #endif
 
-namespace q35::emu {
+namespace q35::simt {
 
 struct Stack {
   char* mapping = nullptr;   // guard pages first, then the usable stack
@@ -47,4 +47,4 @@ void switch_context(MachineContext& from, const MachineContext& to);
 // Resumes `to` from a signal handler, abandoning the interrupted context.
 [[noreturn]] void jump_context(const MachineContext& to);
 
-}  // namespace q35::emu
+}  // namespace q35::simt

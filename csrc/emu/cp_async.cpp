@@ -6,7 +6,7 @@
 #include "emu/block_runner.h"
 #include "q35/emu/ptx_emu.h"
 
-namespace q35::emu {
+namespace q35::simt {
 namespace {
 
 constexpr size_t kCompactAfter = 256;  // retired copies kept before the queue is compacted
@@ -59,4 +59,4 @@ void cp_async_commit_group() { active_runner()->running().cp_async.commit(); }
 
 void cp_async_wait_group(int n) { active_runner()->running().cp_async.wait(static_cast<size_t>(n)); }
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace q35::emu {
+namespace q35::simt {
 
 struct CpAsyncCopy {
   void* dst;
@@ -32,4 +32,4 @@ struct CpAsyncQueue {
   }
 };
 
-}  // namespace q35::emu
+}  // namespace q35::simt

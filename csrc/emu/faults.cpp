@@ -13,7 +13,7 @@
 
 #include "emu/config.h"
 
-namespace q35::emu {
+namespace q35::simt {
 namespace {
 
 constexpr size_t kAltStackBytes = 64 * 1024;
@@ -131,4 +131,4 @@ std::string describe_fault(FaultKind kind, const void* address, const BlockRunne
   return std::string("invalid memory access at address ") + addr;
 }
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -6,11 +6,11 @@
 
 #include "emu/block_runner.h"
 
-namespace q35::emu {
+namespace q35::simt {
 
 // Installs the handlers (again, if someone replaced them) and this OS thread's alternate signal stack.
 void ensure_fault_handlers();
 void ensure_alt_stack();
 std::string describe_fault(FaultKind kind, const void* address, const BlockRunner& runner, const Fiber& fiber);
 
-}  // namespace q35::emu
+}  // namespace q35::simt

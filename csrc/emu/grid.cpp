@@ -14,7 +14,7 @@
 #include "emu/symbols.h"
 #include "q35/emu/control.h"
 
-namespace q35::emu {
+namespace q35::simt {
 namespace {
 
 constexpr unsigned kMaxBlockDimXY = 1024;
@@ -27,7 +27,7 @@ constexpr uint64_t kMaxShuffledBlocks = uint64_t{1} << 24;  // larger random gri
   std::ostringstream m;
   m << "qwen35_native emulator: invalid launch for sm_" << arch.sm << ": " << what << "\n  kernel: "
     << kernel_name(spec.kernel) << "\n  launched from: " << spec.launched_from.function_name() << " ("
-    << spec.launched_from.file_name() << ":" << spec.launched_from.line() << ")";
+    << site_str(Site{spec.launched_from.file_name(), static_cast<int>(spec.launched_from.line())}) << ")";
   throw Error(m.str());
 }
 
@@ -208,4 +208,4 @@ void run_grid(const LaunchSpec& spec) {
   if (job.error) std::rethrow_exception(job.error);
 }
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -10,7 +10,7 @@
 #include "q35/emu/half_intrinsics.h"
 #include "q35/emu/ptx_emu.h"
 
-namespace q35::emu {
+namespace q35::simt {
 namespace {
 
 constexpr uint32_t kFullMask = 0xffffffffu;
@@ -215,4 +215,4 @@ void mma_f16acc(int k, uint32_t* d, const uint32_t* a, const uint32_t* b, const 
   warp_collective(kMmaF16AccOps[k == 16], kFullMask, &args, site);
 }
 
-}  // namespace q35::emu
+}  // namespace q35::simt

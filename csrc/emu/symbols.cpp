@@ -15,7 +15,7 @@
 #include <map>
 #include <mutex>
 
-namespace q35::emu {
+namespace q35::simt {
 namespace {
 
 std::string demangle(const char* name) {
@@ -92,4 +92,4 @@ std::string kernel_name(const void* kernel) {
   return it->second;
 }
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -3,8 +3,8 @@
 #pragma once
 #include <string>
 
-namespace q35::emu {
+namespace q35::simt {
 
 std::string kernel_name(const void* kernel);
 
-}  // namespace q35::emu
+}  // namespace q35::simt

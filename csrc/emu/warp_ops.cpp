@@ -7,7 +7,7 @@
 #include "emu/block_runner.h"
 #include "q35/emu/warp_intrinsics.h"
 
-namespace q35::emu {
+namespace q35::simt {
 namespace {
 
 template <ShflMode kMode, bool kWide>
@@ -165,4 +165,4 @@ const CollectiveOp kReduxOps[6] = {
     {"__reduce_or_sync", false, redux_compute<ReduxOp::kOr>},   {"__reduce_xor_sync", false, redux_compute<ReduxOp::kXor>},
 };
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -43,24 +43,24 @@ PyObject* str_setter(PyObject* arg, void (*set)(const std::string&)) {
   });
 }
 
-PyObject* emu_set_schedule(PyObject*, PyObject* arg) { return str_setter(arg, q35::emu::set_schedule); }
+PyObject* emu_set_schedule(PyObject*, PyObject* arg) { return str_setter(arg, q35::simt::set_schedule); }
 PyObject* emu_get_schedule(PyObject*, PyObject*) {
-  return guarded([] { return PyUnicode_FromString(q35::emu::get_schedule().c_str()); });
+  return guarded([] { return PyUnicode_FromString(q35::simt::get_schedule().c_str()); });
 }
-PyObject* emu_set_arch(PyObject*, PyObject* arg) { return str_setter(arg, q35::emu::set_arch); }
+PyObject* emu_set_arch(PyObject*, PyObject* arg) { return str_setter(arg, q35::simt::set_arch); }
 PyObject* emu_get_arch(PyObject*, PyObject*) {
-  return guarded([] { return PyUnicode_FromString(q35::emu::get_arch().c_str()); });
+  return guarded([] { return PyUnicode_FromString(q35::simt::get_arch().c_str()); });
 }
 PyObject* emu_set_threads(PyObject*, PyObject* arg) {
   const long n = PyLong_AsLong(arg);
   if (n == -1 && PyErr_Occurred()) return nullptr;
   return guarded([&] {
-    q35::emu::set_os_threads(static_cast<int>(n));
+    q35::simt::set_os_threads(static_cast<int>(n));
     Py_RETURN_NONE;
   });
 }
 PyObject* emu_get_threads(PyObject*, PyObject*) {
-  return guarded([] { return PyLong_FromLong(q35::emu::get_os_threads()); });
+  return guarded([] { return PyLong_FromLong(q35::simt::get_os_threads()); });
 }
 PyObject* emu_set_stack_kib(PyObject*, PyObject* arg) {
   const long n = PyLong_AsLong(arg);
@@ -70,23 +70,23 @@ PyObject* emu_set_stack_kib(PyObject*, PyObject* arg) {
     return nullptr;
   }
   return guarded([&] {
-    q35::emu::set_stack_kib(static_cast<size_t>(n));
+    q35::simt::set_stack_kib(static_cast<size_t>(n));
     Py_RETURN_NONE;
   });
 }
 PyObject* emu_get_stack_kib(PyObject*, PyObject*) {
-  return guarded([] { return PyLong_FromSize_t(q35::emu::get_stack_kib()); });
+  return guarded([] { return PyLong_FromSize_t(q35::simt::get_stack_kib()); });
 }
 PyObject* emu_stats(PyObject*, PyObject*) {
   return guarded([] {
-    const q35::emu::Stats s = q35::emu::get_stats();
+    const q35::simt::Stats s = q35::simt::get_stats();
     return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K}", "launches", s.launches, "blocks", s.blocks, "threads",
                          s.threads, "context_switches", s.context_switches, "barriers", s.barriers,
                          "warp_collectives", s.warp_collectives);
   });
 }
 PyObject* emu_reset_stats(PyObject*, PyObject*) {
-  q35::emu::reset_stats();
+  q35::simt::reset_stats();
   Py_RETURN_NONE;
 }
 

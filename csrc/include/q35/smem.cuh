@@ -4,7 +4,7 @@
 #pragma once
 
 #if defined(Q35_EMULATE)
-#define Q35_DYNAMIC_SMEM(type, name) type* name = reinterpret_cast<type*>(::q35::emu::cur().dyn_smem)
+#define Q35_DYNAMIC_SMEM(type, name) type* name = reinterpret_cast<type*>(::q35::simt::cur().dyn_smem)
 #else
 #define Q35_DYNAMIC_SMEM(type, name)                              \
   extern __shared__ __align__(16) unsigned char q35_dyn_smem_[]; \

@@ -23,7 +23,8 @@ __device__ int recurse(int depth) {
 // 3 lanes exit while others wait in a shuffle; 4 half a warp in a shuffle, half at a barrier (deadlock);
 // 5 inconsistent shuffle masks (deadlock); 6 a lane outside its own mask; 7 dynamic smem index p.arg (past the
 // launch size); 8 store through p.bad_ptr by thread p.arg; 9 recursion of depth p.arg (emulator only);
-// 10 __trap(); 11 integer division by p.arg; 12 thread 0 spin-waits (with __nanosleep) for a flag of thread 32.
+// 10 __trap(); 11 integer division by p.arg; 12 thread 0 spin-waits (with __nanosleep) for a flag of thread 32;
+// 13 p.arg iterations of __syncthreads() (the emulator's speed test).
 // Grid: any. Block: >= 64 threads for variant 12.
 __global__ void fault_kernel(FaultParams p) {
   Q35_DYNAMIC_SMEM(int32_t, smem);  // [launch smem / 4] smem
@@ -85,6 +86,9 @@ __global__ void fault_kernel(FaultParams p) {
       } else if (tid == kWarpSize) {
         atomicExch(&smem[0], 7);
       }
+      break;
+    case 13:
+      for (int i = 0; i < p.arg; ++i) __syncthreads();
       break;
     default:
       break;

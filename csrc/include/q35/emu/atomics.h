@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace q35::emu {
+namespace q35::simt {
 
 constexpr int kRelaxed = __ATOMIC_RELAXED;
 
@@ -29,7 +29,7 @@ inline T atomic_update(T* p, F f) {
   }
 }
 
-}  // namespace q35::emu
+}  // namespace q35::simt
 
 #define Q35_EMU_INT_ATOMICS(T)                                                                                  \
   inline T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }                          \
@@ -39,10 +39,10 @@ inline T atomic_update(T* p, F f) {
   inline T atomicOr(T* p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }                            \
   inline T atomicXor(T* p, T v) { return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); }                          \
   inline T atomicMin(T* p, T v) {                                                                               \
-    return ::q35::emu::atomic_update<T, T>(p, [v](T o) { return o < v ? o : v; });                             \
+    return ::q35::simt::atomic_update<T, T>(p, [v](T o) { return o < v ? o : v; });                             \
   }                                                                                                             \
   inline T atomicMax(T* p, T v) {                                                                               \
-    return ::q35::emu::atomic_update<T, T>(p, [v](T o) { return o > v ? o : v; });                             \
+    return ::q35::simt::atomic_update<T, T>(p, [v](T o) { return o > v ? o : v; });                             \
   }                                                                                                             \
   inline T atomicCAS(T* p, T compare, T v) {                                                                    \
     __atomic_compare_exchange_n(p, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);                     \
@@ -60,35 +60,35 @@ inline unsigned short atomicCAS(unsigned short* p, unsigned short compare, unsig
 }
 // ((old >= limit) ? 0 : old + 1) and (((old == 0) || (old > limit)) ? limit : old - 1), as in CUDA.
 inline unsigned atomicInc(unsigned* p, unsigned limit) {
-  return ::q35::emu::atomic_update<unsigned, unsigned>(p, [limit](unsigned o) { return o >= limit ? 0u : o + 1; });
+  return ::q35::simt::atomic_update<unsigned, unsigned>(p, [limit](unsigned o) { return o >= limit ? 0u : o + 1; });
 }
 inline unsigned atomicDec(unsigned* p, unsigned limit) {
-  return ::q35::emu::atomic_update<unsigned, unsigned>(
+  return ::q35::simt::atomic_update<unsigned, unsigned>(
       p, [limit](unsigned o) { return (o == 0 || o > limit) ? limit : o - 1; });
 }
 
 inline float atomicAdd(float* p, float v) {
-  return ::q35::emu::atomic_update<float, uint32_t>(p, [v](float o) {
-    return ::q35::emu::flush_subnormal(::q35::emu::flush_subnormal(o) + ::q35::emu::flush_subnormal(v));
+  return ::q35::simt::atomic_update<float, uint32_t>(p, [v](float o) {
+    return ::q35::simt::flush_subnormal(::q35::simt::flush_subnormal(o) + ::q35::simt::flush_subnormal(v));
   });
 }
 inline double atomicAdd(double* p, double v) {
-  return ::q35::emu::atomic_update<double, uint64_t>(p, [v](double o) { return o + v; });
+  return ::q35::simt::atomic_update<double, uint64_t>(p, [v](double o) { return o + v; });
 }
 inline float atomicExch(float* p, float v) {
-  return ::q35::emu::atomic_update<float, uint32_t>(p, [v](float) { return v; });
+  return ::q35::simt::atomic_update<float, uint32_t>(p, [v](float) { return v; });
 }
 inline __half atomicAdd(__half* p, __half v) {
-  return ::q35::emu::atomic_update<__half, uint16_t>(p, [v](__half o) { return __hadd(o, v); });
+  return ::q35::simt::atomic_update<__half, uint16_t>(p, [v](__half o) { return __hadd(o, v); });
 }
 inline __nv_bfloat16 atomicAdd(__nv_bfloat16* p, __nv_bfloat16 v) {
-  return ::q35::emu::atomic_update<__nv_bfloat16, uint16_t>(p, [v](__nv_bfloat16 o) { return __hadd(o, v); });
+  return ::q35::simt::atomic_update<__nv_bfloat16, uint16_t>(p, [v](__nv_bfloat16 o) { return __hadd(o, v); });
 }
 inline __half2 atomicAdd(__half2* p, __half2 v) {
-  return ::q35::emu::atomic_update<__half2, uint32_t>(p, [v](__half2 o) { return __hadd2(o, v); });
+  return ::q35::simt::atomic_update<__half2, uint32_t>(p, [v](__half2 o) { return __hadd2(o, v); });
 }
 inline __nv_bfloat162 atomicAdd(__nv_bfloat162* p, __nv_bfloat162 v) {
-  return ::q35::emu::atomic_update<__nv_bfloat162, uint32_t>(p, [v](__nv_bfloat162 o) { return __hadd2(o, v); });
+  return ::q35::simt::atomic_update<__nv_bfloat162, uint32_t>(p, [v](__nv_bfloat162 o) { return __hadd2(o, v); });
 }
 
 // Scope variants: one OS thread runs a block, so block scope and system scope are the same operation here.

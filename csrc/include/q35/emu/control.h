@@ -8,7 +8,7 @@
 
 #include "q35/emu/runtime.h"
 
-namespace q35::emu {
+namespace q35::simt {
 
 // A fault in an emulated kernel (message names the kernel, block and thread).
 class Q35_EMU_API Error : public std::runtime_error {
@@ -32,4 +32,4 @@ struct Stats {
 Q35_EMU_API Stats get_stats();
 Q35_EMU_API void reset_stats();
 
-}  // namespace q35::emu
+}  // namespace q35::simt

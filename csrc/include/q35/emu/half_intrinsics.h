@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-namespace q35::emu::half {
+namespace q35::simt::half {
 
 // Rounds the exact value s + e (s a double, |e| <= ulp(s)/2 the rest) to a binary format with `digits`
 // significand bits and minimum normal exponent `emin`, to nearest even. Returns the rounded value as a double.
@@ -48,11 +48,11 @@ inline __nv_bfloat16 fma_bf16(__nv_bfloat16 a, __nv_bfloat16 b, __nv_bfloat16 c)
   return __float2bfloat16(static_cast<float>(round_to_format(s, rest, 8, -126, 3.3895313892515355e38)));
 }
 
-}  // namespace q35::emu::half
+}  // namespace q35::simt::half
 
-inline __half __hfma(__half a, __half b, __half c) { return ::q35::emu::half::fma_half(a, b, c); }
+inline __half __hfma(__half a, __half b, __half c) { return ::q35::simt::half::fma_half(a, b, c); }
 inline __nv_bfloat16 __hfma(__nv_bfloat16 a, __nv_bfloat16 b, __nv_bfloat16 c) {
-  return ::q35::emu::half::fma_bf16(a, b, c);
+  return ::q35::simt::half::fma_bf16(a, b, c);
 }
 inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) {
   return __halves2half2(__hfma(__low2half(a), __low2half(b), __low2half(c)),

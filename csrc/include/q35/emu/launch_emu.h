@@ -1,4 +1,4 @@
-// q35::emu::run_kernel (what q35::launch calls under the emulator): packs the kernel arguments the way a CUDA
+// q35::simt::run_kernel (what q35::launch calls under the emulator): packs the kernel arguments the way a CUDA
 // launch does (converted to the parameter types, copied once; every thread gets its own by-value copy) and runs
 // the grid on the SIMT emulator.
 #pragma once
@@ -8,7 +8,7 @@
 
 #include "q35/emu/runtime.h"
 
-namespace q35::emu {
+namespace q35::simt {
 
 template <typename... KArgs>
 struct KernelInvoker {
@@ -20,7 +20,7 @@ struct KernelInvoker {
 };
 
 // Returns cudaSuccess; faults (bad launch configuration, barrier divergence, deadlock, stack overflow, invalid
-// memory access, ...) throw q35::emu::Error with a message naming the kernel, block and thread.
+// memory access, ...) throw q35::simt::Error with a message naming the kernel, block and thread.
 template <typename... KArgs, typename... Args>
 cudaError_t run_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes, StreamArg stream,
                        Args&&... args) {
@@ -33,4 +33,4 @@ cudaError_t run_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t s
   return cudaSuccess;
 }
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace q35::emu::math {
+namespace q35::simt::math {
 
 inline float fast_exp(float x) { return std::exp(x); }
 inline float fast_exp10(float x) { return std::pow(10.0f, x); }
@@ -41,18 +41,18 @@ inline I saturating_int(double r) {
   return static_cast<I>(r);
 }
 
-}  // namespace q35::emu::math
+}  // namespace q35::simt::math
 
-#define __expf(x) ::q35::emu::math::fast_exp(x)
-#define __exp10f(x) ::q35::emu::math::fast_exp10(x)
-#define __logf(x) ::q35::emu::math::fast_log(x)
-#define __log2f(x) ::q35::emu::math::fast_log2(x)
-#define __log10f(x) ::q35::emu::math::fast_log10(x)
-#define __powf(x, y) ::q35::emu::math::fast_pow(x, y)
-#define __sinf(x) ::q35::emu::math::fast_sin(x)
-#define __cosf(x) ::q35::emu::math::fast_cos(x)
-#define __tanf(x) ::q35::emu::math::fast_tan(x)
-#define __sincosf(x, s, c) ::q35::emu::math::fast_sincos(x, s, c)
+#define __expf(x) ::q35::simt::math::fast_exp(x)
+#define __exp10f(x) ::q35::simt::math::fast_exp10(x)
+#define __logf(x) ::q35::simt::math::fast_log(x)
+#define __log2f(x) ::q35::simt::math::fast_log2(x)
+#define __log10f(x) ::q35::simt::math::fast_log10(x)
+#define __powf(x, y) ::q35::simt::math::fast_pow(x, y)
+#define __sinf(x) ::q35::simt::math::fast_sin(x)
+#define __cosf(x) ::q35::simt::math::fast_cos(x)
+#define __tanf(x) ::q35::simt::math::fast_tan(x)
+#define __sincosf(x, s, c) ::q35::simt::math::fast_sincos(x, s, c)
 
 inline float rsqrtf(float x) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(x))); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
@@ -69,24 +69,24 @@ inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
 inline float __saturatef(float x) { return x >= 1.0f ? 1.0f : (x > 0.0f ? x : 0.0f); }  // NaN -> 0
 
-inline int __float2int_rn(float x) { return ::q35::emu::math::saturating_int<int>(std::nearbyint(x)); }
-inline int __float2int_rz(float x) { return ::q35::emu::math::saturating_int<int>(std::trunc(x)); }
-inline int __float2int_rd(float x) { return ::q35::emu::math::saturating_int<int>(std::floor(x)); }
-inline int __float2int_ru(float x) { return ::q35::emu::math::saturating_int<int>(std::ceil(x)); }
-inline unsigned __float2uint_rn(float x) { return ::q35::emu::math::saturating_int<unsigned>(std::nearbyint(x)); }
-inline unsigned __float2uint_rz(float x) { return ::q35::emu::math::saturating_int<unsigned>(std::trunc(x)); }
-inline long long __float2ll_rn(float x) { return ::q35::emu::math::saturating_int<long long>(std::nearbyint(x)); }
-inline long long __float2ll_rz(float x) { return ::q35::emu::math::saturating_int<long long>(std::trunc(x)); }
+inline int __float2int_rn(float x) { return ::q35::simt::math::saturating_int<int>(std::nearbyint(x)); }
+inline int __float2int_rz(float x) { return ::q35::simt::math::saturating_int<int>(std::trunc(x)); }
+inline int __float2int_rd(float x) { return ::q35::simt::math::saturating_int<int>(std::floor(x)); }
+inline int __float2int_ru(float x) { return ::q35::simt::math::saturating_int<int>(std::ceil(x)); }
+inline unsigned __float2uint_rn(float x) { return ::q35::simt::math::saturating_int<unsigned>(std::nearbyint(x)); }
+inline unsigned __float2uint_rz(float x) { return ::q35::simt::math::saturating_int<unsigned>(std::trunc(x)); }
+inline long long __float2ll_rn(float x) { return ::q35::simt::math::saturating_int<long long>(std::nearbyint(x)); }
+inline long long __float2ll_rz(float x) { return ::q35::simt::math::saturating_int<long long>(std::trunc(x)); }
 inline float __int2float_rn(int x) { return static_cast<float>(x); }
 inline float __uint2float_rn(unsigned x) { return static_cast<float>(x); }
 inline float __ll2float_rn(long long x) { return static_cast<float>(x); }
 
-inline int __float_as_int(float x) { return ::q35::emu::math::bit_cast<int>(x); }
-inline unsigned __float_as_uint(float x) { return ::q35::emu::math::bit_cast<unsigned>(x); }
-inline float __int_as_float(int x) { return ::q35::emu::math::bit_cast<float>(x); }
-inline float __uint_as_float(unsigned x) { return ::q35::emu::math::bit_cast<float>(x); }
-inline long long __double_as_longlong(double x) { return ::q35::emu::math::bit_cast<long long>(x); }
-inline double __longlong_as_double(long long x) { return ::q35::emu::math::bit_cast<double>(x); }
+inline int __float_as_int(float x) { return ::q35::simt::math::bit_cast<int>(x); }
+inline unsigned __float_as_uint(float x) { return ::q35::simt::math::bit_cast<unsigned>(x); }
+inline float __int_as_float(int x) { return ::q35::simt::math::bit_cast<float>(x); }
+inline float __uint_as_float(unsigned x) { return ::q35::simt::math::bit_cast<float>(x); }
+inline long long __double_as_longlong(double x) { return ::q35::simt::math::bit_cast<long long>(x); }
+inline double __longlong_as_double(long long x) { return ::q35::simt::math::bit_cast<double>(x); }
 
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }

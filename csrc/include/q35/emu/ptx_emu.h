@@ -5,7 +5,7 @@
 
 #include "q35/emu/runtime.h"
 
-namespace q35::emu {
+namespace q35::simt {
 
 enum class MmaInput : int { kBf16 = 0, kF16 = 1 };
 
@@ -23,4 +23,4 @@ Q35_EMU_API void cp_async(void* smem_dst, const void* gmem_src, int cp_size, int
 Q35_EMU_API void cp_async_commit_group();
 Q35_EMU_API void cp_async_wait_group(int n);
 
-}  // namespace q35::emu
+}  // namespace q35::simt

@@ -10,7 +10,7 @@
 
 #define Q35_EMU_API __attribute__((visibility("default")))
 
-namespace q35::emu {
+namespace q35::simt {
 
 // Where an intrinsic was called from (default arguments capture the caller's file and line).
 struct Site {
@@ -18,7 +18,7 @@ struct Site {
   int line;
 };
 #define Q35_EMU_SITE_PARAMS const char *q35_file = __builtin_FILE(), int q35_line = __builtin_LINE()
-#define Q35_EMU_SITE (::q35::emu::Site{q35_file, q35_line})
+#define Q35_EMU_SITE (::q35::simt::Site{q35_file, q35_line})
 
 // What kernel code sees of the CUDA thread it runs as (the first member of the runtime's fiber).
 struct ThreadCtx {
@@ -70,7 +70,7 @@ struct LaunchSpec {
   size_t dynamic_smem_bytes;
   std::source_location launched_from;
 };
-// Runs the whole grid; throws q35::emu::Error (a std::runtime_error) on any fault.
+// Runs the whole grid; throws q35::simt::Error (a std::runtime_error) on any fault.
 Q35_EMU_API void run_grid(const LaunchSpec& spec);
 
 // The stream argument of q35::launch under the emulator: captures where the launch was written.
@@ -80,4 +80,4 @@ struct StreamArg {
   StreamArg(cudaStream_t s, std::source_location w = std::source_location::current()) : stream(s), where(w) {}
 };
 
-}  // namespace q35::emu
+}  // namespace q35::simt

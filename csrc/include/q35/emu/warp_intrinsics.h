@@ -7,7 +7,7 @@
 
 #include "q35/emu/runtime.h"
 
-namespace q35::emu {
+namespace q35::simt {
 
 enum class ShflMode : int { kIdx = 0, kUp = 1, kDown = 2, kXor = 3 };
 struct ShflArgs {
@@ -65,53 +65,53 @@ inline uint32_t redux(ReduxOp op, unsigned mask, uint32_t value, bool is_signed,
   return args.result;
 }
 
-}  // namespace q35::emu
+}  // namespace q35::simt
 
 template <typename T>
 inline T __shfl_sync(unsigned mask, T var, int srcLane, int width = 32, Q35_EMU_SITE_PARAMS) {
-  return ::q35::emu::shfl(::q35::emu::ShflMode::kIdx, mask, var, srcLane, width, Q35_EMU_SITE);
+  return ::q35::simt::shfl(::q35::simt::ShflMode::kIdx, mask, var, srcLane, width, Q35_EMU_SITE);
 }
 template <typename T>
 inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32, Q35_EMU_SITE_PARAMS) {
-  return ::q35::emu::shfl(::q35::emu::ShflMode::kUp, mask, var, static_cast<int>(delta), width, Q35_EMU_SITE);
+  return ::q35::simt::shfl(::q35::simt::ShflMode::kUp, mask, var, static_cast<int>(delta), width, Q35_EMU_SITE);
 }
 template <typename T>
 inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32, Q35_EMU_SITE_PARAMS) {
-  return ::q35::emu::shfl(::q35::emu::ShflMode::kDown, mask, var, static_cast<int>(delta), width, Q35_EMU_SITE);
+  return ::q35::simt::shfl(::q35::simt::ShflMode::kDown, mask, var, static_cast<int>(delta), width, Q35_EMU_SITE);
 }
 template <typename T>
 inline T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = 32, Q35_EMU_SITE_PARAMS) {
-  return ::q35::emu::shfl(::q35::emu::ShflMode::kXor, mask, var, laneMask, width, Q35_EMU_SITE);
+  return ::q35::simt::shfl(::q35::simt::ShflMode::kXor, mask, var, laneMask, width, Q35_EMU_SITE);
 }
 
 inline unsigned __ballot_sync(unsigned mask, int predicate, Q35_EMU_SITE_PARAMS) {
-  return ::q35::emu::vote(::q35::emu::kBallotOp, mask, predicate, Q35_EMU_SITE);
+  return ::q35::simt::vote(::q35::simt::kBallotOp, mask, predicate, Q35_EMU_SITE);
 }
 inline int __any_sync(unsigned mask, int predicate, Q35_EMU_SITE_PARAMS) {
-  return static_cast<int>(::q35::emu::vote(::q35::emu::kAnyOp, mask, predicate, Q35_EMU_SITE));
+  return static_cast<int>(::q35::simt::vote(::q35::simt::kAnyOp, mask, predicate, Q35_EMU_SITE));
 }
 inline int __all_sync(unsigned mask, int predicate, Q35_EMU_SITE_PARAMS) {
-  return static_cast<int>(::q35::emu::vote(::q35::emu::kAllOp, mask, predicate, Q35_EMU_SITE));
+  return static_cast<int>(::q35::simt::vote(::q35::simt::kAllOp, mask, predicate, Q35_EMU_SITE));
 }
 inline void __syncwarp(unsigned mask = 0xffffffffu, Q35_EMU_SITE_PARAMS) {
-  ::q35::emu::vote(::q35::emu::kSyncwarpOp, mask, 1, Q35_EMU_SITE);
+  ::q35::simt::vote(::q35::simt::kSyncwarpOp, mask, 1, Q35_EMU_SITE);
 }
-inline unsigned __activemask(Q35_EMU_SITE_PARAMS) { return ::q35::emu::warp_active_mask(Q35_EMU_SITE); }
+inline unsigned __activemask(Q35_EMU_SITE_PARAMS) { return ::q35::simt::warp_active_mask(Q35_EMU_SITE); }
 
 template <typename T>
 inline unsigned __match_any_sync(unsigned mask, T value, Q35_EMU_SITE_PARAMS) {
   static_assert(std::is_integral_v<T> || std::is_floating_point_v<T>, "__match_any_sync: 32/64-bit scalar");
-  ::q35::emu::MatchArgs args{0, 0, 0};
+  ::q35::simt::MatchArgs args{0, 0, 0};
   std::memcpy(&args.value, &value, sizeof(T));
-  ::q35::emu::warp_collective(::q35::emu::kMatchAnyOp[sizeof(T) > 4], mask, &args, Q35_EMU_SITE);
+  ::q35::simt::warp_collective(::q35::simt::kMatchAnyOp[sizeof(T) > 4], mask, &args, Q35_EMU_SITE);
   return args.result;
 }
 template <typename T>
 inline unsigned __match_all_sync(unsigned mask, T value, int* pred, Q35_EMU_SITE_PARAMS) {
   static_assert(std::is_integral_v<T> || std::is_floating_point_v<T>, "__match_all_sync: 32/64-bit scalar");
-  ::q35::emu::MatchArgs args{0, 0, 0};
+  ::q35::simt::MatchArgs args{0, 0, 0};
   std::memcpy(&args.value, &value, sizeof(T));
-  ::q35::emu::warp_collective(::q35::emu::kMatchAllOp[sizeof(T) > 4], mask, &args, Q35_EMU_SITE);
+  ::q35::simt::warp_collective(::q35::simt::kMatchAllOp[sizeof(T) > 4], mask, &args, Q35_EMU_SITE);
   *pred = args.all_equal;
   return args.result;
 }
@@ -119,7 +119,7 @@ inline unsigned __match_all_sync(unsigned mask, T value, int* pred, Q35_EMU_SITE
 #define Q35_EMU_REDUX(name, op, T, is_signed)                                                             \
   inline T name(unsigned mask, T value, Q35_EMU_SITE_PARAMS) {                                            \
     return static_cast<T>(                                                                                \
-        ::q35::emu::redux(::q35::emu::ReduxOp::op, mask, static_cast<uint32_t>(value), is_signed, Q35_EMU_SITE)); \
+        ::q35::simt::redux(::q35::simt::ReduxOp::op, mask, static_cast<uint32_t>(value), is_signed, Q35_EMU_SITE)); \
   }
 Q35_EMU_REDUX(__reduce_add_sync, kAdd, unsigned, false)
 Q35_EMU_REDUX(__reduce_add_sync, kAdd, int, true)

@@ -15,25 +15,25 @@ namespace q35::ptx {
 #if defined(Q35_EMULATE)
 #define Q35_CP_ASYNC(bytes)                                                                                      \
   __device__ __forceinline__ void cp_async_##bytes(void* smem_dst, const void* gmem_src Q35_PTX_SITE_PARAMS) {   \
-    ::q35::emu::cp_async(smem_dst, gmem_src, bytes, bytes, Q35_EMU_SITE);                                       \
+    ::q35::simt::cp_async(smem_dst, gmem_src, bytes, bytes, Q35_EMU_SITE);                                       \
   }                                                                                                              \
   __device__ __forceinline__ void cp_async_##bytes##_zfill(void* smem_dst, const void* gmem_src,                 \
                                                           int src_bytes Q35_PTX_SITE_PARAMS) {                  \
-    ::q35::emu::cp_async(smem_dst, gmem_src, bytes, src_bytes, Q35_EMU_SITE);                                   \
+    ::q35::simt::cp_async(smem_dst, gmem_src, bytes, src_bytes, Q35_EMU_SITE);                                   \
   }
 Q35_CP_ASYNC(4)
 Q35_CP_ASYNC(8)
 Q35_CP_ASYNC(16)
 #undef Q35_CP_ASYNC
-__device__ __forceinline__ void cp_async_commit_group() { ::q35::emu::cp_async_commit_group(); }
+__device__ __forceinline__ void cp_async_commit_group() { ::q35::simt::cp_async_commit_group(); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() {
   static_assert(N >= 0, "cp.async.wait_group takes a non-negative immediate");
-  ::q35::emu::cp_async_wait_group(N);
+  ::q35::simt::cp_async_wait_group(N);
 }
 __device__ __forceinline__ void cp_async_wait_all() {
-  ::q35::emu::cp_async_commit_group();
-  ::q35::emu::cp_async_wait_group(0);
+  ::q35::simt::cp_async_commit_group();
+  ::q35::simt::cp_async_wait_group(0);
 }
 #else
 #define Q35_CP_ASYNC(bytes, cache)                                                                              \

@@ -18,7 +18,7 @@ namespace q35::ptx {
 #if defined(Q35_EMULATE)
 #define Q35_LDMATRIX(name, n, trans)                                                   \
   __device__ __forceinline__ void name(uint32_t (&r)[n], const void* smem_row Q35_PTX_SITE_PARAMS) { \
-    ::q35::emu::ldmatrix(n, trans, r, smem_row, Q35_EMU_SITE);                         \
+    ::q35::simt::ldmatrix(n, trans, r, smem_row, Q35_EMU_SITE);                         \
   }
 Q35_LDMATRIX(ldmatrix_x1, 1, false)
 Q35_LDMATRIX(ldmatrix_x2, 2, false)

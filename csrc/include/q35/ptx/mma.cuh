@@ -21,24 +21,24 @@ namespace q35::ptx {
 #if defined(Q35_EMULATE)
 __device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                                                   const float (&c)[4] Q35_PTX_SITE_PARAMS) {
-  ::q35::emu::mma_f32acc(16, ::q35::emu::MmaInput::kBf16, d, a, b, c, Q35_EMU_SITE);
+  ::q35::simt::mma_f32acc(16, ::q35::simt::MmaInput::kBf16, d, a, b, c, Q35_EMU_SITE);
 }
 __device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                                                  const float (&c)[4] Q35_PTX_SITE_PARAMS) {
-  ::q35::emu::mma_f32acc(16, ::q35::emu::MmaInput::kF16, d, a, b, c, Q35_EMU_SITE);
+  ::q35::simt::mma_f32acc(16, ::q35::simt::MmaInput::kF16, d, a, b, c, Q35_EMU_SITE);
 }
 __device__ __forceinline__ void mma_m16n8k16_f16_f16acc(uint32_t (&d)[2], const uint32_t (&a)[4],
                                                         const uint32_t (&b)[2],
                                                         const uint32_t (&c)[2] Q35_PTX_SITE_PARAMS) {
-  ::q35::emu::mma_f16acc(16, d, a, b, c, Q35_EMU_SITE);
+  ::q35::simt::mma_f16acc(16, d, a, b, c, Q35_EMU_SITE);
 }
 __device__ __forceinline__ void mma_m16n8k8_bf16(float (&d)[4], const uint32_t (&a)[2], uint32_t b,
                                                  const float (&c)[4] Q35_PTX_SITE_PARAMS) {
-  ::q35::emu::mma_f32acc(8, ::q35::emu::MmaInput::kBf16, d, a, &b, c, Q35_EMU_SITE);
+  ::q35::simt::mma_f32acc(8, ::q35::simt::MmaInput::kBf16, d, a, &b, c, Q35_EMU_SITE);
 }
 __device__ __forceinline__ void mma_m16n8k8_f16(float (&d)[4], const uint32_t (&a)[2], uint32_t b,
                                                 const float (&c)[4] Q35_PTX_SITE_PARAMS) {
-  ::q35::emu::mma_f32acc(8, ::q35::emu::MmaInput::kF16, d, a, &b, c, Q35_EMU_SITE);
+  ::q35::simt::mma_f32acc(8, ::q35::simt::MmaInput::kF16, d, a, &b, c, Q35_EMU_SITE);
 }
 #else
 #define Q35_MMA_K16_F32(name, types)                                                                          \

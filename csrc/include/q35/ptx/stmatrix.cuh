@@ -38,7 +38,7 @@ __device__ __forceinline__ void stmatrix_fallback(void* smem_row, const uint32_t
 #if defined(Q35_EMULATE)
 #define Q35_STMATRIX(name, n, trans)                                                          \
   __device__ __forceinline__ void name(void* smem_row, const uint32_t (&r)[n] Q35_PTX_SITE_PARAMS) { \
-    ::q35::emu::stmatrix(n, trans, r, smem_row, Q35_EMU_SITE);                                \
+    ::q35::simt::stmatrix(n, trans, r, smem_row, Q35_EMU_SITE);                                \
   }
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define Q35_STMATRIX(name, n, trans)                                                           \
