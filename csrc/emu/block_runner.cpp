@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
-#include <sstream>
 
 #include "emu/faults.h"
 #include "emu/symbols.h"
@@ -90,11 +89,10 @@ std::string lane_list(uint32_t mask) {
 }
 
 std::string describe_thread(const ThreadCtx& c) {
-  std::ostringstream m;
-  m << "block (" << c.block_idx.x << ", " << c.block_idx.y << ", " << c.block_idx.z << "), thread ("
-    << c.thread_idx.x << ", " << c.thread_idx.y << ", " << c.thread_idx.z << ") (warp " << c.warp << ", lane "
-    << c.lane << ")";
-  return m.str();
+  using std::to_string;
+  return "block (" + to_string(c.block_idx.x) + ", " + to_string(c.block_idx.y) + ", " + to_string(c.block_idx.z) +
+         "), thread (" + to_string(c.thread_idx.x) + ", " + to_string(c.thread_idx.y) + ", " +
+         to_string(c.thread_idx.z) + ") (warp " + to_string(c.warp) + ", lane " + to_string(c.lane) + ")";
 }
 
 BlockRunner::BlockRunner() {
@@ -395,13 +393,13 @@ std::string BlockRunner::describe_wait(const Fiber& f) const {
 }
 
 void BlockRunner::report_deadlock() {
-  std::ostringstream m;
+  using std::to_string;
   const Fiber* blame = nullptr;
   bool inconsistent = false;
-  std::ostringstream details;
+  std::string details;
   if (barrier_arrived_ > 0) {
-    details << "\n    " << barrier_arrived_ << " of " << num_threads_ << " threads wait at " << barrier_name(barrier_kind_)
-            << " at " << site_str(barrier_site_);
+    details += "\n    " + to_string(barrier_arrived_) + " of " + to_string(num_threads_) + " threads wait at " +
+               barrier_name(barrier_kind_) + " at " + site_str(barrier_site_);
   }
   for (unsigned wi = 0; wi < num_warps_; ++wi) {
     const WarpState& w = warps_[wi];
@@ -409,12 +407,12 @@ void BlockRunner::report_deadlock() {
       const Collective& c = w.pending[i];
       const Fiber& first = *fibers_[wi * kWarpLanes + static_cast<unsigned>(__builtin_ctz(c.arrived))];
       if (!blame) blame = &first;
-      details << "\n    warp " << wi << ": lanes " << lane_list(c.arrived) << " wait in " << c.op->name
-              << "(mask=" << hex_mask(c.mask) << ") at " << site_str(c.site) << " for lanes "
-              << lane_list(c.mask & ~c.arrived);
+      details += "\n    warp " + to_string(wi) + ": lanes " + lane_list(c.arrived) + " wait in " + c.op->name +
+                 "(mask=" + hex_mask(c.mask) + ") at " + site_str(c.site) + " for lanes " +
+                 lane_list(c.mask & ~c.arrived);
       for (uint32_t miss = c.mask & ~c.arrived; miss; miss &= miss - 1) {
         const Fiber& g = *fibers_[wi * kWarpLanes + static_cast<unsigned>(__builtin_ctz(miss))];
-        details << "\n      lane " << g.ctx.lane << ": " << describe_wait(g);
+        details += "\n      lane " + to_string(g.ctx.lane) + ": " + describe_wait(g);
         if (g.wait == WaitKind::kCollective && g.wait_mask != c.mask) inconsistent = true;
       }
     }
@@ -423,23 +421,19 @@ void BlockRunner::report_deadlock() {
     for (unsigned t = 0; t < num_threads_ && !blame; ++t)
       if (fibers_[t]->state == FiberState::kBlocked) blame = fibers_[t].get();
   }
-  m << (inconsistent ? "deadlock (inconsistent warp-collective masks)" : "deadlock")
-    << ": no thread of the block can proceed" << details.str();
-  throw_error(blame, m.str());
+  throw_error(blame, std::string(inconsistent ? "deadlock (inconsistent warp-collective masks)" : "deadlock") +
+                        ": no thread of the block can proceed" + details);
 }
 
 void BlockRunner::throw_error(const Fiber* f, const std::string& what) {
-  std::ostringstream m;
-  m << "qwen35_native emulator: " << what << "\n  kernel: " << kernel_name(spec_->kernel) << "\n  at: ";
-  if (f) {
-    m << describe_thread(f->ctx);
-  } else {
-    m << "block (" << block_idx_.x << ", " << block_idx_.y << ", " << block_idx_.z << ")";
-  }
-  m << "\n  launched from: " << spec_->launched_from.function_name() << " ("
-    << site_str(Site{spec_->launched_from.file_name(), static_cast<int>(spec_->launched_from.line())}) << ")";
+  using std::to_string;
+  std::string m = "qwen35_native emulator: " + what + "\n  kernel: " + kernel_name(spec_->kernel) + "\n  at: ";
+  m += f ? describe_thread(f->ctx)
+         : "block (" + to_string(block_idx_.x) + ", " + to_string(block_idx_.y) + ", " + to_string(block_idx_.z) + ")";
+  m += "\n  launched from: " + std::string(spec_->launched_from.function_name()) + " (" +
+       site_str(Site{spec_->launched_from.file_name(), static_cast<int>(spec_->launched_from.line())}) + ")";
   failed_ = false;
-  throw Error(m.str());
+  throw Error(m);
 }
 
 // ---- entry points called by kernel code (q35/emu/runtime.h) ----

@@ -5,7 +5,7 @@
 #include <exception>
 #include <functional>
 #include <mutex>
-#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -24,11 +24,10 @@ constexpr unsigned kMaxGridDimYZ = 65535;
 constexpr uint64_t kMaxShuffledBlocks = uint64_t{1} << 24;  // larger random grids rotate instead of shuffle
 
 [[noreturn]] void launch_error(const LaunchSpec& spec, const ArchLimits& arch, const std::string& what) {
-  std::ostringstream m;
-  m << "qwen35_native emulator: invalid launch for sm_" << arch.sm << ": " << what << "\n  kernel: "
-    << kernel_name(spec.kernel) << "\n  launched from: " << spec.launched_from.function_name() << " ("
-    << site_str(Site{spec.launched_from.file_name(), static_cast<int>(spec.launched_from.line())}) << ")";
-  throw Error(m.str());
+  throw Error("qwen35_native emulator: invalid launch for sm_" + std::to_string(arch.sm) + ": " + what +
+              "\n  kernel: " + kernel_name(spec.kernel) + "\n  launched from: " +
+              spec.launched_from.function_name() + " (" +
+              site_str(Site{spec.launched_from.file_name(), static_cast<int>(spec.launched_from.line())}) + ")");
 }
 
 std::string dims(dim3 d) {
