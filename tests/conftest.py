@@ -2,7 +2,8 @@
 
 Fixtures:
     two_orders: ``two_orders(fn, *args, **kwargs)`` runs ``fn`` under the emulator's "forward" and "reverse"
-        thread orders and asserts bit-identical outputs (a missing barrier shows up as a difference); returns the
+        thread orders and asserts bit-identical outputs (a missing barrier shows up as a difference);
+        returns the
         first output. See ``utils.run_under_schedules``.
     emu_ops: ``torch.ops.q35_emu_tests`` (the emulator's own test kernels, from ``qwen35_native._emu_tests``).
 """

@@ -6,8 +6,11 @@ of the SIMT emulator that runs the CUDA sources on the CPU), and the model/engin
 
 import torch  # noqa: F401  (loads libtorch before the extension)
 
-from . import _C  # noqa: F401  (registers torch.ops.qwen35_native.*)
-from . import emulator, ops
+from . import (
+    _C,  # noqa: F401  (registers torch.ops.qwen35_native.*)
+    emulator,
+    ops,
+)
 from ._version import __version__
 
 __all__ = ["__version__", "emulator", "ops", "build_info"]

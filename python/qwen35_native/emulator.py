@@ -13,7 +13,8 @@ process-wide; the environment variables give their initial values:
 - stack size of each emulated CUDA thread in KiB (``QWEN35_EMU_STACK_KB``): 256 by default.
 
 Faults in emulated kernels (barrier divergence, deadlock, inconsistent warp masks, stack overflow, shared
-memory out of bounds, invalid addresses, launches over the architecture's limits) raise ``RuntimeError`` with a
+memory out of bounds, invalid addresses, launches over the architecture's limits) raise ``RuntimeError``
+with a
 message naming the kernel, the block and the thread.
 """
 
@@ -24,8 +25,19 @@ from collections.abc import Iterator
 
 from . import _C
 
-__all__ = ["available", "schedule", "get_schedule", "arch", "get_arch", "threads", "get_threads",
-           "set_stack_size", "get_stack_size", "stats", "reset_stats"]
+__all__ = [
+    "available",
+    "schedule",
+    "get_schedule",
+    "arch",
+    "get_arch",
+    "threads",
+    "get_threads",
+    "set_stack_size",
+    "get_stack_size",
+    "stats",
+    "reset_stats",
+]
 
 
 def available() -> bool:
@@ -86,7 +98,8 @@ def get_threads() -> int:
 
 
 def set_stack_size(kib: int) -> None:
-    """Stack of each emulated CUDA thread, in KiB (>= 16). Kernels with big per-thread arrays may need more."""
+    """Stack of each emulated CUDA thread, in KiB (>= 16). Kernels with big per-thread arrays may need
+    more."""
     _require()
     _C._emu_set_stack_kib(int(kib))
 
@@ -97,7 +110,8 @@ def get_stack_size() -> int:
 
 
 def stats() -> dict:
-    """Counters since the last reset: launches, blocks, threads, context_switches, barriers, warp_collectives."""
+    """Counters since the last reset: launches, blocks, threads, context_switches, barriers,
+    warp_collectives."""
     _require()
     return _C._emu_stats()
 

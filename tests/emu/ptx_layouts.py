@@ -1,4 +1,5 @@
-"""Register layouts of mma.sync and ldmatrix written from ../shared/PTX_FACTS.md, independently of the C++ (so a
+"""Register layouts of mma.sync and ldmatrix written from ../shared/PTX_FACTS.md, independently of the C++
+(so a
 layout error shows as a mismatch, not as two errors cancelling). Lane l: g = l >> 2, t = l & 3."""
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def pack_b(b: torch.Tensor, k: int) -> torch.Tensor:
 def pack_c_f32(c: torch.Tensor) -> torch.Tensor:
     """C [16, 8] float32 -> [32, 4] int32 registers (raw f32 bits)."""
     bits = c.contiguous().view(torch.int32)
-    return torch.tensor([[int(bits[r, col]) for (r, col) in mma_c_coords(lane)] for lane in range(32)],
-                        dtype=torch.int32)
+    return torch.tensor(
+        [[int(bits[r, col]) for (r, col) in mma_c_coords(lane)] for lane in range(32)], dtype=torch.int32
+    )
 
 
 def unpack_d_f32(d: torch.Tensor) -> torch.Tensor:
@@ -103,6 +105,7 @@ def ldmatrix_expected(rows: torch.Tensor, slot: list[int], num: int, trans: bool
 
     rows: [slots, 8] 16-bit patterns; slot[l]: the row lane l addresses. M_j[r][c] = rows[slot[8j + r], c].
     """
+
     def m(j, r, c):
         return int(rows[slot[8 * j + r], c])
 

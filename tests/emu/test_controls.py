@@ -26,19 +26,19 @@ def test_schedule_context_manager_restores():
 
 @pytest.mark.parametrize("bad", ["backwards", "random:", "random:-1", "random:x", ""])
 def test_bad_schedule_raises(bad):
-    with pytest.raises(ValueError, match="schedule must be 'forward', 'reverse' or 'random:<seed>'"):
-        with emulator.schedule(bad):
-            pass
+    with (
+        pytest.raises(ValueError, match="schedule must be 'forward', 'reverse' or 'random:<seed>'"),
+        emulator.schedule(bad),
+    ):
+        pass
     assert emulator.get_schedule() == "forward"
 
 
 def test_bad_settings_raise():
-    with pytest.raises(ValueError, match="arch must be 'sm_80' or 'sm_90'"):
-        with emulator.arch("sm_70"):
-            pass
-    with pytest.raises(ValueError, match="threads must be >= 0"):
-        with emulator.threads(-1):
-            pass
+    with pytest.raises(ValueError, match="arch must be 'sm_80' or 'sm_90'"), emulator.arch("sm_70"):
+        pass
+    with pytest.raises(ValueError, match="threads must be >= 0"), emulator.threads(-1):
+        pass
     with pytest.raises(ValueError, match=">= 16 KiB"):
         emulator.set_stack_size(8)
     with pytest.raises(TypeError):

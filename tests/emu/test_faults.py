@@ -35,18 +35,32 @@ def expect_fault(emu_ops, pattern, variant, **kwargs):
     return msg
 
 
-@pytest.mark.parametrize(("variant", "pattern"), [
-    (0, r"barrier divergence: this thread exited while 16 thread\(s\) wait at __syncthreads\(\)"),
-    (1, r"barrier divergence: (this thread exited while 32 thread\(s\) wait at __syncthreads\(\)|"
-        r"__syncthreads\(\) at fault_test_kernels.cu:\d+ reached after 32 thread\(s\) of the block exited)"),
-    (2, r"barrier divergence: this thread reached __syncthreads\(\) at fault_test_kernels.cu:\d+ while 1 thread"),
-], ids=["divergent-branch", "exited-threads", "two-sites"])
+@pytest.mark.parametrize(
+    ("variant", "pattern"),
+    [
+        (0, r"barrier divergence: this thread exited while 16 thread\(s\) wait at __syncthreads\(\)"),
+        (
+            1,
+            r"barrier divergence: (this thread exited while 32 thread\(s\) wait at __syncthreads\(\)|"
+            r"__syncthreads\(\) at fault_test_kernels.cu:\d+ reached after 32 thread\(s\) "
+            r"of the block exited)",
+        ),
+        (
+            2,
+            r"barrier divergence: this thread reached __syncthreads\(\) at fault_test_kernels.cu:\d+ "
+            r"while 1 thread",
+        ),
+    ],
+    ids=["divergent-branch", "exited-threads", "two-sites"],
+)
 def test_barrier_divergence_raises(emu_ops, variant, pattern):
     expect_fault(emu_ops, pattern, variant)
 
 
 def test_lane_exits_while_warp_waits(emu_ops):
-    expect_fault(emu_ops, r"this lane exited while lanes 0-15 wait for it in __shfl_sync\(mask=0xffffffff\)", 3)
+    expect_fault(
+        emu_ops, r"this lane exited while lanes 0-15 wait for it in __shfl_sync\(mask=0xffffffff\)", 3
+    )
 
 
 def test_deadlock_raises(emu_ops):
@@ -60,14 +74,23 @@ def test_inconsistent_masks_deadlock_raises(emu_ops):
 
 
 def test_lane_outside_its_mask_raises(emu_ops):
-    expect_fault(emu_ops, r"__shfl_sync at fault_test_kernels.cu:\d+: the calling lane 0 is not in its mask 0xfffffffe",
-                 6)
+    expect_fault(
+        emu_ops,
+        r"__shfl_sync at fault_test_kernels.cu:\d+: the calling lane 0 is not in its mask 0xfffffffe",
+        6,
+    )
 
 
 def test_dynamic_smem_out_of_bounds_raises(emu_ops):
     run_fault(emu_ops, 7, arg=63, smem=256)  # in bounds
-    expect_fault(emu_ops, r"dynamic shared memory access out of bounds: byte offset 256 is past the launch's "
-                          r"smem_bytes = 256", 7, arg=64, smem=256)
+    expect_fault(
+        emu_ops,
+        r"dynamic shared memory access out of bounds: byte offset 256 is past the launch's "
+        r"smem_bytes = 256",
+        7,
+        arg=64,
+        smem=256,
+    )
 
 
 def test_invalid_address_raises(emu_ops):
@@ -80,8 +103,9 @@ def test_trap_and_division_by_zero_raise(emu_ops):
 
 
 def test_stack_overflow_raises(emu_ops):
-    msg = expect_fault(emu_ops, r"stack overflow: the thread used more than its 256 KiB stack", 9, arg=2000,
-                       block=(32, 1, 1))
+    msg = expect_fault(
+        emu_ops, r"stack overflow: the thread used more than its 256 KiB stack", 9, arg=2000, block=(32, 1, 1)
+    )
     assert "QWEN35_EMU_STACK_KB" in msg
     emulator.set_stack_size(2048)
     try:
@@ -114,13 +138,17 @@ def test_spin_wait_with_nanosleep_makes_progress(emu_ops):
             assert int(run_fault(emu_ops, 12)[0]) == 7
 
 
-@pytest.mark.parametrize(("kwargs", "pattern"), [
-    ({"block": (1025, 1, 1)}, r"block \(1025, 1, 1\) has 1025 threads; at most 1024"),
-    ({"block": (8, 8, 65)}, r"block \(8, 8, 65\) has 4160 threads"),
-    ({"grid": (1, 65536, 1)}, r"grid \(1, 65536, 1\) exceeds"),
-    ({"smem": 227 * 1024 + 1}, r"dynamic shared memory of 232449 bytes exceeds the 232448-byte limit"),
-    ({"block": (0, 1, 1)}, r"grid \(1, 1, 1\) and block \(0, 1, 1\) must not be empty"),
-], ids=["threads", "block-z", "grid-y", "smem", "empty"])
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"block": (1025, 1, 1)}, r"block \(1025, 1, 1\) has 1025 threads; at most 1024"),
+        ({"block": (8, 8, 65)}, r"block \(8, 8, 65\) has 4160 threads"),
+        ({"grid": (1, 65536, 1)}, r"grid \(1, 65536, 1\) exceeds"),
+        ({"smem": 227 * 1024 + 1}, r"dynamic shared memory of 232449 bytes exceeds the 232448-byte limit"),
+        ({"block": (0, 1, 1)}, r"grid \(1, 1, 1\) and block \(0, 1, 1\) must not be empty"),
+    ],
+    ids=["threads", "block-z", "grid-y", "smem", "empty"],
+)
 def test_launch_limits_raise(emu_ops, kwargs, pattern):
     with pytest.raises(RuntimeError, match=r"invalid launch for sm_90: " + pattern):
         run_fault(emu_ops, -1, **{"block": (32, 1, 1), **kwargs})
@@ -130,7 +158,9 @@ def test_sm80_shared_memory_limit(emu_ops):
     run_fault(emu_ops, -1, smem=200 * 1024)
     with emulator.arch("sm_80"):
         run_fault(emu_ops, -1, smem=163 * 1024)
-        with pytest.raises(RuntimeError, match=r"invalid launch for sm_80: dynamic shared memory of 166913 bytes"):
+        with pytest.raises(
+            RuntimeError, match=r"invalid launch for sm_80: dynamic shared memory of 166913 bytes"
+        ):
             run_fault(emu_ops, -1, smem=163 * 1024 + 1)
     assert emulator.get_arch() == "sm_90"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from utils import assert_close_report, on_cuda, randint_small, randn
 
 DTYPES = [torch.bfloat16, torch.float16]
@@ -44,5 +45,10 @@ def test_gpu_gemm_matches_emulator(emu_ops, dtype, trans_b):
     a, b, b_arg = operands(128, 64, 128, dtype, trans_b, small_ints=True, seed=3)
     assert torch.equal(emu_ops.gemm(*on_cuda(a, b_arg), trans_b).cpu(), emu_ops.gemm(a, b_arg, trans_b))
     a, b, b_arg = operands(128, 64, 128, dtype, trans_b, small_ints=False, seed=4)
-    assert_close_report(emu_ops.gemm(*on_cuda(a, b_arg), trans_b).cpu(), emu_ops.gemm(a, b_arg, trans_b),
-                        rtol=1e-5, atol=1e-5, what="gpu vs emulator")
+    assert_close_report(
+        emu_ops.gemm(*on_cuda(a, b_arg), trans_b).cpu(),
+        emu_ops.gemm(a, b_arg, trans_b),
+        rtol=1e-5,
+        atol=1e-5,
+        what="gpu vs emulator",
+    )

@@ -1,5 +1,6 @@
 """Per-lane register contents of ldmatrix / stmatrix / mma.sync on the emulator (and on a GPU, where the same
-probe kernels run) against PTX_FACTS.md: the layout formulas, their worked examples (§7), and whole fragments on
+probe kernels run) against PTX_FACTS.md: the layout formulas, their worked examples (§7), and whole
+fragments on
 random data. A GEMM that comes out right is not enough: these tests look at single lanes."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ptx_layouts import (
     unpack_d_f16,
     unpack_d_f32,
 )
+
 from utils import on_cuda, randint_small, randn
 
 PROBE_SLOTS = 40  # rows of the probe's smem buffer (kProbeSlots)
@@ -29,16 +31,31 @@ NUMS = (1, 2, 4)
 
 # PTX_FACTS.md §7, mma m16n8k16: lane -> A (a0..a7), B (b0..b3) as (k, n), C (c0..c3).
 MMA_TABLE = {
-    0: ([(0, 0), (0, 1), (8, 0), (8, 1), (0, 8), (0, 9), (8, 8), (8, 9)], [(0, 0), (1, 0), (8, 0), (9, 0)],
-        [(0, 0), (0, 1), (8, 0), (8, 1)]),
-    1: ([(0, 2), (0, 3), (8, 2), (8, 3), (0, 10), (0, 11), (8, 10), (8, 11)], [(2, 0), (3, 0), (10, 0), (11, 0)],
-        [(0, 2), (0, 3), (8, 2), (8, 3)]),
-    4: ([(1, 0), (1, 1), (9, 0), (9, 1), (1, 8), (1, 9), (9, 8), (9, 9)], [(0, 1), (1, 1), (8, 1), (9, 1)],
-        [(1, 0), (1, 1), (9, 0), (9, 1)]),
-    5: ([(1, 2), (1, 3), (9, 2), (9, 3), (1, 10), (1, 11), (9, 10), (9, 11)], [(2, 1), (3, 1), (10, 1), (11, 1)],
-        [(1, 2), (1, 3), (9, 2), (9, 3)]),
-    31: ([(7, 6), (7, 7), (15, 6), (15, 7), (7, 14), (7, 15), (15, 14), (15, 15)],
-         [(6, 7), (7, 7), (14, 7), (15, 7)], [(7, 6), (7, 7), (15, 6), (15, 7)]),
+    0: (
+        [(0, 0), (0, 1), (8, 0), (8, 1), (0, 8), (0, 9), (8, 8), (8, 9)],
+        [(0, 0), (1, 0), (8, 0), (9, 0)],
+        [(0, 0), (0, 1), (8, 0), (8, 1)],
+    ),
+    1: (
+        [(0, 2), (0, 3), (8, 2), (8, 3), (0, 10), (0, 11), (8, 10), (8, 11)],
+        [(2, 0), (3, 0), (10, 0), (11, 0)],
+        [(0, 2), (0, 3), (8, 2), (8, 3)],
+    ),
+    4: (
+        [(1, 0), (1, 1), (9, 0), (9, 1), (1, 8), (1, 9), (9, 8), (9, 9)],
+        [(0, 1), (1, 1), (8, 1), (9, 1)],
+        [(1, 0), (1, 1), (9, 0), (9, 1)],
+    ),
+    5: (
+        [(1, 2), (1, 3), (9, 2), (9, 3), (1, 10), (1, 11), (9, 10), (9, 11)],
+        [(2, 1), (3, 1), (10, 1), (11, 1)],
+        [(1, 2), (1, 3), (9, 2), (9, 3)],
+    ),
+    31: (
+        [(7, 6), (7, 7), (15, 6), (15, 7), (7, 14), (7, 15), (15, 14), (15, 15)],
+        [(6, 7), (7, 7), (14, 7), (15, 7)],
+        [(7, 6), (7, 7), (15, 6), (15, 7)],
+    ),
 }
 # §7, ldmatrix.x4: lane -> (low, high) as (row, col) of M_j, without and with .trans.
 LDMATRIX_TABLE = {
@@ -95,8 +112,9 @@ def test_ldmatrix_worked_table(emu_ops):
         for lane, entries in LDMATRIX_TABLE.items():
             (lo_r, lo_c), (hi_r, hi_c) = entries[trans]
             for j in range(4):
-                assert int(regs[lane, j]) == (64 * j + 8 * lo_r + lo_c) | ((64 * j + 8 * hi_r + hi_c) << 16), (
-                    lane, j, trans)
+                assert int(regs[lane, j]) == (64 * j + 8 * lo_r + lo_c) | (
+                    (64 * j + 8 * hi_r + hi_c) << 16
+                ), (lane, j, trans)
 
 
 def test_ldmatrix_x4_gives_mma_a_fragment(emu_ops):
@@ -109,7 +127,9 @@ def test_ldmatrix_x4_gives_mma_a_fragment(emu_ops):
     assert torch.equal(regs, pack_a(a, 16))
     lane5 = to_uint(regs[5])
     bits = half_bits(a)
-    for j, (r, c) in enumerate([(1, 2), (9, 2), (1, 10), (9, 10)]):  # §7: lane 5 gets A[1][2..3], A[9][2..3], ...
+    for j, (r, c) in enumerate(
+        [(1, 2), (9, 2), (1, 10), (9, 10)]
+    ):  # §7: lane 5 gets A[1][2..3], A[9][2..3], ...
         assert int(lane5[j]) == int(bits[r, c]) | (int(bits[r, c + 1]) << 16)
 
 
@@ -140,7 +160,9 @@ def test_stmatrix_inverts_ldmatrix(emu_ops):
     slot = scattered_slots(4, seed=6)
     for trans in (False, True):
         regs = run_ldmatrix(emu_ops, rows, slot, 4, trans)
-        back = emu_ops.stmatrix_probe(regs, torch.tensor(slot, dtype=torch.int32), torch.zeros_like(rows), 4, trans)
+        back = emu_ops.stmatrix_probe(
+            regs, torch.tensor(slot, dtype=torch.int32), torch.zeros_like(rows), 4, trans
+        )
         used = sorted(set(slot[:32]))
         assert torch.equal(back[used], rows[used])
 
@@ -153,8 +175,9 @@ def run_mma(emu_ops, a, b, c, k, device="cpu", f16_acc=False):
     dtype = a.dtype
     regs_a, regs_b = pack_a(a, k), pack_b(b, k)
     regs_c = pack_c_f16(c) if f16_acc else pack_c_f32(c)
-    d = emu_ops.mma_probe(regs_a.to(device), regs_b.to(device), regs_c.to(device), k, dtype == torch.float16,
-                          f16_acc).cpu()
+    d = emu_ops.mma_probe(
+        regs_a.to(device), regs_b.to(device), regs_c.to(device), k, dtype == torch.float16, f16_acc
+    ).cpu()
     return unpack_d_f16(d) if f16_acc else unpack_d_f32(d)
 
 
@@ -209,5 +232,7 @@ def test_gpu_mma_fragments_match_emulator(emu_ops, k, dtype):
     assert torch.equal(run_mma(emu_ops, a, b, c, k, device="cuda"), run_mma(emu_ops, a, b, c, k))
     if k == 16 and dtype == torch.float16:
         c16 = c.half()
-        assert torch.equal(run_mma(emu_ops, a, b, c16, k, device="cuda", f16_acc=True),
-                           run_mma(emu_ops, a, b, c16, k, f16_acc=True))
+        assert torch.equal(
+            run_mma(emu_ops, a, b, c16, k, device="cuda", f16_acc=True),
+            run_mma(emu_ops, a, b, c16, k, f16_acc=True),
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from utils import on_cuda, randn, run_under_schedules
 
 CORRECT_BLOCK, MISSING_SYNCTHREADS, MISSING_SYNCWARP, CORRECT_WARP = 0, 1, 2, 3

@@ -1,13 +1,14 @@
-"""The RMSNorm op's CPU implementation is its CUDA source on the emulator: it matches the pure-torch reference,
+"""The RMSNorm op's CPU implementation is its CUDA source on the emulator: it matches the pure-torch
+reference,
 is bit-identical under different thread orders, and (on a GPU) matches the CUDA kernel."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from utils import assert_close_report, randn
 
 from qwen35_native.ops import rms_norm, rms_norm_reference
+from utils import assert_close_report, randn
 
 SHAPES = [(1, 8), (3, 100), (7, 4096), (2, 5, 1030)]
 TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (1.6e-2, 1e-2), torch.float16: (2e-3, 2e-3)}

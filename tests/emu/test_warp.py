@@ -1,4 +1,5 @@
-"""Warp shuffles (every kind, widths < 32, out-of-range and negative sources, 64-bit, partial masks), votes and
+"""Warp shuffles (every kind, widths < 32, out-of-range and negative sources, 64-bit, partial masks), votes
+and
 ballots, __activemask, block reductions with shared memory and shuffles, and atomics (a histogram), on the
 emulator against Python models of the PTX rules (PTX_FACTS.md §5), and against the GPU."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from utils import assert_close_report, on_cuda, randn
 
 FULL = 0xFFFFFFFF
