@@ -3,8 +3,6 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <cmath>
-
 #include "kernels/norm/rms_norm.cuh"
 #include "torch/checks.h"
 #include "torch/device_guard.h"
@@ -67,32 +65,6 @@ RmsNormParams make_rms_norm_params(const at::Tensor& x, const at::Tensor& weight
   return p;
 }
 
-#if !defined(Q35_WITH_EMULATOR)
-// Plain C++ twin of rms_norm_kernel, used until the SIMT emulator runs the kernel source itself.
-template <typename T, typename W>
-void rms_norm_cpu_loop(const RmsNormParams& p) {
-  auto f = [](auto v) { return static_cast<float>(v); };
-  for (int64_t row = 0; row < p.num_rows; ++row) {
-    const T* x = static_cast<const T*>(p.x_ptr) + row * p.x_row_stride;
-    const T* r = p.residual_ptr ? static_cast<const T*>(p.residual_ptr) + row * p.residual_row_stride : nullptr;
-    T* y = static_cast<T*>(p.y_ptr) + row * p.hidden_size;
-    T* r_out = p.residual_out_ptr ? static_cast<T*>(p.residual_out_ptr) + row * p.hidden_size : nullptr;
-    const W* w = static_cast<const W*>(p.weight_ptr);
-    float sum_sq = 0.0f;
-    for (int64_t i = 0; i < p.hidden_size; ++i) {
-      float v = r ? f(T(f(x[i]) + f(r[i]))) : f(x[i]);
-      if (r_out) r_out[i] = T(v);
-      sum_sq += v * v;
-    }
-    const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(p.hidden_size) + p.eps);
-    for (int64_t i = 0; i < p.hidden_size; ++i) {
-      const float v = r ? f(T(f(x[i]) + f(r[i]))) : f(x[i]);
-      y[i] = T(v * inv_rms * (1.0f + f(w[i])));
-    }
-  }
-}
-#endif
-
 template <bool kOnCuda>
 void run_rms_norm(const RmsNormParams& p, const at::Tensor& x, const at::Tensor& weight, const char* op) {
   dispatch_float_dtype_and_param(x.scalar_type(), weight.scalar_type(), op, [&](auto t_tag, auto w_tag) {
@@ -104,11 +76,7 @@ void run_rms_norm(const RmsNormParams& p, const at::Tensor& x, const at::Tensor&
       check_launch(q35::cuda::launch_rms_norm<T, W>(p, c10::cuda::getCurrentCUDAStream()), op);
 #endif
     } else {
-#if defined(Q35_WITH_EMULATOR)
-      check_launch(q35::emu::launch_rms_norm<T, W>(p, nullptr), op);
-#else
-      rms_norm_cpu_loop<T, W>(p);
-#endif
+      check_launch(q35::emu::launch_rms_norm<T, W>(p, nullptr), op);  // the CUDA source on the SIMT emulator
     }
   });
 }

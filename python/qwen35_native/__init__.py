@@ -10,13 +10,14 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 from . import (
     _C,  # noqa: F401  (registers torch.ops.qwen35_native.*)
     configs,
+    emulator,
     ops,
 )
 from ._version import __version__
 from .engine.sampling_params import SamplingParams
 from .model import from_pretrained
 
-__all__ = ["__version__", "SamplingParams", "build_info", "configs", "from_pretrained", "ops"]
+__all__ = ["__version__", "SamplingParams", "build_info", "configs", "emulator", "from_pretrained", "ops"]
 
 
 def build_info() -> dict:

@@ -2,10 +2,10 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__) || defined(Q35_EMULATE)
+#if defined(__CUDACC__)
 #define Q35_HD __host__ __device__
 #else
-#define Q35_HD
+#define Q35_HD  // host code and the SIMT emulator: plain functions
 #endif
 
 namespace q35 {

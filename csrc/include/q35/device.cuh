@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "q35/common.h"
+#include "q35/smem.cuh"
 #include "q35/cvt.cuh"
 #include "q35/vec.cuh"
 #include "q35/warp_reduce.cuh"

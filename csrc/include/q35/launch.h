@@ -10,10 +10,12 @@
 namespace q35 {
 
 #if defined(Q35_EMULATE)
+// simt::StreamArg converts implicitly from cudaStream_t (or nullptr) and records the caller's source location,
+// which error messages name next to the kernel.
 template <typename... KArgs, typename... Args>
-inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes, simt::StreamArg stream,
                           Args&&... args) {
-  return emu::launch(kernel, grid, block, smem_bytes, stream, std::forward<Args>(args)...);
+  return simt::run_kernel(kernel, grid, block, smem_bytes, stream, std::forward<Args>(args)...);
 }
 #elif defined(__CUDACC__)
 template <typename... KArgs, typename... Args>

@@ -1,0 +1,153 @@
+// The per-OS-thread engine that runs one thread block at a time: its fibers (one per CUDA thread), the block
+// barrier, the warps' pending collectives, and the scheduler that resumes runnable fibers in the selected order.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "emu/config.h"
+#include "emu/context.h"
+#include "emu/cp_async_queue.h"
+#include "q35/emu/runtime.h"
+
+namespace q35::simt {
+
+constexpr unsigned kWarpLanes = 32;
+constexpr unsigned kMaxBlockThreads = 1024;
+constexpr unsigned kMaxWarps = kMaxBlockThreads / kWarpLanes;
+
+enum class FiberState : uint8_t { kRunnable, kBlocked, kExited };
+enum class WaitKind : uint8_t { kNone, kBarrier, kCollective, kActiveMask };
+
+struct Fiber {
+  ThreadCtx ctx;  // first: current_thread() hands out &ctx
+  MachineContext machine;
+  Stack stack;
+  FiberState state = FiberState::kExited;
+  WaitKind wait = WaitKind::kNone;
+  Site wait_site{nullptr, 0};
+  const char* wait_name = nullptr;
+  uint32_t wait_mask = 0;
+  uint32_t activemask_result = 0;
+  CpAsyncQueue cp_async;
+};
+
+struct Collective {
+  const CollectiveOp* op;
+  uint32_t mask;
+  uint32_t arrived;
+  Site site;
+  void* args[kWarpLanes];
+};
+
+struct WarpState {
+  uint32_t present = 0;  // lanes that exist (a partial last warp has fewer)
+  uint32_t exited = 0;
+  uint32_t activemask_waiting = 0;
+  unsigned num_pending = 0;
+  Collective pending[kWarpLanes];  // lanes are in at most one pending collective each
+};
+
+enum class FaultKind : int { kNone, kStackOverflow, kSmemOutOfBounds, kInvalidAddress, kDivideByZero };
+struct Fault {
+  volatile int kind = 0;  // FaultKind, written by the signal handler
+  const void* address = nullptr;
+};
+
+struct BlockStats {
+  uint64_t switches = 0, barriers = 0, collectives = 0;
+};
+
+class BlockRunner {
+ public:
+  BlockRunner();
+  ~BlockRunner();
+  BlockRunner(const BlockRunner&) = delete;
+  BlockRunner& operator=(const BlockRunner&) = delete;
+
+  // Runs one block to completion; throws Error on a fault.
+  void run_block(const LaunchSpec& spec, uint3 block_idx, const Schedule& schedule, uint64_t block_seq,
+                 size_t stack_bytes);
+  BlockStats take_stats();
+
+  // ---- called from fibers (the running thread) ----
+  Fiber& running() { return *running_; }
+  WarpState& warp_of(const Fiber& f) { return warps_[f.ctx.warp]; }
+  Fiber& fiber(unsigned linear_tid) { return *fibers_[linear_tid]; }
+  int barrier(BarrierKind kind, int predicate, Site site);
+  void collective_arrive(const CollectiveOp& op, uint32_t mask, void* args, Site site);  // collectives.cpp
+  uint32_t active_mask(Site site);
+  void complete_collective(WarpState& w, unsigned index, unsigned warp_index);
+  void block_running(WaitKind wait, Site site, const char* name, uint32_t mask);  // returns when woken
+  void wake(Fiber& f) { f.state = FiberState::kRunnable; }
+  [[noreturn]] void fail(const Fiber& f, const std::string& what);
+  [[noreturn]] void exit_running();
+  void yield_running();
+  void count_collective() { ++stats_.collectives; }
+
+  // ---- fault handling (signal handler) ----
+  bool in_fiber() const { return running_ != nullptr; }
+  bool smem_guard_contains(const void* addr) const;
+  [[noreturn]] void fault_running(FaultKind kind, const void* addr);
+
+  unsigned char* smem_base() const { return smem_base_; }
+  size_t smem_bytes() const { return smem_bytes_; }
+
+ private:
+  static void fiber_entry(void* fiber);
+  void prepare(const LaunchSpec& spec, uint3 block_idx);
+  void ensure_fibers(unsigned count, size_t stack_bytes);
+  void prepare_smem(size_t bytes);
+  void schedule_loop(const Schedule& schedule, uint64_t block_seq);
+  void resume(Fiber& f);
+  bool resolve_activemasks();
+  [[noreturn]] void report_deadlock();
+  [[noreturn]] void throw_error(const Fiber* f, const std::string& what);
+  std::string describe_wait(const Fiber& f) const;
+
+  const LaunchSpec* spec_ = nullptr;
+  uint3 block_idx_{0, 0, 0};
+  unsigned num_threads_ = 0;
+  unsigned num_warps_ = 0;
+  unsigned num_exited_ = 0;
+  std::vector<std::unique_ptr<Fiber>> fibers_;
+  size_t fiber_stack_bytes_ = 0;
+  WarpState warps_[kMaxWarps];
+  std::vector<uint32_t> order_;
+
+  // block barrier
+  unsigned barrier_arrived_ = 0;
+  Site barrier_site_{nullptr, 0};
+  BarrierKind barrier_kind_ = BarrierKind::kPlain;
+  int barrier_count_ = 0;
+  int barrier_result_ = 0;
+
+  // dynamic shared memory: [unused | smem_bytes_ | guard page]
+  char* smem_mapping_ = nullptr;
+  size_t smem_mapping_bytes_ = 0;
+  char* smem_guard_ = nullptr;
+  unsigned char* smem_base_ = nullptr;
+  size_t smem_bytes_ = 0;
+
+  MachineContext scheduler_;
+  Fiber* running_ = nullptr;
+  bool failed_ = false;
+  const Fiber* failed_fiber_ = nullptr;
+  std::string failure_;
+  Fault fault_;
+  BlockStats stats_;
+};
+
+// The runner of this OS thread (created on first use) and the one currently running a block here, if any.
+BlockRunner& this_thread_runner();
+BlockRunner* active_runner();
+void set_active_runner(BlockRunner* runner);
+
+// "block (x, y, z), thread (x, y, z) (warp w, lane l)"
+std::string describe_thread(const ThreadCtx& ctx);
+std::string lane_list(uint32_t mask);  // "0-15, 17"
+std::string site_str(Site site);       // "file.cu:123"
+std::string hex_mask(uint32_t mask);   // "0x0000ffff"
+
+}  // namespace q35::simt

@@ -1,0 +1,12 @@
+// Q35_DYNAMIC_SMEM(type, name): declares `type* name` pointing at the block's dynamic shared memory (the launch's
+// smem_bytes; 16-byte aligned). One spelling for nvcc and the emulator, which puts a guard page right after the
+// launch's size (an access past it stops the kernel with an error) and fills it with 0xFF bytes at block start.
+#pragma once
+
+#if defined(Q35_EMULATE)
+#define Q35_DYNAMIC_SMEM(type, name) type* name = reinterpret_cast<type*>(::q35::simt::cur().dyn_smem)
+#else
+#define Q35_DYNAMIC_SMEM(type, name)                              \
+  extern __shared__ __align__(16) unsigned char q35_dyn_smem_[]; \
+  type* name = reinterpret_cast<type*>(q35_dyn_smem_)
+#endif

@@ -1,0 +1,37 @@
+"""Shared pytest configuration: the ``gpu`` marker (skipped without CUDA) and fixtures for kernel tests.
+
+Fixtures:
+    two_orders: ``two_orders(fn, *args, **kwargs)`` runs ``fn`` under the emulator's "forward" and "reverse"
+        thread orders and asserts bit-identical outputs (a missing barrier shows up as a difference);
+        returns the
+        first output. See ``utils.run_under_schedules``.
+    emu_ops: ``torch.ops.q35_emu_tests`` (the emulator's own test kernels, from ``qwen35_native._emu_tests``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import utils
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def two_orders():
+    return utils.run_under_schedules
+
+
+@pytest.fixture(scope="session")
+def emu_ops():
+    import qwen35_native._emu_tests  # noqa: F401  (registers torch.ops.q35_emu_tests)
+
+    return torch.ops.q35_emu_tests
