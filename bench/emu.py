@@ -1,57 +1,56 @@
-"""Speed of the SIMT emulator (csrc/emu/README.md quotes these figures): barriers, warp collectives, an mma-
-heavy
-GEMM tile, and the RMSNorm op on the CPU. Usage: PYTHONPATH=python python bench/emu.py [--reps N]"""
+"""Speed of the SIMT emulator on the CPU (csrc/emu/README.md quotes these figures): barriers, block reduction, an
+mma-heavy GEMM tile, and the RMSNorm op emulated. Runs on the CPU even on a GPU machine.
+Usage: PYTHONPATH=python python bench/emu.py [--reps N] [--dry-run] [--json F]"""
 
 from __future__ import annotations
 
 import argparse
-import time
 
-import qwen35_native._emu_tests  # noqa: F401
 import torch
+from _report import Row, add_common_args, emit
+from _timing import bench
 
-from qwen35_native import emulator
+import qwen35_native._emu_tests  # noqa: F401  (registers torch.ops.q35_emu_tests)
 from qwen35_native.ops import rms_norm
 
 BARRIER_LOOP = 13  # fault_kernel variant: p.arg x __syncthreads()
+IMPL = "emulator (1 CPU thread)"
 
 
-def median_seconds(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def run(args: argparse.Namespace) -> list[Row]:
+    reps = 2 if args.dry_run else args.reps
+    ops = torch.ops.q35_emu_tests
+    rows = []
+    out = torch.zeros(256, dtype=torch.int32)
+    t = bench(lambda: ops.fault(out, BARRIER_LOOP, 1000, [1, 1, 1], [256, 1, 1], 0), device="cpu", reps=reps)
+    rows.append(Row(op="__syncthreads x1000", shape="256 threads", dtype="-", impl=IMPL, median_us=t["median_us"],
+                    notes=f"{t['median_us'] * 1e3 / 256e3:.0f} ns per thread-barrier"))
+    x = torch.randn(8, 1024)
+    t = bench(lambda: ops.block_reduce(x, 1024), device="cpu", reps=reps)
+    rows.append(Row(op="block_reduce", shape="8 blocks x 1024 threads", dtype="fp32", impl=IMPL,
+                    median_us=t["median_us"]))
+    sizes = [(64, 64, 64)] if args.dry_run else [(64, 64, 64), (128, 128, 128), (256, 256, 256)]
+    for m, n, k in sizes:
+        a, b = torch.randn(m, k).bfloat16(), torch.randn(n, k).bfloat16()
+        t = bench(lambda: ops.gemm(a, b, False), device="cpu", reps=reps)
+        mmas = (m // 16) * (n // 8) * (k // 16)
+        rows.append(Row(op="gemm ldmatrix+mma.sync", shape=f"{m}x{n}x{k}", dtype="bf16", impl=IMPL,
+                        median_us=t["median_us"], flops=2.0 * m * n * k,
+                        notes=f"{t['median_us'] / mmas:.2f} us per mma incl. loads"))
+    for shape in [(16, 4096)] if args.dry_run else [(16, 4096), (256, 4096)]:
+        xs, w = torch.randn(shape).bfloat16(), torch.randn(shape[-1]).bfloat16()
+        t = bench(lambda: rms_norm(xs, w, backend="kernel"), device="cpu", reps=reps)
+        rows.append(Row(op="rms_norm", shape=f"{shape[0]}x{shape[1]}", dtype="bf16", impl=IMPL,
+                        median_us=t["median_us"]))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reps", type=int, default=5)
+    add_common_args(parser)
     args = parser.parse_args()
-    ops = torch.ops.q35_emu_tests
-    out = torch.zeros(256, dtype=torch.int32)
-    t = median_seconds(lambda: ops.fault(out, BARRIER_LOOP, 1000, [1, 1, 1], [256, 1, 1], 0), args.reps)
-    print(
-        f"256 threads x 1000 __syncthreads: {t * 1e3:8.1f} ms  ({t / 256e3 * 1e9:.0f} ns per thread-barrier)"
-    )
-    x = torch.randn(8, 1024)
-    emulator.reset_stats()
-    t = median_seconds(lambda: ops.block_reduce(x, 1024), args.reps)
-    print(f"block_reduce 8 x 1024 threads:    {t * 1e3:8.1f} ms")
-    for m, n, k in [(64, 64, 64), (128, 128, 128), (256, 256, 256)]:
-        a, b = torch.randn(m, k).bfloat16(), torch.randn(n, k).bfloat16()
-        t = median_seconds(lambda a=a, b=b: ops.gemm(a, b, False), args.reps)
-        mmas = (m // 16) * (n // 8) * (k // 16)
-        print(
-            f"gemm {m}x{n}x{k} bf16 (ldmatrix + {mmas} mma.sync): {t * 1e3:8.1f} ms  "
-            f"({t / mmas * 1e6:.2f} us per mma incl. loads)"
-        )
-    for shape in [(16, 4096), (256, 4096)]:
-        xs, w = torch.randn(shape).bfloat16(), torch.randn(shape[-1]).bfloat16()
-        t = median_seconds(lambda xs=xs, w=w: rms_norm(xs, w, backend="kernel"), args.reps)
-        print(f"rms_norm {shape[0]}x{shape[1]} bf16 (emulated): {t * 1e3:8.1f} ms")
+    emit("emulator speed (CPU)", run(args), args)
 
 
 if __name__ == "__main__":
