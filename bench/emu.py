@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _report import Row, add_common_args, emit
-from _timing import bench
 
 import qwen35_native._emu_tests  # noqa: F401  (registers torch.ops.q35_emu_tests)
+from _report import Row, add_common_args, emit
+from _timing import bench
 from qwen35_native.ops import rms_norm
 
 BARRIER_LOOP = 13  # fault_kernel variant: p.arg x __syncthreads()
