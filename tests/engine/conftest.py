@@ -14,7 +14,7 @@ def tokenizer_dir(tmp_path_factory):
     from qwen35_native.chat import build_tiny_tokenizer, write_tokenizer_files
 
     directory = tmp_path_factory.mktemp("tiny_tokenizer")
-    write_tokenizer_files(directory, build_tiny_tokenizer(512))
+    write_tokenizer_files(directory, build_tiny_tokenizer())
     return directory
 
 

@@ -1,7 +1,8 @@
 """``qwen35 make-tiny``: a random checkpoint in the official release layout (MODEL_SPEC §2), for demos and tests.
 
 Writes config.json, generation_config.json, model.safetensors (or shards + index), tokenizer.json,
-tokenizer_config.json and chat_template.jinja. Tensors: ``model.language_model.*`` text decoder with fused experts
+tokenizer_config.json and chat_template.jinja (the chat package's tiny tokenizer and packaged Qwen3.5-style
+template, ``chat/tiny_tokenizer.py``). Tensors: ``model.language_model.*`` text decoder with fused experts
 (or per-expert with ``expert_layout="per-expert"``), ``lm_head.weight`` unless tied, ``model.visual.*`` vision tower,
 ``mtp.*`` head. Random like transformers' init (N(0, 0.02) linears) but with noise on every norm weight, A_log,
 dt_bias and conv weight, so that convention bugs ((1 + w) vs w norms, decay signs) change the logits.
@@ -16,9 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 from .. import configs
+from ..chat.tiny_tokenizer import build_tiny_tokenizer, write_tokenizer_files
 from ..model.config import Qwen35Config, TextConfig, VisionConfig
-from .chat_template import CHAT_TEMPLATE
-from .tokenizer import write_tokenizer_files
 
 
 class _Gen:
@@ -146,7 +146,8 @@ def write_tiny_checkpoint(directory: str, config: str = "tiny-moe", seed: int = 
     os.makedirs(directory, exist_ok=True)
     data = configs.config_json(config)
     text = data["text_config"]
-    ids = write_tokenizer_files(directory, configs.TINY_SPECIAL_BASE, CHAT_TEMPLATE, text["max_position_embeddings"])
+    ids = write_tokenizer_files(directory, build_tiny_tokenizer(configs.TINY_SPECIAL_BASE),
+                                model_max_length=text["max_position_embeddings"])
     # token ids come from the tokenizer just written, not from constants
     text["eos_token_id"] = ids["<|endoftext|>"]
     data.update(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
