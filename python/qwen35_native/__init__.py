@@ -2,7 +2,7 @@
 
 Public surface (DESIGN.md §4): ``ops`` (kernels with pure-torch references), ``emulator`` (thread-order control
 of the SIMT emulator that runs the CUDA sources on the CPU), ``from_pretrained`` and ``configs`` (the model), and
-the engine entry points as they land.
+the engine (``LLM``, ``SamplingParams``).
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)
@@ -14,10 +14,10 @@ from . import (
     ops,
 )
 from ._version import __version__
-from .engine.sampling_params import SamplingParams
+from .engine import LLM, SamplingParams
 from .model import from_pretrained
 
-__all__ = ["__version__", "SamplingParams", "build_info", "configs", "emulator", "from_pretrained", "ops"]
+__all__ = ["LLM", "__version__", "SamplingParams", "build_info", "configs", "emulator", "from_pretrained", "ops"]
 
 
 def build_info() -> dict:
