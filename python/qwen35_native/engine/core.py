@@ -131,6 +131,8 @@ class LLMEngine:
                 raise RuntimeError("qwen35_native: internal error: sequences wait but none could be scheduled")
             return []
         plan = self.plan(out)
+        if plan.is_decode_only:
+            plan.free_slots = self.scheduler.slots.free_indices()
         sampled = self.runner.execute(plan)
         self.num_steps += 1
         for s in out.scheduled:

@@ -39,6 +39,7 @@ class StepPlan:
     position_offsets: list[int] | None = None  # M-RoPE delta per sequence (None: all 0, text only)
     # sequences starting (or restarting) in a slot that need penalty state: (slot, prompt ids, output ids)
     presence_starts: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
+    free_slots: list[int] = field(default_factory=list)  # GDN slots no sequence holds (CUDA-graph padding)
 
     @property
     def num_decodes(self) -> int:

@@ -41,6 +41,9 @@ class FreeList:
         del self._free[len(self._free) - count:]
         return taken
 
+    def free_indices(self) -> list[int]:
+        return list(self._free)
+
     def give(self, indices: list[int]) -> None:
         self._free.extend(reversed(indices))
 
