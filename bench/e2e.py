@@ -42,7 +42,7 @@ def config_json(name: str) -> dict:
              // TP, num_attention_heads=t["num_attention_heads"] // TP, num_key_value_heads=1,
              moe_intermediate_size=t["moe_intermediate_size"] // TP,
              shared_expert_intermediate_size=t["shared_expert_intermediate_size"] // TP,
-             vocab_size=t["vocab_size"] // TP)
+             vocab_size=t["vocab_size"] // TP, eos_token_id=0)  # this rank's vocab shard; eos lives elsewhere
     return cfg
 
 

@@ -171,3 +171,26 @@ def test_checkpoint_directory_with_generation_config(tiny_dir):
     assert set(llm.engine.eos_ids) == {im_end, eot}
     out = llm.generate("Hi", q35.SamplingParams(max_tokens=3, seed=0))[0]
     assert len(out.token_ids) <= 3 and isinstance(out.text, str)
+
+
+def test_penalties_count_prompt_and_output_tokens(make_llm, tiny_model):
+    """Greedy with penalties == argmax of the full-forward logits penalised by hand: repetition over prompt and
+    output tokens, presence over output tokens only."""
+    prompt = [296, 143, 109, 72, 214, 427, 146, 75]   # a prompt where the penalties change a greedy choice
+    params = q35.SamplingParams(temperature=0, repetition_penalty=3.0, presence_penalty=1.5, max_tokens=6,
+                                ignore_eos=True)
+    out = make_llm().generate([prompt], params)[0]
+    ids, changed = list(prompt), 0
+    with torch.no_grad():
+        for token in out.token_ids:
+            logits = tiny_model(torch.tensor([ids]))[0, -1].float()
+            seen = torch.zeros_like(logits, dtype=torch.bool)
+            seen[ids] = True
+            penalised = torch.where(seen, torch.where(logits > 0, logits / 3.0, logits * 3.0), logits)
+            generated = torch.zeros_like(seen)
+            generated[ids[len(prompt):]] = True
+            penalised = penalised - 1.5 * generated
+            assert token == int(penalised.argmax())
+            changed += int(penalised.argmax() != logits.argmax())
+            ids.append(token)
+    assert changed > 0
