@@ -194,3 +194,16 @@ def test_penalties_count_prompt_and_output_tokens(make_llm, tiny_model):
             changed += int(penalised.argmax() != logits.argmax())
             ids.append(token)
     assert changed > 0
+
+
+def test_checkpoint_without_tokenizer_files(tiny_dir, tmp_path):
+    import os
+
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        os.symlink(os.path.join(tiny_dir, name), tmp_path / name)
+    llm = q35.LLM(str(tmp_path), backend="reference", max_num_seqs=2)
+    assert llm.tokenizer is None
+    out = llm.generate([[5, 6, 7]], q35.SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))[0]
+    assert len(out.token_ids) == 3
+    with pytest.raises(ValueError, match="without tokenizer files"):
+        _ = out.text

@@ -109,12 +109,14 @@ class DecodeGraphs:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             out = self._body(G, flags)  # this step's result, and the warm-up before capture
-        torch.cuda.current_stream().wait_stream(stream)
+        current = torch.cuda.current_stream()
+        current.wait_stream(stream)
         try:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 static_out = self._body(G, flags)
         except Exception as e:  # any capture failure: report it, then stay eager (or raise when strict)
+            torch.cuda.set_stream(current)  # torch.cuda.graph leaves its capture stream current when capture fails
             torch.cuda.synchronize()
             self._disable(G, e)
             return out

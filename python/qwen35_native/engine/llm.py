@@ -114,8 +114,7 @@ class LLM:
                              graph_batch_sizes=cuda_graph_sizes or default_graph_sizes(plan.max_num_seqs))
         scheduler = Scheduler(plan.num_blocks, plan.block_size, plan.max_num_seqs, plan.max_num_batched_tokens)
         eos = eos_token_ids(self.generation_config, self.tokenizer.eos_token_id if self.tokenizer else None)
-        if not eos and model.text_config.eos_token_id is not None:
-            eos = eos_token_ids({"eos_token_id": model.text_config.eos_token_id})
+        eos += [i for i in eos_token_ids({"eos_token_id": model.text_config.eos_token_id}) if i not in eos]
         self.engine = LLMEngine(runner, scheduler, max_model_len=plan.max_model_len, tokenizer=self.tokenizer,
                                 generation_config=self.generation_config, eos_ids=eos, seed=seed)
         logger.info("qwen35_native: engine ready: max_model_len %d, max_num_seqs %d, %d KV blocks x %d tokens, "

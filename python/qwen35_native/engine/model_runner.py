@@ -80,13 +80,15 @@ class ModelRunner:
                                        strict=cuda_graphs is True)
 
     def _clear_padding(self) -> None:
-        """Zeroes the padding block and slot, so padded rows compute on finite values."""
+        """Zeroes the padding block and every GDN slot: padding rows of CUDA-graph batches run on the padding slot
+        and on slots no sequence holds, and must compute on finite values (a NaN routed through a MoE kernel is
+        not something to rely on). Sequences never read a slot's old contents."""
         for k, v in self.cache.kv.values():
             k[self.pad_block].zero_()
             v[self.pad_block].zero_()
         for i in self.cache.conv:
-            self.cache.conv[i][self.pad_slot].zero_()
-            self.cache.ssm[i][self.pad_slot].zero_()
+            self.cache.conv[i].zero_()
+            self.cache.ssm[i].zero_()
 
     @property
     def graphs_active(self) -> bool:
