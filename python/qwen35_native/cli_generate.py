@@ -7,6 +7,8 @@ Text prompts go through the checkpoint's chat template (as one user turn) unless
 token ids (checkpoints without tokenizer files). Output streams to stdout as it is generated; a one-line summary
 (prompt tokens, generated tokens, time to first token, decode tokens/s) goes to stderr. Unset sampling flags take
 the checkpoint's ``generation_config.json`` values.
+
+Tests: tests/engine/test_cli_generate.py.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Images and videos: message content parts of type ``image`` / ``image_url`` / ``v
 ``image`` / ``video`` key) are found by :func:`media_parts`; the chat template renders their placeholders, and the
 vision engine will turn the parts into pixel inputs of the request. Until it lands they are rejected with a clear
 error (:func:`check_media`).
+
+Tests: tests/engine/test_chat_llm.py, test_llm_errors.py.
 """
 
 from __future__ import annotations

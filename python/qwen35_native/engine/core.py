@@ -5,6 +5,8 @@ generation config, assigns each of the ``n`` samples its seed (``seed + i``, or 
 generator when the engine has a seed) and queues the samples as sequences. ``step`` schedules, runs the model
 runner, feeds each sampled token to the sequence's :class:`StopChecker` (stop ids, stop strings, length) and
 frees finished sequences at once. Requests may be added between any two steps.
+
+Tests: tests/engine/test_generate.py, test_scheduler.py.
 """
 
 from __future__ import annotations

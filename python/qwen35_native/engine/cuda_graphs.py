@@ -19,6 +19,8 @@ buffers (capture executes nothing, so no state changes) and replayed from the ne
 synchronises with the host (a pure-torch reference that reads device values) cannot be captured: with ``strict``
 that is an error; otherwise a warning is logged once and decode steps stay eager. Off CUDA (tests only),
 ``capture=False`` runs the same static-buffer path eagerly every step.
+
+Tests: tests/engine/test_cuda_graphs.py (CPU static path; -m gpu capture); bench: bench/e2e.py.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ replies), each optionally streaming (DESIGN.md §4).
 
 The engine (``llm.engine``) batches every request continuously; ``generate`` and ``chat`` run it until their own
 requests finish. Tensor parallelism (``tensor_parallel_size > 1``) is not implemented yet.
+
+Tests: tests/engine/test_generate.py, test_chat_llm.py, test_llm_errors.py; bench: bench/e2e.py.
 """
 
 from __future__ import annotations

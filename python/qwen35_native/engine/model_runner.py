@@ -7,6 +7,8 @@ can broadcast it and run the same plan on every rank).
 Cache layout: ``num_blocks`` KV blocks and ``num_slots`` GDN slots for the sequences, plus one padding block and
 one padding slot (the last indices) that padded rows of CUDA-graph batches read and write, so padding never
 touches a real sequence's state.
+
+Tests: tests/engine/test_generate.py, test_cuda_graphs.py; bench: bench/e2e.py.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@
   and tool calls (``parse_chat_output``).
 Without tokenizer files the engine still generates from token ids; reading ``.text`` then raises a ``ValueError``
 that says so.
+
+Tests: tests/engine/test_generate.py, test_chat_llm.py.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ needs a block and none is free, the most recently admitted running sequence is p
 freed and it goes back to the front of the waiting queue, to be recomputed (prompt + output so far) when admitted
 again. Its tokens do not change: sampling is counter-based on (seed, step). A sequence alone always fits, because
 ``max_model_len`` is capped by the cache's capacity, so preemption always makes progress.
+
+Tests: tests/engine/test_scheduler.py.
 """
 
 from __future__ import annotations

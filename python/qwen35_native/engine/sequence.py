@@ -4,6 +4,8 @@ A sequence's tokens are its prompt followed by its output so far; ``num_computed
 step feeds ``tokens[num_computed : num_computed + num_new]``; when that reaches the last token, the step samples
 the next one. A preempted sequence loses its cache (``num_computed = 0``) and is recomputed from its prompt and
 output when it is admitted again (its sampler state, the counter-based seed and step, carries over).
+
+Tests: tests/engine/test_scheduler.py.
 """
 
 from __future__ import annotations

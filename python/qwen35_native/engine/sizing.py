@@ -9,6 +9,8 @@
   for ``max_num_seqs`` full contexts, at most ``cpu_cache_bytes``.
 - ``max_model_len``: the config's ``max_position_embeddings``, capped by the cache's capacity (``num_blocks *
   block_size``); asking for more than either is an error.
+
+Tests: tests/engine/test_llm_errors.py (arguments), test_cuda_graphs.py (-m gpu: CUDA sizing).
 """
 
 from __future__ import annotations
