@@ -54,42 +54,52 @@ def concat_vision_embeds(parts) -> tuple[torch.Tensor, torch.Tensor] | None:
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def _features(model, pixel_values, grid_thw, what: str) -> torch.Tensor | None:
-    if pixel_values is None and grid_thw is None:
-        return None
-    if pixel_values is None or grid_thw is None:
-        raise ValueError(f"qwen35_native: {what} input needs both its pixel values and its grid_thw")
-    return model.encode_vision(pixel_values, grid_thw)
+def check_vision_counts(model, input_ids: torch.Tensor, image_grid_thw, video_grid_thw) -> None:
+    """Pad tokens of each modality must number exactly the merged tokens of its grids (checked before the tower)."""
+    cfg, m2 = model.config, model.config.vision.spatial_merge_size ** 2
+    for what, token_id, grid in (("image", cfg.image_token_id, image_grid_thw),
+                                 ("video", cfg.video_token_id, video_grid_thw)):
+        if grid is not None and (not isinstance(grid, torch.Tensor) or grid.dim() != 2 or grid.shape[1] != 3 or
+                                 grid.dtype.is_floating_point):
+            raise ValueError(f"qwen35_native: {what}_grid_thw must be an integer tensor [num_{what}s, 3], got "
+                             f"{getattr(grid, 'shape', type(grid).__name__)}")
+        found = int((input_ids == token_id).sum())
+        given = 0 if grid is None else sum(int(t) * int(h) * int(w) // m2 for t, h, w in grid.tolist())
+        if found != given:
+            raise ValueError(f"qwen35_native: {what} features and {what} tokens do not match: the prompt has {found} "
+                             f"{what} pad tokens, the {what}s give {given} features")
 
 
 def vision_embeds_for(model, input_ids: torch.Tensor, image_grid_thw, video_grid_thw, pixel_values,
                       pixel_values_videos) -> tuple[torch.Tensor, torch.Tensor]:
     """(pad-token indices into ``input_ids`` [K], features [K, H]): image features fill the image pad tokens in
-    order, video features the video pad tokens; the counts must match exactly."""
+    order, video features the video pad tokens (counts checked by :func:`check_vision_counts`)."""
     cfg = model.config
     ids = input_ids.cpu()
     index, feats = [], []
-    for what, token_id, values, grid in (("image", cfg.image_token_id, pixel_values, image_grid_thw),
-                                         ("video", cfg.video_token_id, pixel_values_videos, video_grid_thw)):
-        positions = torch.nonzero(ids == token_id).flatten()
-        f = _features(model, values, grid, what)
-        given = 0 if f is None else f.shape[0]
-        if positions.numel() != given:
-            raise ValueError(f"qwen35_native: {what} features and {what} tokens do not match: the prompt has "
-                             f"{positions.numel()} {what} pad tokens, the {what}s give {given} features")
-        if f is not None:
-            index.append(positions)
-            feats.append(f)
+    for token_id, values, grid in ((cfg.image_token_id, pixel_values, image_grid_thw),
+                                   (cfg.video_token_id, pixel_values_videos, video_grid_thw)):
+        if grid is not None:
+            index.append(torch.nonzero(ids == token_id).flatten())
+            feats.append(model.encode_vision(values, grid))
     if not index:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, model.text_config.hidden_size, dtype=model.dtype,
                                                              device=model.device)
     return torch.cat(index), torch.cat(feats)
 
 
-def _token_ids(model) -> dict:
+def _check_inputs(model, ids: torch.Tensor, pixel_values, image_grid_thw, pixel_values_videos,
+                  video_grid_thw) -> dict:
+    """Validates a multimodal call before any work; returns the token-id arguments of the rope index."""
     cfg = model.config
-    if cfg.image_token_id is None or cfg.video_token_id is None:
-        raise ValueError("qwen35_native: config.json has no image_token_id / video_token_id (text-only checkpoint)")
+    if cfg.vision is None or cfg.image_token_id is None or cfg.video_token_id is None:
+        raise ValueError("qwen35_native: config.json has no vision_config / image_token_id / video_token_id "
+                         "(text-only checkpoint): this model cannot take images or videos")
+    for what, values, grid in (("image", pixel_values, image_grid_thw), ("video", pixel_values_videos,
+                                                                          video_grid_thw)):
+        if (values is None) != (grid is None):
+            raise ValueError(f"qwen35_native: {what} input needs both its pixel values and its grid_thw")
+    check_vision_counts(model, ids, image_grid_thw, video_grid_thw)
     return {"image_token_id": cfg.image_token_id, "video_token_id": cfg.video_token_id,
             "spatial_merge_size": cfg.vision.spatial_merge_size}
 
@@ -101,7 +111,8 @@ def prepare_multimodal(model, input_ids, pixel_values=None, image_grid_thw=None,
     if ids.dim() != 1 or ids.numel() == 0:
         raise ValueError(f"qwen35_native: prepare_multimodal takes one prompt [L], got shape {list(ids.shape)}")
     model._check_ids(ids)
-    positions, delta = rope_index(ids, image_grid_thw, video_grid_thw, **_token_ids(model))
+    token_ids = _check_inputs(model, ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+    positions, delta = rope_index(ids, image_grid_thw, video_grid_thw, **token_ids)
     index, feats = vision_embeds_for(model, ids, image_grid_thw, video_grid_thw, pixel_values, pixel_values_videos)
     return MultimodalPrompt(ids, positions, delta, index, feats)
 
@@ -109,6 +120,8 @@ def prepare_multimodal(model, input_ids, pixel_values=None, image_grid_thw=None,
 def packed_multimodal_inputs(model, packed: torch.Tensor, lens: list[int], pixel_values=None, image_grid_thw=None,
                              pixel_values_videos=None, video_grid_thw=None):
     """Positions ``[3, T]`` and vision embeds of packed sequences sharing the image / video lists in order."""
-    positions, _ = packed_rope_index(packed.cpu(), lens, image_grid_thw, video_grid_thw, **_token_ids(model))
-    return positions, vision_embeds_for(model, packed, image_grid_thw, video_grid_thw, pixel_values,
+    ids = packed.cpu()
+    token_ids = _check_inputs(model, ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+    positions, _ = packed_rope_index(ids, lens, image_grid_thw, video_grid_thw, **token_ids)
+    return positions, vision_embeds_for(model, ids, image_grid_thw, video_grid_thw, pixel_values,
                                         pixel_values_videos)
