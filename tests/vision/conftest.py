@@ -15,6 +15,16 @@ from qwen35_native.tiny import write_tiny_checkpoint
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny models are made of many small ops: one intra-op thread avoids OpenMP spin-waiting, which costs
+    5-10x on a shared 2-core machine (restored after each module)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def vision_dir(tmp_path_factory):
     return write_tiny_checkpoint(str(tmp_path_factory.mktemp("vision") / "moe"), "tiny-moe", seed=7)
