@@ -4,7 +4,7 @@ transformers' own cached generation, and free of cross-talk in mixed batches."""
 
 import pytest
 import torch
-from vision_helpers import chat_ids, max_abs, mm_token_type_ids, random_image, random_video
+from vision_helpers import chat_ids, max_abs, mm_token_type_ids, random_image, random_video, record
 
 from qwen35_native.model import ForwardBatch
 from qwen35_native.model.mrope import sequence_positions
@@ -81,7 +81,8 @@ def test_chunked_prefill_and_decode_equal_full_recompute(kind, model, processor,
         steps.append(logits)
     full = model(torch.tensor(tokens)[None], **vis.model_kwargs())[0]
     for k, got in enumerate(steps):
-        assert max_abs(got, full[len(ids) + k]) <= TOL, f"decode step {k}"
+        assert record(f"cached {kind} prefill + decode vs our full recompute", max_abs(got, full[len(ids) + k])) \
+            <= TOL, f"decode step {k}"
 
 
 def test_decode_matches_transformers_generation(model, hf, processor, tokenizer):
@@ -97,7 +98,7 @@ def test_decode_matches_transformers_generation(model, hf, processor, tokenizer)
     eng.mm[0] = model.prepare_multimodal(ids, **vis.model_kwargs())
     logits = eng.step([(0, 0, ids)])[0]
     for step, ref in enumerate(out.logits):
-        assert max_abs(logits, ref[0]) <= 1e-4, f"step {step}"
+        assert record("cached decode after an image vs transformers generate", max_abs(logits, ref[0])) <= 1e-4
         nxt = int(out.sequences[0, len(ids) + step])
         assert nxt == int(logits.argmax())
         logits = eng.step([(0, 0, torch.tensor([nxt]))])[0]

@@ -3,13 +3,12 @@ the 3-stream positions against transformers' ``get_rope_index`` (exact)."""
 
 import pytest
 import torch
-from vision_helpers import chat_ids, hf_logits, max_abs, mm_token_type_ids, random_image, random_video
+from vision_helpers import chat_ids, hf_logits, max_abs, mm_token_type_ids, random_image, random_video, record
 
 import qwen35_native as q35
 from qwen35_native.model.mrope import get_rope_index, rope_index
 
 TOL = 1e-4
-PARITY: dict[str, float] = {}   # printed by conftest's terminal summary
 
 IMG, VID = {"type": "image"}, {"type": "video"}
 
@@ -40,8 +39,7 @@ def test_logits_match_transformers(case, model, hf, processor, tokenizer):
     ids, vis = inputs(processor, tokenizer, case)
     ours = model(ids[None], **vis.model_kwargs())
     ref = hf_logits(hf, ids[None], vis)
-    err = max_abs(ours, ref)
-    PARITY[case] = err
+    err = record(f"logits: {case}", max_abs(ours, ref))
     assert ours.shape == ref.shape and err <= TOL, f"{case}: max abs {err:.2e}"
 
 
@@ -91,9 +89,8 @@ def test_right_padded_batch_with_different_images_per_sequence(model, hf, proces
     seqs, vis_all, ids, mask, cat = _padded_batch(processor, tokenizer, BATCH, left=False)
     ours = model(ids, attention_mask=mask, **cat)
     for b, (s, vis) in enumerate(zip(seqs, vis_all)):
-        err = max_abs(ours[b, :len(s)], hf_logits(hf, s[None], vis)[0])
-        key = "right-padded batch, different images per row"
-        PARITY[key] = max(err, PARITY.get(key, 0.0))
+        err = record("logits: right-padded batch, different images per row",
+                     max_abs(ours[b, :len(s)], hf_logits(hf, s[None], vis)[0]))
         assert err <= TOL
         assert not ours[b, len(s):].any()
 
@@ -105,9 +102,9 @@ def test_dense_model_with_an_image(tmp_path_factory, processor, tokenizer):
     path = write_tiny_checkpoint(str(tmp_path_factory.mktemp("dense")), "tiny-dense", seed=4)
     hf_dense = transformers.AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
     ids, vis = inputs(processor, tokenizer, "image and video", seed=3)
-    err = max_abs(q35.from_pretrained(path, backend="reference")(ids[None], **vis.model_kwargs()),
-                  hf_logits(hf_dense, ids[None], vis))
-    PARITY["tiny-dense image and video"] = err
+    err = record("logits: tiny-dense, image and video", max_abs(
+        q35.from_pretrained(path, backend="reference")(ids[None], **vis.model_kwargs()),
+        hf_logits(hf_dense, ids[None], vis)))
     assert err <= TOL
 
 
@@ -165,5 +162,5 @@ def test_bf16_error_within_twice_transformers_bf16(vision_dir, model, hf, proces
     ours16 = q35.from_pretrained(vision_dir, dtype=torch.bfloat16, backend="reference")
     err_hf = (hf_logits(hf16, ids[None], vis).float() - ref).norm() / ref.norm()
     err_ours = (ours16(ids[None], **vis.model_kwargs()).float() - ref).norm() / ref.norm()
-    PARITY["bf16: relative error ours / transformers bf16"] = float(err_ours / err_hf)
+    record("bf16 image and video: relative error ours / transformers bf16 (bound 2)", err_ours / err_hf)
     assert err_ours <= 2 * err_hf

@@ -4,7 +4,7 @@ transformers itself, and clear errors."""
 
 import pytest
 import torch
-from vision_helpers import max_abs, random_image, random_video
+from vision_helpers import max_abs, random_image, random_video, record
 
 import qwen35_native as q35
 from qwen35_native import configs
@@ -25,7 +25,8 @@ def test_image_and_video_features_match_transformers(model, hf, processor):
                             random_image(480, 640, seed=4)], videos=[random_video(6, 64, 96, seed=5)], video_fps=2.0)
     together = model.encode_vision(vis.pixel_values, vis.image_grid_thw)
     assert together.shape == (int(vis.image_grid_thw.prod(-1).sum()) // 4, model.text_config.hidden_size)
-    assert max_abs(together, hf_features(hf, vis.pixel_values, vis.image_grid_thw)) <= TOL
+    assert record("tower features: 4 images", max_abs(together, hf_features(hf, vis.pixel_values,
+                                                                             vis.image_grid_thw))) <= TOL
     start = 0
     for grid in vis.image_grid_thw:
         n = int(grid.prod())
@@ -33,7 +34,8 @@ def test_image_and_video_features_match_transformers(model, hf, processor):
         assert max_abs(alone, together[start // 4:(start + n) // 4]) <= TOL
         start += n
     video = model.encode_vision(vis.pixel_values_videos, vis.video_grid_thw)
-    assert max_abs(video, hf_features(hf, vis.pixel_values_videos, vis.video_grid_thw)) <= TOL
+    assert record("tower features: video", max_abs(video, hf_features(hf, vis.pixel_values_videos,
+                                                                       vis.video_grid_thw))) <= TOL
 
 
 def test_pieces_against_transformers_helpers():
@@ -119,3 +121,49 @@ def test_tower_on_cuda_matches_cpu(vision_dir, model, processor):
     ref = model.encode_vision(vis.pixel_values, vis.image_grid_thw)
     rel = (bf16.encode_vision(vis.pixel_values, vis.image_grid_thw).float().cpu() - ref).norm() / ref.norm()
     assert rel <= 2e-2
+
+
+@pytest.mark.parametrize("name,expect", [
+    ("397b-a17b", {"patch_weight": [1152, 1536], "pos_embed": [2304, 1152], "blocks.26.qkv_weight": [3456, 1152],
+                   "blocks.0.fc1_weight": [4304, 1152], "blocks.0.fc2_weight": [1152, 4304],
+                   "merger_fc1_weight": [4608, 4608], "merger_fc2_weight": [4096, 4608]}),
+    ("0.8b", {"patch_weight": [768, 1536], "blocks.11.qkv_weight": [2304, 768], "merger_fc2_weight": [1024, 3072]}),
+])
+def test_release_tower_shapes(name, expect):
+    """MODEL_SPEC §1.2 / §2.5 shapes, built on the meta device; the load plan reads the Conv3d weight as 5-D."""
+    from qwen35_native.model.vision import VisionTower
+    from qwen35_native.weights import build_vision_plan
+
+    cfg = configs.get(name).vision
+    tower = VisionTower(cfg, torch.bfloat16, "meta", {})
+    shapes = {n: list(p.shape) for n, p in tower.named_parameters()}
+    assert {k: shapes[k] for k in expect} == expect and len(tower.blocks) == cfg.depth
+    plan = build_vision_plan(cfg, "model.visual.")
+    assert set(plan) == {f"visual.{n}" for n in shapes}
+    assert plan["visual.patch_weight"].placements[0].src_shape == (cfg.hidden_size, 3, 2, 16, 16)
+    assert cfg.head_dim == {"397b-a17b": 72, "0.8b": 64}[name]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"hidden_act": "gelu"}, "hidden_act='gelu' is not supported"),
+    ({"num_heads": 3}, "must be a multiple of 4"),
+    ({"num_position_embeddings": 60}, "must be a square"),
+    ({"rope_parameters": {"rope_type": "default"}}, "axial 2D rotary"),
+])
+def test_bad_vision_configs(change, message):
+    from qwen35_native.model import ConfigError, Qwen35Config
+
+    data = configs.config_json("tiny-moe")
+    data["vision_config"].update(change)
+    with pytest.raises(ConfigError, match=message):
+        Qwen35Config.from_dict(data)
+
+
+def test_vision_rope_theta_round_trips():
+    from qwen35_native.model import Qwen35Config
+
+    data = configs.config_json("tiny-moe")
+    data["vision_config"]["rope_parameters"] = {"rope_type": "axial", "rope_theta": 500.0}
+    cfg = Qwen35Config.from_dict(data)
+    assert cfg.vision.rope_theta == 500.0
+    assert Qwen35Config.from_dict(cfg.to_dict()).vision == cfg.vision

@@ -43,5 +43,13 @@ def hf_logits(hf, ids, vis, attention_mask=None):
                   **{k: v for k, v in vis.model_kwargs().items() if v is not None}).logits
 
 
+PARITY: dict[str, float] = {}   # measured errors, printed by conftest's terminal summary
+
+
+def record(key, err):
+    PARITY[key] = max(float(err), PARITY.get(key, 0.0))
+    return err
+
+
 def max_abs(a, b):
     return (a.float() - b.float()).abs().max().item()

@@ -150,6 +150,10 @@ class Qwen35ForCausalLM(nn.Module):
             input_ids: int ``[B, T]`` (right-padded when ``attention_mask`` is given) or ``[T]`` with ``cu_seqlens``.
             attention_mask: optional ``[B, T]`` of 1 (token) / 0 (right padding).
             cu_seqlens: optional int ``[N+1]`` offsets of packed sequences in a 1-D ``input_ids``.
+            pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw: optional images / videos (as
+                ``qwen35_native.multimodal.VisionProcessor`` returns them) for prompts already expanded; the items
+                are taken in order by the sequences (sequence 0's first), as in transformers; M-RoPE positions
+                follow MODEL_SPEC §3g.
         Returns:
             logits ``[B, T, vocab]`` (padded positions are 0) or ``[T, vocab]`` for packed input.
         """

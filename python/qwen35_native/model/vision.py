@@ -81,7 +81,10 @@ def position_embedding(table: torch.Tensor, rows, cols, heights, widths) -> torc
     w_taps, w_w = _axis_taps(cols, widths, side)
     idx = (h_taps[:, :, None] * side + w_taps[:, None, :]).reshape(-1, 4)
     weight = (h_w[:, :, None] * w_w[:, None, :]).reshape(-1, 4)
-    return (table[idx].float() * weight[:, :, None]).sum(1)
+    out = table[idx[:, 0]].float() * weight[:, :1]
+    for k in range(1, 4):   # one tap at a time: [N, Vh] temporaries instead of [N, 4, Vh]
+        out += table[idx[:, k]].float() * weight[:, k:k + 1]
+    return out
 
 
 def rotary_cos_sin(rows, cols, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
