@@ -56,7 +56,8 @@ def add_generation_parsers(sub) -> None:
     p.add_argument("--prompt", default=None, help="prompt text (sent as one user turn of the chat template)")
     p.add_argument("--prompt-ids", default=None, help="comma-separated prompt token ids (no tokenizer needed)")
     p.add_argument("--raw", action="store_true", help="send --prompt as plain text, without the chat template")
-    p.add_argument("--image", action="append", default=None, metavar="PATH", help="image input (not supported yet)")
+    p.add_argument("--image", action="append", default=None, metavar="PATH",
+                   help="image input, shown before the prompt text (repeatable)")
     _add_sampling_args(p, max_tokens=256)
     p.set_defaults(func=_generate)
     p = sub.add_parser("chat", help="interactive multi-turn chat (reads stdin), streaming")
@@ -100,9 +101,9 @@ def _fail(command: str, error: Exception) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    if args.image:
-        return _fail("generate", NotImplementedError(
-            "--image is not supported yet: the vision tower is not run by this version (text-only generation)"))
+    if args.image and (args.raw or args.prompt_ids is not None):
+        return _fail("generate", ValueError("--image needs a text --prompt sent through the chat template (not --raw "
+                                            "or --prompt-ids)"))
     if (args.prompt is None) == (args.prompt_ids is None):
         return _fail("generate", ValueError("give exactly one of --prompt and --prompt-ids"))
     try:
@@ -112,15 +113,14 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         params = _sampling(args)
         llm = _load(args)
+        prompt = prompt_ids if prompt_ids is not None else args.prompt
         if prompt_ids is None and not args.raw and llm.tokenizer is not None and \
                 llm.tokenizer.chat_template is not None:
-            messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
-                [{"role": "user", "content": args.prompt}]
-            rendered = llm.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                         enable_thinking=not args.no_think)
-            prompt_ids = llm.tokenizer.encode(rendered, add_special_tokens=False)
+            prompt = _chat_prompt(llm, args)
+        elif args.image:
+            raise ValueError(f"--image needs the checkpoint's chat template, and {args.model} has none")
         generated, last = 0, None
-        for delta in llm.generate(prompt_ids if prompt_ids is not None else args.prompt, params, stream=True):
+        for delta in llm.generate(prompt, params, stream=True):
             generated += len(delta.token_ids)
             text = delta.text if delta.text is not None else "".join(f"{t} " for t in delta.token_ids)
             if text:
@@ -132,6 +132,20 @@ def _generate(args: argparse.Namespace) -> int:
     print(flush=True)
     print(_summary(last.num_prompt_tokens, generated, last.finish_reason, last.metrics), file=sys.stderr)
     return 0
+
+
+def _chat_prompt(llm, args: argparse.Namespace):
+    """The prompt as one user turn of the chat template (images first, then the text), rendered; a dict prompt
+    with the images when there are any."""
+    images = args.image or []
+    content = [{"type": "image", "image": path} for path in images] + [{"type": "text", "text": args.prompt}]
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
+        [{"role": "user", "content": content if images else args.prompt}]
+    rendered = llm.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                 enable_thinking=not args.no_think)
+    if images:
+        return {"prompt": rendered, "multi_modal_data": {"image": images}}
+    return llm.tokenizer.encode(rendered, add_special_tokens=False)
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -1,10 +1,5 @@
-"""``LLM.chat`` helpers: the conversations argument, media parts, and turning completions (or a stream of them) into
-parsed chat replies (reasoning, answer text, tool calls).
-
-Images and videos: message content parts of type ``image`` / ``image_url`` / ``video`` / ``video_url`` (or with an
-``image`` / ``video`` key) are found by :func:`media_parts`; the chat template renders their placeholders, and the
-vision engine will turn the parts into pixel inputs of the request. Until it lands they are rejected with a clear
-error (:func:`check_media`).
+"""``LLM.chat`` helpers: the conversations argument, and turning completions (or a stream of them) into parsed chat
+replies (reasoning, answer text, tool calls). Images and videos in messages: ``prompts.py``.
 
 Tests: tests/engine/test_chat_llm.py, test_llm_errors.py.
 """
@@ -17,8 +12,6 @@ from typing import Any
 from ..chat import ReasoningStream, parse_chat_output
 from .outputs import ChatCompletion, ChatDelta, ChatResponse, CompletionOutput, GenerationDelta, RequestOutput
 
-MEDIA_TYPES = ("image", "image_url", "video", "video_url")
-
 
 def normalize_conversations(messages: Any) -> tuple[list[list[Mapping[str, Any]]], bool]:
     """(conversations, single): one conversation (a list of message dicts) or a list of conversations."""
@@ -30,25 +23,6 @@ def normalize_conversations(messages: Any) -> tuple[list[list[Mapping[str, Any]]
             return [list(c) for c in messages], False
     raise ValueError(f"qwen35_native.LLM.chat: messages must be a non-empty list of message dicts (one conversation) "
                      f"or a list of such lists, got {messages!r}")
-
-
-def media_parts(conversation: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The image and video content parts of a conversation, in order."""
-    parts = []
-    for message in conversation:
-        content = message.get("content")
-        if isinstance(content, Sequence) and not isinstance(content, str):
-            parts += [p for p in content if isinstance(p, Mapping) and
-                      (p.get("type") in MEDIA_TYPES or any(k in p for k in MEDIA_TYPES))]
-    return parts
-
-
-def check_media(conversation: Sequence[Mapping[str, Any]]) -> None:
-    parts = media_parts(conversation)
-    if parts:
-        kinds = sorted({str(p.get("type") or next(k for k in MEDIA_TYPES if k in p)) for p in parts})
-        raise NotImplementedError(f"qwen35_native.LLM.chat: image and video inputs are not supported yet (the vision "
-                                  f"tower is not run); got {len(parts)} media part(s) of type {', '.join(kinds)}")
 
 
 def chat_completion(out: CompletionOutput, prompt_opened_think: bool,

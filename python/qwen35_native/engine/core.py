@@ -98,9 +98,13 @@ class LLMEngine:
         return params if params.is_resolved else params.resolved(self.generation_config)
 
     def add_request(self, prompt_ids: SequenceABC[int], params: SamplingParams | None = None,
-                    prompt: str | None = None) -> Request:
-        """Queues one prompt (token ids); returns the :class:`Request` whose sequences the steps advance."""
+                    prompt: str | None = None, multimodal=None) -> Request:
+        """Queues one prompt (token ids); returns the :class:`Request` whose sequences the steps advance.
+        ``multimodal``: the prompt's ``MultimodalPrompt`` (``model.prepare_multimodal``) when it has images or
+        videos: its M-RoPE positions, ``rope_delta`` and vision features go with every sample."""
         ids = self.check_prompt(prompt_ids)
+        if multimodal is not None and multimodal.input_ids.tolist() != ids:
+            raise ValueError("qwen35_native.LLM: the multimodal prompt was prepared for other token ids")
         params = self.resolve(params)
         room = self.max_model_len - len(ids)
         seqs = []
@@ -109,7 +113,8 @@ class LLMEngine:
             p = params.for_sample(i, default_seed=None if params.seed is not None else self._draw_seed())
             checker = StopChecker(p, self.eos_ids, self.tokenizer, max_new_tokens=room)
             seqs.append(Sequence(next(self._seq_ids), request_id, i, ids, p, checker,
-                                 logprobs=[] if p.logprobs is not None else None))
+                                 logprobs=[] if p.logprobs is not None else None, multimodal=multimodal,
+                                 position_offset=0 if multimodal is None else multimodal.rope_delta))
         request = Request(request_id, prompt, ids, params, seqs, RequestMetrics(time.perf_counter()))
         for seq in seqs:
             seq.request = request
@@ -144,7 +149,7 @@ class LLMEngine:
     @staticmethod
     def plan(out: SchedulerOutput) -> StepPlan:
         plan = StepPlan([], [], [], [], [], [], [], [])
-        offsets = []
+        offsets, multimodal = [], []
         for i, s in enumerate(out.scheduled):
             seq = s.seq
             plan.token_ids += seq.tokens(seq.num_computed, seq.num_computed + s.num_new)
@@ -153,11 +158,13 @@ class LLMEngine:
             plan.slots.append(seq.slot)
             plan.block_tables.append(seq.blocks)
             offsets.append(seq.position_offset)
+            multimodal.append(seq.multimodal)
             if s.samples:
                 plan.sample_rows.append(i)
                 plan.sample_params.append(seq.params)
                 plan.sample_steps.append(len(seq.output_ids))
         plan.position_offsets = offsets if any(offsets) else None
+        plan.multimodal = multimodal if any(m is not None for m in multimodal) else None
         plan.presence_starts = [(seq.slot, seq.prompt_ids, list(seq.output_ids)) for seq in out.admitted
                                 if seq.needs_penalties]
         return plan

@@ -27,10 +27,11 @@ import torch
 
 from ..chat import Tokenizer, prompt_opens_think
 from ..model import Qwen35ForCausalLM, from_pretrained
-from .chat_stream import chat_deltas, chat_response, check_media, normalize_conversations
+from .chat_stream import chat_deltas, chat_response, normalize_conversations
 from .core import LLMEngine, Request
 from .model_runner import ModelRunner, default_graph_sizes
 from .outputs import ChatDelta, ChatResponse, GenerationDelta, RequestOutput
+from .prompts import PreparedPrompt, PromptPreparer, media_from_messages
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
 from .sizing import plan_cache
@@ -119,6 +120,7 @@ class LLM:
         eos += [i for i in eos_token_ids({"eos_token_id": model.text_config.eos_token_id}) if i not in eos]
         self.engine = LLMEngine(runner, scheduler, max_model_len=plan.max_model_len, tokenizer=self.tokenizer,
                                 generation_config=self.generation_config, eos_ids=eos, seed=seed)
+        self.prompts = PromptPreparer(self)
         logger.info("qwen35_native: engine ready: max_model_len %d, max_num_seqs %d, %d KV blocks x %d tokens, "
                     "%d tokens per step, CUDA graphs %s", plan.max_model_len, plan.max_num_seqs, plan.num_blocks,
                     plan.block_size, plan.max_num_batched_tokens, "on" if runner.graphs is not None else "off")
@@ -138,29 +140,13 @@ class LLM:
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
-    def _require_tokenizer(self, what: str) -> Tokenizer:
+    def require_tokenizer(self, what: str) -> Tokenizer:
         if self.tokenizer is None:
             raise ValueError(f"qwen35_native.LLM: {what} needs a tokenizer, and this model has no tokenizer files "
                              f"(tokenizer.json); pass prompts as lists of token ids")
         return self.tokenizer
 
     # ------------------------------------------------------------------------------------------------------------
-    def _prompts(self, prompts: Any) -> list[tuple[str | None, list[int]]]:
-        """(text, token ids) per prompt: a string, a token-id list, or a list of either."""
-        if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts and
-                                        isinstance(prompts[0], int) and not isinstance(prompts[0], bool)):
-            prompts = [prompts]
-        if not isinstance(prompts, Sequence) or isinstance(prompts, bytes) or not prompts:
-            raise ValueError(f"qwen35_native.LLM.generate: prompts must be a string, a list of token ids, or a "
-                             f"non-empty list of those, got {prompts!r}")
-        out = []
-        for p in prompts:
-            if isinstance(p, str):
-                out.append((p, self._require_tokenizer("a text prompt").encode(p)))
-            else:
-                out.append((None, self.engine.check_prompt(p)))
-        return out
-
     def _params(self, sampling_params: Any, count: int) -> list[SamplingParams | None]:
         if sampling_params is None or isinstance(sampling_params, SamplingParams):
             return [sampling_params] * count
@@ -169,13 +155,13 @@ class LLM:
         raise ValueError(f"qwen35_native.LLM: sampling_params must be None, one SamplingParams, or a list of one per "
                          f"prompt ({count}), got {sampling_params!r}")
 
-    def _add(self, prompts: list[tuple[str | None, list[int]]], params: list) -> list[Request]:
+    def _add(self, prompts: list[PreparedPrompt], params: list) -> list[Request]:
         """Queues every prompt, or none: a bad one (checked before any runs) aborts those already queued."""
         resolved = [self.engine.resolve(p) for p in params]
         requests: list[Request] = []
         try:
-            for (text, ids), p in zip(prompts, resolved):
-                requests.append(self.engine.add_request(ids, p, text))
+            for prompt, p in zip(prompts, resolved):
+                requests.append(self.engine.add_request(prompt.token_ids, p, prompt.text, prompt.multimodal))
         except Exception:
             for r in requests:
                 self.engine.abort(r)
@@ -193,12 +179,13 @@ class LLM:
         for r in requests:
             r.updates.clear()
 
-    def generate(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]],
+    def generate(self, prompts: str | Sequence[int] | Mapping[str, Any] | Sequence[str | Sequence[int] | Mapping],
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
                  stream: bool = False) -> list[RequestOutput] | Iterator[GenerationDelta]:
-        """Completes each prompt. Returns one :class:`RequestOutput` per prompt, in order; with ``stream=True``
-        an iterator of :class:`GenerationDelta` (new tokens and text of one sample, as each step produces them)."""
-        items = self._prompts(prompts)
+        """Completes each prompt (a string, a token-id list, or a dict with images / videos: ``engine/prompts.py``).
+        Returns one :class:`RequestOutput` per prompt, in order; with ``stream=True`` an iterator of
+        :class:`GenerationDelta` (new tokens and text of one sample, as each step produces them)."""
+        items = self.prompts.prepare_all(prompts)
         requests = self._add(items, self._params(sampling_params, len(items)))
         if stream:
             return self._stream(requests)
@@ -233,16 +220,20 @@ class LLM:
         ``enable_thinking``, ``tools`` and any other template variables), generated from, and the reply parsed into
         reasoning (the think block), answer text and tool calls. Returns a :class:`ChatResponse` (a list of them
         for a list of conversations); with ``stream=True`` an iterator of :class:`ChatDelta`. Message contents may be
-        strings or lists of parts; image and video parts are not supported yet.
+        strings or lists of parts: text, images and videos (``engine/prompts.py``).
         """
-        tokenizer = self._require_tokenizer("chat")
+        tokenizer = self.require_tokenizer("chat")
         conversations, single = normalize_conversations(messages)
-        for conversation in conversations:
-            check_media(conversation)
         rendered = [tokenizer.apply_chat_template(c, tools=tools, add_generation_prompt=True,
                                                   chat_template=chat_template, enable_thinking=enable_thinking,
                                                   **template_kwargs) for c in conversations]
-        items = [(text, tokenizer.encode(text, add_special_tokens=False)) for text in rendered]
+        items = []
+        for conversation, text in zip(conversations, rendered):
+            media = media_from_messages(conversation)
+            prompt = {"prompt": text, "multi_modal_data": media} if media["image"] or media["video"] else text
+            item = self.prompts.prepare(prompt, add_special_tokens=False)
+            item.text = text  # the rendered conversation (before vision tokens are spelled out)
+            items.append(item)
         opened = [prompt_opens_think(text) for text in rendered]
         requests = self._add(items, self._params(sampling_params, len(items)))
         if stream:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model import ForwardBatch
+from ..model.mrope import sequence_positions
+from ..model.multimodal import concat_vision_embeds
 from .penalties import TokenPresence
 from .sampling import HostSamplerOutput, SamplerOutput, SamplingTensors, sample
 from .sampling_params import SamplingParams
@@ -42,6 +44,8 @@ class StepPlan:
     # sequences starting (or restarting) in a slot that need penalty state: (slot, prompt ids, output ids)
     presence_starts: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
     free_slots: list[int] = field(default_factory=list)  # GDN slots no sequence holds (CUDA-graph padding)
+    # per sequence: its MultimodalPrompt (prompt M-RoPE positions, vision features) or None; None: text only
+    multimodal: list | None = None
 
     @property
     def num_decodes(self) -> int:
@@ -53,6 +57,13 @@ class StepPlan:
     @property
     def is_decode_only(self) -> bool:
         return self.num_decodes == len(self.query_lens)
+
+    @property
+    def feeds_prompt_of_multimodal(self) -> bool:
+        """True when a multimodal sequence feeds prompt tokens this step (positions from its rope index, maybe
+        vision features): such a step never runs as a CUDA graph."""
+        return self.multimodal is not None and any(
+            m is not None and c < m.input_ids.numel() for m, c in zip(self.multimodal, self.context_lens))
 
 
 class ModelRunner:
@@ -102,7 +113,8 @@ class ModelRunner:
         """Runs one step: the forward over the plan's tokens, then samples the ``sample_rows``. Returns the sampled
         tokens (and logprobs) in ``sample_rows`` order, or None when no row samples (prefill chunks only)."""
         self._start_presence(plan)
-        if self.graphs is not None and plan.is_decode_only and len(plan.sample_rows) == len(plan.query_lens):
+        if self.graphs is not None and plan.is_decode_only and len(plan.sample_rows) == len(plan.query_lens) \
+                and not plan.feeds_prompt_of_multimodal:
             out = self.graphs.run(plan)
             if out is not None:
                 return out
@@ -123,10 +135,11 @@ class ModelRunner:
         for i, blocks in enumerate(plan.block_tables):
             table[i, :len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
         positions = None
-        if plan.position_offsets is not None and any(plan.position_offsets):
-            pos = torch.cat([torch.arange(c, c + q) + d for c, q, d in
-                             zip(plan.context_lens, plan.query_lens, plan.position_offsets)])
-            positions = pos[None].expand(3, -1)
+        if plan.position_offsets is not None or plan.multimodal is not None:
+            offsets = plan.position_offsets or [0] * n
+            mms = plan.multimodal or [None] * n
+            positions = torch.cat([sequence_positions(c, q, d, None if m is None else m.positions) for c, q, d, m
+                                   in zip(plan.context_lens, plan.query_lens, offsets, mms)], dim=1)   # [3, T]
         cu = [0]
         for q in plan.query_lens:
             cu.append(cu[-1] + q)
@@ -135,13 +148,23 @@ class ModelRunner:
                                   self.device, positions=positions, logits=logits, num_slots=self.num_slots + 1,
                                   num_blocks=self.num_blocks + 1)
 
-    def _execute_eager(self, plan: StepPlan) -> HostSamplerOutput | None:
-        if not plan.sample_rows:
-            batch = self.build_batch(plan, [])  # prefill chunks only: no logits needed
-            self.model.forward_cached(self._ids(plan), batch, self.cache)
+    def _vision_embeds(self, plan: StepPlan):
+        """(batch token indices, features) of the vision pad tokens this step feeds, or None."""
+        if not plan.feeds_prompt_of_multimodal:
             return None
-        batch = self.build_batch(plan, plan.sample_rows)
-        logits = self.model.forward_cached(self._ids(plan), batch, self.cache)        # [M, vocab]
+        parts, offset = [], 0
+        for m, c, q in zip(plan.multimodal, plan.context_lens, plan.query_lens):
+            if m is not None:
+                parts.append(m.embeds_for(c, c + q, offset=offset))
+            offset += q
+        return concat_vision_embeds(parts)
+
+    def _execute_eager(self, plan: StepPlan) -> HostSamplerOutput | None:
+        batch = self.build_batch(plan, plan.sample_rows)  # no sampled rows: prefill chunks only, no logits
+        logits = self.model.forward_cached(self._ids(plan), batch, self.cache,
+                                           vision_embeds=self._vision_embeds(plan))   # [M, vocab]
+        if not plan.sample_rows:
+            return None
         tensors = SamplingTensors.build(plan.sample_params, plan.sample_steps, self.vocab_size, self.device)
         slots = torch.tensor([plan.slots[r] for r in plan.sample_rows], dtype=torch.long).to(self.device)
         out = sample(logits, tensors, *self.penalty_masks(tensors, slots))

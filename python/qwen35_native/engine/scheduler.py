@@ -88,6 +88,7 @@ class Scheduler:
         self.slots = FreeList(max_num_seqs)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order: the last one is preempted first
+        self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -150,6 +151,7 @@ class Scheduler:
         seq.status = SequenceStatus.WAITING
         seq.num_computed = 0
         seq.num_preemptions += 1
+        self.num_preemptions += 1
         self.waiting.appendleft(seq)
 
     def finish(self, seq: Sequence) -> None:

@@ -38,6 +38,7 @@ class Sequence:
     slot: int | None = None  # GDN state slot while running
     blocks: list[int] = field(default_factory=list)  # KV-cache blocks while running
     position_offset: int = 0  # M-RoPE position delta after vision tokens (0 for text)
+    multimodal: Any = None  # the prompt's MultimodalPrompt (positions, vision features) when it has images/videos
     logprobs: list[TokenLogprob] | None = None
     num_preemptions: int = 0
     request: Any = field(default=None, repr=False)  # the engine's Request this sample belongs to
