@@ -1,6 +1,7 @@
 """``qwen35 generate`` and ``qwen35 chat``: streaming text generation from a checkpoint directory.
 
     qwen35 generate --model DIR --prompt "Why is the sky blue?" [--no-think] [--max-tokens 256] [--temperature 0.6]
+    qwen35 generate --model DIR --image cat.jpg --prompt "What is this?"     # images go before the text
     qwen35 chat --model DIR            # interactive, multi-turn; /reset clears the history, /exit (or EOF) quits
 
 Text prompts go through the checkpoint's chat template (as one user turn) unless ``--raw``; ``--prompt-ids`` feeds

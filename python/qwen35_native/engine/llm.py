@@ -7,6 +7,7 @@ replies), each optionally streaming (DESIGN.md §4).
     reply = llm.chat([{"role": "user", "content": "Hi!"}], q35.SamplingParams.thinking(max_tokens=512))
     reply.reasoning, reply.text, reply.tool_calls
     for delta in llm.generate("Once upon a time", stream=True): print(delta.text, end="", flush=True)
+    llm.chat([{"role": "user", "content": [{"type": "image", "image": "cat.jpg"}, {"type": "text", "text": "?"}]}])
 
 The engine (``llm.engine``) batches every request continuously; ``generate`` and ``chat`` run it until their own
 requests finish. Tensor parallelism (``tensor_parallel_size > 1``) is not implemented yet.
