@@ -136,3 +136,11 @@ def test_cli_generate_with_an_image(tiny_dir, tmp_path, capsys):
     assert int(err.split("[prompt ")[1].split()[0]) > text_tokens + 3
     assert main(base + ["--image", str(path), "--raw"]) == 2
     assert "--image needs a text --prompt sent through the chat template" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_multimodal_chat_on_cuda_matches_cpu(tiny_dir):
+    convs = [image_chat(8), image_chat(9, "More?"), [{"role": "user", "content": "Text only."}]]
+    cpu = q35.LLM(tiny_dir, device="cpu", backend="reference", max_num_seqs=4).chat(convs, GREEDY)
+    cuda = q35.LLM(tiny_dir, device="cuda", max_num_seqs=4, max_num_batched_tokens=64).chat(convs, GREEDY)
+    assert [r.token_ids for r in cuda] == [r.token_ids for r in cpu]
