@@ -59,6 +59,10 @@ def add_generation_parsers(sub) -> None:
     p.add_argument("--raw", action="store_true", help="send --prompt as plain text, without the chat template")
     p.add_argument("--image", action="append", default=None, metavar="PATH",
                    help="image input, shown before the prompt text (repeatable)")
+    p.add_argument("--video", action="append", default=None, metavar="PATH_OR_DIR",
+                   help="video input: a directory of frame images or a .npy uint8 array [T,H,W,C] (repeatable)")
+    p.add_argument("--video-fps", type=float, default=2.0,
+                   help="frame rate of the --video frames (default 2.0, the rate the model samples at)")
     _add_sampling_args(p, max_tokens=256)
     p.set_defaults(func=_generate)
     p = sub.add_parser("chat", help="interactive multi-turn chat (reads stdin), streaming")
@@ -102,9 +106,9 @@ def _fail(command: str, error: Exception) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    if args.image and (args.raw or args.prompt_ids is not None):
-        return _fail("generate", ValueError("--image needs a text --prompt sent through the chat template (not --raw "
-                                            "or --prompt-ids)"))
+    if (args.image or args.video) and (args.raw or args.prompt_ids is not None):
+        return _fail("generate", ValueError("--image/--video need a text --prompt sent through the chat template "
+                                            "(not --raw or --prompt-ids)"))
     if (args.prompt is None) == (args.prompt_ids is None):
         return _fail("generate", ValueError("give exactly one of --prompt and --prompt-ids"))
     try:
@@ -118,8 +122,8 @@ def _generate(args: argparse.Namespace) -> int:
         if prompt_ids is None and not args.raw and llm.tokenizer is not None and \
                 llm.tokenizer.chat_template is not None:
             prompt = _chat_prompt(llm, args)
-        elif args.image:
-            raise ValueError(f"--image needs the checkpoint's chat template, and {args.model} has none")
+        elif args.image or args.video:
+            raise ValueError(f"--image/--video need the checkpoint's chat template, and {args.model} has none")
         generated, last = 0, None
         for delta in llm.generate(prompt, params, stream=True):
             generated += len(delta.token_ids)
@@ -136,16 +140,19 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _chat_prompt(llm, args: argparse.Namespace):
-    """The prompt as one user turn of the chat template (images first, then the text), rendered; a dict prompt
-    with the images when there are any."""
-    images = args.image or []
-    content = [{"type": "image", "image": path} for path in images] + [{"type": "text", "text": args.prompt}]
+    """The prompt as one user turn of the chat template (images, then videos, then the text), rendered; a dict
+    prompt with the media when there are any."""
+    images, videos = args.image or [], args.video or []
+    content = [{"type": "image", "image": path} for path in images] + \
+        [{"type": "video", "video": path} for path in videos] + [{"type": "text", "text": args.prompt}]
+    media = bool(images or videos)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
-        [{"role": "user", "content": content if images else args.prompt}]
+        [{"role": "user", "content": content if media else args.prompt}]
     rendered = llm.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                  enable_thinking=not args.no_think)
-    if images:
-        return {"prompt": rendered, "multi_modal_data": {"image": images}}
+    if media:
+        data = {"image": images, "video": videos, "video_fps": [args.video_fps] * len(videos)}
+        return {"prompt": rendered, "multi_modal_data": {k: v for k, v in data.items() if v}}
     return llm.tokenizer.encode(rendered, add_special_tokens=False)
 
 

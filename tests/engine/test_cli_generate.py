@@ -54,7 +54,8 @@ def test_generate_prompt_ids_and_sampling_flags(tiny_dir, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--prompt", "hi", "--image", "no-such-cat.png"], "no-such-cat.png"),
-    (["--prompt-ids", "1,2", "--image", "cat.png"], "--image needs a text --prompt sent through the chat template"),
+    (["--prompt-ids", "1,2", "--image", "cat.png"], "--image/--video need a text --prompt sent through the chat"),
+    (["--prompt", "hi", "--video", "no-such-dir"], "no video at no-such-dir"),
     (["--prompt", "hi", "--tp", "2"], "tensor_parallel_size=2 is not implemented yet"),
     (["--prompt", "hi", "--temperature", "-1"], "temperature must be a finite number >= 0"),
     (["--prompt-ids", "1,x"], "--prompt-ids must be comma-separated integers"),
@@ -78,3 +79,29 @@ def test_chat_reads_turns_from_a_pipe(tiny_dir):
     turns = SUMMARY.findall(r.stderr)
     assert len(turns) == 2 and all(t[1] == "5" for t in turns)
     assert int(turns[1][0]) > int(turns[0][0]) + 5   # the second prompt carries the first turn as history
+
+
+def test_generate_with_image_and_video_files(tiny_dir, tmp_path, capsys):
+    """--image PATH and --video DIR_OF_FRAMES give the tokens of llm.chat on the same content parts."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    Image.fromarray((rng.rand(40, 56, 3) * 255).astype(np.uint8)).save(tmp_path / "cat.png")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in (2, 10, 1, 3):  # natural order: 1, 2, 3, 10
+        Image.fromarray((rng.rand(32, 48, 3) * 255).astype(np.uint8)).save(frames / f"f{i}.png")
+    code, out, err = run_main(capsys, "generate", "--model", tiny_dir, "--prompt", "Describe.", "--image",
+                              str(tmp_path / "cat.png"), "--video", str(frames), "--video-fps", "2", "--max-tokens",
+                              "4", "--temperature", "0", "--backend", "reference",
+                              "--no-cuda-graphs")
+    assert code == 0, err
+    llm = q35.LLM(tiny_dir, backend="reference")
+    content = [{"type": "image", "image": str(tmp_path / "cat.png")},
+               {"type": "video", "video": str(frames), "fps": 2.0}, {"type": "text", "text": "Describe."}]
+    reply = llm.chat([{"role": "user", "content": content}],
+                     q35.SamplingParams(temperature=0, max_tokens=4))
+    summary = SUMMARY.search(err)
+    assert summary.group(1) == str(len(reply.prompt_token_ids)) and summary.group(2) == str(len(reply.token_ids))
+    assert out == llm.tokenizer.decode(reply.token_ids) + "\n"

@@ -92,8 +92,37 @@ def video_smart_resize(num_frames: int, height: int, width: int, s: VideoSetting
     return h_bar, w_bar
 
 
+_FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def load_video_path(path: str) -> list | np.ndarray:
+    """A video stored on disk: a directory of frame images (taken in natural name order: frame2 before frame10) or
+    a ``.npy`` uint8 array ``[T, H, W, C]``. Container formats (mp4, ...) need a decoder we do not ship: extract
+    the frames first (e.g. ``ffmpeg -i in.mp4 -vf fps=2 dir/%05d.png``)."""
+    import os
+    import re
+
+    if os.path.isdir(path):
+        names = [n for n in os.listdir(path) if n.lower().endswith(_FRAME_SUFFIXES)]
+        if not names:
+            raise ValueError(f"qwen35_native: the video directory {path} holds no frame images "
+                             f"({', '.join(_FRAME_SUFFIXES)})")
+        def natural(name: str) -> list:
+            return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+        return [os.path.join(path, n) for n in sorted(names, key=natural)]
+    if path.endswith(".npy") and os.path.isfile(path):
+        return np.load(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"qwen35_native: no video at {path}")
+    raise ValueError(f"qwen35_native: cannot read the video {path}: give a directory of frame images or a .npy "
+                     f"uint8 array [T, H, W, C] (decode container formats such as mp4 to frames first)")
+
+
 def _frames(video) -> list:
     """A video as a list of per-frame inputs for load_image."""
+    if isinstance(video, str):
+        video = load_video_path(video)
     if isinstance(video, torch.Tensor):
         video = video.detach().cpu().numpy()
     if isinstance(video, np.ndarray):
