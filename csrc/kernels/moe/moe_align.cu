@@ -7,6 +7,7 @@ namespace {
 
 constexpr int kAlignWarps = 16;
 constexpr int kAlignThreads = kAlignWarps * kWarpSize;
+constexpr int kCountUnroll = 4;
 
 // Exclusive scan in place of a[0, n) (shared memory) by the whole block; a[n] receives the total.
 // warp_sums: [kAlignWarps] shared scratch. Callers __syncthreads() before reading a.
@@ -94,9 +95,17 @@ __global__ void __launch_bounds__(kAlignThreads) moe_align_kernel(MoeAlignParams
   // ---- count the pairs of each (warp segment, expert) ----
   for (int i = threadIdx.x; i < kAlignWarps * num_experts; i += kAlignThreads) cursor[i] = 0;
   __syncthreads();
-  for (int64_t q = seg_begin + lane; q < seg_end; q += kWarpSize) {
-    const int e = local_expert(ids, q, p);
-    if (e >= 0) atomicAdd(&cursor[warp_id * num_experts + e], 1);
+  for (int64_t q = seg_begin + lane; q < seg_end; q += kCountUnroll * kWarpSize) {
+    int e[kCountUnroll];  // loads first, then the atomics: kCountUnroll loads in flight per lane
+#pragma unroll
+    for (int u = 0; u < kCountUnroll; ++u) {
+      const int64_t qu = q + u * kWarpSize;
+      e[u] = qu < seg_end ? local_expert(ids, qu, p) : -1;
+    }
+#pragma unroll
+    for (int u = 0; u < kCountUnroll; ++u) {
+      if (e[u] >= 0) atomicAdd(&cursor[warp_id * num_experts + e[u]], 1);
+    }
   }
   __syncthreads();
 
@@ -125,9 +134,12 @@ __global__ void __launch_bounds__(kAlignThreads) moe_align_kernel(MoeAlignParams
   }
 
   // ---- scatter: pairs of equal expert in a 32-pair chunk are ranked by lane (match_any) ----
+  int e_next = seg_begin + lane < seg_end ? local_expert(ids, seg_begin + lane, p) : -1;
   for (int64_t base = seg_begin; base < seg_end; base += kWarpSize) {
     const int64_t q = base + lane;
-    const int e = q < seg_end ? local_expert(ids, q, p) : -1;
+    const int e = e_next;
+    const int64_t q_next = q + kWarpSize;  // prefetch: the next chunk's load overlaps this chunk's work
+    e_next = q_next < seg_end ? local_expert(ids, q_next, p) : -1;
     const unsigned peers = __match_any_sync(warp::kFullMask, e);
     const int rank = __popc(peers & ((1u << lane) - 1u));
     if (e >= 0) {
