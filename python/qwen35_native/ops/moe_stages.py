@@ -40,10 +40,16 @@ def pick_block_m(num_pairs: int, num_local_experts: int, dtype: torch.dtype) -> 
     return PREFILL_BLOCK_M if prefill else DECODE_BLOCK_M
 
 
+def _aligned_start(t: torch.Tensor) -> bool:
+    # storages start 16-byte aligned (caching allocator, CPU allocator); the offset decides. No data_ptr(): the
+    # wrappers stay traceable by torch.compile (fake tensors have no data)
+    return t.storage_offset() * t.element_size() % 16 == 0
+
+
 def _aligned_rows(t: torch.Tensor) -> bool:
     vec = 16 // t.element_size()
     stride = t.stride(0) if t.dim() == 2 and t.shape[0] > 1 else t.shape[-1]
-    return t.stride(-1) == 1 and stride % vec == 0 and t.data_ptr() % 16 == 0
+    return (t.shape[-1] <= 1 or t.stride(-1) == 1) and stride % vec == 0 and _aligned_start(t)
 
 
 def moe_route_support(logits: torch.Tensor, top_k: int) -> tuple[bool, str]:
@@ -70,7 +76,7 @@ def fused_moe_support(hidden: torch.Tensor, w13: torch.Tensor, top_k: int) -> tu
 
 def _aligned_contiguous(t: torch.Tensor) -> torch.Tensor:
     """t itself when contiguous and 16-byte aligned, else an aligned contiguous copy (fresh allocations are)."""
-    return t if t.is_contiguous() and t.data_ptr() % 16 == 0 else t.clone(memory_format=torch.contiguous_format)
+    return t if t.is_contiguous() and _aligned_start(t) else t.clone(memory_format=torch.contiguous_format)
 
 
 def moe_route_kernel(logits: torch.Tensor, top_k: int):
