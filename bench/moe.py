@@ -49,8 +49,8 @@ def _time(fn, device, reps):
 
 def expert_rows(name, E, k, H, inter, tokens, device, reps) -> list[Row]:
     g = torch.Generator(device=device).manual_seed(0)
-    w13 = torch.randn(E, 2 * inter, H, device=device, dtype=torch.bfloat16, generator=g) / H ** 0.5
-    w2 = torch.randn(E, H, inter, device=device, dtype=torch.bfloat16, generator=g) / inter ** 0.5
+    w13 = torch.randn(E, 2 * inter, H, device=device, dtype=torch.bfloat16, generator=g).div_(H ** 0.5)
+    w2 = torch.randn(E, H, inter, device=device, dtype=torch.bfloat16, generator=g).div_(inter ** 0.5)
     sw13 = torch.randn(2 * inter, H, device=device, dtype=torch.bfloat16, generator=g) / H ** 0.5
     sw2 = torch.randn(H, inter, device=device, dtype=torch.bfloat16, generator=g) / inter ** 0.5
     gate_w = torch.randn(1, H, device=device, dtype=torch.bfloat16, generator=g) / H ** 0.5

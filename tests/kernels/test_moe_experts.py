@@ -63,6 +63,15 @@ def test_fused_moe_dtypes(dtype, bm, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_fused_moe_strided_hidden(device):
+    skip_without_cuda(device)
+    _, w13, w2, weights, ids = _inputs(21, 16, 3, 96, 40, torch.bfloat16, seed=8, device=device)
+    wide = torch.randn(21, 120, generator=gen(9)).to(device=device, dtype=torch.bfloat16)
+    x = wide[:, 8:104]   # row stride 120, starts 16 bytes in
+    _check_fused(ops.fused_moe(x, w13, w2, weights, ids, backend="kernel"), x, w13, w2, weights, ids)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_fused_moe_expert_parallel_subsets(device):
     skip_without_cuda(device)
     x, w13, w2, weights, ids = _inputs(64, 64, 10, 96, 40, torch.bfloat16, seed=5, device=device)
@@ -75,6 +84,8 @@ def test_fused_moe_expert_parallel_subsets(device):
     assert rel_err(sum(parts), full) <= REL_TOL_16BIT
     none = ops.fused_moe(x, w13[:0], w2[:0], weights, ids, expert_offset=64, num_experts=64, backend="kernel")
     assert torch.equal(none, torch.zeros_like(x))
+    no_tokens = ops.fused_moe(x[:0], w13, w2, weights[:0], ids[:0], backend="kernel")
+    assert no_tokens.shape == (0, 96) and no_tokens.device == x.device
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -196,7 +207,13 @@ def test_fused_moe_opcheck(device):
 @pytest.mark.parametrize(("N", "E", "k", "H", "I"), [(1, 512, 10, 4096, 128), (64, 512, 10, 4096, 128),
                                                      (1024, 256, 8, 2048, 512), (8, 512, 10, 4096, 1024)])
 def test_fused_moe_model_shapes_on_gpu(N, E, k, H, I):
-    x, w13, w2, weights, ids = _inputs(N, E, k, H, I, torch.bfloat16, seed=N, device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(N)
+    x = torch.randn(N, H, device="cuda", generator=g).bfloat16()
+    w13 = torch.randn(E, 2 * I, H, device="cuda", dtype=torch.bfloat16, generator=g).div_(H ** 0.5)
+    w2 = torch.randn(E, H, I, device="cuda", dtype=torch.bfloat16, generator=g).div_(I ** 0.5)
+    weights, ids = ops.moe_route(torch.randn(N, E, device="cuda", generator=g), k)
     out = ops.fused_moe(x, w13, w2, weights, ids)   # auto: the kernel on CUDA
-    ref = ops.fused_moe_reference(x.float(), w13.float(), w2.float(), weights, ids)
+    touched, local_ids = torch.unique(ids, return_inverse=True)   # fp32 copies of the touched experts only
+    ref = ops.fused_moe_reference(x.float(), w13[touched].float(), w2[touched].float(), weights,
+                                  local_ids.to(torch.int32))
     assert rel_err(out, ref) <= REL_TOL_16BIT

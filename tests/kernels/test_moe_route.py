@@ -76,20 +76,24 @@ def test_moe_route_poisoned_guarded_outputs(device, two_orders):
     assert_close_report(w, ref_w, rtol=1e-5, atol=1e-6, what="topk_weights")
 
 
-def test_moe_route_large_expert_count_and_k_32():
-    logits = torch.randn(5, 1024, generator=gen(3)).bfloat16()
+@pytest.mark.parametrize("device", DEVICES)
+def test_moe_route_large_expert_count_and_k_32(device):
+    skip_without_cuda(device)
+    logits = torch.randn(5, 1024, generator=gen(3)).to(device=device, dtype=torch.bfloat16)
     w, ids = _route(logits, 32)
-    ref_w, ref_ids = ops.moe_route_reference(logits, 32)
-    assert torch.equal(ids, ref_ids)
+    ref_w, ref_ids = ops.moe_route_reference(logits.cpu(), 32)
+    assert torch.equal(ids.cpu(), ref_ids)
     assert_close_report(w, ref_w, rtol=1e-5, atol=1e-6, what="topk_weights")
-    empty_w, empty_ids = _route(torch.empty(0, 64), 4)
+    empty_w, empty_ids = _route(torch.empty(0, 64, device=device), 4)
     assert empty_w.shape == empty_ids.shape == (0, 4)
 
 
-def test_moe_route_nan_logits_give_nan_weights_and_valid_ids():
+@pytest.mark.parametrize("device", DEVICES)
+def test_moe_route_nan_logits_give_nan_weights_and_valid_ids(device):
+    skip_without_cuda(device)
     logits = torch.randn(2, 64, generator=gen(1))
     logits[0, 7] = float("nan")
-    w, ids = _route(logits, 4)
+    w, ids = _route(logits.to(device), 4)
     assert torch.isnan(w[0]).all() and not torch.isnan(w[1]).any()
     assert ((ids >= 0) & (ids < 64)).all() and torch.unique(ids[0]).numel() == 4
 

@@ -87,8 +87,9 @@ cudaError_t launch_down_tiles(const MoeGemmParams& p, cudaStream_t stream) {
 
 template <typename T>
 cudaError_t launch_moe_down(const MoeGemmParams& p, cudaStream_t stream) {
-  if (!gemm_args_ok<T>(p) || p.topk_weights_ptr == nullptr) return cudaErrorInvalidValue;
+  if (!gemm_args_ok<T>(p)) return cudaErrorInvalidValue;
   if (p.max_tiles == 0 || p.n == 0) return cudaSuccess;
+  if (p.topk_weights_ptr == nullptr) return cudaErrorInvalidValue;
   if constexpr (!std::is_same_v<T, float>) {
     if (p.block_m == kMoePrefillBlockM) return launch_down_tiles<T, PrefillShape>(p, stream);
   }
