@@ -76,7 +76,7 @@ def expert_rows(name, E, k, H, inter, tokens, device, reps) -> list[Row]:
                 rows.append(Row(op="fused_moe", shape=shape, dtype="bf16", impl="torch._grouped_mm",
                                 median_us=gmm_us, bytes=expert_bytes, flops=flops, notes=note))
                 peer, peer_us = "torch._grouped_mm", gmm_us
-            except RuntimeError as err:  # unsupported layout/arch in this torch build
+            except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:  # not in this torch build
                 note += f"; torch._grouped_mm unavailable: {str(err).splitlines()[0][:80]}"
         rows.append(Row(op="fused_moe", shape=shape, dtype="bf16", impl="q35", median_us=_time(ours, device, reps),
                         bytes=expert_bytes, flops=flops, peer=peer, peer_us=peer_us, notes=note))
