@@ -31,7 +31,7 @@ def use_kernel(op: str, backend: str | None, device: torch.device, supported: bo
 
 # Ops whose kernels exist (the kernel engineers add their op names here when the kernel lands). The model reads it
 # at load time to log which ops run where and to pick a backend per op (see ``model/backends.py``).
-KERNEL_OPS: set[str] = {"rms_norm"}
+KERNEL_OPS: set[str] = {"rms_norm", "moe_route", "fused_moe", "moe_block"}
 
 
 def has_kernel(op: str) -> bool:
