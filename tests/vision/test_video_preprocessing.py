@@ -109,7 +109,7 @@ def test_frame_list_equals_array_and_processor_reads_config(processor):
     (np.zeros((4, 2, 600, 3), np.uint8), 2.0, ValueError, "too elongated"),
     (np.zeros((64, 64), np.uint8), 2.0, ValueError, r"\[T, H, W\] or \[T, H, W, C\]"),
     ([np.zeros((32, 32, 3), np.uint8), np.zeros((32, 48, 3), np.uint8)], 2.0, ValueError, "same size"),
-    ("clip.mp4", 2.0, TypeError, "list of frames or a uint8 array"),
+    ("clip.mp4", 2.0, FileNotFoundError, "no video at clip.mp4"),
 ])
 def test_bad_videos_are_clear_errors(video, fps, error, message):
     with pytest.raises(error, match=message):
