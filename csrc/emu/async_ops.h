@@ -36,6 +36,6 @@ std::string describe_named_barrier_waits(const BlockRunner& r);
 
 // "0-31, 64" for a sorted list of thread indices.
 std::string thread_ranges(const std::vector<unsigned>& tids);
-std::string hex_addr(const void* p);
+std::string hex_addr(const void* p);  // "smem+<shared address>" in dynamic shared memory, else "0x..."
 
 }  // namespace q35::simt

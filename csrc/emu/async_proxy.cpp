@@ -30,8 +30,15 @@ BlockRunner& sm90_runner(const char* what, Site site) {
 void async_error(const std::string& what, Site site) { kernel_error(what.c_str(), site); }
 
 std::string hex_addr(const void* p) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%p", p);
+  const BlockRunner* r = active_runner();
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  char buf[48];
+  if (r && addr >= reinterpret_cast<uintptr_t>(r->smem_base()) &&
+      addr < reinterpret_cast<uintptr_t>(r->smem_base()) + r->smem_bytes()) {
+    std::snprintf(buf, sizeof(buf), "smem+%zu", static_cast<size_t>(addr - reinterpret_cast<uintptr_t>(r->smem_base())));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%p", p);
+  }
   return buf;
 }
 
@@ -98,6 +105,31 @@ void BlockRunner::async_thread_exit(Fiber& f) {
 std::string BlockRunner::describe_async_waits() const {
   return describe_mbarrier_waits(*this) + describe_tma_loads(*this) + describe_wgmma_waits(*this) +
          describe_named_barrier_waits(*this);
+}
+
+bool BlockRunner::run_async_units() {
+  bool woke = false;
+  for (unsigned t = 0; t < num_threads_; ++t) {
+    Fiber& f = *fibers_[t];
+    if (f.state != FiberState::kBlocked) continue;
+    if (f.wait == WaitKind::kMbarrier) {
+      for (const TmaCopy& ld : async_.loads) {
+        if (ld.bar == f.async.wait_bar) {
+          wake(f);  // its try_wait performs the loads (in a fiber, where a fault is that thread's)
+          woke = true;
+          break;
+        }
+      }
+    } else if (f.wait == WaitKind::kWgmma) {
+      const WarpgroupQueue& q = async_.warpgroups[f.ctx.warp / kWarpgroupWarps];
+      if (!q.ops.empty() && q.ops.front().warps_issued == (1u << kWarpgroupWarps) - 1) {
+        f.async.wgmma_may_complete = true;  // its wait_group completes the wgmmas
+        wake(f);
+        woke = true;
+      }
+    }
+  }
+  return woke;
 }
 
 void BlockRunner::check_async_at_block_end() {

@@ -67,6 +67,7 @@ struct NamedBarrierState {
 // Per thread.
 struct FiberAsync {
   bool wgmma_fenced = false;              // wgmma.fence since the start or the last wgmma.wait_group
+  bool wgmma_may_complete = false;        // woken by the scheduler to complete fully issued wgmmas
   std::vector<uint64_t> wgmma_group_ends;  // committed group g = this warp's wgmmas [end of g-1, end of g)
   size_t wgmma_groups_waited = 0;
   uint64_t wgmma_waited_seq = 0;           // wgmmas before this sequence number were waited for
@@ -79,6 +80,7 @@ struct FiberAsync {
 
   void reset() {
     wgmma_fenced = false;
+    wgmma_may_complete = false;
     wgmma_group_ends.clear();
     wgmma_groups_waited = 0;
     wgmma_waited_seq = 0;

@@ -223,7 +223,7 @@ void BlockRunner::schedule_loop(const Schedule& schedule, uint64_t block_seq) {
       check_async_at_block_end();
       return;
     }
-    if (!progressed && !resolve_activemasks()) report_deadlock();
+    if (!progressed && !resolve_activemasks() && !run_async_units()) report_deadlock();
   }
 }
 

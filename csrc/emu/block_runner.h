@@ -109,6 +109,10 @@ class BlockRunner {
   void async_thread_exit(Fiber& f);           // at thread exit: unwaited wgmmas fail, TMA stores complete
   std::string describe_async_waits() const;  // mbarrier / wgmma / named-barrier waits, for deadlock reports
   void check_async_at_block_end();           // TMA loads still in flight when the block ends fail
+  // When no thread can run, the async units make progress: threads waiting on an mbarrier with TMA loads in flight
+  // (they perform the loads) or in wgmma.wait_group for fully issued wgmmas (they complete them) are woken.
+  // So copies land and wgmmas complete as late as possible, which is what exposes early reads and reuse.
+  bool run_async_units();
 
  private:
   static void fiber_entry(void* fiber);

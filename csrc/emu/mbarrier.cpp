@@ -169,15 +169,17 @@ bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t parity, Site site) {
   constexpr const char* kWhat = "mbarrier.try_wait.parity";
   BlockRunner& r = sm90_runner(kWhat, site);
   if (parity > 1) async_error(std::string(kWhat) + ": parity must be 0 or 1, got " + std::to_string(parity), site);
-  if ((lookup_barrier(r, bar, kWhat, site).phase & 1) != parity) return true;
-  perform_loads_for(r, bar);
-  if ((lookup_barrier(r, bar, kWhat, site).phase & 1) != parity) return true;
   Fiber& f = r.running();
-  f.async.wait_bar = bar;
-  f.async.wait_parity = parity;
-  r.block_running(WaitKind::kMbarrier, site, kWhat, 0);  // woken when the phase completes
-  f.async.wait_bar = nullptr;
-  return true;
+  for (;;) {
+    if ((lookup_barrier(r, bar, kWhat, site).phase & 1) != parity) return true;
+    perform_loads_for(r, bar);
+    if ((lookup_barrier(r, bar, kWhat, site).phase & 1) != parity) return true;
+    f.async.wait_bar = bar;
+    f.async.wait_parity = parity;
+    // Woken when a phase of the barrier completes, or when no thread can run and TMA loads on it are in flight.
+    r.block_running(WaitKind::kMbarrier, site, kWhat, 0);
+    f.async.wait_bar = nullptr;
+  }
 }
 
 }  // namespace q35::simt

@@ -210,11 +210,14 @@ void bulk_wait_group(int pending, Site site) {
 }
 
 std::string describe_tma_loads(const BlockRunner& r) {
+  constexpr size_t kListed = 4;
+  const auto& loads = r.async_units().loads;
   std::string out;
-  for (const TmaCopy& ld : r.async_units().loads) {
-    out += "\n    TMA load issued at " + site_str(ld.site) + " by thread " + std::to_string(ld.tid) +
-           " completes mbarrier " + hex_addr(ld.bar) + " (performed when a thread waits on that phase)";
+  for (size_t i = 0; i < loads.size() && i < kListed; ++i) {
+    out += "\n    TMA load in flight, issued at " + site_str(loads[i].site) + " by thread " +
+           std::to_string(loads[i].tid) + ", completes mbarrier " + hex_addr(loads[i].bar);
   }
+  if (loads.size() > kListed) out += "\n    ... and " + std::to_string(loads.size() - kListed) + " more TMA loads";
   return out;
 }
 

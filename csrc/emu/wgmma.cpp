@@ -184,13 +184,6 @@ void check_issuer(BlockRunner& r, unsigned warp, Site site) {
   }
 }
 
-void wake_warpgroup(BlockRunner& r, unsigned wg) {
-  for (unsigned t = wg * kWarpgroupThreads; t < (wg + 1) * kWarpgroupThreads; ++t) {
-    Fiber& f = r.fiber(t);
-    if (f.state == FiberState::kBlocked && f.wait == WaitKind::kWgmma) r.wake(f);
-  }
-}
-
 bool chains_onto_pending(const WarpgroupQueue& q, size_t idx, unsigned wi, const float* d, int n, Site site) {
   bool chained = false;
   for (size_t j = 0; j < idx; ++j) {
@@ -252,7 +245,6 @@ void issue_compute(void* const* args, uint32_t, uint32_t) {
     std::fill(x->d, x->d + regs, std::numeric_limits<float>::quiet_NaN());  // undefined until the wait
   }
   op.warps_issued |= 1u << wi;
-  if (op.warps_issued == kAllWarps) wake_warpgroup(r, wg);
 }
 
 const CollectiveOp kIssueOps[2][2] = {
@@ -261,19 +253,25 @@ const CollectiveOp kIssueOps[2][2] = {
     {{"wgmma.mma_async (A from registers, bf16)", false, issue_compute<true, MmaInput::kBf16>},
      {"wgmma.mma_async (A from registers, f16)", false, issue_compute<true, MmaInput::kF16>}}};
 
-// Completes this warpgroup's wgmmas with sequence numbers below `target`, in order.
+// Waits until this warpgroup's wgmmas with sequence numbers below `target` are complete. They complete as late as
+// possible: when no thread of the block can run, the scheduler wakes the waiting threads to complete them
+// (BlockRunner::run_async_units), so the accumulators stay NaN and the operands are read after everything the
+// other threads could do in between (a TMA refilling the stage, a store to the tile).
 void retire_upto(BlockRunner& r, unsigned wg, uint64_t target, Site site) {
   WarpgroupQueue& q = r.async_units().warpgroups[wg];
+  FiberAsync& a = r.running().async;
   while (q.first_seq < target) {
     const WgmmaOp& op = q.ops.front();
-    if (op.warps_issued != kAllWarps) {  // another warp of the warpgroup has not issued it yet
-      r.block_running(WaitKind::kWgmma, site, "wgmma.wait_group", 0);
+    if (a.wgmma_may_complete && op.warps_issued == kAllWarps) {
+      compute(r, op);
+      q.ops.pop_front();
+      ++q.first_seq;
       continue;
     }
-    compute(r, op);
-    q.ops.pop_front();
-    ++q.first_seq;
+    a.wgmma_may_complete = false;
+    r.block_running(WaitKind::kWgmma, site, "wgmma.wait_group", 0);
   }
+  a.wgmma_may_complete = false;
 }
 
 }  // namespace

@@ -50,7 +50,7 @@ struct KMajorTile {
   Q35_HD constexpr uint32_t row_bytes() const { return swizzle_row_bytes(swizzle); }
   Q35_HD constexpr uint32_t box_cols() const { return row_bytes() / 2u; }      // TMA box inner dimension
   Q35_HD constexpr uint32_t box_bytes() const { return rows * row_bytes(); }   // one column block
-  Q35_HD constexpr uint32_t bytes(uint32_t cols) const { return (cols / box_cols()) * box_bytes(); }
+  Q35_HD constexpr uint32_t bytes(uint32_t cols) const { return (cols + box_cols() - 1) / box_cols() * box_bytes(); }
   // Byte offset of element (r, k) from the tile start.
   Q35_HD constexpr uint32_t offset(uint32_t r, uint32_t k) const {
     return (k / box_cols()) * box_bytes() + swizzle_address(r * row_bytes() + (k % box_cols()) * 2u, swizzle);
