@@ -72,7 +72,7 @@ def fault(emu_ops, variant, threads=128):
 @pytest.mark.parametrize(
     ("variant", "threads", "pattern"),
     [
-        (0, 256, r"deadlock.*\n.*wgmma.mma_async #0 of warpgroup 0 .* issued by warp\(s\) 1 2 3 but not by warp\(s\) 0"),
+        (0, 256, r"deadlock.*\n.*wgmma.mma_async #0 of warpgroup 0 .* by warp\(s\) 1 2 3 but not by warp\(s\) 0"),
         (1, 128, "lane 5 of warp 0 passes other operands"),
         (2, 64, "holds no mbarrier of this block"),
         (3, 64, "was overwritten by an ordinary store"),

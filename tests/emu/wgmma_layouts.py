@@ -27,7 +27,7 @@ def a_frag_coords(thread: int) -> list[tuple[int, int]]:
     return [(16 * w + g + 8 * ((e >> 1) & 1), 2 * t + (e & 1) + 8 * (e >> 2)) for e in range(8)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _acc_index(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     coords = torch.tensor([acc_coords(t, n) for t in range(128)])  # [128, n/2, 2]
     return coords[..., 0], coords[..., 1]
@@ -48,7 +48,7 @@ def unpack_acc(d: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _a_frag_index() -> tuple[torch.Tensor, torch.Tensor]:
     coords = torch.tensor([a_frag_coords(t) for t in range(128)])  # [128, 8, 2]
     return coords[..., 0], coords[..., 1]

@@ -8,11 +8,13 @@
 namespace q35::Q35_TARGET::emutest {
 namespace {
 
+constexpr uint32_t kBarrierOffset = 4096;  // after the A and B tiles
+
+#if Q35_SM90A_ENABLED  // (the sm_80 build of the kernel only traps)
 constexpr int kWarpgroupThreads = 128;
 constexpr int kTileRows = 64;
 constexpr int kN = 8;
 constexpr int kMmaK = 16;
-constexpr uint32_t kBarrierOffset = 4096;  // after the A and B tiles
 
 // One wgmma m64n8k16 of zeros from the tiles at the start of shared memory (A [64][16], B [8][16], no swizzle).
 __device__ __forceinline__ void zero_wgmma(uint8_t* smem, float (&d)[kN / 2], uint64_t desc_b_xor) {
@@ -23,6 +25,7 @@ __device__ __forceinline__ void zero_wgmma(uint8_t* smem, float (&d)[kN / 2], ui
   ptx::wgmma_commit_group();
   ptx::wgmma_wait_group<0>();
 }
+#endif
 
 // Variants: 0 wgmma by warps 1-4 (not a warpgroup); 1 a descriptor that differs between lanes; 2 arrive on a
 // never-initialised mbarrier; 3 an ordinary store over a live mbarrier; 4 more arrivals than the count; 5 a wait

@@ -14,9 +14,6 @@ constexpr int kWarpgroupThreads = 128;
 constexpr int kConsumers = 2;                   // consumer warpgroups 1 and 2, 64 rows each
 constexpr int kThreads = (1 + kConsumers) * kWarpgroupThreads;
 constexpr int kWgRows = kBM / kConsumers;
-constexpr int kMmaK = 16;
-constexpr int kAcc = kBN / 2;                   // f32 accumulators per consumer thread
-constexpr int kProducerRegs = 40, kConsumerRegs = 232;
 constexpr uint32_t kTileBytes = kBM * kBK * 2;  // one A or B tile of a stage (16-bit elements)
 constexpr uint32_t kStageBytes = 2 * kTileBytes;
 constexpr uint32_t kCTileBytes = kWgRows * kBN * sizeof(float);  // a consumer's C tile for the TMA store
@@ -28,6 +25,12 @@ struct GemmKernelParams {
   TensorMap a_map, b_map, c_map;
   HopperGemmParams p;
 };
+
+#if Q35_SM90A_ENABLED  // (the sm_80 build of the kernel only traps)
+constexpr int kMmaK = 16;
+constexpr int kAcc = kBN / 2;  // f32 accumulators per consumer thread
+constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+
 
 __device__ __forceinline__ void produce(const GemmKernelParams& kp, uint8_t* smem, uint64_t* full, uint64_t* empty) {
   const ptx::KMajorTile tile{static_cast<ptx::Swizzle>(kp.p.swizzle), kBM};
@@ -103,6 +106,7 @@ __device__ __forceinline__ void store_c(const GemmKernelParams& kp, uint8_t* sme
     ptx::bulk_wait_group_read<0>();
   }
 }
+#endif
 
 // Computes: C[m][n] = A[m][k] @ Bt[n][k]^T in fp32 (bf16 or f16 inputs).
 // Grid: (ceil(n / 128), ceil(m / 128)). Block: 384 threads: warpgroup 0 produces (one elected thread of warp 0

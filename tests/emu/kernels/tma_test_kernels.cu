@@ -22,6 +22,7 @@ __host__ __device__ inline uint32_t box_bytes(const TmaProbeParams& p) {
   return n;
 }
 
+#if Q35_SM90A_ENABLED  // (the sm_80 build of the kernels only traps)
 __device__ __forceinline__ void issue_load(const TmaKernelParams& kp, uint8_t* box, uint64_t* bar) {
   const TmaProbeParams& p = kp.p;
   ptx::mbarrier_arrive_expect_tx(bar, box_bytes(p));
@@ -31,6 +32,7 @@ __device__ __forceinline__ void issue_load(const TmaKernelParams& kp, uint8_t* b
     ptx::tma_load_3d(box, &kp.map, p.coords[0], p.coords[1], p.coords[2], bar);
   }
 }
+#endif
 
 // Computes: load: smem_out = the shared box of `tensor` at `coords` as TMA writes it (swizzled, zero-filled);
 //           store: the box smem_in stored at `coords` (out-of-bounds elements unwritten).

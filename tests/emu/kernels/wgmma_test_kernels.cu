@@ -12,7 +12,6 @@ constexpr int kThreads = 128;  // one warpgroup
 constexpr int kM = 64;
 constexpr int kMmaK = 16;
 constexpr int kMaxK = 64;
-constexpr int kRsRegs = 4;
 constexpr uint32_t kTileAlign = 1024;
 
 __host__ __device__ constexpr uint32_t a_tile_bytes(int k, ptx::Swizzle sw) {
@@ -24,6 +23,7 @@ __device__ __forceinline__ void issue(float (&d)[N / 2], const WgmmaProbeParams&
                                       int ks, int scale_d) {
   const auto sw = static_cast<ptx::Swizzle>(p.swizzle);
   const uint64_t desc_b = ptx::KMajorTile{sw, N}.desc(b_base, 0, ks * kMmaK);
+  constexpr int kRsRegs = 4;
   if (p.a_regs) {
     uint32_t a[kRsRegs];
 #pragma unroll
