@@ -35,7 +35,8 @@ std::string hex_addr(const void* p) {
   char buf[48];
   if (r && addr >= reinterpret_cast<uintptr_t>(r->smem_base()) &&
       addr < reinterpret_cast<uintptr_t>(r->smem_base()) + r->smem_bytes()) {
-    std::snprintf(buf, sizeof(buf), "smem+%zu", static_cast<size_t>(addr - reinterpret_cast<uintptr_t>(r->smem_base())));
+    const auto offset = static_cast<size_t>(addr - reinterpret_cast<uintptr_t>(r->smem_base()));
+    std::snprintf(buf, sizeof(buf), "smem+%zu", offset);
   } else {
     std::snprintf(buf, sizeof(buf), "%p", p);
   }

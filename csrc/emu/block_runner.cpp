@@ -145,7 +145,8 @@ void BlockRunner::prepare_smem(size_t bytes) {
   smem_bytes_ = bytes;
   smem_base_ = reinterpret_cast<unsigned char*>(smem_guard_ - rounded);
   std::memset(smem_base_, kSmemPoison, rounded);
-  smem_shadow_ = reinterpret_cast<unsigned char*>(shadow_mapping_) + (smem_base_ - reinterpret_cast<unsigned char*>(smem_mapping_));
+  const ptrdiff_t offset = smem_base_ - reinterpret_cast<unsigned char*>(smem_mapping_);
+  smem_shadow_ = reinterpret_cast<unsigned char*>(shadow_mapping_) + offset;
   std::memset(smem_shadow_, kSmemPoison, rounded);
 }
 

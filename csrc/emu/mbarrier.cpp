@@ -134,7 +134,8 @@ void mbarrier_inval(uint64_t* bar, Site site) {
   MbarrierState& b = lookup_barrier(r, bar, "mbarrier.inval", site);
   AsyncUnits& u = r.async_units();
   for (const TmaCopy& ld : u.loads)
-    if (ld.bar == bar) async_error("mbarrier.inval with a TMA load in flight (issued at " + site_str(ld.site) + ")", site);
+    if (ld.bar == bar)
+      async_error("mbarrier.inval with a TMA load in flight (issued at " + site_str(ld.site) + ")", site);
   for (unsigned t = 0; t < r.num_threads(); ++t) {
     const Fiber& f = r.fiber(t);
     if (f.state == FiberState::kBlocked && f.wait == WaitKind::kMbarrier && f.async.wait_bar == bar)

@@ -21,7 +21,9 @@ __device__ __forceinline__ uint32_t smem_u32(const void* ptr) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
 }
 #else
-inline uint32_t smem_u32(const void* ptr, Q35_EMU_SITE_PARAMS) { return ::q35::simt::shared_address(ptr, Q35_EMU_SITE); }
+inline uint32_t smem_u32(const void* ptr, Q35_EMU_SITE_PARAMS) {
+  return ::q35::simt::shared_address(ptr, Q35_EMU_SITE);
+}
 #endif
 
 }  // namespace q35::ptx
