@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 import torch
-from wgmma_layouts import SWIZZLES, box_offset
+from wgmma_layouts import SWIZZLES, box_offset, kmajor_offset
 
 from utils import on_cuda, run_under_schedules
 
@@ -55,6 +55,18 @@ def test_load_places_every_element(emu_ops, swizzle):
         x = random_tensor(shape, dtype, seed=swizzle + i)
         got = emu_ops.tma_load_probe(x, list(box), list(coords), swizzle, OK)
         assert torch.equal(got, expected_load(x, box, coords, swizzle)), f"case {i}: {shape} {box} {coords}"
+
+
+@pytest.mark.parametrize("swizzle", SWIZZLES, ids=SW_IDS)
+def test_tma_writes_tiles_where_the_layout_helper_reads_them(emu_ops, swizzle):
+    # A K-major tile [64][128] TMA-loaded box by box, read back through KMajorTile::offset (the C++ helper that
+    # wgmma descriptors are built from), and the Python copy of that layout against the box placement.
+    x = random_tensor((64, 128), torch.int16, seed=50 + swizzle)
+    assert torch.equal(emu_ops.tma_tile_probe(x, swizzle), x)
+    span = 16 if swizzle == 0 else swizzle
+    for r, k in [(0, 0), (5, 3), (17, span // 2 - 1), (63, 127), (40, span // 2 + 1)]:
+        box, col = divmod(k, span // 2)
+        assert kmajor_offset(r, k, 64, swizzle) == 64 * span * box + box_offset((col, r), (span // 2, 64), 2, swizzle)
 
 
 def test_load_of_a_strided_slice(emu_ops):
@@ -140,6 +152,13 @@ def test_gpu_load_matches_emulator(emu_ops, swizzle):
         x = random_tensor(shape, dtype, seed=40 + swizzle + i)
         gpu = emu_ops.tma_load_probe(on_cuda(x), list(box), list(coords), swizzle, OK).cpu()
         assert torch.equal(gpu, emu_ops.tma_load_probe(x, list(box), list(coords), swizzle, OK)), f"case {i}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("swizzle", SWIZZLES, ids=SW_IDS)
+def test_gpu_tile_layout_matches(emu_ops, swizzle):
+    x = random_tensor((64, 128), torch.int16, seed=60 + swizzle)
+    assert torch.equal(emu_ops.tma_tile_probe(on_cuda(x), swizzle).cpu(), x)
 
 
 @pytest.mark.gpu

@@ -54,6 +54,14 @@ struct TmaProbeParams {
   int variant;               // kTma*
 };
 enum TmaVariant : int { kTmaOk = 0, kTmaEarlyRead = 1, kTmaNoStoreFence = 2, kTmaNoInitFence = 3 };
+// A K-major tile [rows][cols] of 16-bit elements TMA-loaded box by box (KMajorTile), read back element by element
+// through KMajorTile::offset: out == x when TMA writes what the layout helper says.
+struct TmaTileParams {
+  const uint16_t* x;         // [rows][cols]
+  uint16_t* out;             // [rows][cols]
+  int rows, cols;            // rows % 8 == 0, <= 256; cols a multiple of the box width
+  int swizzle;
+};
 // Phases of an mbarrier: `rounds` rounds of write / arrive / wait(parity) / read the neighbour's value.
 struct MbarrierProbeParams {
   int rounds;
@@ -91,6 +99,7 @@ struct HopperFaultParams {
 #define Q35_HOPPER_TEST_LAUNCHERS                                           \
   cudaError_t launch_wgmma_probe(const WgmmaProbeParams& p, cudaStream_t s); \
   cudaError_t launch_tma_probe(const TmaProbeParams& p, cudaStream_t s);     \
+  cudaError_t launch_tma_tile_probe(const TmaTileParams& p, cudaStream_t s); \
   cudaError_t launch_mbarrier_probe(const MbarrierProbeParams& p, int threads, cudaStream_t s); \
   cudaError_t launch_hopper_gemm(const HopperGemmParams& p, cudaStream_t s); \
   cudaError_t launch_hopper_fault(const HopperFaultParams& p, int threads, cudaStream_t s);

@@ -76,6 +76,16 @@ void tma_store_probe(const at::Tensor& out, const at::Tensor& smem_in, c10::IntA
   Q35_RUN("tma_store_probe", out, launch_tma_probe, p);
 }
 
+at::Tensor tma_tile_probe(const at::Tensor& x, int64_t swizzle) {
+  check(x, at::kShort, "tma_tile_probe", "x");
+  TORCH_CHECK(x.dim() == 2, "q35_emu_tests.tma_tile_probe: x [rows, cols]");
+  at::Tensor out = at::full(x.sizes(), -1, x.options());
+  const TmaTileParams p{ptr<uint16_t>(x), ptr<uint16_t>(out), static_cast<int>(x.size(0)),
+                        static_cast<int>(x.size(1)), static_cast<int>(swizzle)};
+  Q35_RUN("tma_tile_probe", x, launch_tma_tile_probe, p);
+  return out;
+}
+
 void mbarrier_probe(const at::Tensor& out, bool wrong_parity) {
   check(out, at::kInt, "mbarrier_probe", "out");
   TORCH_CHECK(out.dim() == 2 && out.size(0) >= 1, "q35_emu_tests.mbarrier_probe: out [rounds + 1, threads]");
@@ -113,6 +123,7 @@ TORCH_LIBRARY_FRAGMENT(q35_emu_tests, m) {
         "bool scale_d, int swizzle, int variant) -> Tensor");
   m.def("tma_load_probe(Tensor x, int[] box, int[] coords, int swizzle, int variant) -> Tensor");
   m.def("tma_store_probe(Tensor(a!) out, Tensor smem_in, int[] box, int[] coords, int swizzle, int variant) -> ()");
+  m.def("tma_tile_probe(Tensor x, int swizzle) -> Tensor");
   m.def("mbarrier_probe(Tensor(a!) out, bool wrong_parity) -> ()");
   m.def("hopper_gemm(Tensor a, Tensor bt, int swizzle, bool tma_epilogue, int variant) -> Tensor");
   m.def("hopper_fault(Tensor(a!) out, int variant, int threads) -> ()");
@@ -122,6 +133,7 @@ TORCH_LIBRARY_FRAGMENT(q35_emu_tests, m) {
   m.impl("wgmma_probe", &q35::emutest::wgmma_probe);         \
   m.impl("tma_load_probe", &q35::emutest::tma_load_probe);   \
   m.impl("tma_store_probe", &q35::emutest::tma_store_probe); \
+  m.impl("tma_tile_probe", &q35::emutest::tma_tile_probe);   \
   m.impl("mbarrier_probe", &q35::emutest::mbarrier_probe);   \
   m.impl("hopper_gemm", &q35::emutest::hopper_gemm);         \
   m.impl("hopper_fault", &q35::emutest::hopper_fault)

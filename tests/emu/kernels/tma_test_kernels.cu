@@ -15,6 +15,10 @@ struct TmaKernelParams {
   TensorMap map;
   TmaProbeParams p;
 };
+struct TmaTileKernelParams {
+  TensorMap map;
+  TmaTileParams p;
+};
 
 __host__ __device__ inline uint32_t box_bytes(const TmaProbeParams& p) {
   uint32_t n = static_cast<uint32_t>(p.elem_bytes);
@@ -79,6 +83,36 @@ __global__ void __launch_bounds__(kThreads) tma_probe_kernel(const __grid_consta
 #endif
 }
 
+// Computes: out[r][k] = the element at KMajorTile{swizzle, rows}.offset(r, k) of the tile after TMA loads its
+//           column blocks (boxes {box_cols, rows}) one after another.
+// Grid: 1. Block: 128 threads (thread 0 issues). Smem: the tile + 8 (the mbarrier).
+__global__ void __launch_bounds__(kThreads) tma_tile_probe_kernel(const __grid_constant__ TmaTileKernelParams kp) {
+#if Q35_SM90A_ENABLED
+  Q35_DYNAMIC_SMEM_1024(uint8_t, smem);
+  const TmaTileParams& p = kp.p;
+  const ptx::KMajorTile tile{static_cast<ptx::Swizzle>(p.swizzle), static_cast<uint32_t>(p.rows)};
+  uint64_t* bar = reinterpret_cast<uint64_t*>(smem + tile.bytes(p.cols));  // [1] smem, after the tile
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    ptx::mbarrier_init(bar, 1);
+    ptx::fence_mbarrier_init();
+  }
+  __syncthreads();
+  // ---- load ----
+  if (tid == 0) {
+    ptx::mbarrier_arrive_expect_tx(bar, tile.bytes(p.cols));
+    for (uint32_t kb = 0; kb < p.cols / tile.box_cols(); ++kb)
+      ptx::tma_load_2d(smem + kb * tile.box_bytes(), &kp.map, kb * tile.box_cols(), 0, bar);
+  }
+  ptx::mbarrier_wait_parity(bar, 0);
+  // ---- store ----
+  for (int i = tid; i < p.rows * p.cols; i += kThreads)
+    p.out[i] = *reinterpret_cast<const uint16_t*>(smem + tile.offset(i / p.cols, i % p.cols));
+#else
+  ptx::sm90a_required();
+#endif
+}
+
 // Computes: out[0][t] = try_wait(parity 1) on a fresh barrier (the phase before the first counts as complete);
 //           then per round r: buf[r % 2][t] = 1000 r + t; arrive; wait(parity r % 2); out[r + 1][t] =
 //           buf[r % 2][(t + 1) % n] (the neighbour's value of this round: the phase orders it).
@@ -119,6 +153,19 @@ cudaError_t launch_tma_probe(const TmaProbeParams& p, cudaStream_t s) {
   if (err != cudaSuccess) return err;
   const size_t smem = round_up(box_bytes(p), kBoxAlign) + sizeof(uint64_t);
   return launch(tma_probe_kernel, dim3(1), dim3(kThreads), smem, s, kp);
+}
+
+cudaError_t launch_tma_tile_probe(const TmaTileParams& p, cudaStream_t s) {
+  if (!sm90a_available()) return cudaErrorInvalidDeviceFunction;
+  const auto sw = static_cast<ptx::Swizzle>(p.swizzle);
+  const ptx::KMajorTile tile{sw, static_cast<uint32_t>(p.rows)};
+  if (p.rows % 8 != 0 || p.cols % tile.box_cols() != 0) return cudaErrorInvalidValue;
+  TmaTileKernelParams kp{};
+  kp.p = p;
+  const cudaError_t err = make_tensor_map_2d(&kp.map, p.x, sizeof(uint16_t), p.rows, p.cols, p.cols, p.rows,
+                                             tile.box_cols(), sw);
+  if (err != cudaSuccess) return err;
+  return launch(tma_tile_probe_kernel, dim3(1), dim3(kThreads), tile.bytes(p.cols) + sizeof(uint64_t), s, kp);
 }
 
 cudaError_t launch_mbarrier_probe(const MbarrierProbeParams& p, int threads, cudaStream_t s) {
