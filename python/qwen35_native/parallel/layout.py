@@ -75,19 +75,18 @@ def check_tensor_parallel(cfg: TextConfig, world: int, moe_parallel: str = "tp")
         raise ValueError(f"qwen35_native: tensor_parallel_size must be a positive integer, got {world!r}")
     if moe_parallel not in MOE_MODES:
         raise ValueError(f"qwen35_native: moe_parallel must be 'tp' or 'ep', got {moe_parallel!r}")
-    need = [(cfg.num_attention_heads, "num_attention_heads (attention q heads)"),
-            (cfg.linear_num_key_heads, "linear_num_key_heads (Gated DeltaNet q/k heads)")]
+    need = [("num_attention_heads", cfg.num_attention_heads, "attention q heads"),
+            ("linear_num_key_heads", cfg.linear_num_key_heads, "Gated DeltaNet q/k heads")]
     if cfg.is_moe:
         if moe_parallel == "ep":
-            need.append((cfg.num_experts, "num_experts (moe_parallel='ep' splits the experts)"))
+            need.append(("num_experts", cfg.num_experts, "moe_parallel='ep' splits the experts"))
         else:
-            need.append((cfg.moe_intermediate_size, "moe_intermediate_size (moe_parallel='tp' splits every "
-                                                    "expert)"))
+            need.append(("moe_intermediate_size", cfg.moe_intermediate_size, "moe_parallel='tp' splits every expert"))
         if cfg.shared_expert_intermediate_size:
-            need.append((cfg.shared_expert_intermediate_size, "shared_expert_intermediate_size"))
+            need.append(("shared_expert_intermediate_size", cfg.shared_expert_intermediate_size, "shared expert"))
     else:
-        need.append((cfg.intermediate_size, "intermediate_size (dense MLP)"))
-    bad = [f"{what}={count}" for count, what in need if count % world]
+        need.append(("intermediate_size", cfg.intermediate_size, "dense MLP"))
+    bad = [f"{name}={count} ({what})" for name, count, what in need if count % world]
     kv = cfg.num_key_value_heads
     if world <= kv and kv % world:
         bad.append(f"num_key_value_heads={kv} (kv heads are split when tensor_parallel_size <= num_key_value_heads)")
