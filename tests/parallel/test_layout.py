@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from tp_helpers import write_case
 
 import qwen35_native as q35
 from qwen35_native import configs
@@ -19,7 +20,6 @@ from qwen35_native.parallel.layout import ShardSpec
 from qwen35_native.parallel.memory import memory_table, rank_memory
 from qwen35_native.parallel.shard import shard_placement
 from qwen35_native.weights import CheckpointReader, Placement
-from tp_helpers import write_case
 
 CPU = torch.device("cpu")
 
@@ -112,7 +112,7 @@ def test_each_rank_reads_only_its_slices(case_dirs, monkeypatch, name, mode):
     full = q35.from_pretrained(path, backend="reference")
     full_params = dict(full.named_parameters())
     reader = CheckpointReader(path)
-    sizes = {k: reader.shape(k) for k in reader.keys()}
+    sizes = {k: reader.shape(k) for k in reader.key_file}
     whole = {k: torch.Size(s).numel() * 4 for k, s in sizes.items()}       # fp32 checkpoint
     reads: list[tuple[str, tuple, int]] = []
     original = CheckpointReader.read
@@ -134,15 +134,15 @@ def test_each_rank_reads_only_its_slices(case_dirs, monkeypatch, name, mode):
             assert torch.equal(p, want), f"rank {rank}: {pname} is not its shard"
             held += (specs[pname].filled * p.numel() // specs[pname].size if pname in specs else p.numel()) * 4
         assert sum(n for _, _, n in reads) == held     # every byte read is a byte the rank holds (no padding)
-        for key, index, n in reads:
+        for key, _, n in reads:
             per_key[rank][key] = per_key[rank].get(key, 0) + n
-        sharded_keys = {k for k, index, n in reads if index}
+        sharded_keys = {k for k, index, _ in reads if index}
         assert sharded_keys, "nothing was read by slice"
         for key in sharded_keys:
             assert per_key[rank][key] < whole[key], f"rank {rank} read all of {key}"
-    split = [k for k in whole if not k.startswith("mtp.") and any(s in k for s in ("in_proj_qkv", "in_proj_z", "out_proj", "q_proj", "o_proj",
-                                                                           "experts", "embed_tokens", "lm_head",
-                                                                           "down_proj"))]
+    parts = ("in_proj_qkv", "in_proj_z", "out_proj", "q_proj", "o_proj", "experts", "embed_tokens", "lm_head",
+             "down_proj")
+    split = [k for k in whole if not k.startswith("mtp.") and any(s in k for s in parts)]
     assert split
     for key in split:   # tensors split (not replicated) across the ranks are read exactly once in total
         assert sum(r.get(key, 0) for r in per_key) == whole[key], key
