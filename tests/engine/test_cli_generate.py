@@ -55,7 +55,7 @@ def test_generate_prompt_ids_and_sampling_flags(tiny_dir, capsys):
 @pytest.mark.parametrize("args,message", [
     (["--prompt", "hi", "--image", "no-such-cat.png"], "no-such-cat.png"),
     (["--prompt-ids", "1,2", "--image", "cat.png"], "--image needs a text --prompt sent through the chat template"),
-    (["--prompt", "hi", "--tp", "2"], "tensor_parallel_size=2 is not implemented yet"),
+    (["--prompt", "hi", "--tp", "4"], "tensor_parallel_size=4 does not divide linear_num_key_heads=2"),
     (["--prompt", "hi", "--temperature", "-1"], "temperature must be a finite number >= 0"),
     (["--prompt-ids", "1,x"], "--prompt-ids must be comma-separated integers"),
     ([], "give exactly one of --prompt and --prompt-ids"),

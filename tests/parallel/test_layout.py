@@ -174,3 +174,19 @@ def test_release_numbers_and_the_readme_table():
     assert eight.state_per_seq == one.state_per_seq // 8
     readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
     assert memory_table() in readme.read_text(), "README's table must be `python -m qwen35_native.parallel.memory`"
+
+
+def test_a_worker_that_dies_at_start_up_is_a_clear_error(tmp_path, monkeypatch):
+    """The worker command is replaced by one that exits at once (a crash before it joins): rank 0 says which rank
+    died and when, instead of waiting for it to join."""
+    import sys
+
+    from qwen35_native.parallel import RankFailure
+    from qwen35_native.tiny import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(str(tmp_path / "tiny"), "tiny-moe")
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    before, start = _children(), time.monotonic()
+    with pytest.raises(RankFailure, match=r"worker rank 1 \(pid \d+\) exited with code 1 before it was joining"):
+        q35.LLM(path, tensor_parallel_size=2, device="cpu")
+    assert time.monotonic() - start < 30 and _children() == before

@@ -16,6 +16,7 @@ Tests: tests/parallel/test_llm_tp.py, test_torchrun.py.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 
@@ -88,8 +89,6 @@ class TPSession:
 
     def agree_cache_plan(self, plan):
         """Every rank sized its caches alone (free GPU memory differs): all take the smallest."""
-        import dataclasses
-
         blocks = self.ctx.all_min(plan.num_blocks)
         length = self.ctx.all_min(plan.max_model_len)
         return dataclasses.replace(plan, num_blocks=blocks, max_model_len=min(length, blocks * plan.block_size))
