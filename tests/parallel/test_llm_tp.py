@@ -1,11 +1,14 @@
 """``q35.LLM(path, tensor_parallel_size=2)`` from this (plain) process on the CPU: it starts one worker process,
 generates exactly what the single-process LLM generates (greedy and seeded sampling, streamed, chat with an image:
 vision features travel to the worker once), and when the worker dies the next call raises a clear error instead of
-hanging; shutdown leaves no process and no process group behind.
+hanging; shutdown leaves no process and no process group behind; when rank 0's process is killed, its worker exits
+by itself (no orphan).
 Code: python/qwen35_native/parallel/launch.py, session.py, runner.py, engine.py; engine/llm.py."""
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -77,3 +80,38 @@ def test_a_dying_worker_is_a_clear_error_and_shutdown_cleans_up(llms):
     assert worker.poll() is not None and not dist.is_initialized()
     with pytest.raises(RuntimeError, match="shut down"):
         tp.generate(PROMPTS[:1], GREEDY)
+
+
+RANK0_SCRIPT = """
+import sys, time
+import qwen35_native as q35
+llm = q35.LLM(sys.argv[1], tensor_parallel_size=2, device="cpu", backend="reference")
+print(llm._tp.workers.procs[1].pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_killing_rank0_leaves_no_orphan_worker(tiny_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(q35.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    rank0 = subprocess.Popen([sys.executable, "-c", RANK0_SCRIPT, tiny_path], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        line = rank0.stdout.readline()
+        assert line.strip().isdigit(), rank0.stderr.read()[-2000:] if rank0.poll() is not None else line
+        worker = int(line)
+    finally:
+        rank0.kill()
+        rank0.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _alive(worker):
+        time.sleep(0.2)
+    assert not _alive(worker), f"worker {worker} outlived rank 0"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"     # a zombie has exited (its parent is gone; init reaps it)
+    except FileNotFoundError:
+        return False
