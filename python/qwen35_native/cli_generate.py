@@ -28,7 +28,11 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=_DTYPES, help="model dtype (default: the checkpoint's)")
     p.add_argument("--backend", default=None, choices=["auto", "kernel", "reference"],
                    help="op backend (default auto: our CUDA kernels on CUDA, references elsewhere)")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (only 1 is implemented yet)")
+    p.add_argument("--tp", type=int, default=1,
+                   help="tensor-parallel ranks: started as worker processes, or the torchrun world (torchrun "
+                        "--nproc-per-node N -m qwen35_native.cli ... --tp N)")
+    p.add_argument("--moe-parallel", default="tp", choices=["tp", "ep"],
+                   help="with --tp > 1: split every expert (tp, default) or split the experts (ep)")
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the config's)")
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
     p.add_argument("--verbose", "-v", action="store_true", help="log loading and engine details to stderr")
@@ -79,7 +83,8 @@ def _load(args: argparse.Namespace):
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     dtype = args.dtype
     return q35.LLM(args.model, device=args.device, dtype=dtype, backend=args.backend, tensor_parallel_size=args.tp,
-                   max_model_len=args.max_model_len, cuda_graphs=False if args.no_cuda_graphs else None)
+                   max_model_len=args.max_model_len, cuda_graphs=False if args.no_cuda_graphs else None,
+                   moe_parallel=args.moe_parallel)
 
 
 def _sampling(args: argparse.Namespace):
@@ -115,6 +120,7 @@ def _generate(args: argparse.Namespace) -> int:
         prompt_ids = None if args.prompt_ids is None else [int(t) for t in args.prompt_ids.split(",") if t.strip()]
     except ValueError:
         return _fail("generate", ValueError(f"--prompt-ids must be comma-separated integers, got {args.prompt_ids!r}"))
+    llm = None
     try:
         params = _sampling(args)
         llm = _load(args)
@@ -125,17 +131,22 @@ def _generate(args: argparse.Namespace) -> int:
         elif args.image or args.video:
             raise ValueError(f"--image/--video need the checkpoint's chat template, and {args.model} has none")
         generated, last = 0, None
+        quiet = llm.rank != 0   # under torchrun every rank runs this; rank 0 prints
         for delta in llm.generate(prompt, params, stream=True):
             generated += len(delta.token_ids)
             text = delta.text if delta.text is not None else "".join(f"{t} " for t in delta.token_ids)
-            if text:
+            if text and not quiet:
                 sys.stdout.write(text)
                 sys.stdout.flush()
             last = delta
-    except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as e:
+    except (ValueError, TypeError, FileNotFoundError, NotImplementedError, RuntimeError) as e:
         return _fail("generate", e)
-    print(flush=True)
-    print(_summary(last.num_prompt_tokens, generated, last.finish_reason, last.metrics), file=sys.stderr)
+    finally:
+        if llm is not None:
+            llm.shutdown()
+    if not quiet:
+        print(flush=True)
+        print(_summary(last.num_prompt_tokens, generated, last.finish_reason, last.metrics), file=sys.stderr)
     return 0
 
 
@@ -161,9 +172,20 @@ def _chat(args: argparse.Namespace) -> int:
         params = _sampling(args)
         llm = _load(args)
         if llm.tokenizer is None or llm.tokenizer.chat_template is None:
+            llm.shutdown()
             raise ValueError(f"{args.model} has no tokenizer or chat template; use qwen35 generate --prompt-ids")
-    except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as e:
+    except (ValueError, TypeError, FileNotFoundError, NotImplementedError, RuntimeError) as e:
         return _fail("chat", e)
+    if llm.rank != 0:   # under torchrun rank 0 reads the conversation; the others run its steps until it ends
+        llm.shutdown()
+        return 0
+    try:
+        return _chat_loop(llm, args, params)
+    finally:
+        llm.shutdown()
+
+
+def _chat_loop(llm, args: argparse.Namespace, params) -> int:
     interactive = sys.stdin.isatty()
     system = [{"role": "system", "content": args.system}] if args.system else []
     history = list(system)

@@ -56,7 +56,7 @@ def test_generate_prompt_ids_and_sampling_flags(tiny_dir, capsys):
     (["--prompt", "hi", "--image", "no-such-cat.png"], "no-such-cat.png"),
     (["--prompt-ids", "1,2", "--image", "cat.png"], "--image/--video need a text --prompt sent through the chat"),
     (["--prompt", "hi", "--video", "no-such-dir"], "no video at no-such-dir"),
-    (["--prompt", "hi", "--tp", "2"], "tensor_parallel_size=2 is not implemented yet"),
+    (["--prompt", "hi", "--tp", "4"], "tensor_parallel_size=4 does not divide linear_num_key_heads=2"),
     (["--prompt", "hi", "--temperature", "-1"], "temperature must be a finite number >= 0"),
     (["--prompt-ids", "1,x"], "--prompt-ids must be comma-separated integers"),
     ([], "give exactly one of --prompt and --prompt-ids"),

@@ -15,8 +15,10 @@ def test_unknown_or_incomplete_model_directory(tmp_path):
 
 
 def test_bad_engine_arguments(tiny_model, tiny_dir):
-    with pytest.raises(NotImplementedError, match="tensor_parallel_size=2 is not implemented yet"):
-        q35.LLM(tiny_dir, tensor_parallel_size=2)
+    with pytest.raises(ValueError, match="tensor_parallel_size=4 does not divide linear_num_key_heads=2"):
+        q35.LLM(tiny_dir, tensor_parallel_size=4)    # refused before any worker starts (tests/parallel: the rest)
+    with pytest.raises(ValueError, match="tensor_parallel_size > 1 needs a checkpoint directory"):
+        q35.LLM(tiny_model, tensor_parallel_size=2)
     with pytest.raises(ValueError, match="tensor_parallel_size must be a positive integer"):
         q35.LLM(tiny_model, tensor_parallel_size=0)
     with pytest.raises(ValueError, match="device, dtype and backend are fixed by a model passed as an object"):

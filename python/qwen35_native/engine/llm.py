@@ -10,7 +10,13 @@ replies), each optionally streaming (DESIGN.md §4).
     llm.chat([{"role": "user", "content": [{"type": "image", "image": "cat.jpg"}, {"type": "text", "text": "?"}]}])
 
 The engine (``llm.engine``) batches every request continuously; ``generate`` and ``chat`` run it until their own
-requests finish. Tensor parallelism (``tensor_parallel_size > 1``) is not implemented yet.
+requests finish.
+
+Tensor parallelism (``tensor_parallel_size=N > 1``, ``qwen35_native.parallel``): from a plain Python process this
+process becomes rank 0 and starts N-1 worker processes (stopped by ``llm.shutdown()``, ``with q35.LLM(...) as
+llm``, or at exit); under ``torchrun --nproc-per-node N`` every rank runs the script and joins the world. Rank 0
+schedules and samples; under torchrun, ``generate`` / ``chat`` on ranks > 0 follow rank 0's call (their own
+arguments are ignored) and return rank 0's results.
 
 Tests: tests/engine/test_generate.py, test_chat_llm.py, test_llm_errors.py; bench: bench/e2e.py.
 """
@@ -50,14 +56,16 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"qwen35_native.LLM: {path} is not valid JSON: {e}") from e
 
 
-def _check_tp(tensor_parallel_size: Any) -> None:
+def _check_tp(tensor_parallel_size: Any, moe_parallel: Any, model: Any) -> None:
     if not isinstance(tensor_parallel_size, int) or isinstance(tensor_parallel_size, bool) or \
             tensor_parallel_size < 1:
         raise ValueError(f"qwen35_native.LLM: tensor_parallel_size must be a positive integer, got "
                          f"{tensor_parallel_size!r}")
-    if tensor_parallel_size > 1:
-        raise NotImplementedError(f"qwen35_native.LLM: tensor_parallel_size={tensor_parallel_size} is not "
-                                  f"implemented yet (tensor parallelism is the next step); use 1")
+    if moe_parallel not in ("tp", "ep"):
+        raise ValueError(f"qwen35_native.LLM: moe_parallel must be 'tp' or 'ep', got {moe_parallel!r}")
+    if tensor_parallel_size > 1 and not isinstance(model, (str, os.PathLike)):
+        raise ValueError("qwen35_native.LLM: tensor_parallel_size > 1 needs a checkpoint directory (each rank "
+                         "loads its own shard), not a model object")
 
 
 class LLM:
@@ -68,12 +76,12 @@ class LLM:
                  max_num_batched_tokens: int | None = None, cuda_graphs: bool | None = None,
                  cuda_graph_sizes: list[int] | None = None, seed: int | None = None,
                  tokenizer: Tokenizer | bool | None = None, generation_config: Mapping[str, Any] | None = None,
-                 progress: bool | None = None):
+                 progress: bool | None = None, moe_parallel: str = "tp"):
         """
         Args:
             model: a checkpoint directory, or a model already built (``q35.from_pretrained`` or random weights).
             device, dtype, backend: as ``q35.from_pretrained`` (device default: CUDA when available, else CPU).
-            tensor_parallel_size: 1 (more is not implemented yet).
+            tensor_parallel_size: ranks of tensor parallelism (module docstring; ``qwen35_native.parallel``).
             max_num_seqs, max_model_len, block_size, num_blocks, gpu_memory_utilization, max_num_batched_tokens:
                 cache and batch sizes (``engine/sizing.py``).
             cuda_graphs: decode steps in CUDA graphs: None = on for CUDA (a failed capture warns and stays
@@ -83,8 +91,28 @@ class LLM:
             tokenizer: None = load the checkpoint's tokenizer files when present; False = none; or a Tokenizer.
             generation_config: overrides the checkpoint's ``generation_config.json`` (defaults of unset fields).
             progress: progress bar while loading weights (default: when stderr is a terminal).
+            moe_parallel: with tensor parallelism, ``"tp"`` splits every expert's intermediate dim across the ranks,
+                ``"ep"`` splits the experts (expert parallelism).
         """
-        _check_tp(tensor_parallel_size)
+        _check_tp(tensor_parallel_size, moe_parallel, model)
+        self._tp = None
+        try:
+            self._init(model, device=device, dtype=dtype, backend=backend, tensor_parallel_size=tensor_parallel_size,
+                       max_num_seqs=max_num_seqs, max_model_len=max_model_len, block_size=block_size,
+                       num_blocks=num_blocks, gpu_memory_utilization=gpu_memory_utilization,
+                       max_num_batched_tokens=max_num_batched_tokens, cuda_graphs=cuda_graphs,
+                       cuda_graph_sizes=cuda_graph_sizes, seed=seed, tokenizer=tokenizer,
+                       generation_config=generation_config, progress=progress, moe_parallel=moe_parallel)
+        except BaseException:
+            if self._tp is not None:  # stop the workers at once, leave the process groups
+                from ..parallel.engine import abort_rank
+
+                abort_rank(self._tp)
+            raise
+
+    def _init(self, model, *, device, dtype, backend, tensor_parallel_size, max_num_seqs, max_model_len, block_size,
+              num_blocks, gpu_memory_utilization, max_num_batched_tokens, cuda_graphs, cuda_graph_sizes, seed,
+              tokenizer, generation_config, progress, moe_parallel):
         path = None
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
@@ -93,9 +121,21 @@ class LLM:
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"qwen35_native.LLM: {str(path)!r} is not a checkpoint directory (no "
                                         f"config.json)")
-            device = torch.device(device) if device is not None else torch.device(
-                "cuda" if torch.cuda.is_available() else "cpu")
-            model = from_pretrained(str(path), device=device, dtype=dtype, backend=backend, progress=progress)
+            if tensor_parallel_size > 1:
+                from ..parallel.engine import load_rank
+
+                self._tp, model = load_rank(str(path), tensor_parallel_size, device, dtype=dtype, backend=backend,
+                                            moe_parallel=moe_parallel, progress=progress, llm_args=dict(
+                                                dtype=dtype, backend=backend, moe_parallel=moe_parallel,
+                                                max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                                                block_size=block_size, num_blocks=num_blocks,
+                                                gpu_memory_utilization=gpu_memory_utilization,
+                                                max_num_batched_tokens=max_num_batched_tokens,
+                                                cuda_graphs=cuda_graphs, cuda_graph_sizes=cuda_graph_sizes))
+            else:
+                device = torch.device(device) if device is not None else torch.device(
+                    "cuda" if torch.cuda.is_available() else "cpu")
+                model = from_pretrained(str(path), device=device, dtype=dtype, backend=backend, progress=progress)
         elif isinstance(model, Qwen35ForCausalLM):
             if device is not None or dtype is not None or backend is not None:
                 raise ValueError("qwen35_native.LLM: device, dtype and backend are fixed by a model passed as an "
@@ -112,10 +152,16 @@ class LLM:
         plan = plan_cache(model, max_num_seqs=max_num_seqs, max_model_len=max_model_len, block_size=block_size,
                           num_blocks=num_blocks, gpu_memory_utilization=gpu_memory_utilization,
                           max_num_batched_tokens=max_num_batched_tokens, cuda_graphs=graphs)
+        if self._tp is not None:
+            plan = self._tp.agree_cache_plan(plan)
         self.cache_plan = plan
         runner = ModelRunner(model, plan.num_blocks, plan.block_size, plan.max_num_seqs, plan.max_model_len,
                              cuda_graphs=cuda_graphs,
                              graph_batch_sizes=cuda_graph_sizes or default_graph_sizes(plan.max_num_seqs))
+        if self._tp is not None:
+            from ..parallel.engine import finish_rank
+
+            runner = finish_rank(self._tp, runner)
         scheduler = Scheduler(plan.num_blocks, plan.block_size, plan.max_num_seqs, plan.max_num_batched_tokens)
         eos = eos_token_ids(self.generation_config, self.tokenizer.eos_token_id if self.tokenizer else None)
         eos += [i for i in eos_token_ids({"eos_token_id": model.text_config.eos_token_id}) if i not in eos]
@@ -140,6 +186,28 @@ class LLM:
     @property
     def max_model_len(self) -> int:
         return self.engine.max_model_len
+
+    @property
+    def rank(self) -> int:
+        """This process's tensor-parallel rank (0 without tensor parallelism); rank 0 owns the outputs."""
+        return 0 if self._tp is None else self._tp.ctx.rank
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        return 1 if self._tp is None else self._tp.ctx.world_size
+
+    def shutdown(self) -> None:
+        """Ends tensor parallelism: rank 0 stops its workers (or, under torchrun, releases the other ranks); a
+        torchrun rank > 0 runs rank 0's steps until rank 0 shuts down. Then the process groups are destroyed. A
+        no-op without tensor parallelism; idempotent; also run at interpreter exit."""
+        if self._tp is not None:
+            self._tp.shutdown()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
 
     def require_tokenizer(self, what: str) -> Tokenizer:
         if self.tokenizer is None:
@@ -186,6 +254,11 @@ class LLM:
         """Completes each prompt (a string, a token-id list, or a dict with images / videos: ``engine/prompts.py``).
         Returns one :class:`RequestOutput` per prompt, in order; with ``stream=True`` an iterator of
         :class:`GenerationDelta` (new tokens and text of one sample, as each step produces them)."""
+        if self._tp is not None:
+            return self._tp.call(lambda: self._generate(prompts, sampling_params, stream), stream)
+        return self._generate(prompts, sampling_params, stream)
+
+    def _generate(self, prompts, sampling_params, stream):
         items = self.prompts.prepare_all(prompts)
         requests = self._add(items, self._params(sampling_params, len(items)))
         if stream:
@@ -223,6 +296,12 @@ class LLM:
         for a list of conversations); with ``stream=True`` an iterator of :class:`ChatDelta`. Message contents may be
         strings or lists of parts: text, images and videos (``engine/prompts.py``).
         """
+        if self._tp is not None:
+            return self._tp.call(lambda: self._chat(messages, sampling_params, enable_thinking, tools, stream,
+                                                    chat_template, template_kwargs), stream)
+        return self._chat(messages, sampling_params, enable_thinking, tools, stream, chat_template, template_kwargs)
+
+    def _chat(self, messages, sampling_params, enable_thinking, tools, stream, chat_template, template_kwargs):
         tokenizer = self.require_tokenizer("chat")
         conversations, single = normalize_conversations(messages)
         rendered = [tokenizer.apply_chat_template(c, tools=tools, add_generation_prompt=True,

@@ -69,7 +69,7 @@ def plan_cache(model, *, max_num_seqs: int | None = None, max_model_len: int | N
             num_blocks = _cuda_blocks(model, max_num_seqs, block_size, gpu_memory_utilization,
                                       max_num_batched_tokens, cuda_graphs)
         else:
-            per_block = ModelCache.bytes_per_block(cfg, block_size, model.dtype)
+            per_block = ModelCache.bytes_per_block(model.cache_config, block_size, model.dtype)
             full = max_num_seqs * ((wanted_len + block_size - 1) // block_size)
             num_blocks = max(1, min(full, cpu_cache_bytes // max(per_block, 1)))
     capacity = num_blocks * block_size
@@ -82,7 +82,7 @@ def plan_cache(model, *, max_num_seqs: int | None = None, max_model_len: int | N
 
 def _cuda_blocks(model, max_num_seqs: int, block_size: int, utilization: float, max_tokens: int,
                  cuda_graphs: bool) -> int:
-    cfg, dtype, device = model.text_config, model.dtype, model.device
+    cfg, dtype, device = model.cache_config, model.dtype, model.device   # a tensor-parallel rank's own heads
     peak = profile_step_bytes(model, max_tokens, min(max_num_seqs, max_tokens), block_size)
     graph_share = int(peak * min(1.0, max_num_seqs / max_tokens)) + (64 << 20) if cuda_graphs else 0
     free, total = torch.cuda.mem_get_info(device)

@@ -64,7 +64,7 @@ def _dtype(dtype, cfg: Qwen35Config) -> torch.dtype:
 
 def from_pretrained(path: str, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
                     backend: str | None = None, load_mtp: bool = False, load_vision: bool | None = None,
-                    progress: bool | None = None) -> Qwen35ForCausalLM:
+                    progress: bool | None = None, transform=None) -> Qwen35ForCausalLM:
     """Loads a Qwen3.5 checkpoint directory (``config.json`` + ``model.safetensors`` or a sharded index).
 
     Args:
@@ -75,6 +75,10 @@ def from_pretrained(path: str, device: str | torch.device = "cpu", dtype: torch.
         load_vision: load the vision tower (``model.visual.*`` tensors) into ``model.visual``: None (default) when
             the config has a ``vision_config`` and the checkpoint the tensors, True to require it, False to skip it.
         progress: show a progress bar while loading (default: when stderr is a terminal).
+        transform: optional ``transform(model, plan) -> plan``: the model is then built on the meta device and
+            ``transform`` must give it real parameters (on ``device``) and return the plan that fills them; tensor
+            parallelism (``qwen35_native.parallel``) shards this way, so that a rank allocates and reads only its
+            own slices.
     """
     config = Qwen35Config.from_file(path)
     device = torch.device(device)
@@ -90,7 +94,10 @@ def from_pretrained(path: str, device: str | torch.device = "cpu", dtype: torch.
             plan.update(build_vision_plan(config.vision, prefix))
             ignored = {k for k in ignored if not k.startswith(prefix)}
         check_plan(plan, ignored, reader)
-        model = Qwen35ForCausalLM(config, dtype, device, backends, with_mtp=load_mtp, with_vision=with_vision)
+        model = Qwen35ForCausalLM(config, dtype, "meta" if transform else device, backends, with_mtp=load_mtp,
+                                  with_vision=with_vision)
+        if transform is not None:
+            plan = transform(model, plan)
         load_plan(plan, dict(model.named_parameters()), reader, progress=progress)
     finally:
         reader.close()

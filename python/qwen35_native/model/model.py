@@ -58,6 +58,9 @@ class Qwen35ForCausalLM(nn.Module):
         if with_vision and config.vision is None:
             raise ValueError("qwen35_native: with_vision=True but config.json has no vision_config")
         self.visual = VisionTower(config.vision, dtype, device, backends) if with_vision else None
+        # The config the caches are shaped by (head counts of this model's own weights). Tensor parallelism
+        # (``qwen35_native.parallel``) sets it to a rank's local head counts; ``text_config`` stays the global one.
+        self.cache_config = cfg
 
     @property
     def device(self) -> torch.device:
@@ -69,7 +72,17 @@ class Qwen35ForCausalLM(nn.Module):
 
     def allocate_cache(self, num_blocks: int, block_size: int = 16, num_slots: int = 1) -> ModelCache:
         """Paged KV cache (``num_blocks`` blocks of ``block_size`` tokens) and ``num_slots`` GDN state slots."""
-        return ModelCache.allocate(self.text_config, num_blocks, block_size, num_slots, self.device, self.dtype)
+        return ModelCache.allocate(self.cache_config, num_blocks, block_size, num_slots, self.device, self.dtype)
+
+    # Token embedding and output head. Tensor parallelism replaces both on the instance (vocab-parallel lookup +
+    # all-reduce, vocab-parallel lm_head + all-gather); everything else calls them, never the weights directly.
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """int ``[T]`` -> ``[T, H]`` embeddings."""
+        return F.embedding(input_ids.long(), self.embed_tokens)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[M, H]`` final-normed hidden states -> ``[M, vocab]`` logits."""
+        return F.linear(hidden, self.output_weight)
 
     def _check_ids(self, input_ids: torch.Tensor) -> None:
         if input_ids.dtype not in (torch.int32, torch.int64):
@@ -118,7 +131,7 @@ class Qwen35ForCausalLM(nn.Module):
             raise ValueError(f"qwen35_native: input_ids must be [T={batch.num_tokens}] packed tokens, got shape "
                              f"{list(input_ids.shape)}")
         self._check_ids(input_ids)
-        h = F.embedding(input_ids.long(), self.embed_tokens)                      # [T, H]
+        h = self.embed(input_ids)                                                 # [T, H]
         if vision_embeds is not None:
             h = self._scatter_vision(h, *vision_embeds)
         residual = None
@@ -128,7 +141,7 @@ class Qwen35ForCausalLM(nn.Module):
         h, _ = ops.rms_norm(h, self.norm, self.text_config.rms_norm_eps, residual=residual,
                             backend=self.backends["rms_norm"])                    # [T, H]
         picked = h if batch.logits_indices is None else h[batch.logits_indices]  # [M, H]
-        logits = F.linear(picked, self.output_weight)                            # [M, vocab]
+        logits = self.compute_logits(picked)                                      # [M, vocab]
         return (logits, h) if return_hidden else logits
 
     def _scatter_vision(self, h: torch.Tensor, index: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
