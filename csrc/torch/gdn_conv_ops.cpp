@@ -1,7 +1,6 @@
 // Torch glue of the GDN elementwise-scale kernels: causal conv1d (prefill / decode update), gating, gated RMSNorm.
 // Kernels: csrc/kernels/gdn/{causal_conv1d,gdn_gating,gated_rms_norm}.cu. Python: ops/gdn_conv.py, ops/gdn_layer.py.
 // Tests: tests/kernels/test_gdn_conv.py, tests/kernels/test_gdn_norm_gating.py.
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "kernels/gdn/causal_conv1d.cuh"
@@ -99,33 +98,31 @@ void run_conv(const char* op, const at::Tensor& x, const at::Tensor& weight, con
 
 namespace {
 
-at::Tensor causal_conv1d_impl(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& cu,
-                              const std::optional<at::Tensor>& conv_state, const std::optional<at::Tensor>& slots,
-                              const std::optional<at::Tensor>& has_initial, bool silu) {
+void causal_conv1d_impl(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& cu,
+                        const std::optional<at::Tensor>& conv_state, const std::optional<at::Tensor>& slots,
+                        const std::optional<at::Tensor>& has_initial, bool silu, at::Tensor& y) {
   constexpr const char* op = "causal_conv1d";
   const at::Tensor* cu_p = cu ? &*cu : nullptr;
   const at::Tensor* st_p = conv_state ? &*conv_state : nullptr;
   const at::Tensor* sl_p = slots ? &*slots : nullptr;
   const at::Tensor* hi_p = has_initial ? &*has_initial : nullptr;
   check_conv_args(op, x, weight, cu_p, st_p, sl_p, hi_p, false);
-  at::Tensor y = at::empty(x.sizes(), x.options());
+  check_out(op, "y", y, x, x.sizes(), x.scalar_type());
   run_conv(op, x, weight, cu_p, st_p, sl_p, hi_p, silu, false, y);
-  return y;
 }
 
-at::Tensor causal_conv1d_update_impl(const at::Tensor& x, const at::Tensor& conv_state, const at::Tensor& weight,
-                                     const at::Tensor& slots, bool silu) {
+void causal_conv1d_update_impl(const at::Tensor& x, at::Tensor& conv_state, const at::Tensor& weight,
+                               const at::Tensor& slots, bool silu, at::Tensor& y) {
   constexpr const char* op = "causal_conv1d_update";
   check_conv_args(op, x, weight, nullptr, &conv_state, &slots, nullptr, true);
-  at::Tensor y = at::empty(x.sizes(), x.options());
+  check_out(op, "y", y, x, x.sizes(), x.scalar_type());
   run_conv(op, x, weight, nullptr, &conv_state, &slots, nullptr, silu, true, y);
-  return y;
 }
 
 // ---- gating ----
 
-std::tuple<at::Tensor, at::Tensor> gdn_gating_impl(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a_log,
-                                                   const at::Tensor& dt_bias) {
+void gdn_gating_impl(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a_log, const at::Tensor& dt_bias,
+                     at::Tensor& g, at::Tensor& beta) {
   constexpr const char* op = "gdn_gating";
   check_float(op, "a", a);
   check_dim(op, "a", a, 2);
@@ -137,8 +134,8 @@ std::tuple<at::Tensor, at::Tensor> gdn_gating_impl(const at::Tensor& a, const at
   p.b_row_stride = check_rows(op, "b", b, a, rows, hv);
   check_param(op, "A_log", a_log, a, hv);
   check_param(op, "dt_bias", dt_bias, a, hv);
-  at::Tensor g = at::empty({rows, hv}, a.options().dtype(at::kFloat));
-  at::Tensor beta = at::empty({rows, hv}, a.options());
+  check_out(op, "g", g, a, {rows, hv}, at::kFloat);
+  check_out(op, "beta", beta, a, {rows, hv}, a.scalar_type());
   p.a_ptr = a.data_ptr();
   p.b_ptr = b.data_ptr();
   p.a_log_ptr = a_log.data_ptr();
@@ -158,12 +155,12 @@ std::tuple<at::Tensor, at::Tensor> gdn_gating_impl(const at::Tensor& a, const at
       check_launch(q35::emu::launch_gdn_gating<T>(p, nullptr), op);
     }
   });
-  return {g, beta};
 }
 
 // ---- gated RMSNorm ----
 
-at::Tensor gated_rms_norm_impl(const at::Tensor& x, const at::Tensor& z, const at::Tensor& weight, double eps) {
+void gated_rms_norm_impl(const at::Tensor& x, const at::Tensor& z, const at::Tensor& weight, double eps,
+                         at::Tensor& y) {
   constexpr const char* op = "gated_rms_norm";
   check_float(op, "x", x);
   check_dim(op, "x", x, 2);
@@ -175,7 +172,7 @@ at::Tensor gated_rms_norm_impl(const at::Tensor& x, const at::Tensor& z, const a
   p.x_row_stride = check_rows(op, "x", x, x, rows, hidden);
   p.z_row_stride = check_rows(op, "z", z, x, rows, hidden);
   check_param(op, "weight", weight, x, hidden);
-  at::Tensor y = at::empty({rows, hidden}, x.options());
+  check_out(op, "y", y, x, {rows, hidden}, x.scalar_type());
   p.x_ptr = x.data_ptr();
   p.z_ptr = z.data_ptr();
   p.weight_ptr = weight.data_ptr();
@@ -193,7 +190,6 @@ at::Tensor gated_rms_norm_impl(const at::Tensor& x, const at::Tensor& z, const a
       check_launch(q35::emu::launch_gated_rms_norm<T>(p, nullptr), op);
     }
   });
-  return y;
 }
 
 }  // namespace

@@ -93,6 +93,17 @@ inline int64_t check_heads(const char* op, const char* name, const at::Tensor& t
   return stride;
 }
 
+// An output the caller allocated: the given shape and dtype, contiguous, 16-byte aligned, on ref's device.
+inline void check_out(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
+                      c10::IntArrayRef shape, at::ScalarType dtype) {
+  check_defined(op, name, t);
+  check_same_device(op, name, t, ref, "the inputs");
+  check_dtype(op, name, t, {dtype});
+  check_shape(op, name, t, shape, "the output shape");
+  TORCH_CHECK(t.is_contiguous() && aligned16(t.data_ptr()), "qwen35_native.", op, ": ", name,
+              " must be contiguous and 16-byte aligned");
+}
+
 // Gates [T, Hv] with contiguous heads; returns the token stride.
 inline int64_t check_gate(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref, int64_t tokens,
                           int64_t hv) {

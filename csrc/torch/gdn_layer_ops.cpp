@@ -84,21 +84,20 @@ void fill_layer(P& p, const LayerDims& d, const at::Tensor& y, const at::Tensor&
   p.l2norm = true;
 }
 
-at::Tensor gdn_prefill_impl(const at::Tensor& x, const at::Tensor& z, const at::Tensor& a, const at::Tensor& b,
-                            const at::Tensor& conv_weight, const at::Tensor& a_log, const at::Tensor& dt_bias,
-                            const at::Tensor& norm_weight, at::Tensor& conv_state, at::Tensor& ssm_state,
-                            const at::Tensor& cu_seqlens, const at::Tensor& slots,
-                            const at::Tensor& has_initial_state, double eps, int64_t segment_len,
-                            double shortcut_log_decay) {
+void gdn_prefill_impl(const at::Tensor& x, const at::Tensor& z, const at::Tensor& a, const at::Tensor& b,
+                      const at::Tensor& conv_weight, const at::Tensor& a_log, const at::Tensor& dt_bias,
+                      const at::Tensor& norm_weight, at::Tensor& conv_state, at::Tensor& ssm_state,
+                      const at::Tensor& cu_seqlens, const at::Tensor& slots, const at::Tensor& has_initial_state,
+                      double eps, int64_t segment_len, double shortcut_log_decay, at::Tensor& out) {
   constexpr const char* op = "gdn_prefill";
   const LayerDims d = check_layer_args(op, x, z, a, b, a_log, dt_bias, norm_weight, ssm_state);
   check_conv_args(op, x, conv_weight, &cu_seqlens, &conv_state, &slots, &has_initial_state, false);
   TORCH_CHECK(ssm_state.size(0) == conv_state.size(0), "qwen35_native.", op,
               ": ssm_state and conv_state must have the same number of slots");
   TORCH_CHECK(segment_len >= 0, "qwen35_native.", op, ": segment_len must be >= 0 (0: automatic), got ", segment_len);
+  check_out(op, "out", out, x, {d.tokens, d.hv * kHeadDim}, x.scalar_type());
   at::Tensor y = at::empty({d.tokens, d.conv_dim}, x.options());  // conv + SiLU output: q | k | v
   run_conv(op, x, conv_weight, &cu_seqlens, &conv_state, &slots, &has_initial_state, true, false, y);
-  at::Tensor out = at::empty({d.tokens, d.hv * kHeadDim}, x.options());
   GdnChunkParams p{};
   fill_layer(p, d, y, z, a, b, a_log, dt_bias, norm_weight, ssm_state, slots, out, eps);
   p.num_seqs = cu_seqlens.numel() - 1;
@@ -109,28 +108,26 @@ at::Tensor gdn_prefill_impl(const at::Tensor& x, const at::Tensor& z, const at::
   p.shortcut_log_decay = static_cast<float>(shortcut_log_decay);
   ChunkWorkspace ws;
   run_chunk(op, p, y, segment_len, ws);
-  return out;
 }
 
-at::Tensor gdn_decode_impl(const at::Tensor& x, const at::Tensor& z, const at::Tensor& a, const at::Tensor& b,
-                           const at::Tensor& conv_weight, const at::Tensor& a_log, const at::Tensor& dt_bias,
-                           const at::Tensor& norm_weight, at::Tensor& conv_state, at::Tensor& ssm_state,
-                           const at::Tensor& slots, double eps) {
+void gdn_decode_impl(const at::Tensor& x, const at::Tensor& z, const at::Tensor& a, const at::Tensor& b,
+                     const at::Tensor& conv_weight, const at::Tensor& a_log, const at::Tensor& dt_bias,
+                     const at::Tensor& norm_weight, at::Tensor& conv_state, at::Tensor& ssm_state,
+                     const at::Tensor& slots, double eps, at::Tensor& out) {
   constexpr const char* op = "gdn_decode";
   const LayerDims d = check_layer_args(op, x, z, a, b, a_log, dt_bias, norm_weight, ssm_state);
   check_conv_args(op, x, conv_weight, nullptr, &conv_state, &slots, nullptr, true);
   TORCH_CHECK(ssm_state.size(0) == conv_state.size(0), "qwen35_native.", op,
               ": ssm_state and conv_state must have the same number of slots");
+  check_out(op, "out", out, x, {d.tokens, d.hv * kHeadDim}, x.scalar_type());
   at::Tensor y = at::empty({d.tokens, d.conv_dim}, x.options());
   run_conv(op, x, conv_weight, nullptr, &conv_state, &slots, nullptr, true, true, y);
-  at::Tensor out = at::empty({d.tokens, d.hv * kHeadDim}, x.options());
   GdnRecurrentParams p{};
   fill_layer(p, d, y, z, a, b, a_log, dt_bias, norm_weight, ssm_state, slots, out, eps);
   p.num_seqs = d.tokens;
   p.tokens_per_seq = 1;
   at::Tensor counters;
   run_recurrent(op, p, y, counters);
-  return out;
 }
 
 }  // namespace

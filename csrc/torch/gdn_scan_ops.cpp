@@ -125,11 +125,10 @@ int64_t check_cu(const char* op, const at::Tensor& cu, const at::Tensor& q) {
   return cu.numel() - 1;
 }
 
-std::tuple<at::Tensor, at::Tensor> chunk_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                              const at::Tensor& g, const at::Tensor& beta, double scale,
-                                              const std::optional<at::Tensor>& initial_state,
-                                              bool output_final_state, const at::Tensor& cu_seqlens, bool l2norm,
-                                              int64_t segment_len, double shortcut_log_decay) {
+void chunk_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g,
+                const at::Tensor& beta, double scale, const std::optional<at::Tensor>& initial_state,
+                const at::Tensor& cu_seqlens, bool l2norm, int64_t segment_len, double shortcut_log_decay, at::Tensor& o,
+                const std::optional<at::Tensor>& final_state) {
   constexpr const char* op = "chunk_gated_delta_rule";
   GdnChunkParams p{};
   fill_qkv_gates(op, p, q, k, v, g, beta, true);
@@ -139,27 +138,27 @@ std::tuple<at::Tensor, at::Tensor> chunk_impl(const at::Tensor& q, const at::Ten
   if (initial_state) check_state(op, "initial_state", *initial_state, q, p.num_v_heads);
   if (initial_state) check_shape(op, "initial_state", *initial_state, {p.num_seqs, p.num_v_heads, kHeadDim, kHeadDim},
                                  "[N, Hv, 128, 128]");
-  at::Tensor out = at::empty({p.num_tokens, p.num_v_heads, kHeadDim}, q.options());
-  at::Tensor final_state = at::empty({output_final_state ? p.num_seqs : 0, p.num_v_heads, kHeadDim, kHeadDim},
-                                     q.options().dtype(at::kFloat));
+  check_out(op, "o", o, q, {p.num_tokens, p.num_v_heads, kHeadDim}, q.scalar_type());
+  if (final_state) {
+    check_out(op, "final_state", *final_state, q, {p.num_seqs, p.num_v_heads, kHeadDim, kHeadDim}, at::kFloat);
+  }
   p.cu_seqlens_ptr = cu_seqlens.data_ptr();
   p.cu_seqlens_int64 = cu_seqlens.scalar_type() == at::kLong;
   p.state_in_ptr = initial_state ? initial_state->data_ptr<float>() : nullptr;
-  p.out_ptr = out.data_ptr();
+  p.out_ptr = o.data_ptr();
   p.out_token_stride = p.num_v_heads * kHeadDim;
-  p.state_out_ptr = output_final_state ? final_state.data_ptr<float>() : nullptr;
+  p.state_out_ptr = final_state ? final_state->data_ptr<float>() : nullptr;
   p.scale = static_cast<float>(scale);
   p.shortcut_log_decay = static_cast<float>(shortcut_log_decay);
   p.l2norm = l2norm;
   ChunkWorkspace ws;
   run_chunk(op, p, q, segment_len, ws);
-  return {out, final_state};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> recurrent_impl(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g, const at::Tensor& beta,
-    double scale, const std::optional<at::Tensor>& initial_state, bool output_final_state,
-    const std::optional<at::Tensor>& cu_seqlens, int64_t num_seqs, bool l2norm, bool output_intermediate_states) {
+void recurrent_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g,
+                    const at::Tensor& beta, double scale, const std::optional<at::Tensor>& initial_state,
+                    const std::optional<at::Tensor>& cu_seqlens, int64_t num_seqs, bool l2norm, at::Tensor& o,
+                    const std::optional<at::Tensor>& final_state, const std::optional<at::Tensor>& intermediate) {
   constexpr const char* op = "fused_recurrent_gated_delta_rule";
   check_float(op, "q", q);
   GdnRecurrentParams p{};
@@ -179,20 +178,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> recurrent_impl(
   if (initial_state) check_state(op, "initial_state", *initial_state, q, p.num_v_heads);
   if (initial_state) check_shape(op, "initial_state", *initial_state, {p.num_seqs, p.num_v_heads, kHeadDim, kHeadDim},
                                  "[N, Hv, 128, 128]");
-  const auto f32 = q.options().dtype(at::kFloat);
-  at::Tensor out = at::empty({p.num_tokens, p.num_v_heads, kHeadDim}, q.options());
-  at::Tensor final_state = at::empty({output_final_state ? p.num_seqs : 0, p.num_v_heads, kHeadDim, kHeadDim}, f32);
-  at::Tensor inter = at::empty({output_intermediate_states ? p.num_tokens : 0, p.num_v_heads, kHeadDim, kHeadDim}, f32);
+  check_out(op, "o", o, q, {p.num_tokens, p.num_v_heads, kHeadDim}, q.scalar_type());
+  if (final_state) {
+    check_out(op, "final_state", *final_state, q, {p.num_seqs, p.num_v_heads, kHeadDim, kHeadDim}, at::kFloat);
+  }
+  if (intermediate) {
+    check_out(op, "intermediate_states", *intermediate, q, {p.num_tokens, p.num_v_heads, kHeadDim, kHeadDim},
+              at::kFloat);
+  }
   p.state_in_ptr = initial_state ? initial_state->data_ptr<float>() : nullptr;
-  p.out_ptr = out.data_ptr();
+  p.out_ptr = o.data_ptr();
   p.out_token_stride = p.num_v_heads * kHeadDim;
-  p.state_out_ptr = output_final_state ? final_state.data_ptr<float>() : nullptr;
-  p.intermediate_ptr = output_intermediate_states ? inter.data_ptr<float>() : nullptr;
+  p.state_out_ptr = final_state ? final_state->data_ptr<float>() : nullptr;
+  p.intermediate_ptr = intermediate ? intermediate->data_ptr<float>() : nullptr;
   p.scale = static_cast<float>(scale);
   p.l2norm = l2norm;
   at::Tensor counters;
   run_recurrent(op, p, q, counters);
-  return {out, final_state, inter};
 }
 
 }  // namespace

@@ -13,13 +13,19 @@ namespace q35::Q35_TARGET {
 namespace {
 
 using gdn::kHeadDim;
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kColsPerThread = 4;  // one 16-byte fp32 vector of a state row
 constexpr int kElemsPerLane = kHeadDim / kWarpSize;
+constexpr int kMinThreads = 2 * kWarpSize;  // warp 0 loads q/k, warp 1 v and the gates
+constexpr int kMaxThreads = 256;
 
+// Threads of a CTA owning kVs value columns: 8 per column, between 64 and 256 (narrow slices at small batch are
+// latency-bound: fewer threads, cheaper barriers).
 template <int kVs>
 struct Layout {
+  static constexpr int kWanted = kVs * 8;
+  static constexpr int kThreads = kWanted < kMinThreads ? kMinThreads : (kWanted > kMaxThreads ? kMaxThreads : kWanted);
+  static constexpr int kWarps = kThreads / kWarpSize;
+  static constexpr int kMinBlocks = 65536 / (kThreads * 128);  // <= 128 registers: several CTAs per SM
   static constexpr int kThreadsPerRow = kVs / kColsPerThread;
   static constexpr int kRowGroups = kThreads / kThreadsPerRow;
   static constexpr int kRowsPerThread = kHeadDim / kRowGroups;
@@ -33,8 +39,8 @@ struct Smem {
   static constexpr int kQ = 0;
   static constexpr int kK = kQ + kHeadDim;
   static constexpr int kV = kK + kHeadDim;
-  static constexpr int kRed = kV + kVs;                      // [kWarps][kVs][2]
-  static constexpr int kScalars = kRed + kWarps * kVs * 2;   // g, beta, k.q, last-CTA flag
+  static constexpr int kRed = kV + kVs;                                  // [warps][kVs][2]
+  static constexpr int kScalars = kRed + Layout<kVs>::kWarps * kVs * 2;  // g, beta, k.q, last-CTA flag
   static constexpr int kFloats = kScalars + 4;
 };
 
@@ -115,13 +121,24 @@ __device__ void gated_norm_row(const GdnRecurrentParams& p, float* smem, int64_t
   if (smem[S::kScalars + 3] == 0.0f) return;  // uniform over the block
   __threadfence();
   T* out = static_cast<T*>(p.out_ptr) + t * p.out_token_stride + h * kHeadDim;  // [V]
-  const int c = threadIdx.x;
-  const float o = c < kHeadDim ? load_l2(out + c) : 0.0f;
-  const float rstd = rsqrtf(block::reduce_sum(o * o) / static_cast<float>(kHeadDim) + p.eps);
-  if (c < kHeadDim) {
+  constexpr int kThreads = Layout<kVs>::kThreads;
+  constexpr int kPerThread = (kHeadDim + kThreads - 1) / kThreads;
+  float o[kPerThread];
+  float ss = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int c = threadIdx.x + i * kThreads;
+    o[i] = c < kHeadDim ? load_l2(out + c) : 0.0f;
+    ss += o[i] * o[i];
+  }
+  const float rstd = rsqrtf(block::reduce_sum(ss) / static_cast<float>(kHeadDim) + p.eps);
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int c = threadIdx.x + i * kThreads;
+    if (c >= kHeadDim) break;
     const float z = to_float(static_cast<const T*>(p.z_ptr)[t * p.z_token_stride + h * kHeadDim + c]);
     const float w = gdn::load_param<T>(p.norm_weight_ptr, c, p.norm_weight_fp32);
-    out[c] = from_float<T>(gdn::gated_norm_value<T>(o, rstd, w, p.norm_weight_fp32, z));
+    out[c] = from_float<T>(gdn::gated_norm_value<T>(o[i], rstd, w, p.norm_weight_fp32, z));
   }
 }
 
@@ -129,12 +146,12 @@ __device__ void gated_norm_row(const GdnRecurrentParams& p, float* smem, int64_t
 //           o_t = S^T (scale q_t) on value columns [v0, v0 + kVs) of value head h (q/k head h / (Hv / Hk)).
 // Args:     see GdnRecurrentParams (q, k, v, gates per token; states by slot; out; optional intermediates).
 // Grid:     x = n * slices + slice (value columns v0 = slice * kVs), y = value head h.
-// Block:    kThreads threads: thread (row group rg, column quad c4) owns state rows rg + kRowGroups * i and
-//           columns v0 + 4 * c4 .. + 3 (consecutive threads read consecutive 16 bytes of a row).
+// Block:    Layout<kVs>::kThreads threads (64..256): thread (row group rg, column quad c4) owns state rows
+//           rg + kRowGroups * i and columns v0 + 4 * c4 .. + 3 (consecutive threads read consecutive 16 bytes of a row).
 // Smem:     Smem<kVs>::kFloats * 4 bytes.
 // Requires: K = V = 128; 16-byte aligned states (the torch glue checks); counters zeroed when norm and slices > 1.
 template <typename T, int kVs>
-__global__ void __launch_bounds__(kThreads) gdn_recurrent_kernel(GdnRecurrentParams p) {
+__global__ void __launch_bounds__(Layout<kVs>::kThreads, Layout<kVs>::kMinBlocks) gdn_recurrent_kernel(GdnRecurrentParams p) {
   using L = Layout<kVs>;
   using S = Smem<kVs>;
   constexpr int kTpr = L::kThreadsPerRow;
@@ -215,7 +232,7 @@ __global__ void __launch_bounds__(kThreads) gdn_recurrent_kernel(GdnRecurrentPar
     for (int c = 0; c < kColsPerThread; ++c) {
       float a = 0.0f, b = 0.0f;
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
+      for (int w = 0; w < L::kWarps; ++w) {
         a += smem[S::kRed + (w * kVs + c4 + c) * 2 + 0];
         b += smem[S::kRed + (w * kVs + c4 + c) * 2 + 1];
       }
@@ -258,7 +275,7 @@ template <typename T, int kVs>
 cudaError_t launch_slices(const GdnRecurrentParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.num_seqs * (kHeadDim / kVs)), static_cast<unsigned>(p.num_v_heads));
   const size_t smem = Smem<kVs>::kFloats * sizeof(float);
-  return launch(gdn_recurrent_kernel<T, kVs>, grid, dim3(kThreads), smem, stream, p);
+  return launch(gdn_recurrent_kernel<T, kVs>, grid, dim3(Layout<kVs>::kThreads), smem, stream, p);
 }
 
 }  // namespace

@@ -24,6 +24,10 @@ def heads_contiguous(x: torch.Tensor) -> torch.Tensor:
     return x if x.shape[1] <= 1 or x.stride(1) == 1 else x.contiguous()
 
 
+def empty_state(n: int, hv: int, device) -> torch.Tensor:
+    return torch.empty((n, hv, 128, 128), dtype=torch.float32, device=device)
+
+
 def aligned_contiguous(x: torch.Tensor) -> torch.Tensor:
     x = x.contiguous()
     return x if x.data_ptr() % _ALIGN == 0 else x.clone()
@@ -55,55 +59,47 @@ def pack_fla(q, k, v, g, beta, scale, initial_state, cu_seqlens, build_cu: bool)
     return PackedGdn(packed, float(K ** -0.5 if scale is None else scale), state, cu)
 
 
-# ---- fake (meta) implementations of the GDN torch ops ----
+# ---- fake (meta) implementations of the GDN torch ops: out-variants, nothing to return ----
 
 @torch.library.register_fake("qwen35_native::causal_conv1d")
-def _causal_conv1d_fake(x, weight, cu_seqlens, conv_state, slots, has_initial_state, silu):
-    return x.new_empty(x.shape)
+def _causal_conv1d_fake(x, weight, cu_seqlens, conv_state, slots, has_initial_state, silu, y):
+    return None
 
 
 @torch.library.register_fake("qwen35_native::causal_conv1d_update")
-def _causal_conv1d_update_fake(x, conv_state, weight, slots, silu):
-    return x.new_empty(x.shape)
+def _causal_conv1d_update_fake(x, conv_state, weight, slots, silu, y):
+    return None
 
 
 @torch.library.register_fake("qwen35_native::gdn_gating")
-def _gdn_gating_fake(a, b, A_log, dt_bias):
-    return a.new_empty(a.shape, dtype=torch.float32), a.new_empty(a.shape)
+def _gdn_gating_fake(a, b, A_log, dt_bias, g, beta):
+    return None
 
 
 @torch.library.register_fake("qwen35_native::gated_rms_norm")
-def _gated_rms_norm_fake(x, z, weight, eps):
-    return x.new_empty(x.shape)
-
-
-def _state_like(q, n, hv, k, v):
-    return q.new_empty((n, hv, k, v), dtype=torch.float32)
+def _gated_rms_norm_fake(x, z, weight, eps, y):
+    return None
 
 
 @torch.library.register_fake("qwen35_native::chunk_gated_delta_rule")
-def _chunk_fake(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm,
-                segment_len, shortcut_log_decay):
-    n = cu_seqlens.shape[0] - 1 if output_final_state else 0
-    return v.new_empty(v.shape), _state_like(q, n, v.shape[1], q.shape[2], v.shape[2])
+def _chunk_fake(q, k, v, g, beta, scale, initial_state, cu_seqlens, use_qk_l2norm, segment_len, shortcut_log_decay,
+                o, final_state):
+    return None
 
 
 @torch.library.register_fake("qwen35_native::fused_recurrent_gated_delta_rule")
-def _recurrent_fake(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, num_seqs,
-                    use_qk_l2norm, output_intermediate_states):
-    n = (cu_seqlens.shape[0] - 1 if cu_seqlens is not None else num_seqs) if output_final_state else 0
-    t = q.shape[0] if output_intermediate_states else 0
-    return (v.new_empty(v.shape), _state_like(q, n, v.shape[1], q.shape[2], v.shape[2]),
-            _state_like(q, t, v.shape[1], q.shape[2], v.shape[2]))
+def _recurrent_fake(q, k, v, g, beta, scale, initial_state, cu_seqlens, num_seqs, use_qk_l2norm, o, final_state,
+                    intermediate_states):
+    return None
 
 
 @torch.library.register_fake("qwen35_native::gdn_prefill")
 def _gdn_prefill_fake(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state, ssm_state,
-                      cu_seqlens, slots, has_initial_state, eps, segment_len, shortcut_log_decay):
-    return z.new_empty(z.shape)
+                      cu_seqlens, slots, has_initial_state, eps, segment_len, shortcut_log_decay, out):
+    return None
 
 
 @torch.library.register_fake("qwen35_native::gdn_decode")
 def _gdn_decode_fake(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state, ssm_state, slots,
-                     eps):
-    return z.new_empty(z.shape)
+                     eps, out):
+    return None

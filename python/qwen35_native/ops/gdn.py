@@ -231,11 +231,12 @@ def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g:
         return chunk_gated_delta_rule_reference(q, k, v, g, beta, scale, initial_state, output_final_state,
                                                 cu_seqlens, use_qk_l2norm_in_kernel)
     args = _gdn_pack.pack_fla(q, k, v, g, beta, scale, initial_state, cu_seqlens, True)
-    o, final = torch.ops.qwen35_native.chunk_gated_delta_rule(*args.tensors, args.scale, args.initial_state,
-                                                              output_final_state, args.cu_seqlens,
-                                                              use_qk_l2norm_in_kernel, AUTO_SEGMENT,
-                                                              SHORTCUT_LOG_DECAY)
-    return o.reshape(v.shape), (final if output_final_state else None)
+    o = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    final = _gdn_pack.empty_state(args.cu_seqlens.numel() - 1, v.shape[2], q.device) if output_final_state else None
+    torch.ops.qwen35_native.chunk_gated_delta_rule(*args.tensors, args.scale, args.initial_state, args.cu_seqlens,
+                                                   use_qk_l2norm_in_kernel, AUTO_SEGMENT, SHORTCUT_LOG_DECAY,
+                                                   o.view(-1, v.shape[2], v.shape[3]), final)
+    return o, final
 
 
 def fused_recurrent_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
@@ -260,10 +261,14 @@ def fused_recurrent_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.
                                                           cu_seqlens, use_qk_l2norm_in_kernel,
                                                           output_intermediate_states)
     args = _gdn_pack.pack_fla(q, k, v, g, beta, scale, initial_state, cu_seqlens, False)
-    o, final, states = torch.ops.qwen35_native.fused_recurrent_gated_delta_rule(
-        *args.tensors, args.scale, args.initial_state, output_final_state, args.cu_seqlens, q.shape[0],
-        use_qk_l2norm_in_kernel, output_intermediate_states)
-    o, final = o.reshape(v.shape), (final if output_final_state else None)
+    B, T, Hv, V = v.shape
+    n = cu_seqlens.numel() - 1 if cu_seqlens is not None else B
+    o = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    final = _gdn_pack.empty_state(n, Hv, q.device) if output_final_state else None
+    states = _gdn_pack.empty_state(B * T, Hv, q.device) if output_intermediate_states else None
+    torch.ops.qwen35_native.fused_recurrent_gated_delta_rule(*args.tensors, args.scale, args.initial_state,
+                                                             args.cu_seqlens, B, use_qk_l2norm_in_kernel,
+                                                             o.view(B * T, Hv, V), final, states)
     if not output_intermediate_states:
         return o, final
-    return o, final, states.reshape(*v.shape[:3], q.shape[3], v.shape[3])
+    return o, final, states.view(B, T, Hv, q.shape[3], V)

@@ -126,8 +126,10 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, cu_seqlens: torch.Tenso
     cu = cu_seqlens.contiguous() if cu_seqlens is not None else None
     slots = slots.contiguous() if slots is not None else None
     has_init = has_initial_state.contiguous() if has_initial_state is not None else None
-    return torch.ops.qwen35_native.causal_conv1d(_last_dim_contiguous(x), weight.contiguous(), cu, conv_state, slots,
-                                                 has_init, activation == "silu")
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    torch.ops.qwen35_native.causal_conv1d(_last_dim_contiguous(x), weight.contiguous(), cu, conv_state, slots,
+                                          has_init, activation == "silu", y)
+    return y
 
 
 def causal_conv1d_update_reference(x, conv_state, weight, slots, activation="silu"):
@@ -156,5 +158,7 @@ def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torc
     supported, why = _kernel_support(weight, conv_state)
     if not use_kernel(op, backend, x.device, supported, why):
         return causal_conv1d_update_reference(x, conv_state, weight, slots, activation)
-    return torch.ops.qwen35_native.causal_conv1d_update(_last_dim_contiguous(x), conv_state, weight.contiguous(),
-                                                        slots.contiguous(), activation == "silu")
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    torch.ops.qwen35_native.causal_conv1d_update(_last_dim_contiguous(x), conv_state, weight.contiguous(),
+                                                 slots.contiguous(), activation == "silu", y)
+    return y

@@ -61,9 +61,12 @@ def gdn_gating(a: torch.Tensor, b: torch.Tensor, A_log: torch.Tensor, dt_bias: t
     _checks.check_same_device(op, "b", b, a, "a")
     if not use_kernel(op, backend, a.device):
         return gdn_gating_reference(a, b, A_log, dt_bias)
+    g = torch.empty(a.shape, dtype=torch.float32, device=a.device)
+    beta = torch.empty(a.shape, dtype=b.dtype, device=a.device)
     hv = a.shape[-1]
-    g, beta = torch.ops.qwen35_native.gdn_gating(_rows(a, hv), _rows(b, hv), A_log.contiguous(), dt_bias.contiguous())
-    return g.reshape(a.shape), beta.reshape(a.shape)
+    torch.ops.qwen35_native.gdn_gating(_rows(a, hv), _rows(b, hv), A_log.contiguous(), dt_bias.contiguous(),
+                                       g.view(-1, hv), beta.view(-1, hv))
+    return g, beta
 
 
 def _rows(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -103,8 +106,9 @@ def gated_rms_norm(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: 
     if not use_kernel(op, backend, x.device):
         return gated_rms_norm_reference(x, z, weight, eps)
     v = x.shape[-1]
-    y = torch.ops.qwen35_native.gated_rms_norm(_rows(x, v), _rows(z, v), weight.contiguous(), float(eps))
-    return y.reshape(x.shape)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    torch.ops.qwen35_native.gated_rms_norm(_rows(x, v), _rows(z, v), weight.contiguous(), float(eps), y.view(-1, v))
+    return y
 
 
 def _sizes(op, qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state, ssm_state):
@@ -242,10 +246,12 @@ def gdn_prefill(mixed_qkv: torch.Tensor, z: torch.Tensor, a: torch.Tensor, b: to
         _checks.fail(op, "has_initial_state must be a bool tensor [N]")
     supported, why = _layer_kernel_support(mixed_qkv, conv_weight, conv_state, ssm_state, prefill=True)
     if use_kernel(op, backend, mixed_qkv.device, supported, why):
-        return torch.ops.qwen35_native.gdn_prefill(
-            _cols(mixed_qkv), _cols(z), _cols(a), _cols(b), conv_weight.contiguous(), A_log.contiguous(), dt_bias.contiguous(),
-            norm_weight.contiguous(), conv_state, ssm_state, cu_seqlens.contiguous(), slots.contiguous(),
-            has_initial_state.contiguous(), float(eps), AUTO_SEGMENT, SHORTCUT_LOG_DECAY)
+        out = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+        torch.ops.qwen35_native.gdn_prefill(
+            _cols(mixed_qkv), _cols(z), _cols(a), _cols(b), conv_weight.contiguous(), A_log.contiguous(),
+            dt_bias.contiguous(), norm_weight.contiguous(), conv_state, ssm_state, cu_seqlens.contiguous(),
+            slots.contiguous(), has_initial_state.contiguous(), float(eps), AUTO_SEGMENT, SHORTCUT_LOG_DECAY, out)
+        return out
     return gdn_prefill_reference(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state,
                                  ssm_state, cu_seqlens, slots, has_initial_state, eps)
 
@@ -264,8 +270,10 @@ def gdn_decode(mixed_qkv: torch.Tensor, z: torch.Tensor, a: torch.Tensor, b: tor
     _check_batch(op, mixed_qkv, conv_state, None, slots, None)
     supported, why = _layer_kernel_support(mixed_qkv, conv_weight, conv_state, ssm_state, prefill=False)
     if use_kernel(op, backend, mixed_qkv.device, supported, why):
-        return torch.ops.qwen35_native.gdn_decode(
-            _cols(mixed_qkv), _cols(z), _cols(a), _cols(b), conv_weight.contiguous(), A_log.contiguous(), dt_bias.contiguous(),
-            norm_weight.contiguous(), conv_state, ssm_state, slots.contiguous(), float(eps))
+        out = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+        torch.ops.qwen35_native.gdn_decode(
+            _cols(mixed_qkv), _cols(z), _cols(a), _cols(b), conv_weight.contiguous(), A_log.contiguous(),
+            dt_bias.contiguous(), norm_weight.contiguous(), conv_state, ssm_state, slots.contiguous(), float(eps), out)
+        return out
     return gdn_decode_reference(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state,
                                 ssm_state, slots, eps)
