@@ -14,7 +14,7 @@ GATE_FLAGS = (ROOT / "cmake" / "ptxas_gate_flags.txt").read_text().strip()
 
 # Substrings of mangled kernel names that must contain tensor-core instructions (HMMA on sm_80, HMMA or HGMMA on
 # sm_90a). Each tensor-core kernel adds itself here when it lands.
-TENSOR_CORE_KERNELS: list[str] = []
+TENSOR_CORE_KERNELS: list[str] = ["gdn_chunk_kernel", "gdn_chunk_chain_kernel"]  # csrc/kernels/gdn
 
 LOCAL_MEMORY_KERNEL = r"""
 __global__ void uses_local_memory(float* out, const int* idx) {

@@ -17,7 +17,7 @@ constexpr int64_t kMaxBlocks = int64_t{1} << 16;  // rows beyond grid * kWarps l
 // Smem:     none.
 // Requires: kVec > 1 only when V % kVec == 0 and x, z, y rows are 16-byte aligned (the launcher checks).
 template <typename T, int kVec>
-__global__ void __launch_bounds__(kThreads) gated_rms_norm_kernel(GatedRmsNormParams p) {
+__global__ void __launch_bounds__(kThreads, 1) gated_rms_norm_kernel(GatedRmsNormParams p) {
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   const int64_t chunks = p.hidden_size / kVec;
