@@ -75,7 +75,6 @@ def prefill_rows(args, device, fla) -> list[Row]:
                         bytes=count_bytes(q, k, v, g, beta, v) + state_bytes,
                         flops=float(CHUNK_FLOPS_PER_TOKEN_HEAD) * T * hv, peer="fla" if fla else "",
                         peer_us=peer_us))
-        del q, k, v, g, beta
     return rows
 
 

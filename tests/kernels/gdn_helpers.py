@@ -71,7 +71,7 @@ class Guarded:
 def chunk_raw(q, k, v, g, beta, state, cu, l2norm=True, segment_len=0, shortcut=ops.gdn.SHORTCUT_LOG_DECAY,
               scale=None):
     """The chunk kernel through the raw op on packed inputs, outputs poisoned and guarded; returns (o, final)."""
-    T, hk, hv = q.shape[1], q.shape[2], v.shape[2]
+    T, hv = q.shape[1], v.shape[2]
     n = cu.numel() - 1
     o = Guarded((T, hv, D), q.dtype, q.device)
     final = Guarded((n, hv, D, D), torch.float32, q.device)

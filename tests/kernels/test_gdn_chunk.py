@@ -104,7 +104,7 @@ def test_chunk_raw_op_checks():
     cu = cu_of([10])
     o = torch.empty(10, 2, 128, dtype=q.dtype)
     op = torch.ops.qwen35_native.chunk_gated_delta_rule
-    with pytest.raises(RuntimeError, match=r"chunk_gated_delta_rule: o must have shape the output shape=\[10, 2, 128\]"):
+    with pytest.raises(RuntimeError, match=r"chunk_gated_delta_rule: o must have shape \[10, 2, 128\], got \[9, 2, 128\]"):
         op(q[0], k[0], v[0], g[0], beta[0], 0.1, state, cu, True, 0, -12.0, o[:9], None)
     with pytest.raises(RuntimeError, match="v heads must be a positive multiple of q/k heads"):
         op(q[0].expand(10, 3, 128), k[0].expand(10, 3, 128), v[0], g[0], beta[0], 0.1, None, cu, True, 0, -12.0, o,

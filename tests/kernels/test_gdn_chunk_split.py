@@ -19,9 +19,9 @@ from gdn_helpers import (
     rel,
     skip_without_cuda,
 )
-from utils import assert_bit_identical
 
 from qwen35_native import ops
+from utils import assert_bit_identical
 
 STRONG = (1.0, 3.0)     # -g per token: a 64-token chunk decays by e^-128 (exactly 0 in fp32)
 MODERATE = (0.15, 0.35)  # a chunk decays by about e^-16: the shortcut holds, to fp32 rounding

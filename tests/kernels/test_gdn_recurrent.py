@@ -5,7 +5,7 @@ Kernel: csrc/kernels/gdn/gdn_recurrent.cu."""
 
 import pytest
 import torch
-from gdn_helpers import D, DEVICES, HEADS, Guarded, cu_of, f64, make_scan_inputs, rel, skip_without_cuda
+from gdn_helpers import DEVICES, HEADS, D, Guarded, cu_of, f64, make_scan_inputs, rel, skip_without_cuda
 
 from qwen35_native import ops
 

@@ -14,8 +14,8 @@ _ALIGN = 16
 def rows16(x: torch.Tensor) -> torch.Tensor:
     """``x [T, H, D]`` with contiguous heads and 16-byte aligned token rows (a copy when not)."""
     T, H, D = x.shape
-    ok = (x.stride(2) == 1 and (H <= 1 or x.stride(1) == D) and (T <= 1 or (x.stride(0) * x.element_size()) % _ALIGN == 0)
-          and x.data_ptr() % _ALIGN == 0)
+    rows_ok = T <= 1 or (x.stride(0) * x.element_size()) % _ALIGN == 0
+    ok = x.stride(2) == 1 and (H <= 1 or x.stride(1) == D) and rows_ok and x.data_ptr() % _ALIGN == 0
     return x if ok else x.clone(memory_format=torch.contiguous_format)
 
 

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks
-from . import _gdn_pack
+from . import _checks, _gdn_pack
 from ._backend import use_kernel
 
 GDN_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
