@@ -18,7 +18,6 @@ from gdn_helpers import (
     skip_without_cuda,
 )
 
-import qwen35_native as q35
 from qwen35_native import ops
 
 LENGTHS = [1, 63, 64, 65, 200]
@@ -104,7 +103,7 @@ def test_chunk_raw_op_checks():
     cu = cu_of([10])
     o = torch.empty(10, 2, 128, dtype=q.dtype)
     op = torch.ops.qwen35_native.chunk_gated_delta_rule
-    with pytest.raises(RuntimeError, match=r"chunk_gated_delta_rule: o must have shape \[10, 2, 128\], got \[9, 2, 128\]"):
+    with pytest.raises(RuntimeError, match=r"o must have shape \[10, 2, 128\], got \[9, 2, 128\]"):
         op(q[0], k[0], v[0], g[0], beta[0], 0.1, state, cu, True, 0, -12.0, o[:9], None)
     with pytest.raises(RuntimeError, match="v heads must be a positive multiple of q/k heads"):
         op(q[0].expand(10, 3, 128), k[0].expand(10, 3, 128), v[0], g[0], beta[0], 0.1, None, cu, True, 0, -12.0, o,
@@ -117,10 +116,6 @@ def test_chunk_raw_op_checks():
     misaligned = torch.zeros(10 * 128 + 8, dtype=q.dtype)[1:1 + 10 * 128].view(10, 1, 128)
     with pytest.raises(RuntimeError, match="q rows must be 16-byte aligned"):
         op(misaligned, k[0], v[0], g[0], beta[0], 0.1, None, cu, True, 0, -12.0, o, None)
-
-
-def test_chunk_registered():
-    assert "chunk_gated_delta_rule" in q35.ops._backend.KERNEL_OPS
 
 
 @pytest.mark.gpu

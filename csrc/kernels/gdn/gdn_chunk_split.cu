@@ -21,9 +21,11 @@ constexpr int kPlanWarps = kPlanThreads / kWarpSize;
 constexpr float kMaxShortcutBeta = 1.5f;  // beta |k|^2 < 2 keeps every factor a contraction (with bf16 keys)
 constexpr int kChainThreads = 256;
 constexpr int kChainWarps = kChainThreads / kWarpSize;
-constexpr int kChainCols = 32;  // state columns per chain CTA
-constexpr int kChainTiles = kChainCols / 8;
+constexpr int kMmaM = 16;
+constexpr int kMmaN = 8;
 constexpr int kMmaK = 16;
+constexpr int kChainCols = 32;  // state columns per chain CTA
+constexpr int kChainTiles = kChainCols / kMmaN;
 
 // First item of sequence n (items of earlier sequences counted; split: few sequences).
 __device__ int64_t first_item(const GdnChunkParams& p, int64_t n) {
@@ -69,6 +71,7 @@ __device__ int boundary_plan(const GdnChunkParams& p, int h, int64_t start, int6
 //           (for all segments of the (sequence, head) as soon as one boundary needs it).
 // Grid:     x = sequence n, y = value head h. Block: kPlanThreads; warp w plans boundaries w, w + 4, ...
 // Smem:     none.
+// Requires: p.split (workspace pointers set); 16-byte aligned states.
 template <typename T>
 __global__ void __launch_bounds__(kPlanThreads) gdn_chunk_segment_plan_kernel(GdnChunkParams p) {
   const int64_t n = blockIdx.x;
@@ -118,6 +121,7 @@ __device__ __forceinline__ void split_pair(float x0, float x1, uint32_t& hi, uin
 // Grid:     x = sequence n, y = value head h, z = column block c. Block: 8 warps, warp w owns state rows
 //           [16w, 16w + 16) x the 32 columns. Operands straight from global memory (L2-resident workspaces).
 // Smem:     none.
+// Requires: the plan and the pre-pass of this launch sequence have run (same stream).
 __global__ void __launch_bounds__(kChainThreads) gdn_chunk_chain_kernel(GdnChunkParams p) {
   const int64_t n = blockIdx.x;
   const int h = blockIdx.y;
@@ -129,9 +133,9 @@ __global__ void __launch_bounds__(kChainThreads) gdn_chunk_chain_kernel(GdnChunk
   if (p.plan_ptr[(item0 + 1) * p.num_v_heads + h] != kPlanChain) return;
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
-  const int g = lane / 4;
-  const int t4 = 2 * (lane % 4);
-  const int row0 = warp * 16;
+  const int g = lane / 4;             // fragment row of the lane
+  const int t4 = 2 * (lane % 4);      // fragment column pair of the lane
+  const int row0 = warp * kMmaM;
   for (int64_t s = 1; s + 1 < segs; ++s) {
     const float* e_in = p.ws_entry_ptr + state_offset(p, item0 + s, h);     // [K, V]
     const float* m = p.ws_trans_ptr + state_offset(p, item0 + s, h);       // [K, K]
@@ -141,14 +145,16 @@ __global__ void __launch_bounds__(kChainThreads) gdn_chunk_chain_kernel(GdnChunk
 #pragma unroll
     for (int nt = 0; nt < kChainTiles; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] = s0[(row0 + g + 8 * (e / 2)) * kHeadDim + col0 + nt * 8 + t4 + e % 2];
+      for (int e = 0; e < 4; ++e) {
+        acc[nt][e] = s0[(row0 + g + kMmaN * (e / 2)) * kHeadDim + col0 + nt * kMmaN + t4 + e % 2];
+      }
     }
 #pragma unroll 2
     for (int kb = 0; kb < kHeadDim / kMmaK; ++kb) {
       uint32_t a_hi[4], a_lo[4];
 #pragma unroll
       for (int r = 0; r < 4; ++r) {  // A[g + 8 (r % 2)][2t + 8 (r / 2) + {0, 1}]
-        const float* src = m + (row0 + g + 8 * (r % 2)) * kHeadDim + kb * kMmaK + t4 + 8 * (r / 2);
+        const float* src = m + (row0 + g + kMmaN * (r % 2)) * kHeadDim + kb * kMmaK + t4 + kMmaN * (r / 2);
         split_pair(src[0], src[1], a_hi[r], a_lo[r]);
       }
 #pragma unroll
@@ -156,7 +162,7 @@ __global__ void __launch_bounds__(kChainThreads) gdn_chunk_chain_kernel(GdnChunk
         uint32_t b_hi[2], b_lo[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {  // B[2t + 8 r + {0, 1}][g]
-          const float* src = e_in + (kb * kMmaK + t4 + 8 * r) * kHeadDim + col0 + nt * 8 + g;
+          const float* src = e_in + (kb * kMmaK + t4 + kMmaN * r) * kHeadDim + col0 + nt * kMmaN + g;
           split_pair(src[0], src[kHeadDim], b_hi[r], b_lo[r]);
         }
         mma16816<__nv_bfloat16>(acc[nt], a_hi, b_hi);
@@ -167,7 +173,9 @@ __global__ void __launch_bounds__(kChainThreads) gdn_chunk_chain_kernel(GdnChunk
 #pragma unroll
     for (int nt = 0; nt < kChainTiles; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) e_out[(row0 + g + 8 * (e / 2)) * kHeadDim + col0 + nt * 8 + t4 + e % 2] = acc[nt][e];
+      for (int e = 0; e < 4; ++e) {
+        e_out[(row0 + g + kMmaN * (e / 2)) * kHeadDim + col0 + nt * kMmaN + t4 + e % 2] = acc[nt][e];
+      }
     }
     __syncthreads();  // E_{s+1} complete (global writes of the block visible to it) before the next step reads it
   }
