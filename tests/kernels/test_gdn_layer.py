@@ -38,11 +38,14 @@ def _cpu(*ts):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("heads", [(1, 2), (2, 8)], ids=lambda h: f"{h[0]}x{h[1]}")
-def test_prefill_matches_reference(heads, device):
+@pytest.mark.parametrize("heads, dtype", [((1, 2), torch.bfloat16), ((2, 8), torch.bfloat16), ((1, 2), torch.float16)],
+                         ids=["1x2-bf16", "2x8-bf16", "1x2-fp16-fp32-params"])
+def test_prefill_matches_reference(heads, dtype, device):
     skip_without_cuda(device)
     T = sum(LENS)
-    qkv, z, a, b, w, st = layer_inputs(T, *heads, slots=6, seed=heads[1], device=device)
+    qkv, z, a, b, w, st = layer_inputs(T, *heads, slots=6, seed=heads[1], device=device, dtype=dtype)
+    if dtype == torch.float16:  # parameters stored in float32 (checkpoints may)
+        w["dt_bias"], w["norm_weight"] = w["dt_bias"].float(), w["norm_weight"].float()
     cu = cu_of(LENS, device)
     slots = torch.tensor([4, 0, 5, 2], dtype=torch.int32, device=device)
     init = torch.tensor([True, False, True, False], device=device)
