@@ -31,8 +31,9 @@ def use_kernel(op: str, backend: str | None, device: torch.device, supported: bo
 
 # Ops whose kernels exist (the kernel engineers add their op names here when the kernel lands). The model reads it
 # at load time to log which ops run where and to pick a backend per op (see ``model/backends.py``).
-KERNEL_OPS: set[str] = {"rms_norm", "causal_conv1d", "causal_conv1d_update", "gdn_gating", "gated_rms_norm",
-                        "chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule", "gdn_prefill", "gdn_decode"}
+KERNEL_OPS: set[str] = {"rms_norm", "moe_route", "fused_moe", "moe_block", "causal_conv1d", "causal_conv1d_update",
+                        "gdn_gating", "gated_rms_norm", "chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule",
+                        "gdn_prefill", "gdn_decode"}
 
 
 def has_kernel(op: str) -> bool:
