@@ -57,3 +57,14 @@ def test_tiny_kernel_model_on_gdn_kernels(kernel_dir, device):
     bound = 2 * _rel(ref_bf16, ref_fp32)
     assert _rel(ours, ref_fp32) <= bound, (_rel(ours, ref_fp32), bound)
     assert _rel(ours, ref_bf16) <= bound, (_rel(ours, ref_bf16), bound)
+
+
+def test_kernel_backend_falls_back_per_model(kernel_dir, tmp_path):
+    """from_pretrained(backend="kernel") runs the GDN kernels only where they cover the model (K = V = 128; the
+    prefill kernel in float16/bfloat16): the others run the reference, logged at load."""
+    fp32 = q35.from_pretrained(kernel_dir, dtype=torch.float32, backend="kernel")
+    assert fp32.backends["gdn_prefill"] == "reference" and fp32.backends["gdn_decode"] == "kernel"
+    small = write_tiny_checkpoint(str(tmp_path / "moe"), "tiny-moe", seed=1)  # GDN head dims below 128
+    model = q35.from_pretrained(small, dtype=torch.bfloat16, backend="kernel")
+    assert model.backends["gdn_prefill"] == "reference" and model.backends["gdn_decode"] == "reference"
+    assert model.backends["rms_norm"] == "kernel"

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
-from ._backend import use_kernel
+from ._backend import MODEL_SUPPORT, use_kernel
 from .gdn import (
     AUTO_SEGMENT,
     KERNEL_HEAD_DIM,
@@ -199,6 +199,21 @@ def _layer_kernel_support(mixed_qkv, conv_weight, conv_state, ssm_state, prefill
     if not (conv_state.is_contiguous() and ssm_state.is_contiguous()):
         return False, "the state caches must be contiguous (the kernels update them in place)"
     return True, ""
+
+
+def _model_support(prefill: bool):
+    """Whether the layer kernels cover a model (head dims, conv width, dtype): "" or why not."""
+    def why_not(cfg, dtype) -> str:
+        if prefill and dtype not in (torch.float16, torch.bfloat16):
+            return f"the prefill kernel takes float16/bfloat16, the model is {str(dtype)[6:]}"
+        if (cfg.linear_key_head_dim, cfg.linear_value_head_dim) != (KERNEL_HEAD_DIM, KERNEL_HEAD_DIM):
+            return f"the kernels support K = V = {KERNEL_HEAD_DIM}"
+        return "" if cfg.linear_conv_kernel_dim in (2, 3, 4) else "the kernels support conv widths 2..4"
+    return why_not
+
+
+MODEL_SUPPORT["gdn_prefill"] = _model_support(prefill=True)
+MODEL_SUPPORT["gdn_decode"] = _model_support(prefill=False)
 
 
 def _cols(t: torch.Tensor) -> torch.Tensor:
