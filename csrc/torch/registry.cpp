@@ -6,6 +6,26 @@ TORCH_LIBRARY(qwen35_native, m) {
   // ---- norm ----
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("fused_add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
+  // ---- gdn (csrc/torch/gdn_conv_ops.cpp, gdn_scan_ops.cpp, gdn_layer_ops.cpp); outputs allocated by the caller ----
+  m.def("causal_conv1d(Tensor x, Tensor weight, Tensor? cu_seqlens, Tensor(a!)? conv_state, Tensor? slots, "
+        "Tensor? has_initial_state, bool silu, Tensor(b!) y) -> ()");
+  m.def("causal_conv1d_update(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor slots, bool silu, "
+        "Tensor(b!) y) -> ()");
+  m.def("gdn_gating(Tensor a, Tensor b, Tensor A_log, Tensor dt_bias, Tensor(a!) g, Tensor(b!) beta) -> ()");
+  m.def("gated_rms_norm(Tensor x, Tensor z, Tensor weight, float eps, Tensor(a!) y) -> ()");
+  m.def("chunk_gated_delta_rule(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float scale, "
+        "Tensor? initial_state, Tensor cu_seqlens, bool use_qk_l2norm, int segment_len, float shortcut_log_decay, "
+        "Tensor(a!) o, Tensor(b!)? final_state) -> ()");
+  m.def("fused_recurrent_gated_delta_rule(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float scale, "
+        "Tensor? initial_state, Tensor? cu_seqlens, int num_seqs, bool use_qk_l2norm, Tensor(a!) o, "
+        "Tensor(b!)? final_state, Tensor(c!)? intermediate_states) -> ()");
+  m.def("gdn_prefill(Tensor mixed_qkv, Tensor z, Tensor a, Tensor b, Tensor conv_weight, Tensor A_log, "
+        "Tensor dt_bias, Tensor norm_weight, Tensor(a!) conv_state, Tensor(b!) ssm_state, Tensor cu_seqlens, "
+        "Tensor slots, Tensor has_initial_state, float eps, int segment_len, float shortcut_log_decay, "
+        "Tensor(c!) out) -> ()");
+  m.def("gdn_decode(Tensor mixed_qkv, Tensor z, Tensor a, Tensor b, Tensor conv_weight, Tensor A_log, "
+        "Tensor dt_bias, Tensor norm_weight, Tensor(a!) conv_state, Tensor(b!) ssm_state, Tensor slots, float eps, "
+        "Tensor(c!) out) -> ()");
   // ---- moe ----
   m.def("moe_route(Tensor logits, int top_k, Tensor(a!) topk_weights, Tensor(b!) topk_ids) -> ()");
   m.def("fused_moe(Tensor hidden, Tensor w13, Tensor w2, Tensor topk_weights, Tensor topk_ids, int expert_offset, "

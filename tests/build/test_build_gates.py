@@ -18,6 +18,8 @@ TENSOR_CORE_KERNELS: list[str] = [
     # grouped expert GEMMs (csrc/kernels/moe): the bf16 and fp16 instantiations (fp32 runs SIMT FMAs on purpose)
     "moe_gate_up_kernelI13__nv_bfloat16", "moe_gate_up_kernelI6__half",
     "moe_down_kernelI13__nv_bfloat16", "moe_down_kernelI6__half",
+    # chunked GDN scan and its segment chain (csrc/kernels/gdn)
+    "gdn_chunk_kernel", "gdn_chunk_chain_kernel",
 ]
 
 LOCAL_MEMORY_KERNEL = r"""

@@ -140,7 +140,8 @@ def test_layer_ops_reject_bad_inputs():
         ops.gdn_prefill(qkv[:, 1:], z, a, b, **w, **st, **good)
     with pytest.raises(ValueError, match="must not repeat a slot"):
         ops.gdn_decode(qkv[:2], z[:2], a[:2], b[:2], **w, **st, slots=torch.tensor([1, 1]))
-    with pytest.raises(NotImplementedError, match="gdn_prefill: no kernel yet"):
+    with pytest.raises(ValueError, match="gdn_prefill: backend='kernel' does not support this input: mixed_qkv has "
+                                         "dtype float32"):
         ops.gdn_prefill(qkv, z, a, b, **w, **st, **good, backend="kernel")
     with pytest.raises(ValueError, match="backend must be"):
         ops.gdn_decode(qkv[:1], z[:1], a[:1], b[:1], **w, **st, slots=torch.tensor([0]), backend="cuda")
@@ -164,5 +165,6 @@ def test_fla_functions_reject_bad_inputs():
         q35.ops.fused_recurrent_gated_delta_rule(q, q, v, g, beta, initial_state=torch.zeros(1, 4, 8, 16))
     with pytest.raises(TypeError, match="k must have dtype float32"):
         q35.ops.chunk_gated_delta_rule(q, q.bfloat16(), v, g, beta)
-    with pytest.raises(NotImplementedError, match="chunk_gated_delta_rule: no kernel yet"):
+    with pytest.raises(ValueError, match="chunk_gated_delta_rule: backend='kernel' does not support this input: q has "
+                                         "dtype float32"):
         q35.ops.chunk_gated_delta_rule(q, q, v, g, beta, backend="kernel")

@@ -19,20 +19,24 @@ MODEL_OPS = ("rms_norm", "gdn_prefill", "gdn_decode", "attention_prep", "paged_p
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_backends(backend: str | None) -> dict[str, str | None]:
-    """Per-op backend: ``"kernel"`` runs our kernel where one exists and the reference elsewhere (logged);
-    ``"reference"`` everywhere pure torch; None/``"auto"`` lets each op choose per call (kernel on CUDA)."""
+def resolve_backends(backend: str | None, text_config=None, dtype: torch.dtype | None = None) -> dict[str, str | None]:
+    """Per-op backend: ``"kernel"`` runs our kernel where one exists for the model's shapes and dtype (when given)
+    and the reference elsewhere (logged); ``"reference"`` everywhere pure torch; None/``"auto"`` lets each op choose
+    per call (kernel on CUDA)."""
     if backend not in _backend.BACKENDS:
         raise ValueError(f"qwen35_native.from_pretrained: backend must be None, 'auto', 'kernel' or 'reference', "
                          f"got {backend!r}")
     if backend == "kernel":
-        return {op: "kernel" if _backend.has_kernel(op) else "reference" for op in MODEL_OPS}
+        def runs(op):
+            return (_backend.kernel_supports_model(op, text_config, dtype) if text_config is not None
+                    else _backend.has_kernel(op))
+        return {op: "kernel" if runs(op) else "reference" for op in MODEL_OPS}
     return {op: backend for op in MODEL_OPS}
 
 
 def describe_backends(backends: dict[str, str | None], device: torch.device) -> str:
     kernel = [op for op, b in backends.items() if _backend.has_kernel(op) and
-              (b == "kernel" or (b in (None, "auto") and device.type == "cuda"))]
+              (b == "kernel" or (b in (None, "auto") and device.type == "cuda"))]  # auto: per call, where supported
     ref = [op for op in backends if op not in kernel]
     where = "CUDA" if device.type == "cuda" else "the SIMT emulator"
     return (f"ops on our kernels ({where}): {', '.join(kernel) or 'none'}; "
@@ -83,7 +87,7 @@ def from_pretrained(path: str, device: str | torch.device = "cpu", dtype: torch.
     config = Qwen35Config.from_file(path)
     device = torch.device(device)
     dtype = _dtype(dtype, config)
-    backends = resolve_backends(backend)
+    backends = resolve_backends(backend, config.text, dtype)
     _check_kernel_build(backends, device)
     reader = CheckpointReader(path)
     try:

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 BACKENDS = (None, "auto", "kernel", "reference")
@@ -31,11 +33,24 @@ def use_kernel(op: str, backend: str | None, device: torch.device, supported: bo
 
 # Ops whose kernels exist (the kernel engineers add their op names here when the kernel lands). The model reads it
 # at load time to log which ops run where and to pick a backend per op (see ``model/backends.py``).
-KERNEL_OPS: set[str] = {"rms_norm", "moe_route", "fused_moe", "moe_block"}
+KERNEL_OPS: set[str] = {"rms_norm", "moe_route", "fused_moe", "moe_block", "causal_conv1d", "causal_conv1d_update",
+                        "gdn_gating", "gated_rms_norm", "chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule",
+                        "gdn_prefill", "gdn_decode"}
 
 
 def has_kernel(op: str) -> bool:
     return op in KERNEL_OPS
+
+
+# Model-level support of kernels that cover only some configurations: op -> fn(text_config, dtype) returning why the
+# kernel cannot run that model ("" when it can). Registered by the op modules; ``from_pretrained(backend="kernel")``
+# runs the reference for such ops (and logs it), while calling the op itself with backend="kernel" stays an error.
+MODEL_SUPPORT: dict[str, Callable[[object, torch.dtype], str]] = {}
+
+
+def kernel_supports_model(op: str, text_config, dtype: torch.dtype) -> bool:
+    check = MODEL_SUPPORT.get(op)
+    return has_kernel(op) and (check is None or not check(text_config, dtype))
 
 
 def no_kernel_yet(op: str, backend: str | None) -> None:

@@ -13,18 +13,23 @@ Shapes and dtypes (every function here):
     (float64 for float64 inputs); ``cu_seqlens`` int32/int64 ``[N+1]``: then ``B == 1`` and the N sequences are
     packed along T, otherwise N == B. Output ``o`` ``[B, T, Hv, V]`` in q's dtype.
 
-Kernels (ISSUE5): csrc/kernels/gdn/. Tests: tests/model/test_gdn_float64.py (and tests/kernels/ later).
+Kernels: csrc/kernels/gdn/ (design: csrc/kernels/gdn/README.md): the chunked scan (float16/bfloat16, K = V = 128)
+and the recurrent step (any float dtype, K = V = 128). Tests: tests/model/test_gdn_float64.py (references),
+tests/kernels/test_gdn_chunk*.py, tests/kernels/test_gdn_recurrent.py. Bench: bench/gdn.py.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import _checks
-from ._backend import no_kernel_yet
+from . import _checks, _gdn_pack
+from ._backend import use_kernel
 
 GDN_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 CHUNK_SIZE = 64
+KERNEL_HEAD_DIM = 128            # the kernels' K = V (every Qwen3.5 size)
+SHORTCUT_LOG_DECAY = -12.0       # split prefill: segments may start from a warm-up once it decays below this
+AUTO_SEGMENT = 0                 # split prefill: segment length chosen by the kernel from the SM count
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -140,8 +145,9 @@ def _chunk_scan(q, k, v, g, beta, state, chunk: int = CHUNK_SIZE):
     return o.reshape(N, H, n * chunk, V)[:, :, :L], state
 
 
-def _recurrent_scan(q, k, v, g, beta, state):
-    """Token-by-token recurrence for [N, H, L, .] tensors; returns (o, final state)."""
+def _recurrent_scan(q, k, v, g, beta, state, states_out=None):
+    """Token-by-token recurrence for [N, H, L, .] tensors; returns (o, final state). ``states_out`` (a list)
+    receives the state after every token, [N, H, K, V] each."""
     o = torch.empty_like(v)
     for t in range(q.shape[2]):
         state = state * g[:, :, t].exp()[..., None, None]
@@ -149,17 +155,20 @@ def _recurrent_scan(q, k, v, g, beta, state):
         delta = (v[:, :, t] - kv) * beta[:, :, t, None]
         state = state + k[:, :, t, :, None] * delta[:, :, None, :]
         o[:, :, t] = (state * q[:, :, t, :, None]).sum(-2)
+        if states_out is not None:
+            states_out.append(state)
     return o, state
 
 
-def _run_reference(scan, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm):
+def _run_reference(scan, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm,
+                   states_out=None):
     B, T = q.shape[:2]
     Hv, K, V = v.shape[2], q.shape[3], v.shape[3]
     (qp, kp, vp, gp, bp), gather = _prepare(q, k, v, g, beta, scale, use_qk_l2norm, cu_seqlens)
     n = qp.shape[0]
     state = (initial_state.to(qp.dtype).clone() if initial_state is not None
              else qp.new_zeros(n, Hv, K, V))
-    o, state = scan(qp, kp, vp, gp, bp, state)
+    o, state = scan(qp, kp, vp, gp, bp, state) if states_out is None else scan(qp, kp, vp, gp, bp, state, states_out)
     o = _from_padded(o.transpose(1, 2), gather, T).to(q.dtype)                # [B, T, Hv, V]
     return o, (state if output_final_state else None)
 
@@ -173,10 +182,29 @@ def chunk_gated_delta_rule_reference(q, k, v, g, beta, scale=None, initial_state
 
 def fused_recurrent_gated_delta_rule_reference(q, k, v, g, beta, scale=None, initial_state=None,
                                                output_final_state=False, cu_seqlens=None,
-                                               use_qk_l2norm_in_kernel=False):
+                                               use_qk_l2norm_in_kernel=False, output_intermediate_states=False):
     """Pure-torch token-by-token recurrence in fp32 (float64 for float64 inputs). Same contract as the wrapper."""
-    return _run_reference(_recurrent_scan, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
-                          use_qk_l2norm_in_kernel)
+    if not output_intermediate_states:
+        return _run_reference(_recurrent_scan, q, k, v, g, beta, scale, initial_state, output_final_state,
+                              cu_seqlens, use_qk_l2norm_in_kernel)
+    states: list[torch.Tensor] = []
+    o, final = _run_reference(_recurrent_scan, q, k, v, g, beta, scale, initial_state, output_final_state,
+                              cu_seqlens, use_qk_l2norm_in_kernel, states)
+    B, T, Hv, K, V = q.shape[0], q.shape[1], v.shape[2], q.shape[3], v.shape[3]
+    if not states:
+        return o, final, q.new_zeros((B, T, Hv, K, V), dtype=_compute_dtype(q))
+    stacked = torch.stack(states, dim=1)                                      # [N, Lmax, Hv, K, V]
+    _, gather = _to_padded(q, cu_seqlens)
+    return o, final, _from_padded(stacked, gather, T)
+
+
+def _kernel_support(q: torch.Tensor, v: torch.Tensor, dtypes) -> tuple[bool, str]:
+    if q.dtype not in dtypes:
+        names = "/".join(str(d)[6:] for d in dtypes)
+        return False, f"q has dtype {str(q.dtype)[6:]} (the kernel takes {names})"
+    if q.shape[-1] != KERNEL_HEAD_DIM or v.shape[-1] != KERNEL_HEAD_DIM:
+        return False, f"head dims K={q.shape[-1]}, V={v.shape[-1]} (the kernel supports K = V = {KERNEL_HEAD_DIM})"
+    return True, ""
 
 
 def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
@@ -193,22 +221,53 @@ def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g:
         use_qk_l2norm_in_kernel: L2-normalise q and k per head (eps 1e-6 inside the rsqrt) in fp32 first.
     Returns:
         ``(o [B, T, Hv, V] in q's dtype, final_state [N, Hv, K, V] float32 or None)``.
+    Kernel: float16/bfloat16 with K = V = 128 (others: the reference under ``auto``, an error under ``kernel``).
     """
-    _check("chunk_gated_delta_rule", q, k, v, g, beta, scale, initial_state, cu_seqlens)
-    no_kernel_yet("chunk_gated_delta_rule", backend)
-    return chunk_gated_delta_rule_reference(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
-                                            use_qk_l2norm_in_kernel)
+    op = "chunk_gated_delta_rule"
+    _check(op, q, k, v, g, beta, scale, initial_state, cu_seqlens)
+    supported, why = _kernel_support(q, v, (torch.float16, torch.bfloat16))
+    if not use_kernel(op, backend, q.device, supported, why):
+        return chunk_gated_delta_rule_reference(q, k, v, g, beta, scale, initial_state, output_final_state,
+                                                cu_seqlens, use_qk_l2norm_in_kernel)
+    args = _gdn_pack.pack_fla(q, k, v, g, beta, scale, initial_state, cu_seqlens, True)
+    o = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    final = _gdn_pack.empty_state(args.cu_seqlens.numel() - 1, v.shape[2], q.device) if output_final_state else None
+    torch.ops.qwen35_native.chunk_gated_delta_rule(*args.tensors, args.scale, args.initial_state, args.cu_seqlens,
+                                                   use_qk_l2norm_in_kernel, AUTO_SEGMENT, SHORTCUT_LOG_DECAY,
+                                                   o.view(-1, v.shape[2], v.shape[3]), final)
+    return o, final
 
 
 def fused_recurrent_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
                                      beta: torch.Tensor, scale: float | None = None,
                                      initial_state: torch.Tensor | None = None, output_final_state: bool = False,
                                      cu_seqlens: torch.Tensor | None = None, use_qk_l2norm_in_kernel: bool = False,
-                                     backend: str | None = None):
+                                     output_intermediate_states: bool = False, backend: str | None = None):
     """Gated delta rule token by token (decode steps, a few tokens per sequence). Same contract as
     :func:`chunk_gated_delta_rule`; for the in-place, slot-indexed decode step of the model see
-    ``ops.gdn_layer.gdn_decode``."""
-    _check("fused_recurrent_gated_delta_rule", q, k, v, g, beta, scale, initial_state, cu_seqlens)
-    no_kernel_yet("fused_recurrent_gated_delta_rule", backend)
-    return fused_recurrent_gated_delta_rule_reference(q, k, v, g, beta, scale, initial_state, output_final_state,
-                                                      cu_seqlens, use_qk_l2norm_in_kernel)
+    ``ops.gdn_layer.gdn_decode``.
+
+    ``output_intermediate_states=True`` (speculative verification: k draft tokens per sequence) also returns the
+    state after every token, ``[B, T, Hv, K, V]`` float32 (packed like q), as a third result; the caller keeps the
+    one of the last accepted token (nothing is written back).
+    Kernel: float32/float16/bfloat16 with K = V = 128.
+    """
+    op = "fused_recurrent_gated_delta_rule"
+    _check(op, q, k, v, g, beta, scale, initial_state, cu_seqlens)
+    supported, why = _kernel_support(q, v, (torch.float32, torch.float16, torch.bfloat16))
+    if not use_kernel(op, backend, q.device, supported, why):
+        return fused_recurrent_gated_delta_rule_reference(q, k, v, g, beta, scale, initial_state, output_final_state,
+                                                          cu_seqlens, use_qk_l2norm_in_kernel,
+                                                          output_intermediate_states)
+    args = _gdn_pack.pack_fla(q, k, v, g, beta, scale, initial_state, cu_seqlens, False)
+    B, T, Hv, V = v.shape
+    n = cu_seqlens.numel() - 1 if cu_seqlens is not None else B
+    o = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    final = _gdn_pack.empty_state(n, Hv, q.device) if output_final_state else None
+    states = _gdn_pack.empty_state(B * T, Hv, q.device) if output_intermediate_states else None
+    torch.ops.qwen35_native.fused_recurrent_gated_delta_rule(*args.tensors, args.scale, args.initial_state,
+                                                             args.cu_seqlens, B, use_qk_l2norm_in_kernel,
+                                                             o.view(B * T, Hv, V), final, states)
+    if not output_intermediate_states:
+        return o, final
+    return o, final, states.view(B, T, Hv, q.shape[3], V)

@@ -10,7 +10,8 @@ Layouts:
     ``[num_slots, C, W - 1]`` in x's dtype, column ``W - 2`` is the newest input; sequence n owns slot
     ``slots[n]``.
 
-Kernels (ISSUE5): csrc/kernels/gdn/. Tests: tests/model/test_ops_gdn_layer.py.
+Kernels: csrc/kernels/gdn/causal_conv1d.cu (widths 2..4). Tests: tests/model/test_ops_gdn_layer.py (vs HF),
+tests/kernels/test_gdn_conv.py (kernels).
 """
 
 from __future__ import annotations
@@ -19,9 +20,22 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
-from ._backend import no_kernel_yet
+from ._backend import use_kernel
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_KERNEL_WIDTHS = (2, 3, 4)
+
+
+def _kernel_support(weight, conv_state) -> tuple[bool, str]:
+    if weight.shape[1] not in _KERNEL_WIDTHS:
+        return False, f"kernel width {weight.shape[1]} (the kernel supports 2..4)"
+    if conv_state is not None and not conv_state.is_contiguous():
+        return False, "conv_state is not contiguous (the kernel updates the cache in place)"
+    return True, ""
+
+
+def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
+    return x if x.shape[-1] <= 1 or x.stride(-1) == 1 else x.contiguous()
 
 
 def _check_common(op, x, weight, activation):
@@ -106,8 +120,16 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, cu_seqlens: torch.Tenso
         if has_initial_state.numel() != n or conv_state is None:
             _checks.fail(op, f"has_initial_state must have {n} entries and come with conv_state, got shape "
                              f"{list(has_initial_state.shape)}")
-    no_kernel_yet(op, backend)
-    return causal_conv1d_reference(x, weight, cu_seqlens, conv_state, slots, has_initial_state, activation)
+    supported, why = _kernel_support(weight, conv_state)
+    if not use_kernel(op, backend, x.device, supported, why):
+        return causal_conv1d_reference(x, weight, cu_seqlens, conv_state, slots, has_initial_state, activation)
+    cu = cu_seqlens.contiguous() if cu_seqlens is not None else None
+    slots = slots.contiguous() if slots is not None else None
+    has_init = has_initial_state.contiguous() if has_initial_state is not None else None
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    torch.ops.qwen35_native.causal_conv1d(_last_dim_contiguous(x), weight.contiguous(), cu, conv_state, slots,
+                                          has_init, activation == "silu", y)
+    return y
 
 
 def causal_conv1d_update_reference(x, conv_state, weight, slots, activation="silu"):
@@ -133,5 +155,10 @@ def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torc
     op = "causal_conv1d_update"
     _check_common(op, x, weight, activation)
     _check_state(op, conv_state, slots, x.shape[0], x, weight.shape[1])
-    no_kernel_yet(op, backend)
-    return causal_conv1d_update_reference(x, conv_state, weight, slots, activation)
+    supported, why = _kernel_support(weight, conv_state)
+    if not use_kernel(op, backend, x.device, supported, why):
+        return causal_conv1d_update_reference(x, conv_state, weight, slots, activation)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    torch.ops.qwen35_native.causal_conv1d_update(_last_dim_contiguous(x), conv_state, weight.contiguous(),
+                                                 slots.contiguous(), activation == "silu", y)
+    return y

@@ -10,7 +10,9 @@ Cache layouts (DESIGN.md §4), one pair per GDN layer:
 Sizes are read from the tensors: ``Hv = A_log.numel()``, ``V = norm_weight.numel()``, ``K = ssm_state.shape[2]``,
 ``Hk = (conv_dim - Hv * V) / (2 * K)``; the q|k|v channel order is ``[Hk*K | Hk*K | Hv*V]``, head-major.
 
-Kernels (ISSUE5): csrc/kernels/gdn/. Tests: tests/model/test_ops_gdn_layer.py.
+Kernels: csrc/kernels/gdn/ (gdn_prefill: conv + chunk scan, gdn_decode: conv update + recurrent step; K = V = 128,
+conv widths 2..4; the prefill scan takes float16/bfloat16). Tests: tests/model/test_ops_gdn_layer.py (vs HF),
+tests/kernels/test_gdn_layer.py, tests/kernels/test_gdn_norm_gating.py.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
-from ._backend import no_kernel_yet
-from .gdn import chunk_gated_delta_rule_reference, fused_recurrent_gated_delta_rule_reference
+from ._backend import MODEL_SUPPORT, use_kernel
+from .gdn import (
+    AUTO_SEGMENT,
+    KERNEL_HEAD_DIM,
+    SHORTCUT_LOG_DECAY,
+    chunk_gated_delta_rule_reference,
+    fused_recurrent_gated_delta_rule_reference,
+)
 from .gdn_conv import causal_conv1d_reference, causal_conv1d_update_reference
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -51,8 +59,20 @@ def gdn_gating(a: torch.Tensor, b: torch.Tensor, A_log: torch.Tensor, dt_bias: t
         _checks.check_shape(op, name, t, [a.shape[-1]], "[Hv]")
         _checks.check_same_device(op, name, t, a, "a")
     _checks.check_same_device(op, "b", b, a, "a")
-    no_kernel_yet(op, backend)
-    return gdn_gating_reference(a, b, A_log, dt_bias)
+    if not use_kernel(op, backend, a.device):
+        return gdn_gating_reference(a, b, A_log, dt_bias)
+    g = torch.empty(a.shape, dtype=torch.float32, device=a.device)
+    beta = torch.empty(a.shape, dtype=b.dtype, device=a.device)
+    hv = a.shape[-1]
+    torch.ops.qwen35_native.gdn_gating(_rows(a, hv), _rows(b, hv), A_log.contiguous(), dt_bias.contiguous(),
+                                       g.view(-1, hv), beta.view(-1, hv))
+    return g, beta
+
+
+def _rows(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x [..., width]`` as rows ``[n, width]`` with contiguous columns (a view when the layout allows)."""
+    rows = x.reshape(-1, width)
+    return rows if width <= 1 or rows.stride(1) == 1 else rows.contiguous()
 
 
 def gated_rms_norm_reference(x, z, weight, eps=1e-6):
@@ -81,8 +101,14 @@ def gated_rms_norm(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: 
     _checks.check_shape(op, "weight", weight, [x.shape[-1]], "[V]")
     for name, t in (("z", z), ("weight", weight)):
         _checks.check_same_device(op, name, t, x, "x")
-    no_kernel_yet(op, backend)
-    return gated_rms_norm_reference(x, z, weight, eps)
+    if not eps >= 0:
+        _checks.fail(op, f"eps must be >= 0, got {eps}")
+    if not use_kernel(op, backend, x.device):
+        return gated_rms_norm_reference(x, z, weight, eps)
+    v = x.shape[-1]
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    torch.ops.qwen35_native.gated_rms_norm(_rows(x, v), _rows(z, v), weight.contiguous(), float(eps), y.view(-1, v))
+    return y
 
 
 def _sizes(op, qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state, ssm_state):
@@ -163,6 +189,38 @@ def gdn_decode_reference(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_w
     return out.reshape(N, Hv * V)
 
 
+def _layer_kernel_support(mixed_qkv, conv_weight, conv_state, ssm_state, prefill: bool) -> tuple[bool, str]:
+    if prefill and mixed_qkv.dtype not in (torch.float16, torch.bfloat16):
+        return False, f"mixed_qkv has dtype {str(mixed_qkv.dtype)[6:]} (the prefill kernel takes float16/bfloat16)"
+    if ssm_state.shape[2] != KERNEL_HEAD_DIM or ssm_state.shape[3] != KERNEL_HEAD_DIM:
+        return False, f"head dims K={ssm_state.shape[2]}, V={ssm_state.shape[3]} (the kernels support K = V = 128)"
+    if conv_weight.shape[1] not in (2, 3, 4):
+        return False, f"conv kernel width {conv_weight.shape[1]} (the kernels support 2..4)"
+    if not (conv_state.is_contiguous() and ssm_state.is_contiguous()):
+        return False, "the state caches must be contiguous (the kernels update them in place)"
+    return True, ""
+
+
+def _model_support(prefill: bool):
+    """Whether the layer kernels cover a model (head dims, conv width, dtype): "" or why not."""
+    def why_not(cfg, dtype) -> str:
+        if prefill and dtype not in (torch.float16, torch.bfloat16):
+            return f"the prefill kernel takes float16/bfloat16, the model is {str(dtype)[6:]}"
+        if (cfg.linear_key_head_dim, cfg.linear_value_head_dim) != (KERNEL_HEAD_DIM, KERNEL_HEAD_DIM):
+            return f"the kernels support K = V = {KERNEL_HEAD_DIM}"
+        return "" if cfg.linear_conv_kernel_dim in (2, 3, 4) else "the kernels support conv widths 2..4"
+    return why_not
+
+
+MODEL_SUPPORT["gdn_prefill"] = _model_support(prefill=True)
+MODEL_SUPPORT["gdn_decode"] = _model_support(prefill=False)
+
+
+def _cols(t: torch.Tensor) -> torch.Tensor:
+    """A [T, C] tensor with contiguous columns (rows may stay strided: column slices of a fused projection)."""
+    return t if t.shape[1] <= 1 or t.stride(1) == 1 else t.contiguous()
+
+
 def _check_batch(op, mixed_qkv, conv_state, cu_seqlens, slots, has_initial_state):
     n = mixed_qkv.shape[0]
     if cu_seqlens is not None:
@@ -201,7 +259,14 @@ def gdn_prefill(mixed_qkv: torch.Tensor, z: torch.Tensor, a: torch.Tensor, b: to
     _check_batch(op, mixed_qkv, conv_state, cu_seqlens, slots, has_initial_state)
     if has_initial_state is None:
         _checks.fail(op, "has_initial_state must be a bool tensor [N]")
-    no_kernel_yet(op, backend)
+    supported, why = _layer_kernel_support(mixed_qkv, conv_weight, conv_state, ssm_state, prefill=True)
+    if use_kernel(op, backend, mixed_qkv.device, supported, why):
+        out = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+        torch.ops.qwen35_native.gdn_prefill(
+            _cols(mixed_qkv), _cols(z), _cols(a), _cols(b), conv_weight.contiguous(), A_log.contiguous(),
+            dt_bias.contiguous(), norm_weight.contiguous(), conv_state, ssm_state, cu_seqlens.contiguous(),
+            slots.contiguous(), has_initial_state.contiguous(), float(eps), AUTO_SEGMENT, SHORTCUT_LOG_DECAY, out)
+        return out
     return gdn_prefill_reference(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state,
                                  ssm_state, cu_seqlens, slots, has_initial_state, eps)
 
@@ -218,6 +283,12 @@ def gdn_decode(mixed_qkv: torch.Tensor, z: torch.Tensor, a: torch.Tensor, b: tor
     op = "gdn_decode"
     _sizes(op, mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state, ssm_state)
     _check_batch(op, mixed_qkv, conv_state, None, slots, None)
-    no_kernel_yet(op, backend)
+    supported, why = _layer_kernel_support(mixed_qkv, conv_weight, conv_state, ssm_state, prefill=False)
+    if use_kernel(op, backend, mixed_qkv.device, supported, why):
+        out = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+        torch.ops.qwen35_native.gdn_decode(
+            _cols(mixed_qkv), _cols(z), _cols(a), _cols(b), conv_weight.contiguous(), A_log.contiguous(),
+            dt_bias.contiguous(), norm_weight.contiguous(), conv_state, ssm_state, slots.contiguous(), float(eps), out)
+        return out
     return gdn_decode_reference(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state,
                                 ssm_state, slots, eps)

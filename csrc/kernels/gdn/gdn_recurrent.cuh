@@ -1,0 +1,88 @@
+// Gated delta rule, token by token (decode steps and short multi-token verification), MODEL_SPEC §3b.8:
+//   S = exp(g_t) S;  S += k_t (beta_t (v_t - S^T k_t))^T;  o_t = S^T (scale q_t)
+// with the gates computed inline from the raw a, b (raw_gates) or read precomputed, q/k L2 norm fused, the state
+// read from and written to cache slots (in place when state_in == state_out), optionally every intermediate state
+// written (speculative verification), and optionally the gated RMSNorm of the output row fused (gdn_decode).
+// Kernel: gdn_recurrent.cu. Torch glue: csrc/torch/gdn_ops.cpp. Python: ops/gdn.py, ops/gdn_layer.py. Tests:
+// tests/kernels/test_gdn_recurrent.py.
+#pragma once
+#include <cstdint>
+#include <type_traits>
+
+#include "q35/common.h"
+
+#include <cuda_runtime_api.h>
+
+namespace q35 {
+
+struct GdnRecurrentParams {
+  // sizes
+  int64_t num_seqs;        // N
+  int64_t num_tokens;      // packed tokens of all sequences
+  int64_t tokens_per_seq;  // without cu_seqlens: sequence n is tokens [n * L, (n + 1) * L)
+  int num_k_heads;         // Hk
+  int num_v_heads;         // Hv (multiple of Hk); K = V = 128
+  int num_sms;             // of the device (picks how many CTAs split the value columns of a head)
+  // inputs (token t of head h at ptr + t * token_stride + h * 128; the head dim contiguous)
+  const void* q_ptr;  // [tokens, Hk, K] T
+  const void* k_ptr;  // [tokens, Hk, K] T
+  const void* v_ptr;  // [tokens, Hv, V] T
+  const void* g_ptr;     // [tokens, Hv] float32 (g_fp32) or T: log decay (raw_gates: a, T)
+  const void* beta_ptr;  // [tokens, Hv] T or float32 (beta_fp32) (raw_gates: b, T)
+  const void* a_log_ptr;    // raw_gates: [Hv] T or float32
+  const void* dt_bias_ptr;  // raw_gates: [Hv] T or float32
+  const void* cu_seqlens_ptr;   // [N+1] int32/int64 or nullptr
+  const void* state_in_slots;   // [N] int32/int64 slot of sequence n in state_in (nullptr: n)
+  const void* state_out_slots;  // [N] slot in state_out (nullptr: n)
+  const float* state_in_ptr;    // [slots, Hv, K, V] float32 (nullptr: zeros)
+  const void* z_ptr;            // norm: [tokens, Hv, V] T gate of the gated RMSNorm (nullptr: no norm)
+  const void* norm_weight_ptr;  // norm: [V] T or float32
+  // outputs
+  void* out_ptr;              // [tokens, Hv, V] T: o, or the gated norm of o
+  float* state_out_ptr;       // [slots, Hv, K, V] float32, may alias state_in_ptr (nullptr: not written)
+  float* intermediate_ptr;    // [tokens, Hv, K, V] float32 state after each token (nullptr: not written)
+  int* counters_ptr;          // norm with > 1 CTA per head: [tokens * Hv] int32 zeros (gdn_recurrent_slices)
+  // strides (elements)
+  int64_t q_token_stride;
+  int64_t k_token_stride;
+  int64_t v_token_stride;
+  int64_t g_token_stride;
+  int64_t beta_token_stride;
+  int64_t z_token_stride;
+  int64_t out_token_stride;
+  // scalars
+  float scale;
+  float eps;  // of the gated norm
+  bool l2norm;
+  bool raw_gates;
+  bool g_fp32;
+  bool beta_fp32;
+  bool a_log_fp32;
+  bool dt_bias_fp32;
+  bool norm_weight_fp32;
+  bool cu_seqlens_int64;
+  bool slots_int64;
+};
+static_assert(std::is_trivially_copyable_v<GdnRecurrentParams>);
+
+// CTAs per (sequence, value head): each owns 128 / slices value columns of the state. Enough CTAs to cover the
+// SMs at small batch (decode at tensor-parallel head counts), one per head once the batch fills the GPU.
+inline int gdn_recurrent_slices(const GdnRecurrentParams& p) {
+  constexpr int kMaxSlices = 16;
+  int slices = 1;
+  while (slices < kMaxSlices && p.num_seqs * p.num_v_heads * slices < p.num_sms) slices *= 2;
+  return slices;
+}
+
+#define Q35_FOR_EACH_GDN_RECURRENT_TYPES(X) X(float) X(__half) X(__nv_bfloat16)
+
+namespace cuda {
+template <typename T>
+cudaError_t launch_gdn_recurrent(const GdnRecurrentParams& params, cudaStream_t stream);
+}
+namespace emu {
+template <typename T>
+cudaError_t launch_gdn_recurrent(const GdnRecurrentParams& params, cudaStream_t stream);
+}
+
+}  // namespace q35

@@ -1,0 +1,127 @@
+"""The layer-level GDN entry points on the kernels (gdn_prefill: conv + chunked scan with gating, L2 norm and gated
+RMSNorm fused; gdn_decode: conv update + recurrent step with the same fusions) against the pure-torch layer
+references on the same bf16 inputs (which tests/model/test_ops_gdn_layer.py checks against HF), with the caches
+updated in place by slot; and the chunked prefill against the decode step fed the same sequence token by token.
+Kernels: csrc/kernels/gdn/. Glue: csrc/torch/gdn_layer_ops.cpp."""
+
+import pytest
+import torch
+from gdn_helpers import DEVICES, OUT_TOL, STATE_TOL, Guarded, cu_of, layer_inputs, rel, skip_without_cuda
+
+from qwen35_native import ops
+
+LENS = [1, 64, 130, 7]
+
+
+def _prefill_raw(qkv, z, a, b, w, st, cu, slots, init, segment_len=0):
+    out = Guarded((qkv.shape[0], z.shape[1]), qkv.dtype, qkv.device)
+    torch.ops.qwen35_native.gdn_prefill(qkv, z, a, b, *w.values(), st["conv_state"], st["ssm_state"], cu, slots,
+                                        init, 1e-6, segment_len, ops.gdn.SHORTCUT_LOG_DECAY, out.t)
+    out.check("gdn_prefill out")
+    return out.t
+
+
+def _decode_raw(qkv, z, a, b, w, st, slots):
+    out = Guarded((qkv.shape[0], z.shape[1]), qkv.dtype, qkv.device)
+    torch.ops.qwen35_native.gdn_decode(qkv, z, a, b, *w.values(), st["conv_state"], st["ssm_state"], slots, 1e-6,
+                                       out.t)
+    out.check("gdn_decode out")
+    return out.t
+
+
+def _cpu_copy(st):
+    return {key: t.cpu().clone() for key, t in st.items()}
+
+
+def _cpu(*ts):
+    return [t.cpu() for t in ts]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("heads, dtype", [((1, 2), torch.bfloat16), ((2, 8), torch.bfloat16), ((1, 2), torch.float16)],
+                         ids=["1x2-bf16", "2x8-bf16", "1x2-fp16-fp32-params"])
+def test_prefill_matches_reference(heads, dtype, device):
+    skip_without_cuda(device)
+    T = sum(LENS)
+    qkv, z, a, b, w, st = layer_inputs(T, *heads, slots=6, seed=heads[1], device=device, dtype=dtype)
+    if dtype == torch.float16:  # parameters stored in float32 (checkpoints may)
+        w["dt_bias"], w["norm_weight"] = w["dt_bias"].float(), w["norm_weight"].float()
+    cu = cu_of(LENS, device)
+    slots = torch.tensor([4, 0, 5, 2], dtype=torch.int32, device=device)
+    init = torch.tensor([True, False, True, False], device=device)
+    st["ssm_state"][[0, 2]] = float("nan")  # fresh sequences: overwritten, never read
+    st["conv_state"][[0, 2]] = float("nan")
+    ref_st = _cpu_copy(st)
+    untouched = _cpu_copy({"conv": st["conv_state"][[1, 3]], "ssm": st["ssm_state"][[1, 3]]})
+    out = _prefill_raw(qkv, z, a, b, w, st, cu, slots, init)
+    ref = ops.gdn_prefill_reference(*_cpu(qkv, z, a, b), *_cpu(*w.values()), ref_st["conv_state"],
+                                    ref_st["ssm_state"], cu.cpu(), slots.cpu(), init.cpu())
+    assert rel(out, ref) <= OUT_TOL, rel(out, ref)
+    used = slots.long().cpu()
+    assert torch.equal(st["conv_state"].cpu()[used], ref_st["conv_state"][used])
+    assert rel(st["ssm_state"].cpu()[used], ref_st["ssm_state"][used]) <= STATE_TOL
+    assert torch.equal(st["conv_state"][[1, 3]].cpu(), untouched["conv"])
+    assert torch.equal(st["ssm_state"][[1, 3]].cpu(), untouched["ssm"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batch", [1, 17])  # split value columns with the last-CTA norm / one CTA per head
+def test_decode_matches_reference(batch, device):
+    skip_without_cuda(device)
+    qkv, z, a, b, w, st = layer_inputs(batch, 2, 8, slots=batch + 3, seed=batch, device=device)
+    slots = torch.randperm(batch + 3, generator=torch.Generator().manual_seed(batch))[:batch].to(device)
+    ref_st = _cpu_copy(st)
+    out = _decode_raw(qkv, z, a, b, w, st, slots)
+    ref = ops.gdn_decode_reference(*_cpu(qkv, z, a, b), *_cpu(*w.values()), ref_st["conv_state"],
+                                   ref_st["ssm_state"], slots.cpu())
+    assert rel(out, ref) <= 1e-2, rel(out, ref)
+    assert torch.equal(st["conv_state"].cpu(), ref_st["conv_state"])
+    assert rel(st["ssm_state"].cpu(), ref_st["ssm_state"]) <= 1e-5
+
+
+def test_layer_two_orders(two_orders):
+    qkv, z, a, b, w, st = layer_inputs(80, 1, 2, slots=3, seed=3)
+
+    def prefill_then_decode():
+        s = {key: t.clone() for key, t in st.items()}
+        cu, slots = cu_of([70, 8]), torch.tensor([2, 0], dtype=torch.int32)
+        out = _prefill_raw(qkv[:78], z[:78], a[:78], b[:78], w, s, cu, slots, torch.tensor([True, False]))
+        dec = _decode_raw(qkv[78:], z[78:], a[78:], b[78:], w, s, slots)
+        return out, dec, s["conv_state"], s["ssm_state"]
+    two_orders(prefill_then_decode)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_decode_steps_agree_with_chunked_prefill(device):
+    """One sequence of 100 tokens: the chunked prefill over all of it vs a 1-token prefill and 99 decode steps."""
+    skip_without_cuda(device)
+    T = 100
+    qkv, z, a, b, w, st = layer_inputs(T, 1, 2, slots=2, seed=4, device=device)
+    whole = {key: t.clone() for key, t in st.items()}
+    one = torch.tensor([1], dtype=torch.int32, device=device)
+    out_chunk = _prefill_raw(qkv, z, a, b, w, whole, cu_of([T], device), one, torch.tensor([True], device=device))
+    steps = [_prefill_raw(qkv[:1], z[:1], a[:1], b[:1], w, st, cu_of([1], device), one,
+                          torch.tensor([True], device=device))]
+    for t in range(1, T):
+        steps.append(_decode_raw(qkv[t:t + 1], z[t:t + 1], a[t:t + 1], b[t:t + 1], w, st, one))
+    assert rel(torch.cat(steps), out_chunk) <= OUT_TOL
+    assert torch.equal(st["conv_state"], whole["conv_state"])
+    assert rel(st["ssm_state"][1], whole["ssm_state"][1]) <= STATE_TOL
+
+
+def test_layer_wrappers_pick_kernel_and_reference():
+    qkv, z, a, b, w, st = layer_inputs(9, 1, 2, slots=2, seed=5)
+    args = dict(cu_seqlens=cu_of([9]), slots=torch.tensor([1]), has_initial_state=torch.tensor([True]))
+    s1, s2 = _cpu_copy(st), _cpu_copy(st)
+    k_out = ops.gdn_prefill(qkv, z, a, b, **w, **s1, **args, backend="kernel")
+    r_out = ops.gdn_prefill(qkv, z, a, b, **w, **s2, **args, backend="reference")
+    assert rel(k_out, r_out) <= OUT_TOL and not torch.equal(k_out, r_out)
+    qkv32, z32, a32, b32 = (t.float() for t in (qkv, z, a, b))
+    w32 = {key: t.float() for key, t in w.items()}
+    s32 = {key: t.float() for key, t in st.items()}
+    with pytest.raises(ValueError, match="gdn_prefill: backend='kernel' does not support this input: mixed_qkv has "
+                                         "dtype float32"):
+        ops.gdn_prefill(qkv32, z32, a32, b32, **w32, **s32, **args, backend="kernel")
+    dec = ops.gdn_decode(qkv32[:1], z32[:1], a32[:1], b32[:1], **w32, **s32, slots=torch.tensor([0]),
+                         backend="kernel")  # the decode kernel takes float32
+    assert dec.shape == (1, 256) and not dec.isnan().any()
