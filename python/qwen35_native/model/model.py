@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .cache import ForwardBatch, ModelCache
+from .cache import KV_BLOCK_SIZE, ForwardBatch, ModelCache
 from .config import Qwen35Config
 from .layers import DecoderLayer, _param
 
@@ -56,8 +56,9 @@ class Qwen35ForCausalLM(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.embed_tokens if self.text_config.tie_word_embeddings else self.lm_head
 
-    def allocate_cache(self, num_blocks: int, block_size: int = 16, num_slots: int = 1) -> ModelCache:
-        """Paged KV cache (``num_blocks`` blocks of ``block_size`` tokens) and ``num_slots`` GDN state slots."""
+    def allocate_cache(self, num_blocks: int, block_size: int = KV_BLOCK_SIZE, num_slots: int = 1) -> ModelCache:
+        """Paged KV cache (``num_blocks`` blocks of ``block_size`` tokens; the attention kernels want 64, see
+        ``ops/attention.py``) and ``num_slots`` GDN state slots."""
         return ModelCache.allocate(self.text_config, num_blocks, block_size, num_slots, self.device, self.dtype)
 
     def _check_ids(self, input_ids: torch.Tensor) -> None:
@@ -151,7 +152,7 @@ class Qwen35ForCausalLM(nn.Module):
         return out
 
     def _packed_forward(self, input_ids: torch.Tensor, lens: list[int]) -> torch.Tensor:
-        block = 64
+        block = KV_BLOCK_SIZE
         blocks = [(n + block - 1) // block for n in lens]
         cache = self.allocate_cache(num_blocks=sum(blocks), block_size=block, num_slots=len(lens))
         table = torch.zeros(len(lens), max(blocks), dtype=torch.int32)
