@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks
-from . import _backend
+from . import _backend, _checks
 from ._backend import use_kernel
 from .attention_prep import check_kv_cache
 
