@@ -19,25 +19,27 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kEmulatedSms = 132;  // CPU tensors: plan the decode splits as for an H100
 
+// Calls f(TypeTag<T>, integral_constant<int, D>) for a 16-bit dtype and a head dim with kernels (all_dims: the
+// varlen kernel's 64, 72 and 256; else 256 only, the paged kernels').
 template <typename F>
-void dispatch_attention(const char* op, c10::ScalarType st, int64_t head_dim, bool decode, F&& f) {
+void dispatch_attention(const char* op, c10::ScalarType st, int64_t head_dim, bool all_dims, F&& f) {
   TORCH_CHECK(st == at::kHalf || st == at::kBFloat16, "qwen35_native.", op,
               ": the kernel needs q of dtype float16 or bfloat16, got ", c10::toString(st));
   dispatch_float_dtype(st, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (!std::is_same_v<T, float>) {
       if (head_dim == 256) return f(tag, std::integral_constant<int, 256>{});
-      if (!decode && head_dim == 64) return f(tag, std::integral_constant<int, 64>{});
-      if (!decode && head_dim == 72) return f(tag, std::integral_constant<int, 72>{});
+      if (all_dims && head_dim == 64) return f(tag, std::integral_constant<int, 64>{});
+      if (all_dims && head_dim == 72) return f(tag, std::integral_constant<int, 72>{});
     }
-    TORCH_CHECK(false, "qwen35_native.", op, ": the kernel supports head_dim ", decode ? "256" : "64, 72 or 256",
+    TORCH_CHECK(false, "qwen35_native.", op, ": the kernel supports head_dim ", all_dims ? "64, 72 or 256" : "256",
                 ", got ", head_dim);
   });
 }
 
 template <bool kOnCuda>
 void run_prefill(const AttentionPrefillParams& p, c10::ScalarType st, const at::Tensor& q, const char* op) {
-  dispatch_attention(op, st, p.head_dim, false, [&](auto tag, auto dim) {
+  dispatch_attention(op, st, p.head_dim, p.block_tables_ptr == nullptr, [&](auto tag, auto dim) {
     using T = typename decltype(tag)::type;
     if constexpr (kOnCuda) {
 #if defined(Q35_WITH_CUDA)
@@ -179,7 +181,7 @@ void paged_decode_attention_impl(const at::Tensor& q, const at::Tensor& k_cache,
     p.partial_o_ptr = partial_o.data_ptr<float>();
     p.partial_lse_ptr = partial_lse.data_ptr<float>();
   }
-  dispatch_attention(op, q.scalar_type(), D, true, [&](auto tag, auto dim) {
+  dispatch_attention(op, q.scalar_type(), D, false, [&](auto tag, auto dim) {
     using T16 = typename decltype(tag)::type;
     if constexpr (kOnCuda) {
 #if defined(Q35_WITH_CUDA)

@@ -14,7 +14,7 @@ GATE_FLAGS = (ROOT / "cmake" / "ptxas_gate_flags.txt").read_text().strip()
 
 # Substrings of mangled kernel names that must contain tensor-core instructions (HMMA on sm_80, HMMA or HGMMA on
 # sm_90a). Each tensor-core kernel adds itself here when it lands.
-TENSOR_CORE_KERNELS: list[str] = []
+TENSOR_CORE_KERNELS: list[str] = ["prefill_attention_kernel", "decode_attention_kernel"]
 
 LOCAL_MEMORY_KERNEL = r"""
 __global__ void uses_local_memory(float* out, const int* idx) {
@@ -66,8 +66,30 @@ def _extension():
     return lib
 
 
+def _nvdisasm_env() -> dict[str, str]:
+    """cuobjdump --dump-sass runs nvdisasm: from PATH, the CUDA toolkit, or a wheel that bundles one (triton)."""
+    import os
+
+    env = dict(os.environ)
+    if shutil.which("nvdisasm"):
+        return env
+    cands = [Path("/usr/local/cuda/bin/nvdisasm")]
+    try:
+        import triton
+
+        cands.append(Path(triton.__path__[0]) / "backends" / "nvidia" / "bin" / "nvdisasm")
+    except ImportError:
+        pass
+    for cand in cands:
+        if cand.exists():
+            env["PATH"] = f"{cand.parent}{os.pathsep}{env.get('PATH', '')}"
+            return env
+    pytest.skip("nvdisasm not found (cuobjdump --dump-sass needs it): install the CUDA toolkit's nvdisasm")
+
+
 def _sass_by_function(lib: Path) -> dict[str, str]:
-    out = subprocess.run([_cuobjdump(), "--dump-sass", str(lib)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([_cuobjdump(), "--dump-sass", str(lib)], capture_output=True, text=True, check=True,
+                         env=_nvdisasm_env()).stdout
     funcs, name = {}, None
     for line in out.splitlines():
         if line.strip().startswith("Function :"):

@@ -76,7 +76,8 @@ struct AttentionDecodeParams {
 };
 static_assert(std::is_trivially_copyable_v<AttentionDecodeParams>);
 
-// Head dims with kernels: prefill/varlen 64 and 72 (vision towers) and 256 (text); decode 256.
+// Head dims with kernels: varlen 64 and 72 (vision towers) and 256; paged prefill and decode 256 (text).
+constexpr bool kPrefillPagedHeadDim(int head_dim) { return head_dim == 256; }
 #define Q35_FOR_EACH_PREFILL_ATTENTION_CONFIG(X) \
   X(__half, 64) X(__half, 72) X(__half, 256) X(__nv_bfloat16, 64) X(__nv_bfloat16, 72) X(__nv_bfloat16, 256)
 #define Q35_FOR_EACH_DECODE_ATTENTION_CONFIG(X) X(__half, 256) X(__nv_bfloat16, 256)

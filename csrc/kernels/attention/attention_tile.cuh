@@ -43,9 +43,18 @@ struct Head {
   }
 };
 
+// Where a sequence's key/value rows live. A compile-time choice: each kernel instantiation has exactly one
+// address path in its loop (the prefill loop has no registers to spare for a second one).
+enum class KvLayout {
+  kContiguous,  // varlen: rows cu[n] + j of k/v [T, Hkv, D]
+  kPagedTile,   // paged cache, blocks of >= 64 tokens: a 64-aligned key tile lies in one block (one table read)
+  kPagedRows,   // paged cache, smaller blocks: one table read per row
+};
+
 // Row j of the current sequence's keys/values -> element offset of its kv-head row in the K (or V) tensor.
+template <KvLayout kLayout>
 struct KvRows {
-  const int32_t* table;  // paged: this sequence's block-table row; nullptr: contiguous rows starting at `first`
+  const int32_t* table;  // paged: this sequence's block-table row
   int64_t first;         // contiguous: element offset of the sequence's row 0
   int64_t token_stride;  // elements between consecutive tokens (paged: between cache slots, Hkv * D)
   int64_t head_offset;   // kv head * D
@@ -53,11 +62,12 @@ struct KvRows {
   int len;               // rows that exist (the KV length); rows >= len are zero-filled
 
   __device__ __forceinline__ int64_t offset(int j) const {
-    if (table) {
+    if constexpr (kLayout == KvLayout::kContiguous) {
+      return first + static_cast<int64_t>(j) * token_stride + head_offset;
+    } else {
       const int64_t page = table[j >> block_shift];
       return ((page << block_shift) + (j & ((1 << block_shift) - 1))) * token_stride + head_offset;
     }
-    return first + static_cast<int64_t>(j) * token_stride + head_offset;
   }
 };
 
@@ -74,22 +84,80 @@ struct QRows {
   }
 };
 
-// cp.async of kRows tile rows (row r = source row row0 + r) into a Head<D> tile; missing rows and pad columns
-// are zero-filled (so P = 0 times a stale V row can never make a NaN). All threads of the CTA call it.
-template <int D, int kRows, typename T, typename Rows>
-__device__ __forceinline__ void load_tile_async(T* tile, const T* __restrict__ src, const Rows& rows, int row0,
-                                                int row_count) {
+// One 16-byte chunk of a tile row: cp.async from src (a row start), or a zero-fill for a missing row (nullptr)
+// or a pad column (no bytes read). One instruction either way: the source size selects, no branch.
+template <typename H, typename T>
+__device__ __forceinline__ void copy_chunk(T* dst, const T* src, int ch, const T* any_global) {
+  const bool data = src && (H::kDataChunks == H::kChunks || ch < H::kDataChunks);
+  ptx::cp_async_16_zfill(dst, data ? src + ch * kChunkElems : any_global, data ? kVecBytes : 0);
+}
+
+// cp.async of kRows tile rows into a Head<D> tile; row_src(r) gives the global start of row r or nullptr (zero
+// row: P = 0 times a stale V row can then never make a NaN). All threads of the CTA call it. When the CTA's
+// threads cover whole rows (D = 64, 128, 256), thread t always copies chunk t % chunks of rows t / chunks + k *
+// (threads / chunks): the loop unrolls and the row addresses are warp-uniform.
+template <int D, int kRows, typename T, typename RowSrc>
+__device__ __forceinline__ void load_tile_async(T* tile, const T* any_global, RowSrc&& row_src) {
   using H = Head<D>;
-  for (int c = threadIdx.x; c < kRows * H::kChunks; c += kThreads) {
-    const int r = c / H::kChunks;
-    const int ch = c % H::kChunks;
-    T* dst = tile + H::offset(r, ch);
-    if (row0 + r < row_count && ch < H::kDataChunks) {
-      ptx::cp_async_16(dst, src + rows.offset(row0 + r) + ch * kChunkElems);
-    } else {
-      ptx::cp_async_16_zfill(dst, src, 0);
+  if constexpr (kThreads % H::kChunks == 0) {
+    constexpr int kRowsPerIter = kThreads / H::kChunks;
+    static_assert(kRows % kRowsPerIter == 0, "whole rows per pass");
+    const int ch = threadIdx.x % H::kChunks;
+    const int r0 = threadIdx.x / H::kChunks;
+#pragma unroll
+    for (int i = 0; i < kRows / kRowsPerIter; ++i) {
+      const int r = r0 + i * kRowsPerIter;
+      copy_chunk<H>(tile + H::offset(r, ch), row_src(r), ch, any_global);
+    }
+  } else {
+    for (int c = threadIdx.x; c < kRows * H::kChunks; c += kThreads) {
+      const int r = c / H::kChunks;
+      const int ch = c % H::kChunks;
+      copy_chunk<H>(tile + H::offset(r, ch), row_src(r), ch, any_global);
     }
   }
+}
+
+// Rows r = 0..kRows-1 at row0 + r * stride (r < valid; zero rows after) into a tile. The whole-row path walks
+// one pointer per thread (a hoisted pointer per row would cost 32 registers the attention loop does not have).
+template <int D, int kRows, typename T>
+__device__ __forceinline__ void load_strided_rows_async(T* tile, const T* row0, int64_t stride, int valid,
+                                                        const T* any_global) {
+  using H = Head<D>;
+  if constexpr (kThreads % H::kChunks == 0) {
+    constexpr int kRowsPerIter = kThreads / H::kChunks;
+    const int ch = threadIdx.x % H::kChunks;
+    const int r0 = threadIdx.x / H::kChunks;
+    const bool data_col = H::kDataChunks == H::kChunks || ch < H::kDataChunks;
+    const T* src = row0 + r0 * stride + ch * kChunkElems;
+#pragma unroll
+    for (int i = 0; i < kRows / kRowsPerIter; ++i) {
+      const int r = r0 + i * kRowsPerIter;
+      const bool ok = data_col && r < valid;
+      ptx::cp_async_16_zfill(tile + H::offset(r, ch), ok ? src : any_global, ok ? kVecBytes : 0);
+      src += kRowsPerIter * stride;
+    }
+  } else {
+    load_tile_async<D, kRows>(tile, any_global, [&](int r) { return r < valid ? row0 + r * stride : nullptr; });
+  }
+}
+
+// The 64 key (or value) rows j0.. (64-aligned) of a sequence into a tile.
+template <int D, typename T, KvLayout kLayout>
+__device__ __forceinline__ void load_kv_tile_async(T* tile, const T* __restrict__ src, const KvRows<kLayout>& kv,
+                                                   int j0) {
+  const int valid = kv.len - j0;  // rows that exist
+  if constexpr (kLayout == KvLayout::kPagedRows) {
+    load_tile_async<D, kTileKeys>(tile, src, [&](int r) { return r < valid ? src + kv.offset(j0 + r) : nullptr; });
+  } else {
+    load_strided_rows_async<D, kTileKeys>(tile, src + kv.offset(j0), kv.token_stride, valid, src);
+  }
+}
+
+// The packed query rows m0.. (kRows of them) into a tile.
+template <int D, int kRows, typename T>
+__device__ __forceinline__ void load_q_tile_async(T* tile, const T* __restrict__ q, const QRows& rows, int m0) {
+  load_tile_async<D, kRows>(tile, q, [&](int r) { return m0 + r < rows.total ? q + rows.offset(m0 + r) : nullptr; });
 }
 
 template <typename T>
@@ -165,9 +233,12 @@ __device__ __forceinline__ void mask_scores(float (&s)[kKeys / kMmaN][4], int ke
 }
 
 // Online softmax: folds the scores s into the running max/sum, rescales O, and turns s into p = exp2(s*c - m*c)
-// with c = scale * log2(e). A row that has seen only masked keys keeps m = -inf and p = 0.
+// with c = scale * log2(e). A row that has seen only masked keys keeps m = -inf and p = 0. When no row of the
+// warp raised its max (most tiles after the first few), alpha is exactly 1 and the O rescale (128 FMULs at
+// D = 256) is skipped.
 template <int D, int kKeys>
 __device__ __forceinline__ void online_softmax(WarpState<D>& st, float (&s)[kKeys / kMmaN][4], float scale_log2) {
+  float alpha[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float mx = kNegInf;
@@ -177,7 +248,7 @@ __device__ __forceinline__ void online_softmax(WarpState<D>& st, float (&s)[kKey
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
     const float m_new = fmaxf(st.m[r], mx);
     const float base = m_new == kNegInf ? 0.0f : m_new * scale_log2;
-    const float alpha = exp2f(fmaf(st.m[r], scale_log2, -base));
+    alpha[r] = m_new == st.m[r] ? 1.0f : exp2f(fmaf(st.m[r], scale_log2, -base));
     st.m[r] = m_new;
     float sum = 0.0f;
 #pragma unroll
@@ -188,32 +259,46 @@ __device__ __forceinline__ void online_softmax(WarpState<D>& st, float (&s)[kKey
         sum += s[nt][e];
       }
     }
-    st.l[r] = fmaf(st.l[r], alpha, sum);
+    st.l[r] = fmaf(st.l[r], alpha[r], sum);
+  }
+  if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
     for (int nt = 0; nt < Head<D>::kNTiles; ++nt) {
-      st.o[nt][2 * r] *= alpha;
-      st.o[nt][2 * r + 1] *= alpha;
+      st.o[nt][0] *= alpha[0];
+      st.o[nt][1] *= alpha[0];
+      st.o[nt][2] *= alpha[1];
+      st.o[nt][3] *= alpha[1];
     }
   }
 }
 
-// O += P V[key0, +kKeys): P (fp32 C fragments) is rounded to T and reused as A fragments (two 8-key n-tiles make
-// one 16-key k-step); V rows are read transposed with ldmatrix.trans.
+// P (fp32 C fragments of 8-key n-tiles) rounded to T as A fragments of 16-key k-steps: n-tiles 2k and 2k + 1
+// make k-step k. Packing right after the softmax halves the registers P holds while the next tile's loads issue.
+template <typename T, int kKeys>
+__device__ __forceinline__ void pack_p(uint32_t (&a)[kKeys / kMmaK][4], const float (&p)[kKeys / kMmaN][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kKeys / kMmaK; ++kk) {
+    a[kk][0] = pack2<T>(p[2 * kk][0], p[2 * kk][1]);
+    a[kk][1] = pack2<T>(p[2 * kk][2], p[2 * kk][3]);
+    a[kk][2] = pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+    a[kk][3] = pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+  }
+}
+
+// O += P V[key0, +kKeys) with P packed by pack_p; V rows are read transposed with ldmatrix.trans.
 template <typename T, int D, int kKeys>
-__device__ __forceinline__ void accumulate_pv(WarpState<D>& st, const float (&p)[kKeys / kMmaN][4], const T* v_s,
+__device__ __forceinline__ void accumulate_pv(WarpState<D>& st, const uint32_t (&a)[kKeys / kMmaK][4], const T* v_s,
                                               int key0) {
   using H = Head<D>;
   const int lane = threadIdx.x % kWarpSize;
 #pragma unroll
   for (int kk = 0; kk < kKeys / kMmaK; ++kk) {
-    const uint32_t a[4] = {pack2<T>(p[2 * kk][0], p[2 * kk][1]), pack2<T>(p[2 * kk][2], p[2 * kk][3]),
-                           pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]), pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
 #pragma unroll
     for (int nt = 0; nt < H::kNTiles; nt += 2) {
       uint32_t b[4];  // V rows key0 + 16 kk.., columns 8 nt.. (b[0..1]) and 8 (nt + 1).. (b[2..3])
       ptx::ldmatrix_x4_trans(b, v_s + H::offset(key0 + kMmaK * kk + lane % 16, nt + lane / 16));
-      mma_acc<T>(st.o[nt], a, b[0], b[1]);
-      mma_acc<T>(st.o[nt + 1], a, b[2], b[3]);
+      mma_acc<T>(st.o[nt], a[kk], b[0], b[1]);
+      mma_acc<T>(st.o[nt + 1], a[kk], b[2], b[3]);
     }
   }
 }

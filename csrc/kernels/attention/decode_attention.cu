@@ -119,7 +119,7 @@ __device__ void combine_and_store(attn::WarpState<D>& st, float* red, const Atte
 // Block:    4 warps = kMTiles m-tiles of 16 packed rows x (4 / kMTiles) key slices of each 64-key tile.
 // Smem:     DecodeLayout::kBytes: Q [16 kMTiles, row] + 2 stages of K and V tiles [64, row] (cp.async pipeline).
 // Requires: 16-byte aligned q/caches/gate/out, token strides multiple of 8 elements; block_size a power of two.
-template <typename T, int D, int kMTiles>
+template <typename T, int D, int kMTiles, attn::KvLayout kLayout>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionDecodeParams p) {
   using H = Head<D>;
   using Lay = DecodeLayout<T, D, kMTiles>;
@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionDec
   if (t0 >= t1) return;  // the merge reads only the splits that own tiles
   const attn::QRows qrows{static_cast<int64_t>(n) * L * p.q_token_stride + static_cast<int64_t>(kvh) * group * D,
                           p.q_token_stride, group, L * group, D};
-  const attn::KvRows kv{p.block_tables_ptr + n * p.block_table_stride, 0,
+  const attn::KvRows<kLayout> kv{p.block_tables_ptr + n * p.block_table_stride, 0,
                         static_cast<int64_t>(p.num_kv_heads) * D, static_cast<int64_t>(kvh) * D, p.block_shift,
                         kv_len};
   auto limit_of = [&](int pi) { return min(kv_len - 1, kv_len - L + pi / group); };
@@ -157,9 +157,9 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionDec
   const T* v = static_cast<const T*>(p.v_cache_ptr);
 
   // ---- load Q and the first K/V tile ----
-  attn::load_tile_async<D, Lay::kRows>(q_s, static_cast<const T*>(p.q_ptr), qrows, m0, qrows.total);
-  attn::load_tile_async<D, kTileKeys>(stages, k, kv, t0 * kTileKeys, kv_len);
-  attn::load_tile_async<D, kTileKeys>(stages + Lay::kTileElems, v, kv, t0 * kTileKeys, kv_len);
+  attn::load_q_tile_async<D, Lay::kRows>(q_s, static_cast<const T*>(p.q_ptr), qrows, m0);
+  attn::load_kv_tile_async<D>(stages, k, kv, t0 * kTileKeys);
+  attn::load_kv_tile_async<D>(stages + Lay::kTileElems, v, kv, t0 * kTileKeys);
   ptx::cp_async_commit_group();
 
   // ---- compute: the split's tiles, the next one loading while this one is consumed ----
@@ -169,8 +169,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionDec
     const int stage = (tile - t0) % kStages;
     if (tile + 1 < t1) {
       T* next = stages + ((tile + 1 - t0) % kStages) * Lay::kStageElems;
-      attn::load_tile_async<D, kTileKeys>(next, k, kv, (tile + 1) * kTileKeys, kv_len);
-      attn::load_tile_async<D, kTileKeys>(next + Lay::kTileElems, v, kv, (tile + 1) * kTileKeys, kv_len);
+      attn::load_kv_tile_async<D>(next, k, kv, (tile + 1) * kTileKeys);
+      attn::load_kv_tile_async<D>(next + Lay::kTileElems, v, kv, (tile + 1) * kTileKeys);
     }
     ptx::cp_async_commit_group();
     ptx::cp_async_wait_group<1>();
@@ -182,7 +182,9 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionDec
     attn::qk_scores<T, D, kWarpKeys>(s, q_s, mt * kMmaM, k_s, key0);
     if (key_base + kWarpKeys - 1 > warp_limit) attn::mask_scores<kWarpKeys>(s, key_base, limit_g, limit_g8);
     attn::online_softmax<D, kWarpKeys>(st, s, p.scale_log2);
-    attn::accumulate_pv<T, D, kWarpKeys>(st, s, k_s + Lay::kTileElems, key0);
+    uint32_t pa[kWarpKeys / attn::kMmaK][4];
+    attn::pack_p<T, kWarpKeys>(pa, s);
+    attn::accumulate_pv<T, D, kWarpKeys>(st, pa, k_s + Lay::kTileElems, key0);
     __syncthreads();  // the next iteration refills this stage
   }
   ptx::cp_async_wait_group<0>();
@@ -235,10 +237,15 @@ __global__ void __launch_bounds__(kThreads) decode_merge_kernel(AttentionDecodeP
 
 template <typename T, int D, int kMTiles>
 cudaError_t launch_decode_split(const AttentionDecodeParams& p, int row_blocks, cudaStream_t stream) {
+  using attn::KvLayout;
   const dim3 grid(static_cast<unsigned>(p.num_seqs * p.num_kv_heads), static_cast<unsigned>(p.num_splits),
                   static_cast<unsigned>(row_blocks));
-  return launch(decode_attention_kernel<T, D, kMTiles>, grid, dim3(kThreads), DecodeLayout<T, D, kMTiles>::kBytes,
-                stream, p);
+  constexpr size_t kSmem = DecodeLayout<T, D, kMTiles>::kBytes;
+  if ((1 << p.block_shift) >= kTileKeys) {
+    return launch(decode_attention_kernel<T, D, kMTiles, KvLayout::kPagedTile>, grid, dim3(kThreads), kSmem, stream,
+                  p);
+  }
+  return launch(decode_attention_kernel<T, D, kMTiles, KvLayout::kPagedRows>, grid, dim3(kThreads), kSmem, stream, p);
 }
 
 }  // namespace

@@ -94,7 +94,7 @@ __device__ void store_warp_rows(attn::WarpState<D>& st, T* q_s, const AttentionP
 // Smem:     (64 + 2 * 64) * row * sizeof(T) + 8: Q tile, one K and one V tile (FA2 schedule: V_j loads during
 //           S_j = Q K_j^T, K_{j+1} during O += P V_j), row = D rounded up to 16 (+8 when not swizzled).
 // Requires: 16-byte aligned q/k/v/gate/out with token strides multiple of 8 elements; block_size a power of two.
-template <typename T, int D>
+template <typename T, int D, attn::KvLayout kLayout>
 __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionPrefillParams p) {
   using H = Head<D>;
   Q35_DYNAMIC_SMEM(T, smem);
@@ -125,9 +125,10 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionPr
   const int ctx = kv_len - L;  // query i sits at key position ctx + i
   const attn::QRows qrows{q_start * p.q_token_stride + static_cast<int64_t>(kvh) * group * D, p.q_token_stride, group,
                           L * group, D};
-  const attn::KvRows kv{p.block_tables_ptr ? p.block_tables_ptr + n * p.block_table_stride : nullptr,
-                        p.block_tables_ptr ? 0 : q_start * p.kv_token_stride, p.kv_token_stride,
-                        static_cast<int64_t>(kvh) * D, p.block_shift, kv_len};
+  constexpr bool kPaged = kLayout != attn::KvLayout::kContiguous;
+  const attn::KvRows<kLayout> kv{kPaged ? p.block_tables_ptr + n * p.block_table_stride : nullptr,
+                                 kPaged ? 0 : q_start * p.kv_token_stride, p.kv_token_stride,
+                                 static_cast<int64_t>(kvh) * D, p.block_shift, kv_len};
   auto limit_of = [&](int pi) { return p.causal ? min(kv_len - 1, ctx + pi / group) : kv_len - 1; };
   const int row_g = m0 + kWarpRows * warp + lane / 4;
   const int limit_g = limit_of(row_g);
@@ -140,8 +141,8 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionPr
   const T* v = static_cast<const T*>(p.v_ptr);
 
   // ---- load Q and the first K tile ----
-  attn::load_tile_async<D, kBlockM>(q_s, q, qrows, m0, qrows.total);
-  attn::load_tile_async<D, kTileKeys>(k_s, k, kv, 0, kv_len);
+  attn::load_q_tile_async<D, kBlockM>(q_s, q, qrows, m0);
+  attn::load_kv_tile_async<D>(k_s, k, kv, 0);
   ptx::cp_async_commit_group();
 
   // ---- compute: one K/V tile per iteration ----
@@ -151,19 +152,21 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionPr
     const int key0 = tile * kTileKeys;
     ptx::cp_async_wait_group<0>();
     __syncthreads();  // K_j (and Q) landed for everyone; nobody reads V_{j-1} any more
-    attn::load_tile_async<D, kTileKeys>(v_s, v, kv, key0, kv_len);
+    attn::load_kv_tile_async<D>(v_s, v, kv, key0);
     ptx::cp_async_commit_group();
     float s[kTileKeys / attn::kMmaN][4];
     attn::qk_scores<T, D, kTileKeys>(s, q_s, kWarpRows * warp, k_s, 0);
     if (key0 + kTileKeys - 1 > warp_limit) attn::mask_scores<kTileKeys>(s, key0, limit_g, limit_g8);
     attn::online_softmax<D, kTileKeys>(st, s, p.scale_log2);
+    uint32_t pa[kTileKeys / attn::kMmaK][4];
+    attn::pack_p<T, kTileKeys>(pa, s);
     ptx::cp_async_wait_group<0>();
     __syncthreads();  // V_j landed; nobody reads K_j any more
     if (tile + 1 < num_tiles) {
-      attn::load_tile_async<D, kTileKeys>(k_s, k, kv, key0 + kTileKeys, kv_len);
+      attn::load_kv_tile_async<D>(k_s, k, kv, key0 + kTileKeys);
       ptx::cp_async_commit_group();
     }
-    attn::accumulate_pv<T, D, kTileKeys>(st, s, v_s, 0);
+    attn::accumulate_pv<T, D, kTileKeys>(st, pa, v_s, 0);
   }
   ptx::cp_async_wait_group<0>();
 
@@ -175,10 +178,20 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionPr
 
 template <typename T, int D>
 cudaError_t launch_prefill_attention(const AttentionPrefillParams& p, cudaStream_t stream) {
+  using attn::KvLayout;
   if (p.num_tiles_bound == 0 || p.num_seqs == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>(p.num_tiles_bound), static_cast<unsigned>(p.num_kv_heads));
   const size_t smem = static_cast<size_t>(kBlockM + 2 * kTileKeys) * Head<D>::kRowElems * sizeof(T) + 2 * sizeof(int);
-  return launch(prefill_attention_kernel<T, D>, grid, dim3(kThreads), smem, stream, p);
+  if (!p.block_tables_ptr) {
+    return launch(prefill_attention_kernel<T, D, KvLayout::kContiguous>, grid, dim3(kThreads), smem, stream, p);
+  }
+  if constexpr (kPrefillPagedHeadDim(D)) {
+    if ((1 << p.block_shift) >= kTileKeys) {
+      return launch(prefill_attention_kernel<T, D, KvLayout::kPagedTile>, grid, dim3(kThreads), smem, stream, p);
+    }
+    return launch(prefill_attention_kernel<T, D, KvLayout::kPagedRows>, grid, dim3(kThreads), smem, stream, p);
+  }
+  return cudaErrorNotSupported;  // the glue sends only head_dim 256 to the paged kernel
 }
 
 #define Q35_INSTANTIATE(T, D) \
