@@ -113,10 +113,12 @@ def test_paged_decode_rejects_bad_input():
                                                        torch.empty(2, 1024, dtype=torch.bfloat16))
 
 
-def test_paged_decode_opcheck():
-    inp = paged_inputs([7], [1], 4, 1, seed=2)
+@pytest.mark.parametrize("device", DEVICES)
+def test_paged_decode_opcheck(device):
+    _skip_without_cuda(device)
+    inp = paged_inputs([7], [1], 4, 1, seed=2, device=device)
     inp["k_cache"] = inp["k_cache"].nan_to_num(0.0)
     inp["v_cache"] = inp["v_cache"].nan_to_num(0.0)
     torch.library.opcheck(torch.ops.qwen35_native.paged_decode_attention.default,
                           (inp["q"], inp["k_cache"], inp["v_cache"], inp["seq_lens"], inp["block_tables"],
-                           inp["gate"], 0.0625, 2, torch.empty(1, 1024, dtype=torch.bfloat16)))
+                           inp["gate"], 0.0625, 2, torch.empty(1, 1024, dtype=torch.bfloat16, device=device)))

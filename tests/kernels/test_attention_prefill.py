@@ -176,13 +176,17 @@ def test_attention_kernel_rejects_unsupported():
         torch.ops.qwen35_native.varlen_attention(q, q, q, inp["cu_seqlens"], 0.0625, False, torch.empty_like(q))
 
 
-def test_attention_opcheck():
-    inp = paged_inputs([2], [5], 4, 1, seed=2)
+@pytest.mark.parametrize("device", DEVICES)
+def test_attention_opcheck(device):
+    _skip_without_cuda(device)
+    inp = paged_inputs([2], [5], 4, 1, seed=2, device=device)
     inp["k_cache"] = inp["k_cache"].nan_to_num(0.0)  # opcheck compares repeated runs: keep the unused slots finite
     inp["v_cache"] = inp["v_cache"].nan_to_num(0.0)
     torch.library.opcheck(torch.ops.qwen35_native.paged_prefill_attention.default,
                           (inp["q"], inp["k_cache"], inp["v_cache"], inp["cu_seqlens"], inp["seq_lens"],
-                           inp["block_tables"], inp["gate"], 0.0625, torch.empty(5, 1024, dtype=torch.bfloat16)))
-    q = torch.randn(6, 2, 64, dtype=torch.bfloat16)
+                           inp["block_tables"], inp["gate"], 0.0625,
+                           torch.empty(5, 1024, dtype=torch.bfloat16, device=device)))
+    q = torch.randn(6, 2, 64, dtype=torch.bfloat16, device=device)
     torch.library.opcheck(torch.ops.qwen35_native.varlen_attention.default,
-                          (q, q, q, torch.tensor([0, 2, 6], dtype=torch.int32), 0.125, True, torch.empty_like(q)))
+                          (q, q, q, torch.tensor([0, 2, 6], dtype=torch.int32, device=device), 0.125, True,
+                           torch.empty_like(q)))

@@ -171,16 +171,18 @@ def test_attention_prep_raw_op_checks():
         attention_prep(qkv, qw, kw, positions, k_cache, v_cache, slots, R, section, THETA, eps=-1.0, backend="kernel")
 
 
-def test_attention_prep_opcheck():
+@pytest.mark.parametrize("device", DEVICES)
+def test_attention_prep_opcheck(device):
+    _skip_without_cuda(device)
     shape = SHAPES[2]
     T, Hq, Hkv, D, R, section = shape
-    qkv, qw, kw, positions, k_cache, v_cache, slots = make_inputs(shape, torch.float32, "cpu", seed=6)
-    q_out, gate_out = torch.empty(T, Hq, D), torch.empty(T, Hq * D)
+    qkv, qw, kw, positions, k_cache, v_cache, slots = make_inputs(shape, torch.float32, device, seed=6)
+    q_out, gate_out = torch.empty(T, Hq, D, device=device), torch.empty(T, Hq * D, device=device)
     v_cache.zero_()  # opcheck compares outputs of repeated runs: no NaN
     k_cache.zero_()
     torch.library.opcheck(torch.ops.qwen35_native.attention_prep.default,
                           (qkv.contiguous(), qw, kw, positions, k_cache, v_cache, slots,
-                           rope_inv_freq(R, THETA, "cpu"), section, 1e-6, q_out, gate_out))
+                           rope_inv_freq(R, THETA, device), section, 1e-6, q_out, gate_out))
 
 
 def test_rope_inv_freq_is_hf_formula():
