@@ -95,7 +95,7 @@ __device__ void store_warp_rows(attn::WarpState<D>& st, T* q_s, const AttentionP
 //           S_j = Q K_j^T, K_{j+1} during O += P V_j), row = D rounded up to 16 (+8 when not swizzled).
 // Requires: 16-byte aligned q/k/v/gate/out with token strides multiple of 8 elements; block_size a power of two.
 template <typename T, int D, attn::KvLayout kLayout>
-__global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(AttentionPrefillParams p) {
+__global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionPrefillParams p) {
   using H = Head<D>;
   Q35_DYNAMIC_SMEM(T, smem);
   T* q_s = smem;                                                        // [64, row] smem
