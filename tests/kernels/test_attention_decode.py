@@ -122,3 +122,17 @@ def test_paged_decode_opcheck(device):
     torch.library.opcheck(torch.ops.qwen35_native.paged_decode_attention.default,
                           (inp["q"], inp["k_cache"], inp["v_cache"], inp["seq_lens"], inp["block_tables"],
                            inp["gate"], 0.0625, 2, torch.empty(1, 1024, dtype=torch.bfloat16, device=device)))
+
+
+def test_attention_kernels_fit_sm80_shared_memory():
+    """The largest decode configuration (4 m-tiles: 160 KiB) and the prefill kernel (96 KiB) launch within A100's
+    163 KiB of shared memory per block (the emulator enforces the emulated architecture's limit)."""
+    from qwen35_native import emulator
+
+    inp = paged_inputs([70], [3], 16, 1, seed=10)
+    cu = torch.tensor([0, 3], dtype=torch.int32)
+    with emulator.arch("sm_80"):
+        _check(_call(inp, num_splits=2), inp, 3, what="sm_80 limits")
+        out = ops.paged_prefill_attention(inp["q"], inp["k_cache"], inp["v_cache"], cu, inp["seq_lens"],
+                                          inp["block_tables"], inp["gate"], backend="kernel")
+    assert_rel_close(out, _call(inp, num_splits=1).float().cpu(), 5e-3, "prefill vs decode kernel")

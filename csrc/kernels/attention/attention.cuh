@@ -84,7 +84,7 @@ constexpr bool kPrefillPagedHeadDim(int head_dim) { return head_dim == 256; }
 
 // KV splits for the decode kernel: as many as keep one wave of CTAs (one CTA per SM: its shared memory) busy, but
 // never fewer than kMinTilesPerSplit key tiles per split of the longest possible context.
-constexpr int kDecodeMinTilesPerSplit = 4;
+constexpr int kDecodeMinTilesPerSplit = 2;
 constexpr int kDecodeMaxSplits = 1024;
 inline int decode_num_splits(int64_t ctas_per_split, int64_t max_kv_tokens, int num_sms) {
   const int64_t tiles = ceil_div(max_kv_tokens, kAttentionTileKeys);
