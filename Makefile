@@ -32,9 +32,19 @@ $(WHEEL_STAMP): $(DEPS_STAMP) $(SOURCES)
 
 wheel install: $(WHEEL_STAMP)
 
+# The main job: a random tiny checkpoint (written once; tiny-kernel on the GPU when there is one, so the CUDA kernels
+# run, else tiny-moe on the CPU) and streaming generation from a chat prompt with the one-line summary. One CPU
+# thread: on a model this small OpenMP's spin-waiting costs more than the work.
+DEMO_DIR ?= build/tiny-demo
+DEMO_PROMPT ?= Write a short poem about GPUs.
 demo: $(WHEEL_STAMP)
 	$(VENV)/bin/qwen35 --version
 	$(VENV)/bin/qwen35 self-check
+	@cfg=$$(nvidia-smi -L >/dev/null 2>&1 && echo tiny-kernel || echo tiny-moe); \
+	  test -f $(DEMO_DIR)/$$cfg/model.safetensors || $(VENV)/bin/qwen35 make-tiny $(DEMO_DIR)/$$cfg --config $$cfg; \
+	  echo "== qwen35 generate --model $(DEMO_DIR)/$$cfg (random weights: expect noise, not words)"; \
+	  OMP_NUM_THREADS=1 $(VENV)/bin/qwen35 generate --model $(DEMO_DIR)/$$cfg --prompt "$(DEMO_PROMPT)" \
+	    --max-tokens 64 --seed 0
 
 test: $(WHEEL_STAMP)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)

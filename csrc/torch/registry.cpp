@@ -16,4 +16,16 @@ TORCH_LIBRARY(qwen35_native, m) {
   // ---- norm ----
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("fused_add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
+  // ---- moe ----
+  m.def("moe_route(Tensor logits, int top_k, Tensor(a!) topk_weights, Tensor(b!) topk_ids) -> ()");
+  m.def("fused_moe(Tensor hidden, Tensor w13, Tensor w2, Tensor topk_weights, Tensor topk_ids, int expert_offset, "
+        "Tensor? shared_out, Tensor? shared_gate_w, int? block_m=None) -> Tensor");
+  m.def("moe_align(Tensor topk_ids, int expert_offset, int num_local_experts, int block_m, Tensor(a!) sorted_pairs, "
+        "Tensor(b!) tile_experts) -> ()");
+  m.def("moe_gate_up(Tensor hidden, Tensor w13, Tensor sorted_pairs, Tensor tile_experts, int top_k, int block_m, "
+        "Tensor(a!) act) -> ()");
+  m.def("moe_down(Tensor act, Tensor w2, Tensor topk_weights, Tensor sorted_pairs, Tensor tile_experts, int block_m, "
+        "Tensor(a!) expert_out) -> ()");
+  m.def("moe_combine(Tensor expert_out, Tensor topk_ids, int expert_offset, int num_local_experts, Tensor? hidden, "
+        "Tensor? shared_out, Tensor? shared_gate_w, Tensor(a!) out) -> ()");
 }

@@ -1,8 +1,8 @@
 """qwen35_native: hand-written CUDA kernels and a small PyTorch layer for the Qwen3.5 model family.
 
 Public surface (DESIGN.md §4): ``ops`` (kernels with pure-torch references), ``emulator`` (thread-order control
-of the SIMT emulator that runs the CUDA sources on the CPU), ``from_pretrained`` and ``configs`` (the model), and
-the engine entry points as they land.
+of the SIMT emulator that runs the CUDA sources on the CPU), ``from_pretrained`` and ``configs`` (the model),
+``multimodal`` (image / video preprocessing and prompt expansion), and the engine (``LLM``, ``SamplingParams``).
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)
@@ -11,13 +11,15 @@ from . import (
     _C,  # noqa: F401  (registers torch.ops.qwen35_native.*)
     configs,
     emulator,
+    multimodal,
     ops,
 )
 from ._version import __version__
-from .engine.sampling_params import SamplingParams
+from .engine import LLM, SamplingParams
 from .model import from_pretrained
 
-__all__ = ["__version__", "SamplingParams", "build_info", "configs", "emulator", "from_pretrained", "ops"]
+__all__ = ["LLM", "__version__", "SamplingParams", "build_info", "configs", "emulator", "from_pretrained",
+           "multimodal", "ops"]
 
 
 def build_info() -> dict:

@@ -39,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("self-check", help="run the kernels against their references on this machine")
     p.set_defaults(func=_self_check)
+    from .cli_generate import add_generation_parsers
     from .tiny import add_make_tiny_parser
 
+    add_generation_parsers(sub)
     add_make_tiny_parser(sub)
     return parser
 

@@ -14,7 +14,13 @@ GATE_FLAGS = (ROOT / "cmake" / "ptxas_gate_flags.txt").read_text().strip()
 
 # Substrings of mangled kernel names that must contain tensor-core instructions (HMMA on sm_80, HMMA or HGMMA on
 # sm_90a). Each tensor-core kernel adds itself here when it lands.
-TENSOR_CORE_KERNELS: list[str] = ["prefill_attention_kernel", "decode_attention_kernel"]
+TENSOR_CORE_KERNELS: list[str] = [
+    # grouped expert GEMMs (csrc/kernels/moe): the bf16 and fp16 instantiations (fp32 runs SIMT FMAs on purpose)
+    "moe_gate_up_kernelI13__nv_bfloat16", "moe_gate_up_kernelI6__half",
+    "moe_down_kernelI13__nv_bfloat16", "moe_down_kernelI6__half",
+    # attention (csrc/kernels/attention): every instantiation (bf16/fp16 only)
+    "prefill_attention_kernel", "decode_attention_kernel",
+]
 
 LOCAL_MEMORY_KERNEL = r"""
 __global__ void uses_local_memory(float* out, const int* idx) {

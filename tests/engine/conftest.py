@@ -14,7 +14,7 @@ def tokenizer_dir(tmp_path_factory):
     from qwen35_native.chat import build_tiny_tokenizer, write_tokenizer_files
 
     directory = tmp_path_factory.mktemp("tiny_tokenizer")
-    write_tokenizer_files(directory, build_tiny_tokenizer(512))
+    write_tokenizer_files(directory, build_tiny_tokenizer())
     return directory
 
 
@@ -29,3 +29,54 @@ def tokenizer(tokenizer_dir):
 def hf_tokenizer(tokenizer_dir):
     transformers = pytest.importorskip("transformers")
     return transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: OpenMP threads only add overhead (and thrash on a busy machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny-moe checkpoint written by make-tiny (fp32, release layout, tokenizer and chat template)."""
+    from qwen35_native.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(str(tmp_path_factory.mktemp("engine") / "tiny-moe"), "tiny-moe", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dir):
+    import qwen35_native as q35
+
+    return q35.from_pretrained(tiny_dir, backend="reference")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_dir):
+    from qwen35_native.chat import Tokenizer
+
+    return Tokenizer.from_pretrained(tiny_dir)
+
+
+@pytest.fixture
+def make_llm(tiny_dir, tiny_model, tiny_tokenizer):
+    """``make_llm(**engine_kwargs)``: an LLM on the session's tiny model (shared weights, fresh caches)."""
+    import json
+    import os
+
+    import qwen35_native as q35
+
+    with open(os.path.join(tiny_dir, "generation_config.json")) as f:
+        generation_config = json.load(f)
+
+    def make(tokenizer=True, **kwargs):
+        return q35.LLM(tiny_model, tokenizer=tiny_tokenizer if tokenizer else False,
+                       generation_config=generation_config, **kwargs)
+
+    return make

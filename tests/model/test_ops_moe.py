@@ -112,5 +112,6 @@ def test_moe_ops_reject_bad_inputs():
         ops.moe_block(x, **{**wts, "shared_w2": None}, top_k=3)
     with pytest.raises(ValueError, match="router_w rows"):
         ops.moe_block(x, **wts, top_k=3, expert_offset=4)
-    with pytest.raises(NotImplementedError, match="moe_block: no kernel yet"):
-        ops.moe_block(x, **wts, top_k=3, backend="kernel")
+    odd = {**wts, "w13": wts["w13"][:, :60], "w2": wts["w2"][:, :, :30].contiguous()}  # I = 30: not 16-byte rows
+    with pytest.raises(ValueError, match="backend='kernel' does not support this input: the expert kernels need H"):
+        ops.moe_block(x, **odd, top_k=3, backend="kernel")

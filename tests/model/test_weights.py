@@ -125,12 +125,15 @@ def test_no_weights_or_config(tmp_path, tiny_dirs):
         q35.from_pretrained(str(tmp_path))
 
 
-def test_tied_embeddings_and_vision_tensors_recognised(tiny_dirs, tiny_models):
+def test_tied_embeddings_and_vision_tensors_loaded(tiny_dirs, tiny_models):
     dense = tiny_models["tiny-dense"]
     assert dense.output_weight is dense.embed_tokens
-    keys = load_file(os.path.join(tiny_dirs["tiny-dense"], "model.safetensors")).keys()
-    assert any(k.startswith("model.visual.blocks.0.attn.qkv") for k in keys)
-    assert not any("visual" in n for n, _ in dense.named_parameters())
+    tensors = load_file(os.path.join(tiny_dirs["tiny-dense"], "model.safetensors"))
+    qkv = dense.visual.blocks[0].qkv_weight
+    assert torch.equal(qkv, tensors["model.visual.blocks.0.attn.qkv.weight"])
+    assert torch.equal(dense.visual.patch_weight, tensors["model.visual.patch_embed.proj.weight"].flatten(1))
+    text_only = q35.from_pretrained(tiny_dirs["tiny-dense"], backend="reference", load_vision=False)
+    assert text_only.visual is None and not any("visual" in n for n, _ in text_only.named_parameters())
 
 
 def test_load_logs_backends_once(tiny_dirs, caplog):
@@ -138,7 +141,7 @@ def test_load_logs_backends_once(tiny_dirs, caplog):
         q35.from_pretrained(tiny_dirs["tiny-dense"], backend="reference")
     lines = [r.getMessage() for r in caplog.records if r.name == "qwen35_native"]
     assert len(lines) == 1 and "pure-torch reference: rms_norm, gdn_prefill" in lines[0]
-    assert "vision tower tensors recognised and left unused" in lines[0]
+    assert "layers, vision tower)" in lines[0]
 
 
 def test_kernel_backend_runs_rms_norm_kernel(tiny_dirs, tiny_models):

@@ -2,7 +2,7 @@
 replies into reasoning, answer and tool calls."""
 
 from .output import ChatOutput, parse_chat_output
-from .reasoning import THINK_END, THINK_START, prompt_opens_think, split_reasoning
+from .reasoning import THINK_END, THINK_START, ReasoningStream, prompt_opens_think, split_reasoning
 from .template import (
     QWEN3_5_TEMPLATE,
     compile_template,
@@ -20,6 +20,7 @@ __all__ = [
     "THINK_END",
     "THINK_START",
     "ChatOutput",
+    "ReasoningStream",
     "ToolCall",
     "Tokenizer",
     "build_tiny_tokenizer",

@@ -1,11 +1,26 @@
-"""Generation engine: sampling parameters, the batched on-device sampler, penalties, stop handling and incremental
-detokenization (the scheduler/generation loop builds on these)."""
+"""Generation engine: ``LLM`` (generate / chat, streaming), the continuous-batching scheduler and engine loop, the
+model runner with CUDA graphs for decode steps, sampling parameters, the batched on-device sampler, penalties, stop
+handling and incremental detokenization."""
 
+from .core import LLMEngine, Request, SequenceUpdate
 from .detokenizer import IncrementalDetokenizer
+from .llm import LLM
+from .model_runner import ModelRunner, StepPlan
+from .outputs import (
+    ChatCompletion,
+    ChatDelta,
+    ChatResponse,
+    CompletionOutput,
+    GenerationDelta,
+    RequestMetrics,
+    RequestOutput,
+    TokenLogprob,
+)
 from .penalties import TokenPresence, apply_penalties
 from .sampling import (
     HostSamplerOutput,
     SamplerOutput,
+    SamplingFlags,
     SamplingTensors,
     apply_min_p,
     apply_top_k_top_p,
@@ -16,14 +31,31 @@ from .sampling import (
     sampling_logits,
 )
 from .sampling_params import SamplingParams
+from .scheduler import Scheduler
 from .stopping import StopChecker, eos_token_ids
 
 __all__ = [
+    "LLM",
+    "ChatCompletion",
+    "ChatDelta",
+    "ChatResponse",
+    "CompletionOutput",
+    "GenerationDelta",
     "HostSamplerOutput",
     "IncrementalDetokenizer",
+    "LLMEngine",
+    "ModelRunner",
+    "Request",
+    "RequestMetrics",
+    "RequestOutput",
     "SamplerOutput",
+    "SamplingFlags",
     "SamplingParams",
     "SamplingTensors",
+    "Scheduler",
+    "SequenceUpdate",
+    "StepPlan",
+    "TokenLogprob",
     "StopChecker",
     "TokenPresence",
     "apply_min_p",

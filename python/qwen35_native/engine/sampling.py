@@ -29,6 +29,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -61,10 +62,36 @@ def draw_seed() -> int:
 _COLUMNS = ("temperature", "top_p", "min_p", "presence", "repetition", "top_k", "uniform", "greedy")
 
 
+class SamplingFlags(NamedTuple):
+    """Host-side facts about a step's rows that decide which sampler stages run (hashable: the CUDA-graph key)."""
+
+    all_greedy: bool
+    any_greedy: bool
+    any_top_k: bool
+    any_top_p: bool
+    any_min_p: bool
+    any_presence: bool
+    any_repetition: bool
+    max_logprobs: int | None  # largest ``logprobs`` over rows; None when no row asks
+    max_top_k: int | None  # largest top-k of the sampling rows when all of them use top-k, else None
+
+
+# A padding row (CUDA-graph batches padded to a captured size): greedy, every stage off.
+PAD_ROW = (1.0, 1.0, 0.0, 0.0, 1.0, 0, 0.0, 1.0)  # top_k column set to the vocab size by ``pad_rows``
+
+
+def pad_rows(count: int, vocab_size: int) -> torch.Tensor:
+    """``count`` host rows of :data:`PAD_ROW` in the packed layout of :meth:`SamplingTensors.pack`."""
+    rows = torch.tensor([PAD_ROW], dtype=torch.float64).repeat(count, 1)
+    rows[:, _COLUMNS.index("top_k")] = vocab_size
+    return rows
+
+
 @dataclass
 class SamplingTensors:
     """Per-row sampler parameters for one step, on the logits' device, plus host-side flags saying which stages
-    any row needs. Build it with :meth:`build`."""
+    any row needs. Build it with :meth:`build` (or :meth:`pack` + :meth:`from_packed` when the packed rows live in
+    a static buffer, as in CUDA graphs)."""
 
     temperature: torch.Tensor  # [B] fp32; 1.0 on greedy rows (never divided by 0)
     top_p: torch.Tensor  # [B] fp32; 1.0 = off
@@ -89,12 +116,17 @@ class SamplingTensors:
     def batch_size(self) -> int:
         return self.temperature.shape[0]
 
-    @classmethod
-    def build(cls, params: Sequence[SamplingParams], steps: Sequence[int], vocab_size: int,
-              device: torch.device | str = "cpu") -> SamplingTensors:
-        """``params[b]``: row b's resolved parameters (``SamplingParams.resolved``), with a seed on every row that
-        samples (``for_sample(i, default_seed=draw_seed())`` gives one); ``steps[b]``: tokens row b has generated
-        so far. One host-to-device copy."""
+    @property
+    def flags(self) -> SamplingFlags:
+        return SamplingFlags(*(getattr(self, name) for name in SamplingFlags._fields))
+
+    @staticmethod
+    def pack(params: Sequence[SamplingParams], steps: Sequence[int],
+             vocab_size: int) -> tuple[torch.Tensor, SamplingFlags]:
+        """The host side of :meth:`build`: float64 rows ``[B, 8]`` (one per request, columns ``_COLUMNS``) and
+        the flags. ``params[b]``: row b's resolved parameters (``SamplingParams.resolved``), with a seed on every
+        row that samples (``for_sample(i, default_seed=draw_seed())`` gives one); ``steps[b]``: tokens row b has
+        generated so far."""
         if len(params) != len(steps) or not params:
             raise ValueError(f"qwen35_native.SamplingTensors.build: params and steps must be non-empty lists of one "
                              f"length, got {len(params)} and {len(steps)}")
@@ -111,24 +143,38 @@ class SamplingTensors:
             uniform = 0.0 if greedy else request_uniform(p.seed, int(step))
             rows.append((1.0 if greedy else p.temperature, p.top_p, p.min_p, p.presence_penalty,
                          p.repetition_penalty, top_k, uniform, float(greedy)))
-        host = torch.tensor(rows, dtype=torch.float64)
-        pin = torch.device(device).type == "cuda"
-        packed = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
-        col = {name: packed[:, i] for i, name in enumerate(_COLUMNS)}
         sampling = [(p, r) for p, r in zip(params, rows) if not r[7]]
         logprobs = [p.logprobs for p in params if p.logprobs is not None]
         top_ks = [int(r[5]) for _, r in sampling]
-        return cls(
-            temperature=col["temperature"].float(), top_p=col["top_p"].float(), min_p=col["min_p"].float(),
-            presence=col["presence"].float(), repetition=col["repetition"].float(), top_k=col["top_k"].long(),
-            uniform=col["uniform"].contiguous(), greedy=col["greedy"] > 0.5,
+        flags = SamplingFlags(
             all_greedy=not sampling, any_greedy=len(sampling) < len(params),
             any_top_k=any(r[5] < vocab_size for _, r in sampling), any_top_p=any(p.top_p < 1.0 for p, _ in sampling),
             any_min_p=any(p.min_p > 0.0 for p, _ in sampling),
             any_presence=any(p.presence_penalty != 0.0 for p in params),
             any_repetition=any(p.repetition_penalty != 1.0 for p in params),
             max_logprobs=max(logprobs) if logprobs else None,
-            max_top_k=max(top_ks) if top_ks and max(top_ks) < vocab_size else None, vocab_size=vocab_size)
+            max_top_k=max(top_ks) if top_ks and max(top_ks) < vocab_size else None)
+        return torch.tensor(rows, dtype=torch.float64), flags
+
+    @classmethod
+    def from_packed(cls, packed: torch.Tensor, flags: SamplingFlags, vocab_size: int) -> SamplingTensors:
+        """Views of a device float64 ``[B, 8]`` tensor of packed rows (``pack``'s layout) as sampler inputs. The
+        float32/bool columns are converted here, so with a static ``packed`` buffer the conversions are part of
+        whatever is captured after this call."""
+        col = {name: packed[:, i] for i, name in enumerate(_COLUMNS)}
+        return cls(temperature=col["temperature"].float(), top_p=col["top_p"].float(), min_p=col["min_p"].float(),
+                   presence=col["presence"].float(), repetition=col["repetition"].float(),
+                   top_k=col["top_k"].long(), uniform=col["uniform"].contiguous(), greedy=col["greedy"] > 0.5,
+                   vocab_size=vocab_size, **flags._asdict())
+
+    @classmethod
+    def build(cls, params: Sequence[SamplingParams], steps: Sequence[int], vocab_size: int,
+              device: torch.device | str = "cpu") -> SamplingTensors:
+        """``pack`` then ``from_packed`` after one host-to-device copy."""
+        host, flags = cls.pack(params, steps, vocab_size)
+        pin = torch.device(device).type == "cuda"
+        packed = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
+        return cls.from_packed(packed, flags, vocab_size)
 
 
 @dataclass

@@ -92,6 +92,11 @@ class VisionConfig:
     spatial_merge_size: int = 2
     num_position_embeddings: int = 2304
     model_type: str = ""
+    rope_theta: float = 10000.0      # vision_config.rope_parameters.rope_theta (2D axial rotary)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,9 @@ class Qwen35Config:
                "model_type": self.model_type, "text_config": text, "tie_word_embeddings": t.tie_word_embeddings,
                "dtype": t.dtype}
         if self.vision is not None:
-            out["vision_config"] = {**asdict(self.vision), "deepstack_visual_indexes": []}
+            vision = asdict(self.vision)
+            vision["rope_parameters"] = {"rope_type": "axial", "rope_theta": vision.pop("rope_theta")}
+            out["vision_config"] = {**vision, "deepstack_visual_indexes": []}
         for key in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -290,4 +297,21 @@ def _parse_vision(d, family: str) -> VisionConfig | None:
     keys = ("depth", "hidden_size", "num_heads", "intermediate_size", "out_hidden_size")
     extra = {k: d[k] for k in ("hidden_act", "in_channels", "patch_size", "temporal_patch_size",
                                "spatial_merge_size", "num_position_embeddings") if k in d}
-    return VisionConfig(**{k: _int(d, k) for k in keys}, **extra, model_type=mt)
+    if extra.get("hidden_act", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
+        raise ConfigError(f"vision_config.hidden_act={extra['hidden_act']!r} is not supported (Qwen3.5 uses "
+                          f"'gelu_pytorch_tanh')")
+    rp = d.get("rope_parameters") or {}
+    if not isinstance(rp, dict) or rp.get("rope_type", "axial") != "axial":
+        raise ConfigError(f"vision_config.rope_parameters must describe the axial 2D rotary, got {rp!r}")
+    theta = rp.get("rope_theta", 10000.0)
+    if not isinstance(theta, int | float) or theta <= 0:
+        raise ConfigError(f"vision_config rope_theta must be > 0, got {theta!r}")
+    vc = VisionConfig(**{k: _int(d, k) for k in keys}, **extra, model_type=mt, rope_theta=float(theta))
+    if vc.hidden_size % vc.num_heads or vc.head_dim % 4:
+        raise ConfigError(f"vision_config: hidden_size ({vc.hidden_size}) / num_heads ({vc.num_heads}) must be a "
+                          f"multiple of 4 (the 2D rotary splits each head into row and column halves)")
+    side = int(round(vc.num_position_embeddings ** 0.5))
+    if side * side != vc.num_position_embeddings:
+        raise ConfigError(f"vision_config.num_position_embeddings must be a square (a learned grid), got "
+                          f"{vc.num_position_embeddings}")
+    return vc

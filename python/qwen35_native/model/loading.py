@@ -7,22 +7,23 @@ import logging
 import torch
 
 from ..ops import _backend
-from ..weights import CheckpointReader, build_plan, check_plan, load_plan
+from ..weights import CheckpointReader, build_plan, build_vision_plan, check_plan, load_plan, vision_prefix
 from .config import Qwen35Config
 from .model import Qwen35ForCausalLM
 
 logger = logging.getLogger("qwen35_native")
 
-# The ops the text model calls (the projections, embedding and lm_head are torch/cuBLAS).
+# The ops the model calls (the projections, embedding, lm_head and the vision LayerNorm/GELU are torch/cuBLAS).
 MODEL_OPS = ("rms_norm", "gdn_prefill", "gdn_decode", "attention_prep", "paged_prefill_attention",
-             "paged_decode_attention", "moe_block", "swiglu_mlp")
+             "paged_decode_attention", "moe_block", "swiglu_mlp", "varlen_attention")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_backends(backend: str | None, text_config=None, dtype: torch.dtype | None = None) -> dict[str, str | None]:
-    """Per-op backend: ``"kernel"`` runs our kernel where one exists and supports the model (``text_config``,
-    ``dtype``; see ``ops._backend.MODEL_SUPPORT``) and the reference elsewhere (logged); ``"reference"`` everywhere
-    pure torch; None/``"auto"`` lets each op choose per call (kernel on CUDA)."""
+def resolve_backends(backend: str | None, config: Qwen35Config | None = None,
+                     dtype: torch.dtype | None = None) -> dict[str, str | None]:
+    """Per-op backend: ``"kernel"`` runs our kernel where one exists and supports the model (``config``, ``dtype``;
+    see ``ops._backend.MODEL_SUPPORT``) and the reference elsewhere (logged); ``"reference"`` everywhere pure torch;
+    None/``"auto"`` lets each op choose per call (kernel on CUDA)."""
     if backend not in _backend.BACKENDS:
         raise ValueError(f"qwen35_native.from_pretrained: backend must be None, 'auto', 'kernel' or 'reference', "
                          f"got {backend!r}")
@@ -30,7 +31,7 @@ def resolve_backends(backend: str | None, text_config=None, dtype: torch.dtype |
         def pick(op):
             if not _backend.has_kernel(op):
                 return "reference"
-            why = None if text_config is None else _backend.kernel_unsupported_for_model(op, text_config, dtype)
+            why = None if config is None else _backend.kernel_unsupported_for_model(op, config, dtype)
             return "kernel" if why is None else "reference"
         return {op: pick(op) for op in MODEL_OPS}
     return {op: backend for op in MODEL_OPS}
@@ -69,7 +70,7 @@ def _dtype(dtype, cfg: Qwen35Config) -> torch.dtype:
 
 
 def from_pretrained(path: str, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
-                    backend: str | None = None, load_mtp: bool = False,
+                    backend: str | None = None, load_mtp: bool = False, load_vision: bool | None = None,
                     progress: bool | None = None) -> Qwen35ForCausalLM:
     """Loads a Qwen3.5 checkpoint directory (``config.json`` + ``model.safetensors`` or a sharded index).
 
@@ -78,26 +79,45 @@ def from_pretrained(path: str, device: str | torch.device = "cpu", dtype: torch.
         device: where the parameters live; dtype: model dtype (default: the config's ``dtype``).
         backend: None/"auto", "kernel" or "reference" (see :func:`resolve_backends`).
         load_mtp: also load the ``mtp.*`` tensors into ``model.mtp`` (otherwise they are skipped).
+        load_vision: load the vision tower (``model.visual.*`` tensors) into ``model.visual``: None (default) when
+            the config has a ``vision_config`` and the checkpoint the tensors, True to require it, False to skip it.
         progress: show a progress bar while loading (default: when stderr is a terminal).
     """
     config = Qwen35Config.from_file(path)
     device = torch.device(device)
     dtype = _dtype(dtype, config)
-    backends = resolve_backends(backend, config.text, dtype)
+    backends = resolve_backends(backend, config, dtype)
     _check_kernel_build(backends, device)
     reader = CheckpointReader(path)
     try:
         plan, ignored = build_plan(config.text, reader.keys(), load_mtp=load_mtp)
+        prefix = vision_prefix(ignored)
+        with_vision = _want_vision(load_vision, config, prefix, path)
+        if with_vision:
+            plan.update(build_vision_plan(config.vision, prefix))
+            ignored = {k for k in ignored if not k.startswith(prefix)}
         check_plan(plan, ignored, reader)
-        model = Qwen35ForCausalLM(config, dtype, device, backends, with_mtp=load_mtp)
+        model = Qwen35ForCausalLM(config, dtype, device, backends, with_mtp=load_mtp, with_vision=with_vision)
         load_plan(plan, dict(model.named_parameters()), reader, progress=progress)
     finally:
         reader.close()
     model.eval()
-    vision = any(k.startswith(("model.visual.", "visual.")) for k in ignored)
-    logger.info("qwen35_native: loaded %s (%s, %d layers) on %s in %s; %s%s", path, config.text.model_type,
-                config.text.num_hidden_layers, device, str(dtype).replace("torch.", ""),
-                describe_backends(backends, device),
-                "; vision tower tensors recognised and left unused (multimodal input not supported yet)"
-                if vision else "")
+    logger.info("qwen35_native: loaded %s (%s, %d layers%s) on %s in %s; %s", path, config.text.model_type,
+                config.text.num_hidden_layers, ", vision tower" if with_vision else "", device,
+                str(dtype).replace("torch.", ""), describe_backends(backends, device))
     return model
+
+
+def _want_vision(load_vision: bool | None, config: Qwen35Config, prefix: str | None, path: str) -> bool:
+    if load_vision not in (None, True, False):
+        raise ValueError(f"qwen35_native.from_pretrained: load_vision must be None, True or False, got {load_vision!r}")
+    if load_vision is False:
+        return False
+    if load_vision and (config.vision is None or prefix is None):
+        what = "config.json has no vision_config" if config.vision is None else "no model.visual.* tensors"
+        raise ValueError(f"qwen35_native.from_pretrained: load_vision=True but {path} has {what}")
+    if prefix is not None and config.vision is None:
+        logger.info("qwen35_native: %s has vision tower tensors (%s*) but config.json has no vision_config: they are "
+                    "left unused", path, prefix)
+        return False
+    return prefix is not None

@@ -5,6 +5,11 @@ MLP), final norm, lm_head. Two entry points:
   optional mask) or for packed sequences ``[T]`` with ``cu_seqlens``; no cache to manage (a temporary one is used).
 - ``model.forward_cached(input_ids, batch, cache)``: the engine's step: packed tokens of several sequences (prefill
   chunks and decode tokens together) against caches it owns (see ``cache.py``).
+
+Images and videos (when the checkpoint has a vision tower, ``model.visual``): ``model(input_ids, pixel_values=...,
+image_grid_thw=..., pixel_values_videos=..., video_grid_thw=...)`` for a full forward; for the cached path
+``model.prepare_multimodal(prompt_ids, ...)`` then ``forward_cached(..., vision_embeds=...)`` (see
+``multimodal.py``, which documents the engine's sequence of calls).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from .. import ops
 from .cache import KV_BLOCK_SIZE, ForwardBatch, ModelCache
 from .config import Qwen35Config
 from .layers import DecoderLayer, _param
+from .multimodal import MultimodalPrompt, packed_multimodal_inputs, prepare_multimodal
+from .vision import VisionTower
 
 MULTIMODAL_KWARGS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
 
@@ -37,7 +44,8 @@ class MtpHead(nn.Module):
 
 
 class Qwen35ForCausalLM(nn.Module):
-    def __init__(self, config: Qwen35Config, dtype: torch.dtype, device, backends: dict, with_mtp: bool = False):
+    def __init__(self, config: Qwen35Config, dtype: torch.dtype, device, backends: dict, with_mtp: bool = False,
+                 with_vision: bool = False):
         super().__init__()
         cfg = config.text
         self.config, self.text_config, self.dtype, self.backends = config, cfg, dtype, backends
@@ -47,6 +55,9 @@ class Qwen35ForCausalLM(nn.Module):
         if not cfg.tie_word_embeddings:
             self.lm_head = _param(cfg.vocab_size, cfg.hidden_size, dtype=dtype, device=device)
         self.mtp = MtpHead(cfg, dtype, device, backends) if with_mtp else None
+        if with_vision and config.vision is None:
+            raise ValueError("qwen35_native: with_vision=True but config.json has no vision_config")
+        self.visual = VisionTower(config.vision, dtype, device, backends) if with_vision else None
 
     @property
     def device(self) -> torch.device:
@@ -73,8 +84,25 @@ class Qwen35ForCausalLM(nn.Module):
                 raise ValueError(f"qwen35_native: token ids must be in [0, vocab_size={self.text_config.vocab_size})"
                                  f", got min {lo} max {hi}")
 
+    def encode_vision(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        """Vision tower over images (or videos): ``[sum(t*h*w), C*tp*p*p]`` pixel rows and their ``grid_thw
+        [n, 3]`` -> ``[sum(t*h*w) / merge**2, H]`` features in the model dtype, items in ``grid_thw`` order."""
+        if self.visual is None:
+            why = ("config.json has no vision_config" if self.config.vision is None else
+                   "the checkpoint has no model.visual.* tensors, or it was loaded with load_vision=False")
+            raise ValueError(f"qwen35_native: this model cannot take images or videos: {why}")
+        return self.visual(pixel_values, grid_thw).to(self.dtype)
+
+    def prepare_multimodal(self, input_ids, pixel_values: torch.Tensor | None = None,
+                           image_grid_thw: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
+                           video_grid_thw: torch.Tensor | None = None) -> MultimodalPrompt:
+        """One expanded prompt ``[L]`` with its images / videos -> :class:`~.multimodal.MultimodalPrompt`: M-RoPE
+        positions, ``rope_delta`` and the vision features (the tower runs here, once) for cached prefill."""
+        return prepare_multimodal(self, input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+
     def forward_cached(self, input_ids: torch.Tensor, batch: ForwardBatch, cache: ModelCache,
-                       return_hidden: bool = False):
+                       return_hidden: bool = False,
+                       vision_embeds: tuple[torch.Tensor, torch.Tensor] | None = None):
         """One engine step over packed tokens.
 
         Args:
@@ -82,6 +110,8 @@ class Qwen35ForCausalLM(nn.Module):
             batch: :class:`ForwardBatch` (positions, cu_seqlens, GDN slots, block tables, logits to return).
             cache: :class:`ModelCache` read and written in place.
             return_hidden: also return the final-normed hidden states ``[T, H]`` (input of the MTP head).
+            vision_embeds: optional ``(index int64 [K], features [K, H])``: token ``index[k]`` of the batch takes
+                ``features[k]`` instead of its embedding (image / video pad tokens; see ``multimodal.py``).
         Returns:
             logits ``[M, vocab]`` for ``batch.logits_indices`` (all T when None), or ``(logits, hidden)``.
         """
@@ -90,6 +120,8 @@ class Qwen35ForCausalLM(nn.Module):
                              f"{list(input_ids.shape)}")
         self._check_ids(input_ids)
         h = F.embedding(input_ids.long(), self.embed_tokens)                      # [T, H]
+        if vision_embeds is not None:
+            h = self._scatter_vision(h, *vision_embeds)
         residual = None
         for i, layer in enumerate(self.layers):
             caches = cache.kv[i] if layer.kind == "full_attention" else (cache.conv[i], cache.ssm[i])
@@ -100,6 +132,17 @@ class Qwen35ForCausalLM(nn.Module):
         logits = F.linear(picked, self.output_weight)                            # [M, vocab]
         return (logits, h) if return_hidden else logits
 
+    def _scatter_vision(self, h: torch.Tensor, index: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        T, H = h.shape
+        if index.dim() != 1 or features.dim() != 2 or features.shape != (index.numel(), H):
+            raise ValueError(f"qwen35_native: vision_embeds must be (index [K], features [K, H={H}]), got shapes "
+                             f"{list(index.shape)} and {list(features.shape)}")
+        if index.numel() == 0:
+            return h
+        if int(index.min()) < 0 or int(index.max()) >= T:
+            raise ValueError(f"qwen35_native: vision_embeds indices must be token indices in [0, {T})")
+        return h.index_copy(0, index.to(h.device).long(), features.to(device=h.device, dtype=h.dtype))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cu_seqlens: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """Full causal forward without a persistent cache.
@@ -108,13 +151,14 @@ class Qwen35ForCausalLM(nn.Module):
             input_ids: int ``[B, T]`` (right-padded when ``attention_mask`` is given) or ``[T]`` with ``cu_seqlens``.
             attention_mask: optional ``[B, T]`` of 1 (token) / 0 (right padding).
             cu_seqlens: optional int ``[N+1]`` offsets of packed sequences in a 1-D ``input_ids``.
+            pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw: optional images / videos (as
+                ``qwen35_native.multimodal.VisionProcessor`` returns them) for prompts already expanded; the items
+                are taken in order by the sequences (sequence 0's first), as in transformers; M-RoPE positions
+                follow MODEL_SPEC §3g.
         Returns:
             logits ``[B, T, vocab]`` (padded positions are 0) or ``[T, vocab]`` for packed input.
         """
-        given = [k for k in MULTIMODAL_KWARGS if kwargs.get(k) is not None]
-        if given:
-            raise NotImplementedError(f"qwen35_native: multimodal input ({', '.join(given)}) is not supported yet: "
-                                      "the vision tower is loaded from the checkpoint but not run")
+        mm = {k: kwargs[k] for k in MULTIMODAL_KWARGS if kwargs.get(k) is not None}
         unknown = sorted(set(kwargs) - set(MULTIMODAL_KWARGS))
         if unknown:
             raise TypeError(f"qwen35_native: unexpected forward arguments {unknown}")
@@ -129,7 +173,7 @@ class Qwen35ForCausalLM(nn.Module):
             if bounds[0] != 0 or bounds[-1] != input_ids.numel() or any(b <= a for a, b in zip(bounds, bounds[1:])):
                 raise ValueError(f"qwen35_native: cu_seqlens must rise strictly from 0 to {input_ids.numel()}, "
                                  f"got {bounds}")
-            return self._packed_forward(input_ids, [b - a for a, b in zip(bounds, bounds[1:])])
+            return self._packed_forward(input_ids, [b - a for a, b in zip(bounds, bounds[1:])], mm)
         if input_ids.dim() != 2:
             raise ValueError(f"qwen35_native: input_ids must be [B, T] (or [T] with cu_seqlens), got shape "
                              f"{list(input_ids.shape)}")
@@ -146,12 +190,15 @@ class Qwen35ForCausalLM(nn.Module):
             if min(lens) == 0:
                 raise ValueError("qwen35_native: every sequence needs at least one token (a mask row is all zero)")
         packed = torch.cat([input_ids[b, :n] for b, n in enumerate(lens)])
-        flat = self._packed_forward(packed, lens)                                 # [sum(lens), vocab]
+        flat = self._packed_forward(packed, lens, mm)                             # [sum(lens), vocab]
         out = flat.new_zeros(B, T, flat.shape[-1])
         out[(torch.arange(T)[None, :] < torch.tensor(lens)[:, None]).to(out.device)] = flat
         return out
 
-    def _packed_forward(self, input_ids: torch.Tensor, lens: list[int]) -> torch.Tensor:
+    def _packed_forward(self, input_ids: torch.Tensor, lens: list[int], mm: dict | None = None) -> torch.Tensor:
+        positions, vision = None, None
+        if mm:  # images / videos are shared by the sequences in order (sequence 0's first), as in transformers
+            positions, vision = packed_multimodal_inputs(self, input_ids, lens, **mm)
         block = KV_BLOCK_SIZE
         blocks = [(n + block - 1) // block for n in lens]
         cache = self.allocate_cache(num_blocks=sum(blocks), block_size=block, num_slots=len(lens))
@@ -161,5 +208,5 @@ class Qwen35ForCausalLM(nn.Module):
             table[i, :nb] = torch.arange(start, start + nb)
             start += nb
         batch = ForwardBatch.build(lens, [0] * len(lens), list(range(len(lens))), table, block, self.device,
-                                   logits="all")
-        return self.forward_cached(input_ids.to(self.device), batch, cache)
+                                   positions=positions, logits="all")
+        return self.forward_cached(input_ids.to(self.device), batch, cache, vision_embeds=vision)

@@ -33,12 +33,13 @@ def use_kernel(op: str, backend: str | None, device: torch.device, supported: bo
 
 # Ops whose kernels exist (the kernel engineers add their op names here when the kernel lands). The model reads it
 # at load time to log which ops run where and to pick a backend per op (see ``model/backends.py``).
-KERNEL_OPS: set[str] = {"rms_norm", "attention_prep", "paged_prefill_attention", "paged_decode_attention",
-                        "varlen_attention"}
+KERNEL_OPS: set[str] = {"rms_norm", "moe_route", "fused_moe", "moe_block", "attention_prep", "paged_prefill_attention",
+                        "paged_decode_attention", "varlen_attention"}
 
 # What a kernel needs from a whole model, for ops whose kernels cover only some configurations: op ->
-# ``fn(text_config, dtype) -> None`` (supported) or the reason it is not. Registered by the op modules; a model
-# loaded with backend="kernel" runs the reference for such ops (and logs why) instead of failing at the first call.
+# ``fn(config, dtype) -> None`` (supported) or the reason it is not (``config``: the model's Qwen35Config).
+# Registered by the op modules; a model loaded with backend="kernel" runs the reference for such ops (and logs why)
+# instead of failing at the first call.
 MODEL_SUPPORT: dict[str, Callable[[object, torch.dtype], str | None]] = {}
 
 
@@ -46,10 +47,10 @@ def has_kernel(op: str) -> bool:
     return op in KERNEL_OPS
 
 
-def kernel_unsupported_for_model(op: str, text_config, dtype: torch.dtype) -> str | None:
+def kernel_unsupported_for_model(op: str, config, dtype: torch.dtype) -> str | None:
     """None when ``op``'s kernel handles the model's shapes and dtype, else why not."""
     check = MODEL_SUPPORT.get(op)
-    return None if check is None else check(text_config, dtype)
+    return None if check is None else check(config, dtype)
 
 
 def no_kernel_yet(op: str, backend: str | None) -> None:

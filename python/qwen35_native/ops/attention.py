@@ -239,16 +239,27 @@ def _scale(q: torch.Tensor, scale: float | None) -> float:
     return q.shape[-1] ** -0.5 if scale is None else float(scale)
 
 
-def _model_support(cfg, dtype: torch.dtype) -> str | None:
-    """What a model's backend="kernel" needs from these kernels (``cfg``: the text config)."""
-    if dtype not in _KERNEL_DTYPES:
-        return f"{str(dtype)[6:]} activations (the attention kernels take float16 or bfloat16)"
-    if cfg.head_dim not in PAGED_HEAD_DIMS:
-        return f"head_dim {cfg.head_dim} (the paged attention kernels take {PAGED_HEAD_DIMS[0]})"
-    return None
+def _dtype_support(dtype: torch.dtype) -> str | None:
+    return None if dtype in _KERNEL_DTYPES else f"{str(dtype)[6:]} activations (the attention kernels take float16 " \
+                                                 f"or bfloat16)"
 
 
-_backend.MODEL_SUPPORT.update(paged_prefill_attention=_model_support, paged_decode_attention=_model_support)
+def _paged_model_support(config, dtype: torch.dtype) -> str | None:
+    """What a model's backend="kernel" needs from the paged kernels (``config``: the model's Qwen35Config)."""
+    if config.text.head_dim not in PAGED_HEAD_DIMS:
+        return f"head_dim {config.text.head_dim} (the paged attention kernels take {PAGED_HEAD_DIMS[0]})"
+    return _dtype_support(dtype)
+
+
+def _varlen_model_support(config, dtype: torch.dtype) -> str | None:
+    vision = getattr(config, "vision", None)
+    if vision is not None and vision.head_dim not in VARLEN_HEAD_DIMS:
+        return f"vision head_dim {vision.head_dim} (the varlen kernel takes {', '.join(map(str, VARLEN_HEAD_DIMS))})"
+    return _dtype_support(dtype)
+
+
+_backend.MODEL_SUPPORT.update(paged_prefill_attention=_paged_model_support,
+                              paged_decode_attention=_paged_model_support, varlen_attention=_varlen_model_support)
 
 
 @torch.library.register_fake("qwen35_native::paged_prefill_attention")

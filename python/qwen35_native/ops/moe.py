@@ -12,7 +12,13 @@ Roundings of the reference (HF's): expert matmuls in the activation dtype; each 
 routing weight is rounded to the activation dtype and accumulated in that dtype in ascending expert order; the
 shared-expert gate product and the final add are in the activation dtype. Kernels may round less (one fp32 sum).
 
-Kernels (ISSUE6): csrc/kernels/moe/. Tests: tests/model/test_ops_moe.py.
+Kernels (csrc/kernels/moe/, design in its README.md): ``moe_route`` (one warp per token), then for the experts
+``moe_align`` (group pairs by expert, pad to the GEMM tile, on the device) -> ``moe_gate_up`` (grouped GEMM,
+SiLU(gate) * up epilogue) -> ``moe_down`` (grouped GEMM, routing-weight epilogue) -> ``moe_combine`` (fp32 sum of
+the k expert outputs + sigmoid-gated shared expert, one rounding), chained by ``torch.ops.qwen35_native.fused_moe``.
+The router and shared-expert projections are cuBLAS (torch). The stage ops are in ``moe_stages``.
+Tests: tests/kernels/test_moe_*.py (kernels), tests/model/test_ops_moe.py (references vs transformers).
+Bench: bench/moe.py.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
-from ._backend import no_kernel_yet
+from ._backend import use_kernel
 from .mlp import check_swiglu_weights, swiglu_mlp_reference
+from .moe_stages import fused_moe_kernel, fused_moe_support, moe_route_kernel, moe_route_support
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -47,7 +54,8 @@ def moe_route(logits: torch.Tensor, top_k: int, backend: str | None = None):
     _checks.check_tensor(op, "logits", logits, _DTYPES, dim=2)
     if not isinstance(top_k, int) or not 1 <= top_k <= logits.shape[1]:
         _checks.fail(op, f"top_k must be an int in [1, E={logits.shape[1]}], got {top_k!r}")
-    no_kernel_yet(op, backend)
+    if use_kernel(op, backend, logits.device, *moe_route_support(logits, top_k)):
+        return moe_route_kernel(logits, top_k)
     return moe_route_reference(logits, top_k)
 
 
@@ -111,7 +119,8 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
         _checks.fail(op, f"num_experts ({total}) must cover the local experts [{expert_offset}, "
                          f"{expert_offset + w13.shape[0]})")
     _check_topk(op, hidden, topk_weights, topk_ids, total)
-    no_kernel_yet(op, backend)
+    if use_kernel(op, backend, hidden.device, *fused_moe_support(hidden, w13, topk_ids.shape[1])):
+        return fused_moe_kernel(hidden, w13, w2, topk_weights, topk_ids, expert_offset)
     return fused_moe_reference(hidden, w13, w2, topk_weights, topk_ids, expert_offset)
 
 
@@ -155,5 +164,11 @@ def moe_block(hidden: torch.Tensor, router_w: torch.Tensor, w13: torch.Tensor, w
         _checks.check_tensor(op, "shared_gate_w", shared_gate_w, (hidden.dtype,), dim=2)
         _checks.check_shape(op, "shared_gate_w", shared_gate_w, [1, hidden.shape[1]], "[1, H]")
         _checks.check_same_device(op, "shared_gate_w", shared_gate_w, hidden, "hidden")
-    no_kernel_yet(op, backend)
-    return moe_block_reference(hidden, router_w, w13, w2, shared_w13, shared_w2, shared_gate_w, top_k, expert_offset)
+    route_ok, route_why = moe_route_support(hidden.new_empty(0, router_w.shape[0]), top_k)
+    experts_ok, experts_why = fused_moe_support(hidden, w13, top_k)
+    if not use_kernel(op, backend, hidden.device, route_ok and experts_ok, route_why or experts_why):
+        return moe_block_reference(hidden, router_w, w13, w2, shared_w13, shared_w2, shared_gate_w, top_k,
+                                   expert_offset)
+    weights, ids = moe_route_kernel(F.linear(hidden, router_w), top_k)   # router matmul: cuBLAS (bf16 out)
+    shared = None if shared_w13 is None else swiglu_mlp_reference(hidden, shared_w13, shared_w2)   # cuBLAS
+    return fused_moe_kernel(hidden, w13, w2, weights, ids, expert_offset, shared, shared_gate_w)

@@ -1,5 +1,5 @@
 """Tiny random checkpoints in the official release layout (``qwen35 make-tiny``), with a trained byte-level BPE
-tokenizer carrying Qwen3.5's special tokens and a ChatML chat template."""
+tokenizer carrying Qwen3.5's special tokens and the Qwen3.5-style chat template (both from ``qwen35_native.chat``)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
 """``qwen35 make-tiny``: a random checkpoint in the official release layout (MODEL_SPEC §2), for demos and tests.
 
 Writes config.json, generation_config.json, model.safetensors (or shards + index), tokenizer.json,
-tokenizer_config.json and chat_template.jinja. Tensors: ``model.language_model.*`` text decoder with fused experts
-(or per-expert with ``expert_layout="per-expert"``), ``lm_head.weight`` unless tied, ``model.visual.*`` vision tower,
-``mtp.*`` head. Random like transformers' init (N(0, 0.02) linears) but with noise on every norm weight, A_log,
-dt_bias and conv weight, so that convention bugs ((1 + w) vs w norms, decay signs) change the logits.
+tokenizer_config.json and chat_template.jinja (the chat package's tiny tokenizer and packaged Qwen3.5-style
+template, ``chat/tiny_tokenizer.py``), preprocessor_config.json and video_preprocessor_config.json (small pixel
+budgets). Tensors: ``model.language_model.*`` text decoder with fused experts (or per-expert with
+``expert_layout="per-expert"``), ``lm_head.weight`` unless tied, ``model.visual.*`` vision tower, ``mtp.*`` head.
+Random like transformers' init (N(0, 0.02) linears) but with noise on every norm weight, A_log, dt_bias and conv
+weight, so that convention bugs ((1 + w) vs w norms, decay signs) change the logits.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import torch
 from safetensors.torch import save_file
 
 from .. import configs
+from ..chat.tiny_tokenizer import build_tiny_tokenizer, write_tokenizer_files
 from ..model.config import Qwen35Config, TextConfig, VisionConfig
-from .chat_template import CHAT_TEMPLATE
-from .tokenizer import write_tokenizer_files
 
 
 class _Gen:
@@ -136,6 +137,23 @@ def _save(tensors: dict, directory: str, shards: int, dtype: torch.dtype) -> Non
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
+def _write_processor_configs(directory: str, v: VisionConfig) -> None:
+    """preprocessor_config.json / video_preprocessor_config.json in the release format, with small pixel budgets
+    (4 to 64 merged tokens per image) so that demos and tests stay fast."""
+    common = {"do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+              "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": True, "resample": 3,
+              "patch_size": v.patch_size, "temporal_patch_size": v.temporal_patch_size,
+              "merge_size": v.spatial_merge_size, "processor_class": "Qwen3VLProcessor"}
+    factor = (v.patch_size * v.spatial_merge_size) ** 2
+    image = {**common, "image_processor_type": "Qwen2VLImageProcessorFast",
+             "size": {"shortest_edge": 4 * factor, "longest_edge": 64 * factor}}
+    video = {**common, "video_processor_type": "Qwen3VLVideoProcessor", "fps": 2, "min_frames": 4, "max_frames": 768,
+             "do_sample_frames": True, "size": {"shortest_edge": 8 * factor, "longest_edge": 192 * factor}}
+    for name, data in (("preprocessor_config.json", image), ("video_preprocessor_config.json", video)):
+        with open(os.path.join(directory, name), "w") as f:
+            json.dump(data, f, indent=2)
+
+
 def write_tiny_checkpoint(directory: str, config: str = "tiny-moe", seed: int = 0, shards: int = 1,
                           expert_layout: str = "fused", dtype: torch.dtype = torch.float32) -> str:
     """Writes the checkpoint into ``directory`` (created if needed) and returns it."""
@@ -146,7 +164,8 @@ def write_tiny_checkpoint(directory: str, config: str = "tiny-moe", seed: int = 
     os.makedirs(directory, exist_ok=True)
     data = configs.config_json(config)
     text = data["text_config"]
-    ids = write_tokenizer_files(directory, configs.TINY_SPECIAL_BASE, CHAT_TEMPLATE, text["max_position_embeddings"])
+    ids = write_tokenizer_files(directory, build_tiny_tokenizer(configs.TINY_SPECIAL_BASE),
+                                model_max_length=text["max_position_embeddings"])
     # token ids come from the tokenizer just written, not from constants
     text["eos_token_id"] = ids["<|endoftext|>"]
     data.update(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
@@ -159,5 +178,7 @@ def write_tiny_checkpoint(directory: str, config: str = "tiny-moe", seed: int = 
            "pad_token_id": ids["<|endoftext|>"], "do_sample": True, "temperature": 0.6, "top_k": 20, "top_p": 0.95}
     with open(os.path.join(directory, "generation_config.json"), "w") as f:
         json.dump(gen, f, indent=2)
+    if cfg.vision is not None:
+        _write_processor_configs(directory, cfg.vision)
     _save(random_tensors(cfg, seed, per_expert=expert_layout == "per-expert"), directory, shards, dtype)
     return directory

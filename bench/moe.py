@@ -1,0 +1,138 @@
+"""MoE benchmark (PERF_TARGETS.md "top-10 routing", "MoE, decode", "MoE, prefill"): the routed experts
+(``fused_moe``: align + gate_up + down + combine), the whole block (``moe_block``: router GEMM, routing, shared
+expert, experts) and the routing kernel, on the standard shapes, side by side with a plain PyTorch per-expert loop
+and ``torch._grouped_mm`` (sort + two grouped GEMMs) on the same inputs.
+
+Bytes are the floor of a memory-bound step: the weights of the experts the batch touches (each read once) plus
+activations in and out; FLOPs are 2 * N * k * 3 * H * I. Decode rows (N <= 64) are also timed inside a CUDA graph
+(launch gaps of a captured decode step). ``--dry-run``: tiny shapes through the SIMT emulator on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+import qwen35_native as q35
+from _report import Row, add_common_args, emit
+from _timing import bench, bench_graph
+
+# name: (experts, top_k, hidden H, expert intermediate I); the shared expert has I too (MODEL_SPEC §1.2)
+SHAPES = {"397b-tp8": (512, 10, 4096, 128), "397b-tp1": (512, 10, 4096, 1024), "35b-a3b": (256, 8, 2048, 512)}
+DRY_SHAPES = {"tiny": (8, 2, 64, 32)}
+GRAPH_MAX_TOKENS = 64
+
+
+def grouped_mm_moe(x, w13, w2, weights, ids):
+    """Peer: sort the pairs by expert, torch._grouped_mm for gate_up and down, weighted index_add."""
+    k, inter = ids.shape[1], w13.shape[1] // 2
+    flat = ids.reshape(-1).long()
+    order = torch.argsort(flat, stable=True)
+    offs = torch.cumsum(torch.bincount(flat, minlength=w13.shape[0]), 0).to(torch.int32)
+    token = order // k
+    gu = torch._grouped_mm(x[token], w13.transpose(1, 2), offs=offs)                # [P, 2I]
+    y = torch._grouped_mm(F.silu(gu[:, :inter]) * gu[:, inter:], w2.transpose(1, 2), offs=offs)
+    y = y.float() * weights.reshape(-1)[order, None]
+    return torch.zeros(x.shape, dtype=torch.float32, device=x.device).index_add_(0, token, y).to(x.dtype)
+
+
+def torch_route(logits, k):
+    w, ids = torch.softmax(logits.float(), -1).topk(k, dim=-1)
+    return w / w.sum(-1, keepdim=True), ids
+
+
+def _time(fn, device, reps):
+    return bench(fn, device=device, reps=reps)["median_us"]
+
+
+def expert_rows(name, E, k, H, inter, tokens, device, reps) -> list[Row]:
+    g = torch.Generator(device=device).manual_seed(0)
+    w13 = torch.randn(E, 2 * inter, H, device=device, dtype=torch.bfloat16, generator=g).div_(H ** 0.5)
+    w2 = torch.randn(E, H, inter, device=device, dtype=torch.bfloat16, generator=g).div_(inter ** 0.5)
+    sw13 = torch.randn(2 * inter, H, device=device, dtype=torch.bfloat16, generator=g) / H ** 0.5
+    sw2 = torch.randn(H, inter, device=device, dtype=torch.bfloat16, generator=g) / inter ** 0.5
+    gate_w = torch.randn(1, H, device=device, dtype=torch.bfloat16, generator=g) / H ** 0.5
+    router = torch.randn(E, H, device=device, dtype=torch.bfloat16, generator=g) / H ** 0.5
+    rows = []
+    for n in tokens:
+        x = torch.randn(n, H, device=device, dtype=torch.bfloat16, generator=g)
+        weights, ids = q35.ops.moe_route(F.linear(x, router), k, backend="kernel")
+        touched = int(torch.unique(ids).numel())
+        expert_bytes = touched * 3 * H * inter * 2 + 2 * x.numel() * 2
+        flops = 2.0 * n * k * 3 * H * inter
+        shape = f"{name} N={n}"
+        note = f"{touched}/{E} experts touched"
+        ours = lambda: q35.ops.fused_moe(x, w13, w2, weights, ids, backend="kernel")  # noqa: E731
+        loop = lambda: q35.ops.fused_moe(x, w13, w2, weights, ids, backend="reference")  # noqa: E731
+        loop_us = _time(loop, device, max(2, reps // 3) if n >= 512 else reps)
+        peer, peer_us = "torch loop", loop_us
+        rows.append(Row(op="fused_moe", shape=shape, dtype="bf16", impl="torch loop", median_us=loop_us,
+                        bytes=expert_bytes, flops=flops, notes=note))
+        if device == "cuda" and hasattr(torch, "_grouped_mm"):
+            try:
+                gmm_us = _time(lambda: grouped_mm_moe(x, w13, w2, weights, ids), device, reps)
+                rows.append(Row(op="fused_moe", shape=shape, dtype="bf16", impl="torch._grouped_mm",
+                                median_us=gmm_us, bytes=expert_bytes, flops=flops, notes=note))
+                peer, peer_us = "torch._grouped_mm", gmm_us
+            except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:  # not in this torch build
+                note += f"; torch._grouped_mm unavailable: {str(err).splitlines()[0][:80]}"
+        rows.append(Row(op="fused_moe", shape=shape, dtype="bf16", impl="q35", median_us=_time(ours, device, reps),
+                        bytes=expert_bytes, flops=flops, peer=peer, peer_us=peer_us, notes=note))
+        block = lambda: q35.ops.moe_block(x, router, w13, w2, sw13, sw2, gate_w, k, backend="kernel")  # noqa: E731
+        block_bytes = expert_bytes + (router.numel() + sw13.numel() + sw2.numel()) * 2
+        block_flops = flops + 2.0 * n * (E + 3 * inter) * H
+        block_ref = lambda: q35.ops.moe_block(x, router, w13, w2, sw13, sw2, gate_w, k,  # noqa: E731
+                                              backend="reference")
+        rows.append(Row(op="moe_block", shape=shape, dtype="bf16", impl="q35", median_us=_time(block, device, reps),
+                        bytes=block_bytes, flops=block_flops, peer="torch loop",
+                        peer_us=_time(block_ref, device, max(2, reps // 3) if n >= 512 else reps), notes=note))
+        if device == "cuda" and n <= GRAPH_MAX_TOKENS:
+            for op, fn, nbytes, nflops in (("fused_moe", ours, expert_bytes, flops),
+                                           ("moe_block", block, block_bytes, block_flops)):
+                rows.append(Row(op=op, shape=shape, dtype="bf16", impl="q35 graph",
+                                median_us=bench_graph(fn)["median_us"], bytes=nbytes, flops=nflops, notes=note))
+    return rows
+
+
+def route_rows(E, k, tokens, device, reps) -> list[Row]:
+    rows = []
+    for n in tokens:
+        logits = torch.randn(n, E, device=device, dtype=torch.bfloat16)
+        nbytes = logits.numel() * 2 + n * k * 8
+        ours = lambda: q35.ops.moe_route(logits, k, backend="kernel")  # noqa: E731
+        rows.append(Row(op="moe_route", shape=f"N={n} E={E} k={k}", dtype="bf16", impl="q35",
+                        median_us=_time(ours, device, reps), bytes=nbytes, peer="torch",
+                        peer_us=_time(lambda: torch_route(logits, k), device, reps)))
+        if device == "cuda" and n <= GRAPH_MAX_TOKENS:
+            rows.append(Row(op="moe_route", shape=f"N={n} E={E} k={k}", dtype="bf16", impl="q35 graph",
+                            median_us=bench_graph(ours)["median_us"], bytes=nbytes))
+    return rows
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    device = "cpu" if args.dry_run else "cuda"
+    reps = 2 if args.dry_run else args.reps
+    tokens = [1, 8] if args.dry_run else args.tokens
+    shapes = DRY_SHAPES if args.dry_run else {name: SHAPES[name] for name in args.shapes}
+    rows = route_rows(64 if args.dry_run else 512, 2 if args.dry_run else 10, tokens, device, reps)
+    for name, (E, k, H, inter) in shapes.items():
+        rows += expert_rows(name, E, k, H, inter, tokens, device, reps)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1, 8, 64, 512, 8192])
+    parser.add_argument("--reps", type=int, default=20)
+    add_common_args(parser)
+    args = parser.parse_args()
+    emit("moe", run(args), args)
+
+
+if __name__ == "__main__":
+    main()

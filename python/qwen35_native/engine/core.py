@@ -1,0 +1,202 @@
+"""The engine loop: requests in, one scheduled step at a time, per-sequence updates out.
+
+``add_request`` validates a prompt (token ids) and its parameters, resolves unset fields from the checkpoint's
+generation config, assigns each of the ``n`` samples its seed (``seed + i``, or drawn: from the engine's seeded
+generator when the engine has a seed) and queues the samples as sequences. ``step`` schedules, runs the model
+runner, feeds each sampled token to the sequence's :class:`StopChecker` (stop ids, stop strings, length) and
+frees finished sequences at once. Requests may be added between any two steps.
+
+Tests: tests/engine/test_generate.py, test_scheduler.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections import deque
+from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model_runner import ModelRunner, StepPlan
+from .outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
+from .sampling import HostSamplerOutput, draw_seed
+from .sampling_params import SamplingParams
+from .scheduler import Scheduler, SchedulerOutput
+from .sequence import Sequence
+from .stopping import StopChecker
+
+
+@dataclass(eq=False)
+class Request:
+    request_id: int
+    prompt: str | None
+    prompt_ids: list[int]
+    params: SamplingParams  # resolved; ``n`` samples
+    seqs: list[Sequence]
+    metrics: RequestMetrics
+    updates: deque = field(default_factory=deque)  # SequenceUpdates not yet consumed by a stream
+
+    @property
+    def finished(self) -> bool:
+        return all(s.finished for s in self.seqs)
+
+
+@dataclass
+class SequenceUpdate:
+    """What one step did to one sequence: the token it sampled and the text that completed."""
+
+    request: Request
+    seq: Sequence
+    token_ids: list[int]
+    text: str | None  # None without a tokenizer
+    logprobs: list[TokenLogprob] | None
+    finished: bool
+
+
+class LLMEngine:
+    def __init__(self, runner: ModelRunner, scheduler: Scheduler, *, max_model_len: int, tokenizer=None,
+                 generation_config: dict[str, Any] | None = None, eos_ids: SequenceABC[int] = (),
+                 seed: int | None = None):
+        self.runner, self.scheduler = runner, scheduler
+        self.max_model_len = max_model_len
+        self.tokenizer = tokenizer
+        self.generation_config = generation_config or {}
+        self.eos_ids = list(eos_ids)
+        self.vocab_size = runner.vocab_size
+        self._rng = random.Random(seed) if seed is not None else None
+        self._request_ids = itertools.count()
+        self._seq_ids = itertools.count()
+        self.num_steps = 0
+
+    def _draw_seed(self) -> int:
+        return self._rng.getrandbits(63) if self._rng is not None else draw_seed()
+
+    def check_prompt(self, prompt_ids: Any) -> list[int]:
+        if isinstance(prompt_ids, (str, bytes)) or not isinstance(prompt_ids, SequenceABC):
+            raise TypeError(f"qwen35_native.LLM: a prompt must be a string or a list of token ids, got "
+                            f"{type(prompt_ids).__name__}")
+        ids = list(prompt_ids)
+        if not ids:
+            raise ValueError("qwen35_native.LLM: prompt is empty (need at least one token)")
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            raise TypeError("qwen35_native.LLM: token-id prompts must be lists of ints")
+        if min(ids) < 0 or max(ids) >= self.vocab_size:
+            raise ValueError(f"qwen35_native.LLM: prompt token ids must be in [0, vocab_size={self.vocab_size}), got "
+                             f"min {min(ids)} max {max(ids)}")
+        if len(ids) >= self.max_model_len:
+            raise ValueError(f"qwen35_native.LLM: prompt has {len(ids)} tokens but the context holds max_model_len="
+                             f"{self.max_model_len} tokens (prompt plus at least one generated token)")
+        return ids
+
+    def resolve(self, params: SamplingParams | None) -> SamplingParams:
+        if params is None:
+            params = SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"qwen35_native.LLM: sampling_params must be SamplingParams, got {type(params).__name__}")
+        return params if params.is_resolved else params.resolved(self.generation_config)
+
+    def add_request(self, prompt_ids: SequenceABC[int], params: SamplingParams | None = None,
+                    prompt: str | None = None, multimodal=None) -> Request:
+        """Queues one prompt (token ids); returns the :class:`Request` whose sequences the steps advance.
+        ``multimodal``: the prompt's ``MultimodalPrompt`` (``model.prepare_multimodal``) when it has images or
+        videos: its M-RoPE positions, ``rope_delta`` and vision features go with every sample."""
+        ids = self.check_prompt(prompt_ids)
+        if multimodal is not None and multimodal.input_ids.tolist() != ids:
+            raise ValueError("qwen35_native.LLM: the multimodal prompt was prepared for other token ids")
+        params = self.resolve(params)
+        room = self.max_model_len - len(ids)
+        seqs = []
+        request_id = next(self._request_ids)
+        for i in range(params.n):
+            p = params.for_sample(i, default_seed=None if params.seed is not None else self._draw_seed())
+            checker = StopChecker(p, self.eos_ids, self.tokenizer, max_new_tokens=room)
+            seqs.append(Sequence(next(self._seq_ids), request_id, i, ids, p, checker,
+                                 logprobs=[] if p.logprobs is not None else None, multimodal=multimodal,
+                                 position_offset=0 if multimodal is None else multimodal.rope_delta))
+        request = Request(request_id, prompt, ids, params, seqs, RequestMetrics(time.perf_counter()))
+        for seq in seqs:
+            seq.request = request
+            self.scheduler.add(seq)
+        return request
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def abort(self, request: Request) -> None:
+        """Stops a request's unfinished sequences and frees their cache."""
+        for seq in request.seqs:
+            if not seq.finished:
+                self.scheduler.finish(seq)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def step(self) -> list[SequenceUpdate]:
+        out = self.scheduler.schedule()
+        if not out.scheduled:
+            if self.scheduler.has_unfinished():
+                raise RuntimeError("qwen35_native: internal error: sequences wait but none could be scheduled")
+            return []
+        plan = self.plan(out)
+        if plan.is_decode_only:
+            plan.free_slots = self.scheduler.slots.free_indices()
+        sampled = self.runner.execute(plan)
+        self.num_steps += 1
+        for s in out.scheduled:
+            s.seq.num_computed += s.num_new
+        return [] if sampled is None else self._process(out, plan, sampled)
+
+    @staticmethod
+    def plan(out: SchedulerOutput) -> StepPlan:
+        plan = StepPlan([], [], [], [], [], [], [], [])
+        offsets, multimodal = [], []
+        for i, s in enumerate(out.scheduled):
+            seq = s.seq
+            plan.token_ids += seq.tokens(seq.num_computed, seq.num_computed + s.num_new)
+            plan.query_lens.append(s.num_new)
+            plan.context_lens.append(seq.num_computed)
+            plan.slots.append(seq.slot)
+            plan.block_tables.append(seq.blocks)
+            offsets.append(seq.position_offset)
+            multimodal.append(seq.multimodal)
+            if s.samples:
+                plan.sample_rows.append(i)
+                plan.sample_params.append(seq.params)
+                plan.sample_steps.append(len(seq.output_ids))
+        plan.position_offsets = offsets if any(offsets) else None
+        plan.multimodal = multimodal if any(m is not None for m in multimodal) else None
+        plan.presence_starts = [(seq.slot, seq.prompt_ids, list(seq.output_ids)) for seq in out.admitted
+                                if seq.needs_penalties]
+        return plan
+
+    def _process(self, out: SchedulerOutput, plan: StepPlan, sampled: HostSamplerOutput) -> list[SequenceUpdate]:
+        now = time.perf_counter()
+        updates = []
+        for k, row in enumerate(plan.sample_rows):
+            seq = out.scheduled[row].seq
+            token = sampled.token_ids[k]
+            logprob = None
+            if seq.logprobs is not None:
+                n = seq.params.logprobs
+                logprob = TokenLogprob(token, sampled.logprobs[k], sampled.ranks[k],
+                                       list(zip(sampled.top_ids[k][:n], sampled.top_logprobs[k][:n])))
+                seq.logprobs.append(logprob)
+            finished = seq.checker.append(token)
+            text = seq.checker.take_new_text() if self.tokenizer is not None else None
+            request = seq.request
+            if request.metrics.first_token_time is None:
+                request.metrics.first_token_time = now
+            if finished:
+                self.scheduler.finish(seq)
+                if request.finished:
+                    request.metrics.finish_time = now
+            update = SequenceUpdate(request, seq, [token], text, None if logprob is None else [logprob], finished)
+            request.updates.append(update)
+            updates.append(update)
+        return updates
+
+    def output(self, request: Request) -> RequestOutput:
+        outs = [CompletionOutput(s.sample_index, list(s.output_ids), s.checker.finish_reason, s.checker.stop_reason,
+                                 s.logprobs, s.checker.text if self.tokenizer is not None else None)
+                for s in request.seqs]
+        return RequestOutput(request.prompt, request.prompt_ids, outs, request.metrics)

@@ -1,0 +1,245 @@
+"""``q35.LLM``: load a checkpoint, then ``generate`` (prompts -> completions) and ``chat`` (conversations -> parsed
+replies), each optionally streaming (DESIGN.md §4).
+
+    llm = q35.LLM("path/to/checkpoint")                      # device: CUDA when available, else the CPU
+    out = llm.generate(["The capital of France is"], q35.SamplingParams(temperature=0, max_tokens=16))[0]
+    out.text, out.token_ids, out.finish_reason
+    reply = llm.chat([{"role": "user", "content": "Hi!"}], q35.SamplingParams.thinking(max_tokens=512))
+    reply.reasoning, reply.text, reply.tool_calls
+    for delta in llm.generate("Once upon a time", stream=True): print(delta.text, end="", flush=True)
+    llm.chat([{"role": "user", "content": [{"type": "image", "image": "cat.jpg"}, {"type": "text", "text": "?"}]}])
+
+The engine (``llm.engine``) batches every request continuously; ``generate`` and ``chat`` run it until their own
+requests finish. Tensor parallelism (``tensor_parallel_size > 1``) is not implemented yet.
+
+Tests: tests/engine/test_generate.py, test_chat_llm.py, test_llm_errors.py; bench: bench/e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..chat import Tokenizer, prompt_opens_think
+from ..model import Qwen35ForCausalLM, from_pretrained
+from ..model.cache import KV_BLOCK_SIZE
+from .chat_stream import chat_deltas, chat_response, normalize_conversations
+from .core import LLMEngine, Request
+from .model_runner import ModelRunner, default_graph_sizes
+from .outputs import ChatDelta, ChatResponse, GenerationDelta, RequestOutput
+from .prompts import PreparedPrompt, PromptPreparer, media_from_messages
+from .sampling_params import SamplingParams
+from .scheduler import Scheduler
+from .sizing import plan_cache
+from .stopping import eos_token_ids
+
+logger = logging.getLogger("qwen35_native")
+
+__all__ = ["LLM"]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"qwen35_native.LLM: {path} is not valid JSON: {e}") from e
+
+
+def _check_tp(tensor_parallel_size: Any) -> None:
+    if not isinstance(tensor_parallel_size, int) or isinstance(tensor_parallel_size, bool) or \
+            tensor_parallel_size < 1:
+        raise ValueError(f"qwen35_native.LLM: tensor_parallel_size must be a positive integer, got "
+                         f"{tensor_parallel_size!r}")
+    if tensor_parallel_size > 1:
+        raise NotImplementedError(f"qwen35_native.LLM: tensor_parallel_size={tensor_parallel_size} is not "
+                                  f"implemented yet (tensor parallelism is the next step); use 1")
+
+
+class LLM:
+    def __init__(self, model: str | os.PathLike | Qwen35ForCausalLM, *, device: str | torch.device | None = None,
+                 dtype: torch.dtype | str | None = None, backend: str | None = None, tensor_parallel_size: int = 1,
+                 max_num_seqs: int | None = None, max_model_len: int | None = None, block_size: int = KV_BLOCK_SIZE,
+                 num_blocks: int | None = None, gpu_memory_utilization: float = 0.9,
+                 max_num_batched_tokens: int | None = None, cuda_graphs: bool | None = None,
+                 cuda_graph_sizes: list[int] | None = None, seed: int | None = None,
+                 tokenizer: Tokenizer | bool | None = None, generation_config: Mapping[str, Any] | None = None,
+                 progress: bool | None = None):
+        """
+        Args:
+            model: a checkpoint directory, or a model already built (``q35.from_pretrained`` or random weights).
+            device, dtype, backend: as ``q35.from_pretrained`` (device default: CUDA when available, else CPU).
+            tensor_parallel_size: 1 (more is not implemented yet).
+            max_num_seqs, max_model_len, block_size, num_blocks, gpu_memory_utilization, max_num_batched_tokens:
+                cache and batch sizes (``engine/sizing.py``).
+            cuda_graphs: decode steps in CUDA graphs: None = on for CUDA (a failed capture warns and stays
+                eager), True = on (a failed capture is an error), False = off. Off on the CPU.
+            cuda_graph_sizes: decode batch sizes to capture (default 1, 2, 4, 8, 16, 32, ... up to max_num_seqs).
+            seed: seeds the per-request seeds drawn for requests without one (None: fresh randomness).
+            tokenizer: None = load the checkpoint's tokenizer files when present; False = none; or a Tokenizer.
+            generation_config: overrides the checkpoint's ``generation_config.json`` (defaults of unset fields).
+            progress: progress bar while loading weights (default: when stderr is a terminal).
+        """
+        _check_tp(tensor_parallel_size)
+        path = None
+        if isinstance(model, (str, os.PathLike)):
+            path = Path(model)
+            if not path.is_dir():
+                raise FileNotFoundError(f"qwen35_native.LLM: model directory {str(path)!r} does not exist")
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(f"qwen35_native.LLM: {str(path)!r} is not a checkpoint directory (no "
+                                        f"config.json)")
+            device = torch.device(device) if device is not None else torch.device(
+                "cuda" if torch.cuda.is_available() else "cpu")
+            model = from_pretrained(str(path), device=device, dtype=dtype, backend=backend, progress=progress)
+        elif isinstance(model, Qwen35ForCausalLM):
+            if device is not None or dtype is not None or backend is not None:
+                raise ValueError("qwen35_native.LLM: device, dtype and backend are fixed by a model passed as an "
+                                 "object; pass a checkpoint directory to choose them")
+        else:
+            raise TypeError(f"qwen35_native.LLM: model must be a checkpoint directory or a Qwen35ForCausalLM, got "
+                            f"{type(model).__name__}")
+        self.model, self.path = model, path
+        self.tokenizer = self._load_tokenizer(tokenizer)
+        if generation_config is None and path is not None and (path / "generation_config.json").is_file():
+            generation_config = _read_json(path / "generation_config.json")
+        self.generation_config = dict(generation_config or {})
+        graphs = cuda_graphs is not False and model.device.type == "cuda"
+        plan = plan_cache(model, max_num_seqs=max_num_seqs, max_model_len=max_model_len, block_size=block_size,
+                          num_blocks=num_blocks, gpu_memory_utilization=gpu_memory_utilization,
+                          max_num_batched_tokens=max_num_batched_tokens, cuda_graphs=graphs)
+        self.cache_plan = plan
+        runner = ModelRunner(model, plan.num_blocks, plan.block_size, plan.max_num_seqs, plan.max_model_len,
+                             cuda_graphs=cuda_graphs,
+                             graph_batch_sizes=cuda_graph_sizes or default_graph_sizes(plan.max_num_seqs))
+        scheduler = Scheduler(plan.num_blocks, plan.block_size, plan.max_num_seqs, plan.max_num_batched_tokens)
+        eos = eos_token_ids(self.generation_config, self.tokenizer.eos_token_id if self.tokenizer else None)
+        eos += [i for i in eos_token_ids({"eos_token_id": model.text_config.eos_token_id}) if i not in eos]
+        self.engine = LLMEngine(runner, scheduler, max_model_len=plan.max_model_len, tokenizer=self.tokenizer,
+                                generation_config=self.generation_config, eos_ids=eos, seed=seed)
+        self.prompts = PromptPreparer(self)
+        logger.info("qwen35_native: engine ready: max_model_len %d, max_num_seqs %d, %d KV blocks x %d tokens, "
+                    "%d tokens per step, CUDA graphs %s", plan.max_model_len, plan.max_num_seqs, plan.num_blocks,
+                    plan.block_size, plan.max_num_batched_tokens, "on" if runner.graphs is not None else "off")
+
+    def _load_tokenizer(self, tokenizer):
+        if tokenizer is False:
+            return None
+        if tokenizer is not None and tokenizer is not True:
+            return tokenizer
+        if self.path is not None and (self.path / "tokenizer.json").is_file():
+            return Tokenizer.from_pretrained(self.path)
+        if tokenizer is True:
+            raise FileNotFoundError(f"qwen35_native.LLM: no tokenizer.json in {self.path}")
+        return None
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    def require_tokenizer(self, what: str) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ValueError(f"qwen35_native.LLM: {what} needs a tokenizer, and this model has no tokenizer files "
+                             f"(tokenizer.json); pass prompts as lists of token ids")
+        return self.tokenizer
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _params(self, sampling_params: Any, count: int) -> list[SamplingParams | None]:
+        if sampling_params is None or isinstance(sampling_params, SamplingParams):
+            return [sampling_params] * count
+        if isinstance(sampling_params, Sequence) and len(sampling_params) == count:
+            return list(sampling_params)
+        raise ValueError(f"qwen35_native.LLM: sampling_params must be None, one SamplingParams, or a list of one per "
+                         f"prompt ({count}), got {sampling_params!r}")
+
+    def _add(self, prompts: list[PreparedPrompt], params: list) -> list[Request]:
+        """Queues every prompt, or none: a bad one (checked before any runs) aborts those already queued."""
+        resolved = [self.engine.resolve(p) for p in params]
+        requests: list[Request] = []
+        try:
+            for prompt, p in zip(prompts, resolved):
+                requests.append(self.engine.add_request(prompt.token_ids, p, prompt.text, prompt.multimodal))
+        except Exception:
+            for r in requests:
+                self.engine.abort(r)
+            raise
+        return requests
+
+    def _run(self, requests: list[Request]) -> None:
+        try:
+            while not all(r.finished for r in requests):
+                self.engine.step()
+        except BaseException:
+            for r in requests:
+                self.engine.abort(r)
+            raise
+        for r in requests:
+            r.updates.clear()
+
+    def generate(self, prompts: str | Sequence[int] | Mapping[str, Any] | Sequence[str | Sequence[int] | Mapping],
+                 sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+                 stream: bool = False) -> list[RequestOutput] | Iterator[GenerationDelta]:
+        """Completes each prompt (a string, a token-id list, or a dict with images / videos: ``engine/prompts.py``).
+        Returns one :class:`RequestOutput` per prompt, in order; with ``stream=True`` an iterator of
+        :class:`GenerationDelta` (new tokens and text of one sample, as each step produces them)."""
+        items = self.prompts.prepare_all(prompts)
+        requests = self._add(items, self._params(sampling_params, len(items)))
+        if stream:
+            return self._stream(requests)
+        self._run(requests)
+        return [self.engine.output(r) for r in requests]
+
+    def _stream(self, requests: list[Request]) -> Iterator[GenerationDelta]:
+        try:
+            while True:
+                for index, r in enumerate(requests):
+                    while r.updates:
+                        u = r.updates.popleft()
+                        yield GenerationDelta(index, u.seq.sample_index, u.token_ids, u.text,
+                                              u.seq.checker.finish_reason if u.finished else None, u.logprobs,
+                                              len(r.prompt_ids), r.metrics)
+                if all(r.finished for r in requests):
+                    return
+                self.engine.step()
+        finally:  # the caller stopped early (or a step failed): free what is still running
+            for r in requests:
+                self.engine.abort(r)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def chat(self, messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
+             sampling_params: SamplingParams | Sequence[SamplingParams] | None = None, *,
+             enable_thinking: bool = True, tools: Sequence[Mapping[str, Any]] | None = None, stream: bool = False,
+             chat_template: str | None = None,
+             **template_kwargs: Any) -> ChatResponse | list[ChatResponse] | Iterator[ChatDelta]:
+        """Replies to one conversation (a list of message dicts) or to each of a list of conversations.
+
+        The conversation is rendered with the checkpoint's chat template (``add_generation_prompt``,
+        ``enable_thinking``, ``tools`` and any other template variables), generated from, and the reply parsed into
+        reasoning (the think block), answer text and tool calls. Returns a :class:`ChatResponse` (a list of them
+        for a list of conversations); with ``stream=True`` an iterator of :class:`ChatDelta`. Message contents may be
+        strings or lists of parts: text, images and videos (``engine/prompts.py``).
+        """
+        tokenizer = self.require_tokenizer("chat")
+        conversations, single = normalize_conversations(messages)
+        rendered = [tokenizer.apply_chat_template(c, tools=tools, add_generation_prompt=True,
+                                                  chat_template=chat_template, enable_thinking=enable_thinking,
+                                                  **template_kwargs) for c in conversations]
+        items = []
+        for conversation, text in zip(conversations, rendered):
+            media = media_from_messages(conversation)
+            prompt = {"prompt": text, "multi_modal_data": media} if media["image"] or media["video"] else text
+            item = self.prompts.prepare(prompt, add_special_tokens=False)
+            item.text = text  # the rendered conversation (before vision tokens are spelled out)
+            items.append(item)
+        opened = [prompt_opens_think(text) for text in rendered]
+        requests = self._add(items, self._params(sampling_params, len(items)))
+        if stream:
+            return chat_deltas(self._stream(requests), requests, opened, tools)
+        self._run(requests)
+        replies = [chat_response(self.engine.output(r), o, tools) for r, o in zip(requests, opened)]
+        return replies[0] if single else replies

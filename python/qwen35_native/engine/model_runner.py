@@ -1,0 +1,192 @@
+"""The engine's only contact with the model: caches, one forward + sample per step, CUDA graphs for decode steps.
+
+The scheduler and engine loop are host-side bookkeeping; everything they ask of the device goes through
+:meth:`ModelRunner.execute` with a :class:`StepPlan` of plain Python data (picklable, so a tensor-parallel wrapper
+can broadcast it and run the same plan on every rank).
+
+Cache layout: ``num_blocks`` KV blocks and ``num_slots`` GDN slots for the sequences, plus one padding block and
+one padding slot (the last indices) that padded rows of CUDA-graph batches read and write, so padding never
+touches a real sequence's state.
+
+Tests: tests/engine/test_generate.py, test_cuda_graphs.py; bench: bench/e2e.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from ..model import ForwardBatch
+from ..model.mrope import sequence_positions
+from ..model.multimodal import concat_vision_embeds
+from .penalties import TokenPresence
+from .sampling import HostSamplerOutput, SamplerOutput, SamplingTensors, sample
+from .sampling_params import SamplingParams
+
+logger = logging.getLogger("qwen35_native")
+
+
+@dataclass
+class StepPlan:
+    """One step: sequences packed along the token axis, decode steps first."""
+
+    token_ids: list[int]  # new tokens of every sequence, packed
+    query_lens: list[int]  # new tokens per sequence
+    context_lens: list[int]  # tokens already cached per sequence
+    slots: list[int]  # GDN state slot per sequence
+    block_tables: list[list[int]]  # KV blocks per sequence (at least enough for context + new tokens)
+    sample_rows: list[int]  # sequences whose last new token's logits are sampled, ascending
+    sample_params: list[SamplingParams]  # resolved, seeded; one per sampled row
+    sample_steps: list[int]  # tokens each sampled sequence has generated so far
+    position_offsets: list[int] | None = None  # M-RoPE delta per sequence (None: all 0, text only)
+    # sequences starting (or restarting) in a slot that need penalty state: (slot, prompt ids, output ids)
+    presence_starts: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
+    free_slots: list[int] = field(default_factory=list)  # GDN slots no sequence holds (CUDA-graph padding)
+    # per sequence: its MultimodalPrompt (prompt M-RoPE positions, vision features) or None; None: text only
+    multimodal: list | None = None
+
+    @property
+    def num_decodes(self) -> int:
+        n = 0
+        while n < len(self.query_lens) and self.query_lens[n] == 1 and self.context_lens[n] > 0:
+            n += 1
+        return n
+
+    @property
+    def is_decode_only(self) -> bool:
+        return self.num_decodes == len(self.query_lens)
+
+    @property
+    def feeds_prompt_of_multimodal(self) -> bool:
+        """True when a multimodal sequence feeds prompt tokens this step (positions from its rope index, maybe
+        vision features): such a step never runs as a CUDA graph."""
+        return self.multimodal is not None and any(
+            m is not None and c < m.input_ids.numel() for m, c in zip(self.multimodal, self.context_lens))
+
+
+class ModelRunner:
+    def __init__(self, model, num_blocks: int, block_size: int, num_slots: int, max_model_len: int,
+                 cuda_graphs: bool | None = None, graph_batch_sizes: list[int] | None = None):
+        """``cuda_graphs``: True (capture decode steps; a failed capture is an error), None (the same on CUDA, but
+        a failed capture logs a warning and the engine stays eager), False (eager only)."""
+        self.model = model
+        self.device = model.device
+        self.vocab_size = model.text_config.vocab_size
+        self.block_size = block_size
+        self.num_blocks, self.num_slots = num_blocks, num_slots
+        self.max_blocks_per_seq = (max_model_len + block_size - 1) // block_size
+        self.cache = model.allocate_cache(num_blocks + 1, block_size, num_slots + 1)
+        self.pad_block, self.pad_slot = num_blocks, num_slots
+        self._clear_padding()
+        self.presence: TokenPresence | None = None
+        self.graphs = None
+        if cuda_graphs is None:
+            cuda_graphs = None if self.device.type == "cuda" else False
+        if cuda_graphs is not False:
+            if self.device.type != "cuda":
+                raise ValueError(f"qwen35_native.LLM: cuda_graphs=True needs a CUDA device, got {self.device}")
+            from .cuda_graphs import DecodeGraphs
+
+            self.graphs = DecodeGraphs(self, graph_batch_sizes or default_graph_sizes(num_slots),
+                                       strict=cuda_graphs is True)
+
+    def _clear_padding(self) -> None:
+        """Zeroes the padding block and every GDN slot: padding rows of CUDA-graph batches run on the padding slot
+        and on slots no sequence holds, and must compute on finite values (a NaN routed through a MoE kernel is
+        not something to rely on). Sequences never read a slot's old contents."""
+        for k, v in self.cache.kv.values():
+            k[self.pad_block].zero_()
+            v[self.pad_block].zero_()
+        for i in self.cache.conv:
+            self.cache.conv[i].zero_()
+            self.cache.ssm[i].zero_()
+
+    @property
+    def graphs_active(self) -> bool:
+        return self.graphs is not None and self.graphs.enabled
+
+    # ------------------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, plan: StepPlan) -> HostSamplerOutput | None:
+        """Runs one step: the forward over the plan's tokens, then samples the ``sample_rows``. Returns the sampled
+        tokens (and logprobs) in ``sample_rows`` order, or None when no row samples (prefill chunks only)."""
+        self._start_presence(plan)
+        if self.graphs is not None and plan.is_decode_only and len(plan.sample_rows) == len(plan.query_lens) \
+                and not plan.feeds_prompt_of_multimodal:
+            out = self.graphs.run(plan)
+            if out is not None:
+                return out
+        return self._execute_eager(plan)
+
+    def _start_presence(self, plan: StepPlan) -> None:
+        if not plan.presence_starts:
+            return
+        if self.presence is None:  # first request with penalties: per-slot token masks from now on
+            self.presence = TokenPresence(self.num_slots + 1, self.vocab_size, self.device)
+        for slot, prompt_ids, output_ids in plan.presence_starts:
+            self.presence.start(slot, prompt_ids, output_ids)
+
+    def build_batch(self, plan: StepPlan, logits_rows: list[int] | None) -> ForwardBatch:
+        n = len(plan.query_lens)
+        width = max(len(t) for t in plan.block_tables)
+        table = torch.full((n, max(width, 1)), self.pad_block, dtype=torch.int32)
+        for i, blocks in enumerate(plan.block_tables):
+            table[i, :len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
+        positions = None
+        if plan.position_offsets is not None or plan.multimodal is not None:
+            offsets = plan.position_offsets or [0] * n
+            mms = plan.multimodal or [None] * n
+            positions = torch.cat([sequence_positions(c, q, d, None if m is None else m.positions) for c, q, d, m
+                                   in zip(plan.context_lens, plan.query_lens, offsets, mms)], dim=1)   # [3, T]
+        cu = [0]
+        for q in plan.query_lens:
+            cu.append(cu[-1] + q)
+        logits = "all" if logits_rows is None else [cu[r + 1] - 1 for r in logits_rows]
+        return ForwardBatch.build(plan.query_lens, plan.context_lens, plan.slots, table, self.block_size,
+                                  self.device, positions=positions, logits=logits, num_slots=self.num_slots + 1,
+                                  num_blocks=self.num_blocks + 1)
+
+    def _vision_embeds(self, plan: StepPlan):
+        """(batch token indices, features) of the vision pad tokens this step feeds, or None."""
+        if not plan.feeds_prompt_of_multimodal:
+            return None
+        parts, offset = [], 0
+        for m, c, q in zip(plan.multimodal, plan.context_lens, plan.query_lens):
+            if m is not None:
+                parts.append(m.embeds_for(c, c + q, offset=offset))
+            offset += q
+        return concat_vision_embeds(parts)
+
+    def _execute_eager(self, plan: StepPlan) -> HostSamplerOutput | None:
+        batch = self.build_batch(plan, plan.sample_rows)  # no sampled rows: prefill chunks only, no logits
+        logits = self.model.forward_cached(self._ids(plan), batch, self.cache,
+                                           vision_embeds=self._vision_embeds(plan))   # [M, vocab]
+        if not plan.sample_rows:
+            return None
+        tensors = SamplingTensors.build(plan.sample_params, plan.sample_steps, self.vocab_size, self.device)
+        slots = torch.tensor([plan.slots[r] for r in plan.sample_rows], dtype=torch.long).to(self.device)
+        out = sample(logits, tensors, *self.penalty_masks(tensors, slots))
+        self.record_sampled(slots, out)
+        return out.to_host()
+
+    def _ids(self, plan: StepPlan) -> torch.Tensor:
+        return torch.tensor(plan.token_ids, dtype=torch.long).to(self.device, non_blocking=True)
+
+    def penalty_masks(self, tensors: SamplingTensors, slots: torch.Tensor):
+        if not (tensors.any_presence or tensors.any_repetition):
+            return None, None
+        if self.presence is None:
+            raise RuntimeError("qwen35_native: internal error: a row has penalties but no token presence state")
+        return self.presence.masks(slots)
+
+    def record_sampled(self, slots: torch.Tensor, out: SamplerOutput) -> None:
+        if self.presence is not None:
+            self.presence.append(slots, out.token_ids)
+
+
+def default_graph_sizes(max_batch: int) -> list[int]:
+    """Decode batch sizes captured (lazily): 1, 2, 4, 8, then every multiple of 16, up to ``max_batch``."""
+    sizes = [s for s in (1, 2, 4, 8) if s < max_batch] + list(range(16, max_batch, 16))
+    return sorted(set(sizes + [max_batch]))
