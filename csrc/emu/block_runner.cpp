@@ -103,12 +103,16 @@ BlockRunner::BlockRunner() {
   smem_mapping_ = static_cast<char*>(p);
   smem_guard_ = smem_mapping_ + smem_mapping_bytes_ - page;
   if (mprotect(smem_guard_, page, PROT_NONE) != 0) throw Error("qwen35_native emulator: cannot protect smem guard");
+  p = mmap(nullptr, smem_mapping_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw Error("qwen35_native emulator: cannot map the async-proxy shared-memory view");
+  shadow_mapping_ = static_cast<char*>(p);
   for (auto& w : warps_) w.num_pending = 0;
 }
 
 BlockRunner::~BlockRunner() {
   for (auto& f : fibers_) free_stack(f->stack);
   if (smem_mapping_) munmap(smem_mapping_, smem_mapping_bytes_);
+  if (shadow_mapping_) munmap(shadow_mapping_, smem_mapping_bytes_);
 }
 
 bool BlockRunner::smem_guard_contains(const void* addr) const {
@@ -141,6 +145,9 @@ void BlockRunner::prepare_smem(size_t bytes) {
   smem_bytes_ = bytes;
   smem_base_ = reinterpret_cast<unsigned char*>(smem_guard_ - rounded);
   std::memset(smem_base_, kSmemPoison, rounded);
+  const ptrdiff_t offset = smem_base_ - reinterpret_cast<unsigned char*>(smem_mapping_);
+  smem_shadow_ = reinterpret_cast<unsigned char*>(shadow_mapping_) + offset;
+  std::memset(smem_shadow_, kSmemPoison, rounded);
 }
 
 void BlockRunner::prepare(const LaunchSpec& spec, uint3 block_idx) {
@@ -176,14 +183,16 @@ void BlockRunner::prepare(const LaunchSpec& spec, uint3 block_idx) {
     f.state = FiberState::kRunnable;
     f.wait = WaitKind::kNone;
     f.cp_async.reset();
+    f.async.reset();
     make_context(f.machine, f.stack, &BlockRunner::fiber_entry, &f);
   }
 }
 
 void BlockRunner::run_block(const LaunchSpec& spec, uint3 block_idx, const Schedule& schedule, uint64_t block_seq,
-                            size_t stack_bytes) {
+                            size_t stack_bytes, int arch_sm) {
   ensure_fibers(spec.block.x * spec.block.y * spec.block.z, stack_bytes);
   prepare(spec, block_idx);
+  async_.reset(arch_sm);
   set_active_runner(this);
   try {
     schedule_loop(schedule, block_seq);
@@ -211,8 +220,11 @@ void BlockRunner::schedule_loop(const Schedule& schedule, uint64_t block_seq) {
       progressed = true;
       if (failed_) throw_error(failed_fiber_, failure_);
     }
-    if (num_exited_ == num_threads_) return;
-    if (!progressed && !resolve_activemasks()) report_deadlock();
+    if (num_exited_ == num_threads_) {
+      check_async_at_block_end();
+      return;
+    }
+    if (!progressed && !resolve_activemasks() && !run_async_units()) report_deadlock();
   }
 }
 
@@ -322,6 +334,7 @@ int BlockRunner::barrier(BarrierKind kind, int predicate, Site site) {
 void BlockRunner::exit_running() {
   Fiber& f = *running_;
   f.cp_async.drain();
+  async_thread_exit(f);
   WarpState& w = warps_[f.ctx.warp];
   const uint32_t bit = 1u << f.ctx.lane;
   w.exited |= bit;
@@ -417,6 +430,7 @@ void BlockRunner::report_deadlock() {
       }
     }
   }
+  details += describe_async_waits();
   if (!blame) {
     for (unsigned t = 0; t < num_threads_ && !blame; ++t)
       if (fibers_[t]->state == FiberState::kBlocked) blame = fibers_[t].get();

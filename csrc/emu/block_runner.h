@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "emu/async_state.h"
 #include "emu/config.h"
 #include "emu/context.h"
 #include "emu/cp_async_queue.h"
@@ -18,7 +19,7 @@ constexpr unsigned kMaxBlockThreads = 1024;
 constexpr unsigned kMaxWarps = kMaxBlockThreads / kWarpLanes;
 
 enum class FiberState : uint8_t { kRunnable, kBlocked, kExited };
-enum class WaitKind : uint8_t { kNone, kBarrier, kCollective, kActiveMask };
+enum class WaitKind : uint8_t { kNone, kBarrier, kCollective, kActiveMask, kMbarrier, kWgmma, kNamedBarrier };
 
 struct Fiber {
   ThreadCtx ctx;  // first: current_thread() hands out &ctx
@@ -31,6 +32,7 @@ struct Fiber {
   uint32_t wait_mask = 0;
   uint32_t activemask_result = 0;
   CpAsyncQueue cp_async;
+  FiberAsync async;  // sm_90: wgmma groups, TMA stores, mbarrier waits
 };
 
 struct Collective {
@@ -68,13 +70,14 @@ class BlockRunner {
 
   // Runs one block to completion; throws Error on a fault.
   void run_block(const LaunchSpec& spec, uint3 block_idx, const Schedule& schedule, uint64_t block_seq,
-                 size_t stack_bytes);
+                 size_t stack_bytes, int arch_sm);
   BlockStats take_stats();
 
   // ---- called from fibers (the running thread) ----
   Fiber& running() { return *running_; }
   WarpState& warp_of(const Fiber& f) { return warps_[f.ctx.warp]; }
   Fiber& fiber(unsigned linear_tid) { return *fibers_[linear_tid]; }
+  const Fiber& fiber(unsigned linear_tid) const { return *fibers_[linear_tid]; }
   int barrier(BarrierKind kind, int predicate, Site site);
   void collective_arrive(const CollectiveOp& op, uint32_t mask, void* args, Site site);  // collectives.cpp
   uint32_t active_mask(Site site);
@@ -93,6 +96,23 @@ class BlockRunner {
 
   unsigned char* smem_base() const { return smem_base_; }
   size_t smem_bytes() const { return smem_bytes_; }
+
+  // ---- sm_90 asynchronous units (async_proxy.cpp, mbarrier.cpp, tma.cpp, wgmma.cpp) ----
+  unsigned num_threads() const { return num_threads_; }
+  unsigned num_warps() const { return num_warps_; }
+  AsyncUnits& async_units() { return async_; }
+  const AsyncUnits& async_units() const { return async_; }
+  // The async proxy's view of dynamic shared memory: TMA writes both views, fence.proxy.async copies the generic
+  // view into it, and wgmma / TMA stores read it (and compare it with the generic view).
+  unsigned char* smem_shadow() const { return smem_shadow_; }
+  void publish_smem();
+  void async_thread_exit(Fiber& f);           // at thread exit: unwaited wgmmas fail, TMA stores complete
+  std::string describe_async_waits() const;  // mbarrier / wgmma / named-barrier waits, for deadlock reports
+  void check_async_at_block_end();           // TMA loads still in flight when the block ends fail
+  // When no thread can run, the async units make progress: threads waiting on an mbarrier with TMA loads in flight
+  // (they perform the loads) or in wgmma.wait_group for fully issued wgmmas (they complete them) are woken.
+  // So copies land and wgmmas complete as late as possible, which is what exposes early reads and reuse.
+  bool run_async_units();
 
  private:
   static void fiber_entry(void* fiber);
@@ -129,6 +149,9 @@ class BlockRunner {
   char* smem_guard_ = nullptr;
   unsigned char* smem_base_ = nullptr;
   size_t smem_bytes_ = 0;
+  char* shadow_mapping_ = nullptr;  // same geometry as the smem arena, no guard page
+  unsigned char* smem_shadow_ = nullptr;
+  AsyncUnits async_;
 
   MachineContext scheduler_;
   Fiber* running_ = nullptr;

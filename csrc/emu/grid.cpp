@@ -100,6 +100,7 @@ struct GridJob {
   const BlockOrder* order;
   Schedule schedule;
   size_t stack_bytes;
+  int arch_sm;
   uint64_t num_blocks;
   std::atomic<uint64_t> next{0};
   std::atomic<bool> failed{false};
@@ -113,7 +114,7 @@ struct GridJob {
     try {
       for (uint64_t i = next++; i < num_blocks && !failed; i = next++) {
         const uint64_t b = order->at(i);
-        runner.run_block(*spec, block_coords(b, spec->grid), schedule, b, stack_bytes);
+        runner.run_block(*spec, block_coords(b, spec->grid), schedule, b, stack_bytes, arch_sm);
       }
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mutex);
@@ -194,6 +195,7 @@ void run_grid(const LaunchSpec& spec) {
   job.order = &order;
   job.schedule = settings.schedule;
   job.stack_bytes = settings.stack_bytes;
+  job.arch_sm = settings.arch.sm;
   job.num_blocks = num_blocks;
   const uint64_t threads = std::min<uint64_t>(static_cast<uint64_t>(settings.os_threads), num_blocks);
   if (threads <= 1) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "emu/block_runner.h"
+#include "emu/half_bits.h"
 #include "q35/emu/half_intrinsics.h"
 #include "q35/emu/ptx_emu.h"
 
@@ -93,31 +94,9 @@ void check_row_address(int num_matrices, const void* row, const char* op, Site s
 
 // ---- mma ----
 
-float f16_bits_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  const uint32_t mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    const float v = std::ldexp(static_cast<float>(mant), -24);  // zero or subnormal, exact
-    return sign ? -v : v;
-  }
-  bits = exp == 0x1f ? (sign | 0x7f800000u | (mant << 13)) : (sign | ((exp + 112u) << 23) | (mant << 13));
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 template <MmaInput kIn>
 float input_to_float(uint16_t bits) {
-  if constexpr (kIn == MmaInput::kBf16) {
-    const uint32_t b = static_cast<uint32_t>(bits) << 16;
-    float f;
-    std::memcpy(&f, &b, 4);
-    return f;
-  } else {
-    return f16_bits_to_float(bits);
-  }
+  return kIn == MmaInput::kBf16 ? bf16_bits_to_float(bits) : f16_bits_to_float(bits);
 }
 
 uint16_t half_bits(uint32_t reg, int index) { return static_cast<uint16_t>(reg >> (16 * (index & 1))); }

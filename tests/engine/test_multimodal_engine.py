@@ -135,7 +135,7 @@ def test_cli_generate_with_an_image(tiny_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert int(err.split("[prompt ")[1].split()[0]) > text_tokens + 3
     assert main(base + ["--image", str(path), "--raw"]) == 2
-    assert "--image needs a text --prompt sent through the chat template" in capsys.readouterr().err
+    assert "--image/--video need a text --prompt sent through the chat template" in capsys.readouterr().err
 
 
 @pytest.mark.gpu

@@ -8,49 +8,11 @@
 #include <Python.h>
 #include <torch/library.h>
 
-#if defined(Q35_WITH_CUDA)
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
-
+#include "emu_test_glue.h"
 #include "emu_test_kernels.cuh"
 
 namespace q35::emutest {
 namespace {
-
-// Runs the launcher of the tensors' device: emulated on the CPU, the real kernel on CUDA.
-template <typename Emu, typename Cuda>
-void run_on(const at::Tensor& ref, const char* op, Emu&& emu_launch, Cuda&& cuda_launch) {
-  cudaError_t err = cudaSuccess;
-  if (ref.is_cuda()) {
-#if defined(Q35_WITH_CUDA)
-    const c10::cuda::CUDAGuard guard(ref.device());
-    err = cuda_launch(c10::cuda::getCurrentCUDAStream().stream());
-    TORCH_CHECK(err == cudaSuccess, "q35_emu_tests.", op, ": launch failed: ", cudaGetErrorString(err));
-    return;
-#else
-    (void)cuda_launch;
-    TORCH_CHECK(false, "q35_emu_tests.", op, ": built without CUDA");
-#endif
-  }
-  err = emu_launch(nullptr);
-  TORCH_CHECK(err == cudaSuccess, "q35_emu_tests.", op, ": launch failed with cudaError ", static_cast<int>(err));
-}
-
-#define Q35_RUN(op, ref, launcher, ...)                                                               \
-  run_on(                                                                                             \
-      ref, op, [&](cudaStream_t s) { return q35::emu::emutest::launcher(__VA_ARGS__, s); },           \
-      [&](cudaStream_t s) { return q35::cuda::emutest::launcher(__VA_ARGS__, s); })
-
-template <typename T>
-T* ptr(const at::Tensor& t) {
-  return static_cast<T*>(t.data_ptr());
-}
-
-void check(const at::Tensor& t, at::ScalarType dtype, const char* op, const char* name) {
-  TORCH_CHECK(t.scalar_type() == dtype && t.is_contiguous(), "q35_emu_tests.", op, ": ", name, " must be a contiguous ",
-              c10::toString(dtype), " tensor");
-}
 
 std::tuple<at::Tensor, at::Tensor> shuffle(const at::Tensor& values, const at::Tensor& operand, int64_t mode,
                                            int64_t width, int64_t mask) {

@@ -1,0 +1,79 @@
+"""The sm_90a wrappers (q35/ptx/{wgmma,tma,mbarrier,warpgroup}.cuh) emit the Hopper instructions, checked without
+a GPU in the SASS of the emulator's test kernels (qwen35_native._emu_tests): HGMMA, UTMALDG / UTMASTG, the
+mbarrier SYNCS ops and USETMAXREG in the sm_90a code; none of them in the sm_80 code, whose copies only trap."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import qwen35_native
+
+KERNELS = {
+    "hopper_gemm_kernel": ("HGMMA.64x128x16.F32", "UTMALDG.2D", "UTMASTG.2D", "SYNCS.PHASECHK", "USETMAXREG"),
+    "wgmma_probe_kernel": ("HGMMA.64x8x16.F32", "HGMMA.64x256x16.F32", "WARPGROUP"),
+    "tma_probe_kernel": ("UTMALDG.2D", "UTMALDG.3D", "UTMASTG.3D", "SYNCS.ARRIVE"),
+    "mbarrier_probe_kernel": ("SYNCS.ARRIVE", "SYNCS.PHASECHK"),
+}
+HOPPER_ONLY = ("HGMMA", "UTMALDG", "UTMASTG", "SYNCS", "USETMAXREG")
+
+
+def _cuobjdump() -> str:
+    try:
+        import nvidia.cu13
+
+        cand = Path(nvidia.cu13.__path__[0]) / "bin" / "cuobjdump"
+        if cand.exists():
+            return str(cand)
+    except ImportError:
+        pass
+    pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump)")
+
+
+@pytest.fixture(scope="module")
+def sass() -> dict[tuple[str, str], str]:
+    """{(arch, mangled function name): SASS} of the test extension."""
+    if not qwen35_native.build_info()["with_cuda_kernels"]:
+        pytest.skip("this build has no CUDA kernels")
+    lib = next(Path(qwen35_native.__file__).parent.glob("_emu_tests*.so"))
+    out = subprocess.run([_cuobjdump(), "--dump-sass", str(lib)], capture_output=True, text=True, check=True).stdout
+    funcs, arch, name = {}, "", None
+    for line in out.splitlines():
+        if "arch = sm_" in line:
+            arch = line.split("=", 1)[1].strip()
+        elif line.strip().startswith("Function :"):
+            name = (arch, line.split(":", 1)[1].strip())
+            funcs[name] = ""
+        elif name:
+            funcs[name] += line + "\n"
+    return funcs
+
+
+def _archs() -> list[str]:
+    raw = os.environ.get("QWEN35_CUDA_ARCHS", "80;90a").replace(",", ";").replace("sm_", "")
+    return ["sm_" + a for a in raw.split(";") if a]
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_sm90a_code_has_the_hopper_instructions(sass, kernel):
+    if "sm_90a" not in _archs():
+        pytest.skip("built without sm_90a")
+    bodies = [s for (arch, name), s in sass.items() if arch == "sm_90a" and kernel in name]
+    assert bodies, f"no sm_90a SASS for {kernel}"
+    code = "".join(bodies)
+    for instruction in KERNELS[kernel]:
+        assert instruction in code, f"{kernel}: no {instruction} in its sm_90a SASS"
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_sm80_code_only_traps(sass, kernel):
+    if "sm_80" not in _archs():
+        pytest.skip("built without sm_80")
+    bodies = [s for (arch, name), s in sass.items() if arch == "sm_80" and kernel in name]
+    assert bodies, f"no sm_80 SASS for {kernel}"
+    code = "".join(bodies)
+    assert not any(op in code for op in HOPPER_ONLY), f"{kernel}: Hopper instructions in sm_80 code"
+    assert "BPT.TRAP" in code, f"{kernel}: the sm_80 copy should trap"
