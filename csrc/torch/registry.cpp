@@ -3,6 +3,16 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(qwen35_native, m) {
+  // ---- attention ----
+  m.def("attention_prep(Tensor qkv, Tensor q_norm_weight, Tensor k_norm_weight, Tensor positions, "
+        "Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping, Tensor inv_freq, int[] mrope_section, "
+        "float eps, Tensor(c!) q_out, Tensor(d!) gate_out) -> ()");
+  m.def("paged_prefill_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor cu_seqlens_q, Tensor seq_lens, "
+        "Tensor block_tables, Tensor? gate, float scale, Tensor(a!) out) -> ()");
+  m.def("paged_decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor seq_lens, Tensor block_tables, "
+        "Tensor? gate, float scale, int num_splits, Tensor(a!) out) -> ()");
+  m.def("varlen_attention(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens, float scale, bool causal, "
+        "Tensor(a!) out) -> ()");
   // ---- norm ----
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("fused_add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");

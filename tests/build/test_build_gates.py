@@ -20,6 +20,8 @@ TENSOR_CORE_KERNELS: list[str] = [
     "moe_down_kernelI13__nv_bfloat16", "moe_down_kernelI6__half",
     # chunked GDN scan and its segment chain (csrc/kernels/gdn)
     "gdn_chunk_kernel", "gdn_chunk_chain_kernel",
+    # attention (csrc/kernels/attention): every instantiation (bf16/fp16 only)
+    "prefill_attention_kernel", "decode_attention_kernel",
 ]
 
 LOCAL_MEMORY_KERNEL = r"""
@@ -72,8 +74,30 @@ def _extension():
     return lib
 
 
+def _nvdisasm_env() -> dict[str, str]:
+    """cuobjdump --dump-sass runs nvdisasm: from PATH, the CUDA toolkit, or a wheel that bundles one (triton)."""
+    import os
+
+    env = dict(os.environ)
+    if shutil.which("nvdisasm"):
+        return env
+    cands = [Path("/usr/local/cuda/bin/nvdisasm")]
+    try:
+        import triton
+
+        cands.append(Path(triton.__path__[0]) / "backends" / "nvidia" / "bin" / "nvdisasm")
+    except ImportError:
+        pass
+    for cand in cands:
+        if cand.exists():
+            env["PATH"] = f"{cand.parent}{os.pathsep}{env.get('PATH', '')}"
+            return env
+    pytest.skip("nvdisasm not found (cuobjdump --dump-sass needs it): install the CUDA toolkit's nvdisasm")
+
+
 def _sass_by_function(lib: Path) -> dict[str, str]:
-    out = subprocess.run([_cuobjdump(), "--dump-sass", str(lib)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([_cuobjdump(), "--dump-sass", str(lib)], capture_output=True, text=True, check=True,
+                         env=_nvdisasm_env()).stdout
     funcs, name = {}, None
     for line in out.splitlines():
         if line.strip().startswith("Function :"):

@@ -25,8 +25,8 @@ def test_bad_engine_arguments(tiny_model, tiny_dir):
         q35.LLM(tiny_model, device="cpu")
     with pytest.raises(ValueError, match="max_model_len=5000 exceeds the model's max_position_embeddings=4096"):
         q35.LLM(tiny_model, max_model_len=5000)
-    with pytest.raises(ValueError, match=r"max_model_len=100 needs more KV cache than there is \(4 blocks x 16"):
-        q35.LLM(tiny_model, max_model_len=100, num_blocks=4)
+    with pytest.raises(ValueError, match=r"max_model_len=300 needs more KV cache than there is \(4 blocks x 64"):
+        q35.LLM(tiny_model, max_model_len=300, num_blocks=4)  # default block size: 64 tokens
     with pytest.raises(ValueError, match="max_num_seqs must be a positive integer"):
         q35.LLM(tiny_model, max_num_seqs=0)
     with pytest.raises(ValueError, match="gpu_memory_utilization must be in"):

@@ -138,5 +138,6 @@ def test_attention_ops_reject_bad_inputs():
         ops.attention_prep(torch.randn(2, 12 * 64), torch.zeros(64), torch.zeros(64),
                            torch.zeros(3, 2, dtype=torch.long), k_cache, v_cache, torch.tensor([0, 1]), 16, [4, 2, 1],
                            1e4)
-    with pytest.raises(NotImplementedError, match="paged_decode_attention: no kernel yet"):
+    with pytest.raises(ValueError, match=r"paged_decode_attention: backend='kernel' does not support this input: "
+                                         r"q dtype float32"):
         ops.paged_decode_attention(q[:2], k_cache, v_cache, seq_lens, tables, backend="kernel")

@@ -34,6 +34,7 @@ import torch
 
 from ..chat import Tokenizer, prompt_opens_think
 from ..model import Qwen35ForCausalLM, from_pretrained
+from ..model.cache import KV_BLOCK_SIZE
 from .chat_stream import chat_deltas, chat_response, normalize_conversations
 from .core import LLMEngine, Request
 from .model_runner import ModelRunner, default_graph_sizes
@@ -71,7 +72,7 @@ def _check_tp(tensor_parallel_size: Any, moe_parallel: Any, model: Any) -> None:
 class LLM:
     def __init__(self, model: str | os.PathLike | Qwen35ForCausalLM, *, device: str | torch.device | None = None,
                  dtype: torch.dtype | str | None = None, backend: str | None = None, tensor_parallel_size: int = 1,
-                 max_num_seqs: int | None = None, max_model_len: int | None = None, block_size: int = 16,
+                 max_num_seqs: int | None = None, max_model_len: int | None = None, block_size: int = KV_BLOCK_SIZE,
                  num_blocks: int | None = None, gpu_memory_utilization: float = 0.9,
                  max_num_batched_tokens: int | None = None, cuda_graphs: bool | None = None,
                  cuda_graph_sizes: list[int] | None = None, seed: int | None = None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import ModelCache
+from ..model.cache import KV_BLOCK_SIZE
 from .sampling import SamplingTensors, sample
 from .sampling_params import SamplingParams
 
@@ -47,7 +48,8 @@ def _positive_int(name: str, value, allow_none: bool = True) -> None:
                          f"got {value!r}")
 
 
-def plan_cache(model, *, max_num_seqs: int | None = None, max_model_len: int | None = None, block_size: int = 16,
+def plan_cache(model, *, max_num_seqs: int | None = None, max_model_len: int | None = None,
+               block_size: int = KV_BLOCK_SIZE,
                num_blocks: int | None = None, gpu_memory_utilization: float = 0.9,
                max_num_batched_tokens: int | None = None, cuda_graphs: bool = False,
                cpu_cache_bytes: int = CPU_CACHE_BYTES) -> CachePlan:

@@ -18,6 +18,10 @@ import torch
 
 from .config import TextConfig
 
+# Tokens per KV-cache block: the attention kernels' K/V tile (csrc/kernels/attention/README.md). Any power of two
+# works with the kernels; other sizes run the attention reference.
+KV_BLOCK_SIZE = 64
+
 
 @dataclass
 class ModelCache:

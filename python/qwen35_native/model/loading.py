@@ -19,18 +19,21 @@ MODEL_OPS = ("rms_norm", "gdn_prefill", "gdn_decode", "attention_prep", "paged_p
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_backends(backend: str | None, text_config=None, dtype: torch.dtype | None = None) -> dict[str, str | None]:
-    """Per-op backend: ``"kernel"`` runs our kernel where one exists for the model's shapes and dtype (when given)
-    and the reference elsewhere (logged); ``"reference"`` everywhere pure torch; None/``"auto"`` lets each op choose
-    per call (kernel on CUDA)."""
+def resolve_backends(backend: str | None, config: Qwen35Config | None = None,
+                     dtype: torch.dtype | None = None) -> dict[str, str | None]:
+    """Per-op backend: ``"kernel"`` runs our kernel where one exists and supports the model (``config``, ``dtype``;
+    see ``ops._backend.MODEL_SUPPORT``) and the reference elsewhere (logged); ``"reference"`` everywhere pure torch;
+    None/``"auto"`` lets each op choose per call (kernel on CUDA)."""
     if backend not in _backend.BACKENDS:
         raise ValueError(f"qwen35_native.from_pretrained: backend must be None, 'auto', 'kernel' or 'reference', "
                          f"got {backend!r}")
     if backend == "kernel":
-        def runs(op):
-            return (_backend.kernel_supports_model(op, text_config, dtype) if text_config is not None
-                    else _backend.has_kernel(op))
-        return {op: "kernel" if runs(op) else "reference" for op in MODEL_OPS}
+        def pick(op):
+            if not _backend.has_kernel(op):
+                return "reference"
+            why = None if config is None else _backend.kernel_unsupported_for_model(op, config, dtype)
+            return "kernel" if why is None else "reference"
+        return {op: pick(op) for op in MODEL_OPS}
     return {op: backend for op in MODEL_OPS}
 
 
@@ -87,7 +90,7 @@ def from_pretrained(path: str, device: str | torch.device = "cpu", dtype: torch.
     config = Qwen35Config.from_file(path)
     device = torch.device(device)
     dtype = _dtype(dtype, config)
-    backends = resolve_backends(backend, config.text, dtype)
+    backends = resolve_backends(backend, config, dtype)
     _check_kernel_build(backends, device)
     reader = CheckpointReader(path)
     try:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .cache import ForwardBatch, ModelCache
+from .cache import KV_BLOCK_SIZE, ForwardBatch, ModelCache
 from .config import Qwen35Config
 from .layers import DecoderLayer, _param
 from .multimodal import MultimodalPrompt, packed_multimodal_inputs, prepare_multimodal
@@ -70,8 +70,9 @@ class Qwen35ForCausalLM(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.embed_tokens if self.text_config.tie_word_embeddings else self.lm_head
 
-    def allocate_cache(self, num_blocks: int, block_size: int = 16, num_slots: int = 1) -> ModelCache:
-        """Paged KV cache (``num_blocks`` blocks of ``block_size`` tokens) and ``num_slots`` GDN state slots."""
+    def allocate_cache(self, num_blocks: int, block_size: int = KV_BLOCK_SIZE, num_slots: int = 1) -> ModelCache:
+        """Paged KV cache (``num_blocks`` blocks of ``block_size`` tokens; the attention kernels want 64, see
+        ``ops/attention.py``) and ``num_slots`` GDN state slots."""
         return ModelCache.allocate(self.cache_config, num_blocks, block_size, num_slots, self.device, self.dtype)
 
     # Token embedding and output head. Tensor parallelism replaces both on the instance (vocab-parallel lookup +
@@ -211,7 +212,7 @@ class Qwen35ForCausalLM(nn.Module):
         positions, vision = None, None
         if mm:  # images / videos are shared by the sequences in order (sequence 0's first), as in transformers
             positions, vision = packed_multimodal_inputs(self, input_ids, lens, **mm)
-        block = 64
+        block = KV_BLOCK_SIZE
         blocks = [(n + block - 1) // block for n in lens]
         cache = self.allocate_cache(num_blocks=sum(blocks), block_size=block, num_slots=len(lens))
         table = torch.zeros(len(lens), max(blocks), dtype=torch.int32)

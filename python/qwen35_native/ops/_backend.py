@@ -35,22 +35,24 @@ def use_kernel(op: str, backend: str | None, device: torch.device, supported: bo
 # at load time to log which ops run where and to pick a backend per op (see ``model/backends.py``).
 KERNEL_OPS: set[str] = {"rms_norm", "moe_route", "fused_moe", "moe_block", "causal_conv1d", "causal_conv1d_update",
                         "gdn_gating", "gated_rms_norm", "chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule",
-                        "gdn_prefill", "gdn_decode"}
+                        "gdn_prefill", "gdn_decode", "attention_prep", "paged_prefill_attention",
+                        "paged_decode_attention", "varlen_attention"}
+
+# What a kernel needs from a whole model, for ops whose kernels cover only some configurations: op ->
+# ``fn(config, dtype) -> None`` (supported) or the reason it is not (``config``: the model's Qwen35Config).
+# Registered by the op modules; a model loaded with backend="kernel" runs the reference for such ops (and logs why)
+# instead of failing at the first call, while calling the op itself with backend="kernel" stays an error.
+MODEL_SUPPORT: dict[str, Callable[[object, torch.dtype], str | None]] = {}
 
 
 def has_kernel(op: str) -> bool:
     return op in KERNEL_OPS
 
 
-# Model-level support of kernels that cover only some configurations: op -> fn(text_config, dtype) returning why the
-# kernel cannot run that model ("" when it can). Registered by the op modules; ``from_pretrained(backend="kernel")``
-# runs the reference for such ops (and logs it), while calling the op itself with backend="kernel" stays an error.
-MODEL_SUPPORT: dict[str, Callable[[object, torch.dtype], str]] = {}
-
-
-def kernel_supports_model(op: str, text_config, dtype: torch.dtype) -> bool:
+def kernel_unsupported_for_model(op: str, config, dtype: torch.dtype) -> str | None:
+    """None when ``op``'s kernel handles the model's shapes and dtype, else why not."""
     check = MODEL_SUPPORT.get(op)
-    return has_kernel(op) and (check is None or not check(text_config, dtype))
+    return None if check is None else check(config, dtype)
 
 
 def no_kernel_yet(op: str, backend: str | None) -> None:

@@ -14,9 +14,10 @@ HF does); ``x' = x*cos + rotate_half(x)*sin`` on dims [0, R) with rotate_half pa
 
 KV cache (DESIGN.md §4): per layer ``k_cache, v_cache [num_blocks, block_size, Hkv, D]`` in the model dtype; K is
 stored after k_norm and RoPE, V raw. Token t goes to flat slot ``slot_mapping[t] = block * block_size + offset``
-(``-1``: not written).
+(``-1``: not written). The attention kernels want ``block_size = 64`` (any power of two works; see ``attention.py``).
 
-Kernel (ISSUE7): csrc/kernels/attention/. Tests: tests/model/test_ops_attention.py.
+Kernel: csrc/kernels/attention/attention_prep.cu (one CTA per token, one warp per head: split, fp32 norm, rotary,
+cache write). Tests: tests/kernels/test_attention_prep.py, tests/model/test_ops_attention.py (vs transformers).
 """
 
 from __future__ import annotations
@@ -24,18 +25,30 @@ from __future__ import annotations
 import torch
 
 from . import _checks
-from ._backend import no_kernel_yet
+from ._backend import use_kernel
 from .norm import rms_norm_reference
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+_INV_FREQ: dict[tuple, torch.Tensor] = {}
+
+
+def rope_inv_freq(rotary_dim: int, rope_theta: float, device) -> torch.Tensor:
+    """``theta^(-2i/R)``, ``i < R/2``, float32 as HF computes it; cached per (R, theta, device). The kernel
+    multiplies positions by exactly these values, so kernel and reference rotate by the same fp32 angles."""
+    key = (rotary_dim, float(rope_theta), str(device))
+    if key not in _INV_FREQ:
+        _INV_FREQ[key] = 1.0 / (rope_theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=device)
+                                               / rotary_dim))
+    return _INV_FREQ[key]
 
 
 def mrope_cos_sin(positions: torch.Tensor, rotary_dim: int, mrope_section, rope_theta: float,
                   dtype: torch.dtype):
     """cos, sin ``[T, rotary_dim]`` (rounded to ``dtype``) for 3-stream positions ``[3, T]`` (T, H, W)."""
     half = rotary_dim // 2
-    inv_freq = 1.0 / (rope_theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32,
-                                                  device=positions.device) / rotary_dim))
+    inv_freq = rope_inv_freq(rotary_dim, rope_theta, positions.device)
     freqs = positions.float()[:, :, None] * inv_freq                           # [3, T, R/2]
     f = freqs[0].clone()
     for stream, offset in ((1, 1), (2, 2)):
@@ -134,6 +147,24 @@ def attention_prep(qkv: torch.Tensor, q_norm_weight: torch.Tensor, k_norm_weight
     if len(mrope_section) != 3 or sum(mrope_section) != rotary_dim // 2:
         _checks.fail(op, f"mrope_section must be 3 ints summing to rotary_dim/2={rotary_dim // 2}, got "
                          f"{list(mrope_section)}")
-    no_kernel_yet(op, backend)
-    return attention_prep_reference(qkv, q_norm_weight, k_norm_weight, positions, k_cache, v_cache, slot_mapping,
-                                    rotary_dim, mrope_section, rope_theta, eps)
+    if not eps >= 0:
+        _checks.fail(op, f"eps must be >= 0, got {eps}")
+    if not use_kernel(op, backend, qkv.device):
+        return attention_prep_reference(qkv, q_norm_weight, k_norm_weight, positions, k_cache, v_cache, slot_mapping,
+                                        rotary_dim, mrope_section, rope_theta, eps)
+    Hq = width // (2 * D)
+    q = torch.empty(T, Hq, D, dtype=qkv.dtype, device=qkv.device)
+    gate = torch.empty(T, Hq * D, dtype=qkv.dtype, device=qkv.device)
+    qw, kw = (q_norm_weight, k_norm_weight) if q_norm_weight.dtype == k_norm_weight.dtype else \
+        (q_norm_weight.float(), k_norm_weight.float())
+    torch.ops.qwen35_native.attention_prep(
+        qkv, qw.contiguous(), kw.contiguous(), positions.long(),
+        k_cache, v_cache, slot_mapping.long(), rope_inv_freq(rotary_dim, rope_theta, qkv.device),
+        [int(s) for s in mrope_section], float(eps), q, gate)
+    return q, gate
+
+
+@torch.library.register_fake("qwen35_native::attention_prep")
+def _attention_prep_fake(qkv, q_norm_weight, k_norm_weight, positions, k_cache, v_cache, slot_mapping, inv_freq,
+                         mrope_section, eps, q_out, gate_out):
+    return None

@@ -202,13 +202,14 @@ def _layer_kernel_support(mixed_qkv, conv_weight, conv_state, ssm_state, prefill
 
 
 def _model_support(prefill: bool):
-    """Whether the layer kernels cover a model (head dims, conv width, dtype): "" or why not."""
-    def why_not(cfg, dtype) -> str:
+    """Whether the layer kernels cover a model (``config``: its Qwen35Config): None, or why not."""
+    def why_not(config, dtype) -> str | None:
+        cfg = config.text
         if prefill and dtype not in (torch.float16, torch.bfloat16):
             return f"the prefill kernel takes float16/bfloat16, the model is {str(dtype)[6:]}"
         if (cfg.linear_key_head_dim, cfg.linear_value_head_dim) != (KERNEL_HEAD_DIM, KERNEL_HEAD_DIM):
             return f"the kernels support K = V = {KERNEL_HEAD_DIM}"
-        return "" if cfg.linear_conv_kernel_dim in (2, 3, 4) else "the kernels support conv widths 2..4"
+        return None if cfg.linear_conv_kernel_dim in (2, 3, 4) else "the kernels support conv widths 2..4"
     return why_not
 
 
