@@ -3,10 +3,12 @@
 # transformers present): build from source for the GPU found, run the GPU tests, run every benchmark, and write
 # bench/results/<date>-<gpu>.md plus a JSON lines file beside it.
 #
-#   bash bench/gpu_suite.sh [all|build|test|bench|sanitize] [--dry-run]
+#   bash bench/gpu_suite.sh [all|build|test|bench|sanitize|quick] [--dry-run]
 #
 # Stages: build (pip install --no-build-isolation for this GPU's arch only), test (pytest -m gpu),
-# bench (bench/*.py), sanitize (compute-sanitizer memcheck + racecheck over the GPU kernel tests; not in `all`).
+# bench (bench/*.py), sanitize (compute-sanitizer memcheck + racecheck over the GPU kernel tests; not in `all`),
+# quick (a time-boxed build + GPU tests + the headline benchmark shapes, for short leases: about 6 minutes on an
+# H100 with 16 cores; every result is written to OUT_DIR as soon as it exists).
 # --dry-run: the same code paths on tiny shapes on the CPU (emulator), with the installed package and no build;
 # results go to a temporary directory, not bench/results. CI runs it (make test).
 # Environment: PYTHON (default python3), OUT_DIR (where to copy logs/results too, e.g. the device tool's $OUT).
@@ -19,8 +21,8 @@ dry=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) dry=1 ;;
-    all|build|test|bench|sanitize) stage=$arg ;;
-    *) echo "usage: $0 [all|build|test|bench|sanitize] [--dry-run]" >&2; exit 2 ;;
+    all|build|test|bench|sanitize|quick) stage=$arg ;;
+    *) echo "usage: $0 [all|build|test|bench|sanitize|quick] [--dry-run]" >&2; exit 2 ;;
   esac
 done
 
@@ -71,7 +73,29 @@ stage_sanitize() {
   done
 }
 
+# Headline shapes of PERF_TARGETS.md only, each benchmark under its own time limit.
+stage_quick() {
+  local out=${OUT_DIR:-bench/results} jsonl
+  mkdir -p "$out"
+  jsonl="$out/quick-$(gpu_name).jsonl"
+  : > "$jsonl"
+  timeout 240 bash "$0" build $([ $dry = 1 ] && echo --dry-run) > "$out/build.log" 2>&1 || { tail -n 30 "$out/build.log"; return 1; }
+  tail -n 2 "$out/build.log"
+  timeout 150 $PY -m pytest -m gpu -q -p no:cacheprovider --junitxml="$out/junit.xml" tests > "$out/test.log" 2>&1
+  tail -n 25 "$out/test.log"
+  local q="--json $jsonl"
+  [ $dry = 1 ] && q="$q --dry-run"
+  run_bench() { local limit=$1; shift; echo "== $*"; timeout "$limit" $PY "$@" $q 2>&1 | tail -n 40 || echo "!! $1 failed or timed out"; }
+  run_bench 40 bench/ceilings.py
+  run_bench 40 bench/norm.py --tokens 1 8192 --hidden 4096
+  run_bench 90 bench/gdn.py --configs 397b-tp8 397b-tp1 --seqsets 1x32768 1x8192 --batches 1 512 --reps 5
+  run_bench 90 bench/attention.py --prefill 8192 --batch 1 64 --context 32768
+  run_bench 90 bench/moe.py --shapes 397b-tp8 397b-tp1 --tokens 1 64 8192 --reps 10
+  run_bench 90 bench/e2e.py --configs 35b-a3b --batches 1 8 --prompts 1024 --time-budget 60 --no-hf
+}
+
 case $stage in
+  quick) stage_quick ;;
   all) stage_build; stage_test; stage_bench ;;
   build) stage_build ;;
   test) stage_test ;;
