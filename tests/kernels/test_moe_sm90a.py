@@ -122,6 +122,19 @@ GPU_SHAPES = {"397b-tp1": (8192, 512, 10, 4096, 1024), "35b-a3b": (8192, 256, 8,
               "397b-tp8": (8192, 512, 10, 4096, 128)}
 
 
+def _assert_within_two_ulps(actual, expected, what):
+    """assert_matches_mirror's bound (two bf16 ulps relative, plus two ulps of the largest value), evaluated on the
+    GPU: the outputs here have up to 3 * 10^8 elements."""
+    ulp = 2.0 ** -7
+    a, e = actual.float(), expected.float()
+    err = (a - e).abs().nan_to_num(float("inf"))
+    bad = err > 2 * ulp * (e.abs() + e.abs().max())
+    if bad.any():
+        idx = tuple(int(v) for v in torch.nonzero(err == err.max())[0])
+        raise AssertionError(f"{what}: {int(bad.sum())} of {a.numel()} elements off by more than two ulps; worst at "
+                             f"{idx}: got {a[idx].item()!r}, expected {e[idx].item()!r}")
+
+
 def _stage_outputs(x, w13, w2, weights, ids, bm):
     """align + gate_up + down with block_m bm; act rows reordered by pair ([P, I]), y [P, H] (NaN-poisoned)."""
     P, inter = ids.numel(), w13.shape[1] // 2
@@ -150,17 +163,17 @@ def test_sm90a_vs_sm80_and_fp32_on_model_shapes_gpu(name):
     weights, ids = ops.moe_route(torch.randn(N, E, device="cuda", generator=g), k)
     act90, y90 = _stage_outputs(x, w13, w2, weights, ids, 128)
     act80, y80 = _stage_outputs(x, w13, w2, weights, ids, 64)
-    assert_matches_mirror(act90, act80, f"{name}: act of the sm_90a gate_up vs the sm_80 one (rows by pair)")
-    assert_matches_mirror(y90, y80, f"{name}: expert_out of the sm_90a down vs the sm_80 one")
+    _assert_within_two_ulps(act90, act80, f"{name}: act of the sm_90a gate_up vs the sm_80 one ([pair, j])")
+    _assert_within_two_ulps(y90, y80, f"{name}: expert_out of the sm_90a down vs the sm_80 one ([pair, h])")
     # fp32 reference of 128 sampled pairs (per pair: its token, its expert)
     sample = torch.randperm(ids.numel(), generator=torch.Generator().manual_seed(1))[:128].cuda()
     token, expert = sample // k, ids.reshape(-1)[sample].long()
     gu = torch.stack([w13[e].float() @ x[t].float() for t, e in zip(token.tolist(), expert.tolist())])
     act_ref = torch.nn.functional.silu(gu[:, :inter]) * gu[:, inter:]
-    assert_matches_mirror(act90[sample], act_ref, f"{name}: sm_90a act vs fp32 (sampled pairs)")
+    _assert_within_two_ulps(act90[sample], act_ref, f"{name}: sm_90a act vs fp32 ([sampled pair, j])")
     y_ref = torch.stack([w2[e].float() @ act90[p].float() for p, e in zip(sample.tolist(), expert.tolist())])
     y_ref *= weights.reshape(-1)[sample, None]
-    assert_matches_mirror(y90[sample], y_ref, f"{name}: sm_90a expert_out vs fp32 of its act (sampled pairs)")
+    _assert_within_two_ulps(y90[sample], y_ref, f"{name}: sm_90a expert_out vs fp32 of its act ([sampled pair, h])")
     auto = ops.fused_moe(x, w13, w2, weights, ids)   # prefill on sm_90: the sm_90a kernels
     assert torch.equal(auto, fused_moe_kernel(x, w13, w2, weights, ids, block_m=128)), \
         f"{name}: fused_moe did not pick the sm_90a kernels (or they are not deterministic)"
