@@ -4,13 +4,17 @@ expert, experts) and the routing kernel, on the standard shapes, side by side wi
 and ``torch._grouped_mm`` (sort + two grouped GEMMs) on the same inputs.
 
 Bytes are the floor of a memory-bound step: the weights of the experts the batch touches (each read once) plus
-activations in and out; FLOPs are 2 * N * k * 3 * H * I. Decode rows (N <= 64) are also timed inside a CUDA graph
-(launch gaps of a captured decode step). ``--dry-run``: tiny shapes through the SIMT emulator on the CPU.
+activations in and out; FLOPs are 2 * N * k * 3 * H * I (real rows only: the padding of the tiles is not counted).
+Decode rows (N <= 64) are also timed inside a CUDA graph (launch gaps of a captured decode step). At prefill sizes
+(>= 48 rows per expert) the two kernel paths run side by side, each GEMM alone and the whole fused_moe: "sm80"
+(block_m 64, mma.sync) and, on an sm_90 GPU, "sm90a" (block_m 128, TMA + wgmma, persistent). ``--dry-run``: tiny
+shapes through the SIMT emulator on the CPU (the emulated arch sm_90 runs both paths).
 """
 
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +22,12 @@ import torch.nn.functional as F
 import qwen35_native as q35
 from _report import Row, add_common_args, emit
 from _timing import bench, bench_graph
+from qwen35_native.ops.moe_stages import fused_moe_kernel, moe_align, pick_block_m, sm90a_path
 
 # name: (experts, top_k, hidden H, expert intermediate I); the shared expert has I too (MODEL_SPEC §1.2)
 SHAPES = {"397b-tp8": (512, 10, 4096, 128), "397b-tp1": (512, 10, 4096, 1024), "35b-a3b": (256, 8, 2048, 512)}
 DRY_SHAPES = {"tiny": (8, 2, 64, 32)}
+DRY_PREFILL_TOKENS = 200   # 50 rows per expert of "tiny": the prefill tiles
 GRAPH_MAX_TOKENS = 64
 
 
@@ -45,6 +51,37 @@ def torch_route(logits, k):
 
 def _time(fn, device, reps):
     return bench(fn, device=device, reps=reps)["median_us"]
+
+
+def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
+    """The sm80 (block_m 64) and sm90a (block_m 128) kernel paths on the same inputs: gate_up and down alone (on
+    moe_align's tiles) and fused_moe. TFLOP/s of the real (token, expert) pairs; bytes: touched weights + rows."""
+    E, H, inter = w13.shape[0], x.shape[1], w13.shape[1] // 2
+    P, k = ids.numel(), ids.shape[1]
+    touched = int(torch.unique(ids).numel())
+    paths = [("sm80", 64)] + ([("sm90a", 128)] if sm90a_path(device) else [])
+    rows, first = [], {}
+    for label, bm in paths:
+        pairs, tiles = moe_align(ids, 0, E, bm)
+        act = torch.empty(pairs.numel(), inter, dtype=x.dtype, device=device)
+        y = torch.empty(P, H, dtype=x.dtype, device=device)
+        ops = torch.ops.qwen35_native
+        stages = {
+            "moe_gate_up": (partial(ops.moe_gate_up, x, w13, pairs, tiles, k, bm, act), 2.0 * P * 2 * inter * H,
+                            touched * 2 * inter * H * 2 + (P * H + P * inter) * 2),
+            "moe_down": (partial(ops.moe_down, act, w2, weights, pairs, tiles, bm, y), 2.0 * P * H * inter,
+                         touched * H * inter * 2 + (P * inter + P * H) * 2),
+            "fused_moe": (partial(fused_moe_kernel, x, w13, w2, weights, ids, block_m=bm), 2.0 * P * 3 * H * inter,
+                          touched * 3 * H * inter * 2 + 2 * x.numel() * 2),
+        }
+        for op, (fn, flops, nbytes) in stages.items():
+            us = _time(fn, device, reps)
+            base = first.setdefault(op, us)
+            rows.append(Row(op=op, shape=shape, dtype="bf16", impl=f"q35 {label} bm={bm}", median_us=us,
+                            bytes=nbytes, flops=flops, peer="" if label == "sm80" else "sm80",
+                            peer_us=None if label == "sm80" else base,
+                            notes=f"{P} pairs in <= {pairs.numel()} tile rows; {touched}/{E} experts touched"))
+    return rows
 
 
 def expert_rows(name, E, k, H, inter, tokens, device, reps) -> list[Row]:
@@ -88,6 +125,8 @@ def expert_rows(name, E, k, H, inter, tokens, device, reps) -> list[Row]:
         rows.append(Row(op="moe_block", shape=shape, dtype="bf16", impl="q35", median_us=_time(block, device, reps),
                         bytes=block_bytes, flops=block_flops, peer="torch loop",
                         peer_us=_time(block_ref, device, max(2, reps // 3) if n >= 512 else reps), notes=note))
+        if pick_block_m(n * k, E, x.dtype) != 16:   # prefill sizes: both kernel paths side by side
+            rows += path_rows(shape, x, w13, w2, weights, ids, device, reps)
         if device == "cuda" and n <= GRAPH_MAX_TOKENS:
             for op, fn, nbytes, nflops in (("fused_moe", ours, expert_bytes, flops),
                                            ("moe_block", block, block_bytes, block_flops)):
@@ -114,7 +153,7 @@ def route_rows(E, k, tokens, device, reps) -> list[Row]:
 def run(args: argparse.Namespace) -> list[Row]:
     device = "cpu" if args.dry_run else "cuda"
     reps = 2 if args.dry_run else args.reps
-    tokens = [1, 8] if args.dry_run else args.tokens
+    tokens = [1, 8, DRY_PREFILL_TOKENS] if args.dry_run else args.tokens
     shapes = DRY_SHAPES if args.dry_run else {name: SHAPES[name] for name in args.shapes}
     rows = route_rows(64 if args.dry_run else 512, 2 if args.dry_run else 10, tokens, device, reps)
     for name, (E, k, H, inter) in shapes.items():

@@ -128,8 +128,35 @@ __attribute__((target_clones("arch=haswell", "default"))) void multiply_add(doub
   }
 }
 
-// D = A * B + C of one instruction, scattered to the 128 threads' accumulator registers.
-void compute(BlockRunner& r, const WgmmaOp& op) {
+// Hands each warp's part of D to where it goes next: the accumulator registers, or -- when a later pending wgmma
+// of the warp accumulates onto the same registers (issued before this one retired, e.g. the next stage's wgmmas
+// under wait_group<1>) -- that wgmma's C. The registers then stay NaN (its issue made them NaN) until the last
+// wgmma of the chain retires; reading them back here would read the later issue's NaNs.
+void deliver(WarpgroupQueue& q, const WgmmaOp& op, const std::vector<double>& acc) {
+  const int n = op.n, regs = n / 2;
+  for (unsigned wi = 0; wi < kWarpgroupWarps; ++wi) {
+    WgmmaOp* next = nullptr;
+    for (size_t j = 1; j < q.ops.size() && !next; ++j) {
+      WgmmaOp& p = q.ops[j];
+      if ((p.warps_issued >> wi & 1) && p.n == n && p.d[wi * kWarpLanes] == op.d[wi * kWarpLanes]) next = &p;
+    }
+    if (next && next->scale_d && next->c.empty()) next->c.assign(kWarpgroupThreads * static_cast<size_t>(regs), 0.0f);
+    for (unsigned t = wi * kWarpLanes; t < (wi + 1) * kWarpLanes; ++t) {
+      for (int i = 0; i < regs; ++i) {
+        const float v = static_cast<float>(acc[static_cast<size_t>(acc_row(t, i)) * n + acc_col(t, i)]);
+        if (!next) {
+          op.d[t][i] = v;
+        } else if (next->scale_d) {
+          next->c[static_cast<size_t>(t) * regs + i] = v;
+        }
+      }
+    }
+    if (next) next->chained[wi] = false;
+  }
+}
+
+// D = A * B + C of the oldest pending instruction of queue q (op = q.ops.front()), delivered as above.
+void compute(BlockRunner& r, WarpgroupQueue& q, const WgmmaOp& op) {
   const int n = op.n, regs = n / 2;
   thread_local std::vector<float> a, bt;
   thread_local std::vector<double> b, acc;
@@ -156,9 +183,7 @@ void compute(BlockRunner& r, const WgmmaOp& op) {
     }
   }
   multiply_add(acc.data(), a.data(), b.data(), n);
-  for (int t = 0; t < static_cast<int>(kWarpgroupThreads); ++t)
-    for (int i = 0; i < regs; ++i)
-      op.d[t][i] = static_cast<float>(acc[static_cast<size_t>(acc_row(t, i)) * n + acc_col(t, i)]);
+  deliver(q, op, acc);
 }
 
 void check_uniform(void* const* args, unsigned warp, bool a_regs) {
@@ -272,7 +297,7 @@ void retire_upto(BlockRunner& r, unsigned wg, uint64_t target, Site site) {
   while (q.first_seq < target) {
     const WgmmaOp& op = q.ops.front();
     if (a.wgmma_may_complete && op.warps_issued == kAllWarps) {
-      compute(r, op);
+      compute(r, q, op);
       q.ops.pop_front();
       ++q.first_seq;
       continue;

@@ -105,11 +105,13 @@ inline void check_expert_range(const char* op, int64_t expert_offset, int64_t nu
               ": the number of local experts must be in [0, ", kMoeAlignMaxExperts, "], got ", num_local_experts);
 }
 
-// The rows per GEMM tile of a dtype: 16 (decode tiles) or 64 (prefill tiles; 16-bit types only).
+// The rows per GEMM tile of a dtype: 16 (decode tiles), 64 (prefill tiles, mma.sync) or 128 (prefill tiles of
+// the sm_90a kernels); 64 and 128 for 16-bit types only. Whether 128 runs on the device: check_block_m_runs_here.
 inline void check_block_m(const char* op, int64_t block_m, c10::ScalarType dtype) {
-  const bool ok = block_m == kMoeDecodeBlockM || (block_m == kMoePrefillBlockM && dtype != at::kFloat);
+  const bool ok = block_m == kMoeDecodeBlockM ||
+                  ((block_m == kMoePrefillBlockM || block_m == kMoeSm90BlockM) && dtype != at::kFloat);
   TORCH_CHECK(ok, "qwen35_native.", op, ": block_m must be ", kMoeDecodeBlockM,
-              dtype == at::kFloat ? "" : " or 64", " for ", c10::toString(dtype), ", got ", block_m);
+              dtype == at::kFloat ? "" : ", 64 or 128", " for ", c10::toString(dtype), ", got ", block_m);
 }
 
 // sorted_pairs int32 [max_tiles * block_m], tile_experts int32 [max_tiles] (moe_align's outputs).

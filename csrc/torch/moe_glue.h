@@ -30,6 +30,9 @@ struct Launch<false> {
   static cudaError_t down(const MoeGemmParams& p) { return q35::emu::launch_moe_down<T>(p, stream()); }
   template <typename T, typename IdT>
   static cudaError_t combine(const MoeCombineParams& p) { return q35::emu::launch_moe_combine<T, IdT>(p, stream()); }
+  static bool sm90a() { return q35::emu::moe_sm90a_available(); }  // the emulated arch is sm_90
+  // Persistent CTAs of the sm_90a GEMMs: a few, so that every CTA walks several work items in the tests.
+  static int num_ctas() { return 3; }
 };
 #if defined(Q35_WITH_CUDA)
 template <>
@@ -45,6 +48,13 @@ struct Launch<true> {  // callers hold a CUDAGuard for the tensors' device
   static cudaError_t down(const MoeGemmParams& p) { return q35::cuda::launch_moe_down<T>(p, stream()); }
   template <typename T, typename IdT>
   static cudaError_t combine(const MoeCombineParams& p) { return q35::cuda::launch_moe_combine<T, IdT>(p, stream()); }
+  static bool sm90a() { return q35::cuda::moe_sm90a_available(); }  // the current device is sm_90
+  static int num_ctas() {  // one persistent CTA per SM
+    int device = 0, sms = 0;
+    const bool ok = cudaGetDevice(&device) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess;
+    return ok && sms > 0 ? sms : 1;
+  }
 };
 #endif
 
@@ -108,6 +118,24 @@ void run_align(const char* op, const at::Tensor& topk_ids, int64_t expert_offset
   });
 }
 
+// Whether the sm_90a kernels (block_m = 128) run here for hidden size h and expert size inter (callers hold the
+// Guard): an sm_90 device or the emulator at sm_90, and non-empty K loops (they have no k = 0 case).
+template <bool kOnCuda>
+bool sm90a_runs(int64_t h, int64_t inter) {
+  return h > 0 && inter > 0 && Launch<kOnCuda>::sm90a();
+}
+
+// block_m = 128 selects the sm_90a kernels: a clear error where they cannot run.
+template <bool kOnCuda>
+void check_block_m_runs_here(const char* op, int64_t block_m, int64_t h, int64_t inter) {
+  if (block_m != kMoeSm90BlockM) return;
+  TORCH_CHECK(h > 0 && inter > 0, "qwen35_native.", op, ": block_m ", kMoeSm90BlockM,
+              " (the sm_90a kernels) needs H and I >= 1, got H=", h, " I=", inter);
+  TORCH_CHECK(Launch<kOnCuda>::sm90a(), "qwen35_native.", op, ": block_m ", kMoeSm90BlockM,
+              " selects the sm_90a kernels, which need ",
+              kOnCuda ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
+}
+
 // gate_up (w13 [E, 2I, H]: a = hidden) or down (w2 [E, H, I]: a = act, weights given).
 template <bool kOnCuda, bool kGateUp>
 void run_gemm(const char* op, const at::Tensor& a, const at::Tensor& w, const at::Tensor* topk_weights,
@@ -119,6 +147,8 @@ void run_gemm(const char* op, const at::Tensor& a, const at::Tensor& w, const at
   p.n = static_cast<int>(kGateUp ? w.size(1) / 2 : w.size(1));
   p.k = static_cast<int>(w.size(2));
   p.top_k = static_cast<int>(top_k);
+  p.num_experts = static_cast<int>(w.size(0));
+  p.num_ctas = Launch<kOnCuda>::num_ctas();
   p.a_ptr = a.data_ptr();
   p.b_ptr = w.data_ptr();
   p.sorted_pairs_ptr = sorted_pairs.data_ptr<int32_t>();

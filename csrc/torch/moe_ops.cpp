@@ -67,13 +67,15 @@ at::Tensor fused_moe_impl(const at::Tensor& hidden, const at::Tensor& w13, const
   const int64_t num_pairs = topk_ids.numel();
   const int64_t experts = w13.size(0);
   const bool fp32 = hidden.scalar_type() == at::kFloat;
-  const int64_t bm = block_m ? *block_m : moe_pick_block_m(num_pairs, experts, fp32);
+  const Guard<kOnCuda> guard(hidden);
+  const int64_t h = hidden.size(1), inter = w13.size(1) / 2;
+  const int64_t bm = block_m ? *block_m : moe_pick_block_m(num_pairs, experts, fp32, sm90a_runs<kOnCuda>(h, inter));
   check_block_m(kOp, bm, hidden.scalar_type());
+  check_block_m_runs_here<kOnCuda>(kOp, bm, h, inter);
   const int64_t tiles = moe_max_tiles(num_pairs, experts, bm);
   TORCH_CHECK(tiles * bm < (int64_t{1} << 31), "qwen35_native.", kOp, ": too many (token, expert) pairs (",
               num_pairs, ") for int32 row indexes");
 
-  const Guard<kOnCuda> guard(hidden);
   const auto index_opts = hidden.options().dtype(at::kInt);
   at::Tensor sorted_pairs = at::empty({tiles * bm}, index_opts);
   at::Tensor tile_experts = at::empty({tiles}, index_opts);

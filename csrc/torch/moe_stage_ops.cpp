@@ -55,6 +55,7 @@ void moe_gate_up_impl(const at::Tensor& hidden, const at::Tensor& w13, const at:
                "[max_tiles * block_m, I]", hidden, "hidden");
   check_aligned(kOp, "act", act);
   const Guard<kOnCuda> guard(hidden);
+  check_block_m_runs_here<kOnCuda>(kOp, block_m, hidden.size(1), w13.size(1) / 2);
   run_gemm<kOnCuda, true>(kOp, hidden, w13, nullptr, sorted_pairs, tile_experts, top_k, block_m, act);
 }
 
@@ -77,6 +78,7 @@ void moe_down_impl(const at::Tensor& act, const at::Tensor& w2, const at::Tensor
   check_buffer(kOp, "expert_out", expert_out, act.scalar_type(), {num_pairs, w2.size(1)}, "[N * k, H]", act, "act");
   check_aligned(kOp, "expert_out", expert_out);
   const Guard<kOnCuda> guard(act);
+  check_block_m_runs_here<kOnCuda>(kOp, block_m, w2.size(1), act.size(1));
   run_gemm<kOnCuda, false>(kOp, act, w2, &topk_weights, sorted_pairs, tile_experts, topk_weights.size(1), block_m,
                            expert_out);
 }

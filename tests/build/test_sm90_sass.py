@@ -1,6 +1,8 @@
 """The sm_90a wrappers (q35/ptx/{wgmma,tma,mbarrier,warpgroup}.cuh) emit the Hopper instructions, checked without
 a GPU in the SASS of the emulator's test kernels (qwen35_native._emu_tests): HGMMA, UTMALDG / UTMASTG, the
-mbarrier SYNCS ops and USETMAXREG in the sm_90a code; none of them in the sm_80 code, whose copies only trap."""
+mbarrier SYNCS ops and USETMAXREG in the sm_90a code; none of them in the sm_80 code, whose copies only trap.
+The same for the sm_90a kernels of the extension (qwen35_native._C, MODEL_KERNELS), each instantiation on its
+own, plus: their wgmmas stay asynchronous (no compiler-inserted warpgroup waits beyond the kernel's own)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,12 @@ KERNELS = {
     "mbarrier_probe_kernel": ("SYNCS.ARRIVE", "SYNCS.PHASECHK"),
 }
 HOPPER_ONLY = ("HGMMA", "UTMALDG", "UTMASTG", "SYNCS", "USETMAXREG")
+# sm_90a kernels of _C: (instructions, wgmma.wait_group calls in the source = WARPGROUP.DEPBAR in the SASS)
+MODEL_KERNELS = {
+    "moe_gate_up_sm90a_kernel": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "LDGSTS.E.BYPASS.128", "FENCE.VIEW.ASYNC.S",
+                                  "SYNCS.PHASECHK", "USETMAXREG"), 2),
+    "moe_down_sm90a_kernel": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "UTMALDG.2D", "SYNCS.PHASECHK", "USETMAXREG"), 2),
+}
 
 
 def _cuobjdump() -> str:
@@ -33,12 +41,11 @@ def _cuobjdump() -> str:
     pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump)")
 
 
-@pytest.fixture(scope="module")
-def sass() -> dict[tuple[str, str], str]:
-    """{(arch, mangled function name): SASS} of the test extension."""
+def _sass_of(pattern: str) -> dict[tuple[str, str], str]:
+    """{(arch, mangled function name): SASS} of the extension module matching `pattern`."""
     if not qwen35_native.build_info()["with_cuda_kernels"]:
         pytest.skip("this build has no CUDA kernels")
-    lib = next(Path(qwen35_native.__file__).parent.glob("_emu_tests*.so"))
+    lib = next(Path(qwen35_native.__file__).parent.glob(pattern))
     out = subprocess.run([_cuobjdump(), "--dump-sass", str(lib)], capture_output=True, text=True, check=True).stdout
     funcs, arch, name = {}, "", None
     for line in out.splitlines():
@@ -50,6 +57,16 @@ def sass() -> dict[tuple[str, str], str]:
         elif name:
             funcs[name] += line + "\n"
     return funcs
+
+
+@pytest.fixture(scope="module")
+def sass() -> dict[tuple[str, str], str]:
+    return _sass_of("_emu_tests*.so")
+
+
+@pytest.fixture(scope="module")
+def model_sass() -> dict[tuple[str, str], str]:
+    return _sass_of("_C*.so")
 
 
 def _archs() -> list[str]:
@@ -77,3 +94,29 @@ def test_sm80_code_only_traps(sass, kernel):
     code = "".join(bodies)
     assert not any(op in code for op in HOPPER_ONLY), f"{kernel}: Hopper instructions in sm_80 code"
     assert "BPT.TRAP" in code, f"{kernel}: the sm_80 copy should trap"
+
+
+@pytest.mark.parametrize("kernel", sorted(MODEL_KERNELS))
+def test_sm90a_model_kernels_have_the_hopper_instructions(model_sass, kernel):
+    if "sm_90a" not in _archs():
+        pytest.skip("built without sm_90a")
+    bodies = {name: s for (arch, name), s in model_sass.items() if arch == "sm_90a" and kernel in name}
+    assert len(bodies) == 2, f"expected the bf16 and fp16 sm_90a instantiations of {kernel}, got {sorted(bodies)}"
+    instructions, waits = MODEL_KERNELS[kernel]
+    for name, code in bodies.items():
+        for instruction in instructions:
+            assert instruction in code, f"{name}: no {instruction} in its sm_90a SASS"
+        depbars = code.count("WARPGROUP.DEPBAR")
+        assert depbars == waits, (f"{name}: {depbars} WARPGROUP.DEPBAR for {waits} wgmma.wait_group in the source: "
+                                  "ptxas serialised the wgmmas (see its C75xx notes with QWEN35_PTXAS_VERBOSE=1)")
+
+
+@pytest.mark.parametrize("kernel", sorted(MODEL_KERNELS))
+def test_sm80_copies_of_the_model_kernels_only_trap(model_sass, kernel):
+    if "sm_80" not in _archs():
+        pytest.skip("built without sm_80")
+    bodies = [s for (arch, name), s in model_sass.items() if arch == "sm_80" and kernel in name]
+    assert len(bodies) == 2, f"no sm_80 SASS for the two instantiations of {kernel}"
+    for code in bodies:
+        assert not any(op in code for op in HOPPER_ONLY), f"{kernel}: Hopper instructions in sm_80 code"
+        assert "BPT.TRAP" in code, f"{kernel}: the sm_80 copy should trap"

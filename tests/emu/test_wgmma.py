@@ -125,6 +125,18 @@ def test_wgmma_matches_matmul(emu_ops, n, swizzle, dtype, a_regs):
     assert_close_report(unpack_acc(d), a.double() @ bt.double().t(), rtol=1e-5, atol=1e-5, what="wgmma")
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_wgmma_groups_in_flight_chain_onto_each_other(emu_ops, device):
+    """One commit group per k16 step, each issued onto the accumulators of a group still in flight
+    (wait_group<1>, the pipelined GEMM pattern): the same result as one group."""
+    pipelined = 7
+    a, bt = randn((64, 64), torch.bfloat16, seed=5), randn((128, 64), torch.bfloat16, seed=6)
+    c = randn((64, 128), torch.float32, seed=7)
+    d = wgmma(emu_ops, a, bt, c, variant=pipelined, device=device)
+    assert not torch.isnan(d).any(), "a group in flight lost the accumulators it chains onto"
+    assert torch.equal(d, wgmma(emu_ops, a, bt, c, device=device))
+
+
 def test_wgmma_bit_identical_across_thread_orders(emu_ops):
     a, bt = randn((64, 64), torch.bfloat16, seed=7), randn((128, 64), torch.bfloat16, seed=8)
     c = randn((64, 128), torch.float32, seed=9)

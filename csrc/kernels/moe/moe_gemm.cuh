@@ -4,8 +4,10 @@
 //   down:    y[pair, h]  = topk_weights[pair] * (act[row] . w2[e, h]),  pair = sorted_pairs[row]
 // Tensor cores (mma.sync m16n8k16 + ldmatrix + cp.async multi-stage pipelines) for bf16/fp16, fp32 accumulation;
 // fp32 inputs run the same tiles with SIMT FMAs in the fragment layout (the correctness path of fp32 models).
-// Two tile shapes, picked by block_m: 16 (decode: few rows per expert, weight streaming) and 64 (prefill).
-// Kernels: moe_gate_up.cu, moe_down.cu (shared tile code: moe_gemm_tile.cuh). Design: README.md.
+// Three tile shapes, picked by block_m: 16 (decode: few rows per expert, weight streaming), 64 (prefill, mma.sync)
+// and 128 (prefill on sm_90a: TMA + wgmma, warp-specialised, persistent; only where sm90a_available()).
+// Kernels: moe_gate_up.cu, moe_down.cu (shared tile code: moe_gemm_tile.cuh), moe_gate_up_sm90a.cu,
+// moe_down_sm90a.cu (shared code: moe_gemm_sm90a.cuh). Design: README.md.
 // Torch glue: csrc/torch/moe_ops.cpp. Tests: tests/kernels/test_moe_experts.py. Bench: bench/moe.py.
 #pragma once
 #include <cstdint>
@@ -19,22 +21,27 @@ namespace q35 {
 
 constexpr int kMoeDecodeBlockM = 16;   // rows per tile when experts see a few tokens each
 constexpr int kMoePrefillBlockM = 64;  // rows per tile when experts see many tokens
+constexpr int kMoeSm90BlockM = 128;    // rows per tile of the sm_90a prefill kernels (two 64-row warpgroups)
 constexpr int64_t kMoePrefillMinRowsPerExpert = 48;
 
-// Rows per tile for num_pairs (token, expert) pairs over the local experts: the 64-row prefill tiles once experts
-// average kMoePrefillMinRowsPerExpert rows (from there their mma efficiency outweighs the padding they add), the
-// 16-row decode tiles below; fp32 (SIMT path) has only the decode tiles.
-Q35_HD constexpr int moe_pick_block_m(int64_t num_pairs, int64_t num_local_experts, bool fp32) {
-  return !fp32 && num_pairs >= kMoePrefillMinRowsPerExpert * num_local_experts ? kMoePrefillBlockM : kMoeDecodeBlockM;
+// Rows per tile for num_pairs (token, expert) pairs over the local experts: the prefill tiles once experts
+// average kMoePrefillMinRowsPerExpert rows (from there their mma efficiency outweighs the padding they add) --
+// 128-row sm_90a tiles where the device runs them (sm90a), else 64-row mma.sync tiles -- and the 16-row decode
+// tiles below; fp32 (SIMT path) has only the decode tiles.
+Q35_HD constexpr int moe_pick_block_m(int64_t num_pairs, int64_t num_local_experts, bool fp32, bool sm90a = false) {
+  if (fp32 || num_pairs < kMoePrefillMinRowsPerExpert * num_local_experts) return kMoeDecodeBlockM;
+  return sm90a ? kMoeSm90BlockM : kMoePrefillBlockM;
 }
 
 struct MoeGemmParams {
   // sizes
   int64_t max_tiles;  // tiles in sorted_pairs / tile_experts (moe_max_tiles)
-  int block_m;        // rows per tile: kMoeDecodeBlockM or kMoePrefillBlockM (fp32: decode only)
+  int block_m;        // rows per tile: kMoeDecodeBlockM, kMoePrefillBlockM or kMoeSm90BlockM (fp32: decode only)
   int n;              // output columns: gate_up I, down H
   int k;              // reduction: gate_up H, down I
   int top_k;          // gate_up: token of a pair = pair / top_k
+  int num_experts;    // local experts in b_ptr (the sm_90a kernels' tensor maps span them)
+  int num_ctas;       // sm_90a persistent grid: at most this many CTAs (the SM count on a GPU); others: unused
   // inputs
   const void* a_ptr;                // gate_up: hidden [N, H] T (row stride a_row_stride); down: act [max_tiles * BM, I] T
   const void* b_ptr;                // gate_up: w13 [E, 2I, H] T; down: w2 [E, H, I] T; contiguous
@@ -52,18 +59,30 @@ static_assert(std::is_trivially_copyable_v<MoeGemmParams>);
 #define Q35_FOR_EACH_MOE_GEMM_TYPE(X) X(float) X(__half) X(__nv_bfloat16)
 
 // Requires (checked by the launchers: cudaErrorInvalidValue otherwise): n, k and a_row_stride multiples of
-// 16 / sizeof(T) (16-byte cp.async chunks), 16-byte aligned pointers, block_m one of the two tile heights.
+// 16 / sizeof(T) (16-byte cp.async chunks and TMA strides), 16-byte aligned pointers, block_m one of the tile
+// heights (16, 64 and 128 for 16-bit types, 16 for fp32). block_m = 128 runs the sm_90a kernels: the launchers
+// return cudaErrorInvalidDeviceFunction unless moe_sm90a_available() (an sm_90 device / the emulator at sm_90).
 namespace cuda {
 template <typename T>
 cudaError_t launch_moe_gate_up(const MoeGemmParams& params, cudaStream_t stream);
 template <typename T>
 cudaError_t launch_moe_down(const MoeGemmParams& params, cudaStream_t stream);
+template <typename T>  // block_m = 128 (called by the two above)
+cudaError_t launch_moe_gate_up_sm90a(const MoeGemmParams& params, cudaStream_t stream);
+template <typename T>
+cudaError_t launch_moe_down_sm90a(const MoeGemmParams& params, cudaStream_t stream);
+bool moe_sm90a_available();  // block_m = 128 runs here
 }  // namespace cuda
 namespace emu {
 template <typename T>
 cudaError_t launch_moe_gate_up(const MoeGemmParams& params, cudaStream_t stream);
 template <typename T>
 cudaError_t launch_moe_down(const MoeGemmParams& params, cudaStream_t stream);
+template <typename T>  // block_m = 128 (called by the two above)
+cudaError_t launch_moe_gate_up_sm90a(const MoeGemmParams& params, cudaStream_t stream);
+template <typename T>
+cudaError_t launch_moe_down_sm90a(const MoeGemmParams& params, cudaStream_t stream);
+bool moe_sm90a_available();  // block_m = 128 runs here
 }  // namespace emu
 
 }  // namespace q35

@@ -13,7 +13,10 @@ Stages of ``torch.ops.qwen35_native.fused_moe`` for P = N * k (token, expert) pa
         expert_out[pair] = topk_weights[pair] * (act[row] @ w2[e].T); rows of non-local pairs not written.
     moe_combine(expert_out, topk_ids, expert_offset, E, hidden, shared_out, shared_gate_w, out [N, H])
         out[n] = sum of the local pairs' rows (fp32) + sigmoid(hidden[n] . shared_gate_w) * shared_out[n].
-block_m: 16 (decode tiles) or 64 (prefill tiles, 16-bit dtypes only); ``pick_block_m`` mirrors the kernels' choice.
+block_m: 16 (decode tiles), 64 (prefill tiles, mma.sync) or 128 (prefill tiles of the sm_90a kernels: TMA + wgmma,
+persistent; an sm_90 GPU, or the emulator at arch sm_90, see ``sm90a_path``); 64 and 128 for 16-bit dtypes only. The
+choice of block_m is the choice of kernels: ``fused_moe`` picks 128 for prefill where the sm_90a kernels run, else 64
+(``pick_block_m`` mirrors it); the stage ops run whatever block_m their caller aligned with.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_ROUTE_EXPERTS = 1024   # csrc/kernels/moe/moe_route.cuh
 MAX_TOP_K = 32
 MAX_LOCAL_EXPERTS = 1024   # csrc/kernels/moe/moe_align.cuh
-DECODE_BLOCK_M, PREFILL_BLOCK_M = 16, 64
+DECODE_BLOCK_M, PREFILL_BLOCK_M, SM90A_BLOCK_M = 16, 64, 128
 PREFILL_MIN_ROWS_PER_EXPERT = 48   # csrc/kernels/moe/moe_gemm.cuh
 
 
@@ -35,9 +38,24 @@ def moe_max_tiles(num_pairs: int, num_local_experts: int, block_m: int) -> int:
     return (num_pairs + min(num_pairs, num_local_experts) * (block_m - 1)) // block_m
 
 
-def pick_block_m(num_pairs: int, num_local_experts: int, dtype: torch.dtype) -> int:
+def sm90a_path(device: torch.device | str) -> bool:
+    """Whether block_m = 128 (the sm_90a kernels) runs on ``device``: an sm_90 GPU, or the CPU emulator at its
+    (default) arch sm_90 (``qwen35_native.emulator.arch``)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) == (9, 0)
+    from .. import emulator
+
+    return device.type == "cpu" and emulator.available() and emulator.get_arch() == "sm_90"
+
+
+def pick_block_m(num_pairs: int, num_local_experts: int, dtype: torch.dtype, sm90a: bool = False) -> int:
+    """The rows per tile ``fused_moe`` picks (csrc moe_pick_block_m); ``sm90a``: ``sm90a_path(device)`` (and
+    H, I > 0)."""
     prefill = dtype != torch.float32 and num_pairs >= PREFILL_MIN_ROWS_PER_EXPERT * num_local_experts
-    return PREFILL_BLOCK_M if prefill else DECODE_BLOCK_M
+    if not prefill:
+        return DECODE_BLOCK_M
+    return SM90A_BLOCK_M if sm90a else PREFILL_BLOCK_M
 
 
 def _aligned_start(t: torch.Tensor) -> bool:

@@ -32,7 +32,8 @@ enum WgmmaVariant : int {
   kWgmmaEarlyRead = 3,          // d read between the wgmma and its wait_group (written to the output)
   kWgmmaOverwrite = 4,          // B overwritten (and fenced) after the issue, before the wait
   kWgmmaNoWait = 5,             // commit but never wait
-  kWgmmaSecondBatchNoFence = 6  // a second batch after a wait_group without wgmma.fence
+  kWgmmaSecondBatchNoFence = 6,  // a second batch after a wait_group without wgmma.fence
+  kWgmmaPipelined = 7            // (correct) one group per k16 step, each issued before the previous retired
 };
 constexpr int kWgmmaProbeN[] = {8, 16, 64, 128, 256};
 

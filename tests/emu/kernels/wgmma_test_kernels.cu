@@ -81,8 +81,20 @@ __global__ void __launch_bounds__(kThreads) wgmma_probe_kernel(WgmmaProbeParams 
   for (int i = 0; i < N / 2; ++i) d[i] = p.c[tid * (N / 2) + i];
   const uint32_t a_base = ptx::smem_u32(a_s), b_base = ptx::smem_u32(b_s);
   // ---- compute ----
+  if (p.variant == kWgmmaPipelined) {  // wait_group<1>: a group stays in flight while the next one accumulates
+    for (int ks = 0; ks < p.k / kMmaK; ++ks) {
+      ptx::wgmma_fence();
+      if (p.f16) {
+        issue<N, true>(d, p, a_base, b_base, ks, ks > 0 ? 1 : p.scale_d);
+      } else {
+        issue<N, false>(d, p, a_base, b_base, ks, ks > 0 ? 1 : p.scale_d);
+      }
+      ptx::wgmma_commit_group();
+      ptx::wgmma_wait_group<1>();
+    }
+  }
   if (p.variant != kWgmmaNoFence) ptx::wgmma_fence();
-  issue_all<N>(d, p, a_base, b_base);
+  if (p.variant != kWgmmaPipelined) issue_all<N>(d, p, a_base, b_base);
   ptx::wgmma_commit_group();
   if (p.variant == kWgmmaNoWait) return;
   if (p.variant == kWgmmaEarlyRead) {

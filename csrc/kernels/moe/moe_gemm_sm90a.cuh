@@ -1,0 +1,272 @@
+// The sm_90a grouped expert GEMMs (moe_gate_up_sm90a.cu, moe_down_sm90a.cu): a persistent, warp-specialised
+// TMA + wgmma pipeline over the (row tile, column block) work items of moe_align's tile list (block_m = 128).
+// Kernel sources only (after q35/device.cuh). Design and the reasons for each choice: README.md, "sm_90a path".
+//
+// CTA: 3 warpgroups. Warpgroup 0 produces (warp 0 only; the other three warps exit): lane 0 issues the TMA loads
+// of the expert's weight tile B and, in down, of the act rows A; in gate_up the 32 lanes gather the token rows
+// of A with 16-byte cp.async into the same 128B-swizzled layout (TMA cannot gather rows by index). Warpgroups 1
+// and 2 consume: each owns 64 rows of the 128-row tile and runs wgmma m64n256k16 against the shared B tile, so
+// the weights cross L2 -> SM once per 128 rows. A warpgroup whose 64 rows are all padding (an expert's last tile
+// is often half empty) issues no wgmma, so the padding costs at most 64 rows of tensor work per expert.
+// Pipeline: kStages stages of {A [128][64], B [256][64]} (16 + 32 KB), full / empty mbarriers per stage.
+#pragma once
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/moe/moe_gemm.cuh"
+#include "q35/device.cuh"
+#include "q35/ptx.cuh"
+#include "q35/sm90_host.h"
+
+namespace q35::Q35_TARGET::moe_sm90a {
+
+constexpr int kBlockM = kMoeSm90BlockM;  // rows of a work item = one moe_align tile
+constexpr int kWgRows = 64;              // rows per consumer warpgroup (wgmma M)
+constexpr int kConsumers = kBlockM / kWgRows;
+constexpr int kBlockN = 256;             // B rows per stage = wgmma N (gate_up: 128 gate + 128 up rows)
+constexpr int kBlockK = 64;              // K per stage: 128 bytes of 16-bit elements = one 128B-swizzled box
+constexpr int kMmaK = 16;
+constexpr int kStages = 4;
+constexpr int kALag = 2;                 // gate_up: a stage's cp.asyncs are awaited kALag stages after issue
+constexpr int kWarpgroupThreads = 128;
+constexpr int kThreads = (1 + kConsumers) * kWarpgroupThreads;
+constexpr int kAcc = kBlockN / 2;        // fp32 accumulators per consumer thread (m64n256)
+constexpr int kProducerRegs = 56, kConsumerRegs = 224;  // 128 * 56 + 256 * 224 <= 64 K registers
+static_assert(kALag <= kStages - 2, "consumers release a stage one stage late: a longer lag would deadlock");
+static_assert(kWarpgroupThreads * kProducerRegs + kConsumers * kWarpgroupThreads * kConsumerRegs <= 65536);
+
+// The stage tiles (functions: a namespace-scope struct constant is not usable in device code).
+Q35_HD constexpr ptx::KMajorTile a_tile() { return {ptx::Swizzle::k128B, kBlockM}; }  // [128][64]
+Q35_HD constexpr ptx::KMajorTile b_tile() { return {ptx::Swizzle::k128B, kBlockN}; }  // [256][64]
+constexpr uint32_t kABytes = a_tile().box_bytes();       // 16 KB
+constexpr uint32_t kWgABytes = kABytes / kConsumers;   // 8 KB: one consumer's rows (a TMA box in down)
+constexpr uint32_t kBBytes = b_tile().box_bytes();       // 32 KB
+constexpr uint32_t kStageBytes = kABytes + kBBytes;
+constexpr uint32_t kBarrierOffset = kStages * kStageBytes;
+constexpr size_t kSmemBytes = kBarrierOffset + 2 * kStages * sizeof(uint64_t);
+static_assert(a_tile().box_cols() == kBlockK && b_tile().box_cols() == kBlockK, "one swizzled column block per stage");
+static_assert(kStageBytes % 1024 == 0 && kWgABytes % 1024 == 0, "tiles start on the 128B swizzle pattern");
+
+// Kernel parameter (const __grid_constant__): the tensor maps and the sizes of the work list.
+struct KernelParams {
+  TensorMap a_map;    // down: act [rows, I], boxes {64 k, 64 rows}; gate_up: unused (A is gathered)
+  TensorMap b_map;    // gate_up: w13 as [2E][I][H], boxes {64, 128, 1}; down: w2 [E][H][I], boxes {64, 256, 1}
+  MoeGemmParams p;
+  int64_t num_items;  // max_tiles * n_blocks
+  int n_blocks;       // column blocks per tile (gate_up: 128 outputs each, down: 256)
+  int k_blocks;       // ceil(k / 64)
+};
+
+// Work item i = (tile i / n_blocks, column block i % n_blocks), tiles outermost: the CTAs running at one time
+// work on a few consecutive tiles -- the same expert's tiles, which read the same weight blocks at about the
+// same time (L2 hits), and all column blocks of a tile, which read the same A rows. CTA c takes items c, c + G,
+// ... (every item costs the same K loop, so the CTAs stay in step). The tiles after the used ones (expert -1)
+// end the list; producer and consumers walk the same items.
+struct WorkItem {
+  int64_t row0;  // first row of the tile in sorted_pairs / act
+  int n_block;
+  int expert;
+  bool upper;    // rows [row0 + 64, row0 + 128) hold at least one pair (else the second consumer idles)
+};
+
+// Called by whole warps. The loaded values are broadcast from lane 0 so that the compiler sees them warp-uniform:
+// branches on them are then not divergent, which ptxas needs to keep the wgmmas asynchronous (otherwise it
+// serialises them, warning C7518/C7520), as CUTLASS does for its warp-group index.
+__device__ __forceinline__ bool fetch_item(const KernelParams& kp, int64_t item, WorkItem& w) {
+  if (item >= kp.num_items) return false;
+  const int64_t tile = item / kp.n_blocks;
+  w.expert = __shfl_sync(0xffffffffu, kp.p.tile_experts_ptr[tile], 0);
+  if (w.expert < 0) return false;
+  w.row0 = tile * kBlockM;
+  w.n_block = static_cast<int>(item % kp.n_blocks);
+  // an expert's padding rows come last in its tile
+  w.upper = __shfl_sync(0xffffffffu, kp.p.sorted_pairs_ptr[w.row0 + kWgRows], 0) >= 0;
+  return true;
+}
+
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n256k16(float (&acc)[kAcc], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  if constexpr (std::is_same_v<T, __half>) {
+    ptx::wgmma_f16_ss<kBlockN>(acc, desc_a, desc_b, scale_d);
+  } else {
+    ptx::wgmma_bf16_ss<kBlockN>(acc, desc_a, desc_b, scale_d);
+  }
+}
+
+// gate_up A: the tile's token rows of hidden, gathered by the producer warp with 16-byte cp.async into the
+// 128B-swizzled K-major layout. Lane l copies chunk l % 8 (8 elements) of rows l / 8 + 4 i, so each instruction
+// reads four whole 128-byte row segments; the token of row r is held by lane r % 32 (tok[r / 32]) and shuffled.
+// Padding rows and columns past k are zero-filled; the rows of an idle upper half are not copied (never read).
+template <typename T>
+__device__ __forceinline__ void gather_a(const KernelParams& kp, uint8_t* a_s, const int (&tok)[kBlockM / kWarpSize],
+                                         int k0, bool upper) {
+  const T* hidden = static_cast<const T*>(kp.p.a_ptr);
+  constexpr int kChunkElems = kVecBytes / static_cast<int>(sizeof(T));
+  constexpr int kChunksPerRow = kBlockK / kChunkElems;  // 8
+  constexpr int kRowsPerPass = kWarpSize / kChunksPerRow;  // 4
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int chunk = lane % kChunksPerRow;
+  const int kcol = k0 + chunk * kChunkElems;
+  const bool k_ok = kcol < kp.p.k;
+#pragma unroll
+  for (int i = 0; i < kBlockM / kRowsPerPass; ++i) {
+    const int r = lane / kChunksPerRow + kRowsPerPass * i;
+    if (i * kRowsPerPass >= kWgRows && !upper) break;  // (uniform)
+    const int t = __shfl_sync(0xffffffffu, tok[i * kRowsPerPass / kWarpSize], r % kWarpSize);
+    const bool ok = k_ok && t >= 0;
+    ptx::cp_async_16_zfill(a_s + a_tile().offset(r, chunk * kChunkElems),
+                           ok ? hidden + static_cast<int64_t>(t) * kp.p.a_row_stride + kcol : hidden,
+                           ok ? kVecBytes : 0);
+  }
+}
+
+// The producer warp. Stage s of global step `it` (steps of all items in order) is refilled after the consumers
+// released it (empty[s], phase it / kStages - 1). full[s] completes when lane 0's expect_tx arrival, the TMA
+// bytes and, in gate_up, the 32 lanes' arrivals (after their copies landed and were fenced to the async proxy)
+// are in. gate_up keeps kALag stages of cp.async in flight before it signals one.
+template <typename T, bool kGateUp>
+__device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, uint64_t* full, uint64_t* empty) {
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  if (lane == 0) {
+    ptx::tma_prefetch_map(&kp.b_map);
+    if constexpr (!kGateUp) ptx::tma_prefetch_map(&kp.a_map);
+  }
+  uint32_t it = 0;
+  WorkItem w;
+  for (int64_t item = blockIdx.x; fetch_item(kp, item, w); item += gridDim.x) {
+    int tok[kBlockM / kWarpSize];  // gate_up: token of row lane + 32 q (-1: padding)
+    if constexpr (kGateUp) {
+#pragma unroll
+      for (int q = 0; q < kBlockM / kWarpSize; ++q) {
+        const int pair = kp.p.sorted_pairs_ptr[w.row0 + lane + kWarpSize * q];
+        tok[q] = pair >= 0 ? pair / kp.p.top_k : -1;
+      }
+    }
+    for (int kb = 0; kb < kp.k_blocks; ++kb, ++it) {
+      const int s = static_cast<int>(it % kStages);
+      ptx::mbarrier_wait_parity(&empty[s], ((it / kStages) & 1) ^ 1);  // round 0: the preceding phase, complete
+      uint8_t* a_s = smem + s * kStageBytes;  // [128][64] K-major, 128B swizzle
+      uint8_t* b_s = a_s + kABytes;           // [256][64] K-major, 128B swizzle
+      const int k0 = kb * kBlockK;
+      if (lane == 0) {
+        const uint32_t a_bytes = kGateUp ? 0 : (w.upper ? 2 : 1) * kWgABytes;
+        ptx::mbarrier_arrive_expect_tx(&full[s], kBBytes + a_bytes);
+        if constexpr (kGateUp) {  // gate rows [j0, j0 + 128), then the matching up rows (zeros past I)
+          const int j0 = w.n_block * (kBlockN / 2);
+          ptx::tma_load_3d(b_s, &kp.b_map, k0, j0, 2 * w.expert, &full[s]);
+          ptx::tma_load_3d(b_s + kBBytes / 2, &kp.b_map, k0, j0, 2 * w.expert + 1, &full[s]);
+        } else {
+          ptx::tma_load_3d(b_s, &kp.b_map, k0, w.n_block * kBlockN, w.expert, &full[s]);
+          ptx::tma_load_2d(a_s, &kp.a_map, k0, static_cast<int32_t>(w.row0), &full[s]);
+          if (w.upper) ptx::tma_load_2d(a_s + kWgABytes, &kp.a_map, k0, static_cast<int32_t>(w.row0 + kWgRows), &full[s]);
+        }
+      }
+      if constexpr (kGateUp) {
+        gather_a<T>(kp, a_s, tok, k0, w.upper);
+        ptx::cp_async_commit_group();
+        if (it >= kALag) {
+          ptx::cp_async_wait_group<kALag>();
+          ptx::fence_proxy_async_shared();  // generic-proxy writes (cp.async) -> read by wgmma (async proxy)
+          ptx::mbarrier_arrive(&full[(it - kALag) % kStages]);
+        }
+      }
+    }
+  }
+  if constexpr (kGateUp) {  // the last kALag stages
+    ptx::cp_async_wait_all();
+    ptx::fence_proxy_async_shared();
+    for (uint32_t j = it > kALag ? it - kALag : 0; j < it; ++j) ptx::mbarrier_arrive(&full[j % kStages]);
+  }
+}
+
+// A consumer warpgroup's K loop of one item: acc = A[rows 64 wg ..][:k] . B[0..256][:k]^T (fp32). Each stage's
+// wgmmas are committed as a group; the stage before is released (one arrival per warp on empty) once that
+// group retired (wait_group<1>), the last one after wait_group<0>. Returns with acc final and every stage of the
+// item released. (Issue and waits sit on one branch: ptxas then keeps the wgmmas asynchronous.)
+template <typename T>
+__device__ __forceinline__ void mainloop(const KernelParams& kp, uint8_t* smem, uint64_t* full, uint64_t* empty,
+                                         int wg, uint32_t& it, float (&acc)[kAcc]) {
+  const bool lane0 = threadIdx.x % kWarpSize == 0;
+  for (int kb = 0; kb < kp.k_blocks; ++kb, ++it) {
+    const int s = static_cast<int>(it % kStages);
+    ptx::mbarrier_wait_parity(&full[s], (it / kStages) & 1);
+    const uint32_t a_base = ptx::smem_u32(smem + s * kStageBytes);
+    const uint32_t b_base = a_base + kABytes;
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kBlockK / kMmaK; ++ks) {  // (the K tail is zero-filled: no branch around a wgmma)
+      wgmma_m64n256k16<T>(acc, a_tile().desc(a_base, wg * kWgRows, ks * kMmaK), b_tile().desc(b_base, 0, ks * kMmaK),
+                          kb > 0 || ks > 0);
+    }
+    ptx::wgmma_commit_group();
+    ptx::wgmma_wait_group<1>();
+    if (kb > 0 && lane0) ptx::mbarrier_arrive(&empty[(it - 1) % kStages]);
+  }
+  ptx::wgmma_wait_group<0>();
+  ptx::wgmma_fence_operand(acc);
+  if (lane0) ptx::mbarrier_arrive(&empty[(it - 1) % kStages]);
+}
+
+// The K loop of a consumer warpgroup whose 64 rows are all padding: it only releases the stages (after they
+// landed, so that its arrivals stay in the stage's current phase).
+__device__ __forceinline__ void idle_loop(const KernelParams& kp, uint64_t* full, uint64_t* empty, uint32_t& it) {
+  for (int kb = 0; kb < kp.k_blocks; ++kb, ++it) {
+    const int s = static_cast<int>(it % kStages);
+    ptx::mbarrier_wait_parity(&full[s], (it / kStages) & 1);
+    if (threadIdx.x % kWarpSize == 0) ptx::mbarrier_arrive(&empty[s]);
+  }
+}
+
+// The kernel body shared by both GEMMs: barrier set-up, the warp roles, and per item of a consumer warpgroup
+// the K loop and `epilogue(w, wg, acc)` (stores from registers; padding rows and columns past n skipped).
+template <typename T, bool kGateUp, class Epilogue>
+__device__ __forceinline__ void run_persistent_gemm(const KernelParams& kp, Epilogue&& epilogue) {
+  Q35_DYNAMIC_SMEM_1024(uint8_t, smem);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);  // [kStages] smem: stage landed
+  uint64_t* empty = full + kStages;                                       // [kStages] smem: stage released
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      ptx::mbarrier_init(&full[s], kGateUp ? 1 + kWarpSize : 1);
+      ptx::mbarrier_init(&empty[s], kConsumers * kWarpgroupThreads / kWarpSize);
+    }
+    ptx::fence_mbarrier_init();
+  }
+  __syncthreads();
+  const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / kWarpgroupThreads, 0);  // uniform
+  if (warpgroup == 0) {
+    ptx::setmaxnreg_dec<kProducerRegs>();
+    if (threadIdx.x < kWarpSize) produce<T, kGateUp>(kp, smem, full, empty);
+    return;
+  }
+  ptx::setmaxnreg_inc<kConsumerRegs>();
+  const int wg = warpgroup - 1;
+  float acc[kAcc];
+  uint32_t it = 0;
+  WorkItem w;
+  for (int64_t item = blockIdx.x; fetch_item(kp, item, w); item += gridDim.x) {
+    if (wg == 0 || w.upper) {
+      mainloop<T>(kp, smem, full, empty, wg, it, acc);
+      epilogue(w, wg, acc);
+    } else {
+      idle_loop(kp, full, empty, it);
+    }
+  }
+}
+
+// Host side: the persistent grid (at most one CTA per item) and the checks shared by both launchers.
+inline dim3 persistent_grid(const KernelParams& kp) {
+  const int64_t ctas = kp.p.num_ctas < kp.num_items ? kp.p.num_ctas : kp.num_items;
+  return dim3(static_cast<unsigned>(ctas > 0 ? ctas : 1));
+}
+
+template <typename T>
+inline bool sm90a_args_ok(const MoeGemmParams& p) {
+  constexpr int kVec = kVecBytes / static_cast<int>(sizeof(T));
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kVecBytes == 0; };
+  return !std::is_same_v<T, float> && p.block_m == kBlockM && p.n >= 0 && p.n % kVec == 0 &&
+         p.k > 0 && p.k % kVec == 0 && p.a_row_stride % kVec == 0 && p.top_k >= 1 &&
+         p.num_experts >= 0 && p.num_ctas >= 1 && p.max_tiles >= 0 && p.max_tiles * kBlockM < (int64_t{1} << 31) &&
+         aligned(p.a_ptr) && aligned(p.b_ptr) && aligned(p.c_ptr);
+}
+
+}  // namespace q35::Q35_TARGET::moe_sm90a
