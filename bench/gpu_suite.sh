@@ -81,7 +81,8 @@ stage_quick() {
   : > "$jsonl"
   timeout 240 bash "$0" build $([ $dry = 1 ] && echo --dry-run) > "$out/build.log" 2>&1 || { tail -n 30 "$out/build.log"; return 1; }
   tail -n 2 "$out/build.log"
-  timeout 150 $PY -m pytest -m gpu -q -p no:cacheprovider --junitxml="$out/junit.xml" tests > "$out/test.log" 2>&1
+  timeout 150 $PY -m pytest -m gpu -q -p no:cacheprovider --junitxml="$out/junit.xml" tests > "$out/test.log" 2>&1 \
+    || echo "!! pytest -m gpu failed or timed out (rc $?): $out/test.log"
   tail -n 25 "$out/test.log"
   local q="--json $jsonl"
   [ $dry = 1 ] && q="$q --dry-run"
@@ -92,6 +93,7 @@ stage_quick() {
   run_bench 90 bench/attention.py --prefill 8192 --batch 1 64 --context 32768
   run_bench 90 bench/moe.py --shapes 397b-tp8 397b-tp1 --tokens 1 64 8192 --reps 10
   run_bench 90 bench/e2e.py --configs 35b-a3b --batches 1 8 --prompts 1024 --time-budget 60 --no-hf
+  $PY bench/_render.py "$jsonl" > "${jsonl%.jsonl}.md" && echo "== results: ${jsonl%.jsonl}.md"
 }
 
 case $stage in
