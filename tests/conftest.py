@@ -6,6 +6,7 @@ Fixtures:
         returns the
         first output. See ``utils.run_under_schedules``.
     emu_ops: ``torch.ops.q35_emu_tests`` (the emulator's own test kernels, from ``qwen35_native._emu_tests``).
+Measured figures noted with ``utils.record_measure`` are printed at the end of the run (also under pytest-xdist).
 """
 
 from __future__ import annotations
@@ -35,3 +36,27 @@ def emu_ops():
     import qwen35_native._emu_tests  # noqa: F401  (registers torch.ops.q35_emu_tests)
 
     return torch.ops.q35_emu_tests
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Moves the figures the test measured into its report (reports travel from xdist workers; modules do not)."""
+    report = (yield).get_result()
+    if utils.MEASURED:
+        report.user_properties.extend(("measured", m) for m in utils.MEASURED)
+        utils.MEASURED.clear()
+
+
+def pytest_terminal_summary(terminalreporter):
+    sections: dict[str, dict[str, float]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "measured":
+                    section, key, v = value
+                    keys = sections.setdefault(section, {})
+                    keys[key] = max(v, keys.get(key, v))
+    for section, keys in sorted(sections.items()):
+        terminalreporter.write_sep("-", section)
+        for key, v in sorted(keys.items()):
+            terminalreporter.write_line(f"{v:.2e}  {key}")

@@ -159,3 +159,15 @@ def randint_small(
 ) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(low, high + 1, shape, generator=g).to(dtype=dtype, device=device)
+
+
+# Measured figures (parity errors and the like) of the running test, as (section, key, value). conftest moves them
+# into the test's report, which pytest-xdist sends to the main process; its terminal summary prints the largest
+# value of each key per section.
+MEASURED: list[tuple[str, str, float]] = []
+
+
+def record_measure(section: str, key: str, value: float) -> float:
+    """Notes a measured figure for the end-of-run summary; returns it (for use inside an assert)."""
+    MEASURED.append((section, key, float(value)))
+    return value

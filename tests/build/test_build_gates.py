@@ -6,8 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-import qwen35_native
+from sass_dump import built_archs, cuobjdump, extension, sass_functions
 
 ROOT = Path(__file__).resolve().parents[2]
 GATE_FLAGS = (ROOT / "cmake" / "ptxas_gate_flags.txt").read_text().strip()
@@ -52,76 +51,17 @@ def test_ptxas_gate_rejects_local_memory(tmp_path):
     assert ok.returncode == 0, ok.stderr
 
 
-def _cuobjdump():
-    try:
-        import nvidia.cu13
-
-        cand = Path(nvidia.cu13.__path__[0]) / "bin" / "cuobjdump"
-        if cand.exists():
-            return str(cand)
-    except ImportError:
-        pass
-    found = shutil.which("cuobjdump")
-    if not found:
-        pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump)")
-    return found
-
-
-def _extension():
-    lib = next(Path(qwen35_native.__file__).parent.glob("_C*.so"))
-    if not qwen35_native.build_info()["with_cuda_kernels"]:
-        pytest.skip("this build has no CUDA kernels")
-    return lib
-
-
-def _nvdisasm_env() -> dict[str, str]:
-    """cuobjdump --dump-sass runs nvdisasm: from PATH, the CUDA toolkit, or a wheel that bundles one (triton)."""
-    import os
-
-    env = dict(os.environ)
-    if shutil.which("nvdisasm"):
-        return env
-    cands = [Path("/usr/local/cuda/bin/nvdisasm")]
-    try:
-        import triton
-
-        cands.append(Path(triton.__path__[0]) / "backends" / "nvidia" / "bin" / "nvdisasm")
-    except ImportError:
-        pass
-    for cand in cands:
-        if cand.exists():
-            env["PATH"] = f"{cand.parent}{os.pathsep}{env.get('PATH', '')}"
-            return env
-    pytest.skip("nvdisasm not found (cuobjdump --dump-sass needs it): install the CUDA toolkit's nvdisasm")
-
-
-def _sass_by_function(lib: Path) -> dict[str, str]:
-    out = subprocess.run([_cuobjdump(), "--dump-sass", str(lib)], capture_output=True, text=True, check=True,
-                         env=_nvdisasm_env()).stdout
-    funcs, name = {}, None
-    for line in out.splitlines():
-        if line.strip().startswith("Function :"):
-            name = line.split(":", 1)[1].strip()
-            funcs[name] = ""
-        elif name:
-            funcs[name] += line + "\n"
-    return funcs
-
-
 def test_sass_has_the_requested_architectures():
-    import os
-
-    archs = os.environ.get("QWEN35_CUDA_ARCHS", "80;90a").replace(",", ";").replace("sm_", "").split(";")
-    out = subprocess.run([_cuobjdump(), "--list-elf", str(_extension())], capture_output=True, text=True, check=True)
-    for arch in archs:
-        assert f".sm_{arch}.cubin" in out.stdout, f"no sm_{arch} machine code in {out.stdout}"
+    out = subprocess.run([cuobjdump(), "--list-elf", str(extension())], capture_output=True, text=True, check=True)
+    for arch in built_archs():
+        assert f".{arch}.cubin" in out.stdout, f"no {arch} machine code in {out.stdout}"
 
 
 @pytest.mark.skipif(not TENSOR_CORE_KERNELS, reason="no tensor-core kernel has landed yet")
 @pytest.mark.parametrize("kernel", TENSOR_CORE_KERNELS)
 def test_tensor_core_kernels_use_mma(kernel):
-    funcs = _sass_by_function(_extension())
-    matching = {n: s for n, s in funcs.items() if kernel in n}
-    assert matching, f"no SASS function matches {kernel!r}"
-    for name, sass in matching.items():
-        assert "HMMA" in sass or "HGMMA" in sass, f"{name} has no HMMA/HGMMA instruction"
+    matching = {key: code for key, code in sass_functions().items() if kernel in key[1]}
+    assert {arch for arch, _ in matching} == set(built_archs()), \
+        f"SASS functions matching {kernel!r}: {sorted(matching)}; expected some for each of {built_archs()}"
+    for (arch, name), code in matching.items():
+        assert "HMMA" in code or "HGMMA" in code, f"{name} ({arch}) has no HMMA/HGMMA instruction"

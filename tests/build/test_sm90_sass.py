@@ -6,13 +6,8 @@ own, plus: their wgmmas stay asynchronous (no compiler-inserted warpgroup waits 
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
-
-import qwen35_native
+from sass_dump import built_archs, sass_functions
 
 KERNELS = {
     "hopper_gemm_kernel": ("HGMMA.64x128x16.F32", "UTMALDG.2D", "UTMASTG.2D", "SYNCS.PHASECHK", "USETMAXREG"),
@@ -29,54 +24,19 @@ MODEL_KERNELS = {
 }
 
 
-def _cuobjdump() -> str:
-    try:
-        import nvidia.cu13
-
-        cand = Path(nvidia.cu13.__path__[0]) / "bin" / "cuobjdump"
-        if cand.exists():
-            return str(cand)
-    except ImportError:
-        pass
-    pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump)")
-
-
-def _sass_of(pattern: str) -> dict[tuple[str, str], str]:
-    """{(arch, mangled function name): SASS} of the extension module matching `pattern`."""
-    if not qwen35_native.build_info()["with_cuda_kernels"]:
-        pytest.skip("this build has no CUDA kernels")
-    lib = next(Path(qwen35_native.__file__).parent.glob(pattern))
-    out = subprocess.run([_cuobjdump(), "--dump-sass", str(lib)], capture_output=True, text=True, check=True).stdout
-    funcs, arch, name = {}, "", None
-    for line in out.splitlines():
-        if "arch = sm_" in line:
-            arch = line.split("=", 1)[1].strip()
-        elif line.strip().startswith("Function :"):
-            name = (arch, line.split(":", 1)[1].strip())
-            funcs[name] = ""
-        elif name:
-            funcs[name] += line + "\n"
-    return funcs
-
-
 @pytest.fixture(scope="module")
 def sass() -> dict[tuple[str, str], str]:
-    return _sass_of("_emu_tests*.so")
+    return sass_functions("_emu_tests*.so")
 
 
 @pytest.fixture(scope="module")
 def model_sass() -> dict[tuple[str, str], str]:
-    return _sass_of("_C*.so")
-
-
-def _archs() -> list[str]:
-    raw = os.environ.get("QWEN35_CUDA_ARCHS", "80;90a").replace(",", ";").replace("sm_", "")
-    return ["sm_" + a for a in raw.split(";") if a]
+    return sass_functions("_C*.so")
 
 
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 def test_sm90a_code_has_the_hopper_instructions(sass, kernel):
-    if "sm_90a" not in _archs():
+    if "sm_90a" not in built_archs():
         pytest.skip("built without sm_90a")
     bodies = [s for (arch, name), s in sass.items() if arch == "sm_90a" and kernel in name]
     assert bodies, f"no sm_90a SASS for {kernel}"
@@ -87,7 +47,7 @@ def test_sm90a_code_has_the_hopper_instructions(sass, kernel):
 
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 def test_sm80_code_only_traps(sass, kernel):
-    if "sm_80" not in _archs():
+    if "sm_80" not in built_archs():
         pytest.skip("built without sm_80")
     bodies = [s for (arch, name), s in sass.items() if arch == "sm_80" and kernel in name]
     assert bodies, f"no sm_80 SASS for {kernel}"
@@ -98,7 +58,7 @@ def test_sm80_code_only_traps(sass, kernel):
 
 @pytest.mark.parametrize("kernel", sorted(MODEL_KERNELS))
 def test_sm90a_model_kernels_have_the_hopper_instructions(model_sass, kernel):
-    if "sm_90a" not in _archs():
+    if "sm_90a" not in built_archs():
         pytest.skip("built without sm_90a")
     bodies = {name: s for (arch, name), s in model_sass.items() if arch == "sm_90a" and kernel in name}
     assert len(bodies) == 2, f"expected the bf16 and fp16 sm_90a instantiations of {kernel}, got {sorted(bodies)}"
@@ -113,7 +73,7 @@ def test_sm90a_model_kernels_have_the_hopper_instructions(model_sass, kernel):
 
 @pytest.mark.parametrize("kernel", sorted(MODEL_KERNELS))
 def test_sm80_copies_of_the_model_kernels_only_trap(model_sass, kernel):
-    if "sm_80" not in _archs():
+    if "sm_80" not in built_archs():
         pytest.skip("built without sm_80")
     bodies = [s for (arch, name), s in model_sass.items() if arch == "sm_80" and kernel in name]
     assert len(bodies) == 2, f"no sm_80 SASS for the two instantiations of {kernel}"

@@ -1,7 +1,6 @@
 """Shared fixtures of the model tests: tiny checkpoints written once per session, our models and HF oracles."""
 
 import logging
-import sys
 
 import pytest
 
@@ -28,11 +27,3 @@ def tiny_models(tiny_dirs):
     """name -> our model (fp32, reference backend) of each tiny checkpoint."""
     return {name: q35.from_pretrained(path, backend="reference") for name, path in tiny_dirs.items()}
 
-
-def pytest_terminal_summary(terminalreporter):
-    """Prints the measured HF parity figures (max abs logit error, fp32) when the parity tests ran."""
-    parity = getattr(sys.modules.get("test_hf_parity"), "PARITY", None)
-    if parity:
-        terminalreporter.write_sep("-", "HF parity: fp32 max abs logit error (bound 1e-4); bf16 error ratio (bound 2)")
-        for key, err in sorted(parity.items()):
-            terminalreporter.write_line(f"{err:.2e}  {key}")

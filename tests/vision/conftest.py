@@ -2,7 +2,6 @@
 model of the same files, the checkpoint's vision processor and tokenizer."""
 
 import logging
-import sys
 
 import pytest
 import torch
@@ -53,11 +52,3 @@ def processor(vision_dir):
 def tokenizer(vision_dir):
     return load_tokenizer(vision_dir)
 
-
-def pytest_terminal_summary(terminalreporter):
-    """Prints the measured multimodal parity figures (max abs logit error vs transformers, fp32)."""
-    parity = getattr(sys.modules.get("vision_helpers"), "PARITY", None)
-    if parity:
-        terminalreporter.write_sep("-", "vision vs transformers: fp32 max abs error (bound 1e-4 logits, 1e-5 features)")
-        for key, err in sorted(parity.items()):
-            terminalreporter.write_line(f"{err:.2e}  {key}")
