@@ -1,7 +1,8 @@
 """paged_prefill_attention (varlen, causal, chunked, GQA-packed, gated) and varlen_attention (vision tower: head dims 72
 and 64, block-diagonal, non-causal): the mma.sync kernel and, for the paged cases with blocks of 64, the sm_90a one
 (emulator on CPU, CUDA with -m gpu) against the pure-torch reference and fp32 scaled_dot_product_attention.
-Kernels: csrc/kernels/attention/prefill_attention.cu, prefill_attention_sm90a.cu (more: test_attention_prefill_sm90a.py)."""
+Kernels: csrc/kernels/attention/prefill_attention.cu, prefill_attention_sm90a.cu (more in
+test_attention_prefill_sm90a.py)."""
 
 import pytest
 import torch
