@@ -32,33 +32,44 @@ __device__ __forceinline__ void load_q(const AttentionPrefillParams& p, const Wo
   ptx::named_barrier_sync(1 + wg, kWarpgroupThreads);
 }
 
-// O / l rounded to T, times sigmoid(gate) when given (attn::store_gated: the sm_80 kernel's roundings), straight
-// from the accumulator fragments: each thread stores pairs of adjacent columns of its two rows.
+// O / l rounded to T into the warp's own 16 rows of the Q tile (free: every wgmma of the warpgroup retired, and
+// the other warpgroup reads only its own rows), then 16-byte loads and coalesced 16-byte stores to out, times
+// sigmoid(gate) when given: the sm_80 kernel's store_warp_rows, with the same roundings.
 template <typename T>
 __device__ __forceinline__ void store_rows(const AttentionPrefillParams& p, const Work& w, int wg, float (&o)[kOAcc],
-                                           float (&l)[2]) {
+                                           float (&l)[2], uint8_t* smem) {
   const int t = static_cast<int>(threadIdx.x) % kWarpgroupThreads;
+  const int lane = t % kWarpSize;
+  const int warp_row0 = wg * kWgRows + 16 * (t / kWarpSize);  // the warp's first row in the Q tile
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
   }
   const float inv[2] = {1.0f / l[0], 1.0f / l[1]};
+#pragma unroll
+  for (int i = 0; i < kOAcc; i += 2) {
+    const int h = (i >> 1) & 1;
+    *reinterpret_cast<uint32_t*>(smem + q_tile().offset(wg * kWgRows + ptx::wgmma_acc_row(t, i),
+                                                        ptx::wgmma_acc_col(t, i))) =
+        attn::pack2<T>(o[i] * inv[h], o[i + 1] * inv[h]);
+  }
+  __syncwarp();
   const T* gate = static_cast<const T*>(p.gate_ptr);
   T* out = static_cast<T*>(p.out_ptr);
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int pi = w.m0 + wg * kWgRows + ptx::wgmma_acc_row(t, 2 * h);
+  constexpr int kChunks = kD / attn::kChunkElems;
+  for (int c = lane; c < 16 * kChunks; c += kWarpSize) {
+    const int r = c / kChunks;
+    const int ch = c % kChunks;
+    const int pi = w.m0 + warp_row0 + r;
     if (pi >= w.total) continue;
     const int64_t token = w.q_start + pi / w.group;
     const int64_t head = static_cast<int64_t>(w.kvh) * w.group + pi % w.group;
-#pragma unroll
-    for (int i = 2 * h; i < kOAcc; i += 4) {
-      const int64_t col = head * kD + ptx::wgmma_acc_col(t, i);
-      const float v[2] = {to_float(from_float<T>(o[i] * inv[h])), to_float(from_float<T>(o[i + 1] * inv[h]))};
-      attn::store_gated<T, 2>(out + token * p.num_q_heads * kD + col,
-                              gate ? gate + token * p.gate_token_stride + col : nullptr, v);
-    }
+    float v[attn::kChunkElems];
+    load_vec_f32<T, attn::kChunkElems>(reinterpret_cast<const T*>(smem + q_tile().offset(warp_row0 + r, 8 * ch)), v);
+    const int64_t col = head * kD + ch * attn::kChunkElems;
+    attn::store_gated<T, attn::kChunkElems>(out + token * p.num_q_heads * kD + col,
+                                            gate ? gate + token * p.gate_token_stride + col : nullptr, v);
   }
 }
 
@@ -122,7 +133,7 @@ __device__ __forceinline__ void consume(const KernelParams& kp, const Work& w, u
   ptx::wgmma_wait_group<0>();
   ptx::wgmma_fence_operand(o);
   if (lane0) ptx::mbarrier_arrive(&b.vt_empty[last]);
-  store_rows<T>(p, w, wg, o, l);
+  store_rows<T>(p, w, wg, o, l, smem);
 }
 
 // This CTA's tile (flat tile gridDim.x - 1 - blockIdx.x: the longest causal rows start first), from warp 0's scan.
