@@ -92,7 +92,8 @@ void run_paged_prefill(const AttentionPrefillParams& p, int64_t arch, const at::
   const bool here = sm90a_here<kOnCuda>();
   if (arch == 90) {
     TORCH_CHECK(fits, "qwen35_native.", op, ": arch 90 (the sm_90a kernel) needs head_dim 256, a cache block_size "
-                "of >= 64 and 16-byte aligned caches, got head_dim ", p.head_dim, " and block_size ", 1 << p.block_shift);
+                "of >= 64 and 16-byte aligned caches, got head_dim ", p.head_dim, " and block_size ",
+                1 << p.block_shift);
     TORCH_CHECK(here, "qwen35_native.", op, ": arch 90 (the sm_90a kernel) needs ",
                 kOnCuda ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
   }

@@ -39,12 +39,14 @@ def _check_references(out, inp, gated=True, what="sm_90a"):
 # (contexts, query lengths, Hq, Hkv, block_size, dtype):
 #  - GQA 4 (tp8 rank): a one-token prompt, a 17-token chunk starting mid-block after 70 cached keys (partial first
 #    and last tiles), 40 tokens = 160 rows (a second 128-row tile whose upper warpgroup is all padding);
-#  - GQA 16 (tp1): 9 tokens = 144 rows, a chunk of 5 after 150 keys (4 key tiles > 2 stages), an empty sequence;
-#  - GQA 1 at blocks of 128 (a 64-key tile in the upper half of a block), fp16.
+#  - GQA 16 (tp1): 9 tokens = 144 rows, a chunk of 5 after 330 keys (6 key tiles: three rounds of the 2-stage
+#    rings, both parities twice), an empty sequence;
+#  - GQA 1 at blocks of 128 (64-key tiles in both halves of a block), fp16, two kv heads: a 130-token prompt (its
+#    first tile's lower warpgroup needs 1 key tile, the upper one 2) and a chunk of 30 after 100 keys.
 CASES = [
     ([0, 70, 0], [1, 17, 40], 4, 1, 64, torch.bfloat16),
-    ([0, 150, 3], [9, 5, 0], 16, 1, 64, torch.bfloat16),
-    ([100, 0], [30, 20], 2, 2, 128, torch.float16),
+    ([0, 330, 3], [9, 5, 0], 16, 1, 64, torch.bfloat16),
+    ([100, 0], [30, 130], 2, 2, 128, torch.float16),
 ]
 
 

@@ -95,7 +95,9 @@ __device__ __forceinline__ void produce_kv(const KernelParams& kp, const Work& w
     ptx::mbarrier_arrive_expect_tx(&b.k_full[s], kKvBytes);
     uint8_t* k_s = smem + kKOffset + s * kKvBytes;
 #pragma unroll
-    for (int cb = 0; cb < kD / 64; ++cb) ptx::tma_load_3d(k_s + cb * kKvBoxBytes, &kp.k_map, 64 * cb, w.kvh, slot, &b.k_full[s]);
+    for (int cb = 0; cb < kD / 64; ++cb) {
+      ptx::tma_load_3d(k_s + cb * kKvBoxBytes, &kp.k_map, 64 * cb, w.kvh, slot, &b.k_full[s]);
+    }
     ptx::mbarrier_wait_parity(&b.raw_empty, (j & 1) ^ 1);
     ptx::mbarrier_arrive_expect_tx(&b.raw_full, kKvBytes);
 #pragma unroll

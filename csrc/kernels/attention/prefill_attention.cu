@@ -77,7 +77,8 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionPr
 
   // ---- schedule ----
   if (warp == 0) {
-    const attn::TileRef ref = attn::find_tile<kBlockM>(p.cu_seqlens_q_ptr, p.num_seqs, group, static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x);
+    const attn::TileRef ref = attn::find_tile<kBlockM>(p.cu_seqlens_q_ptr, p.num_seqs, group,
+                                                       static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x);
     if (lane == 0) {
       sched[0] = ref.seq;
       sched[1] = ref.tile;

@@ -25,7 +25,8 @@ __device__ __forceinline__ void load_q(const AttentionPrefillParams& p, const Wo
     const int ch = c % kChunks;
     const int pi = w.m0 + r;
     const bool ok = pi < w.total;
-    ptx::cp_async_16_zfill(smem + q_tile().offset(r, 8 * ch), ok ? q + rows.offset(pi) + 8 * ch : q, ok ? kVecBytes : 0);
+    ptx::cp_async_16_zfill(smem + q_tile().offset(r, 8 * ch), ok ? q + rows.offset(pi) + 8 * ch : q,
+                           ok ? kVecBytes : 0);
   }
   ptx::cp_async_wait_all();
   ptx::fence_proxy_async_shared();
@@ -219,7 +220,9 @@ cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& p, cuda
   const uint64_t strides[2] = {kD * sizeof(T), static_cast<uint64_t>(p.kv_token_stride) * sizeof(T)};
   const uint32_t box[3] = {64, 1, kTileKeys};
   cudaError_t err = make_tensor_map(&kp.k_map, p.k_ptr, sizeof(T), 3, dims, strides, box, kv_tile().swizzle);
-  if (err == cudaSuccess) err = make_tensor_map(&kp.v_map, p.v_ptr, sizeof(T), 3, dims, strides, box, kv_tile().swizzle);
+  if (err == cudaSuccess) {
+    err = make_tensor_map(&kp.v_map, p.v_ptr, sizeof(T), 3, dims, strides, box, kv_tile().swizzle);
+  }
   if (err != cudaSuccess) return err;
   const int64_t group = p.num_q_heads / p.num_kv_heads;
   const int64_t tiles = ceil_div(p.num_q_tokens * group, kBlockM) + p.num_seqs;
