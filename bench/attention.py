@@ -1,6 +1,7 @@
 """Gated GQA attention benchmark (PERF_TARGETS.md attention rows), our kernels next to their peers on the same inputs:
 - prefill, d=256, causal, 32q/2kv (397b-tp1) and 4q/1kv (397b-tp8), 1x8192 and 1x32768: TFLOP/s counting the causal
-  FLOPs (4 * Hq * D * L(L+1)/2); peers: torch scaled_dot_product_attention (flash backend), flash_attn if importable;
+  FLOPs (4 * Hq * D * L(L+1)/2) of both our kernels side by side (mma.sync; sm_90a wgmma on H100/H200); peers:
+  torch scaled_dot_product_attention (flash backend), flash_attn if importable;
 - decode, one query token per sequence, batch 1/8/64 x context 4k/32k/128k, 32q/2kv: GB/s of K/V read (the floor of
   its memory traffic) against the HBM ceiling; peers: SDPA on a contiguous cache (the GQA group as query rows),
   flash_attn_with_kvcache if importable;
@@ -41,6 +42,13 @@ def _sdpa_flash(q, k, v, causal):
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
+def _sm90a_runs(device: str) -> bool:
+    """Whether paged_prefill_attention(impl="sm90a") runs here: an sm_90 GPU, or the emulator at arch sm_90."""
+    if device == "cuda":
+        return torch.cuda.get_device_capability() == (9, 0)
+    return q35.emulator.get_arch() == "sm_90"
+
+
 def _paged_cache(lens, Hkv, device, dtype=torch.bfloat16):
     """Blocks of each sequence consecutive (block tables in order): K/V [num_blocks, 64, Hkv, D] random."""
     blocks = [-(-n // BLOCK) for n in lens]
@@ -61,15 +69,21 @@ def prefill_rows(L, Hq, Hkv, device, reps):
     cu = torch.tensor([0, L], dtype=torch.int32, device=device)
     flops = 4.0 * Hq * D * L * (L + 1) / 2
     shape, rows = f"1x{L} {Hq}q/{Hkv}kv", []
-    ours = bench(lambda: q35.ops.paged_prefill_attention(q, k_cache, v_cache, cu, seq_lens, tables, gate,
-                                                         backend="kernel"), device=device, reps=reps)
+
+    def ours(impl):
+        return bench(lambda: q35.ops.paged_prefill_attention(q, k_cache, v_cache, cu, seq_lens, tables, gate,
+                                                             backend="kernel", impl=impl), device=device, reps=reps)
+
     # peer inputs: [1, H, L, D], K/V expanded to the q heads (the flash backend's layout)
     qs = q.transpose(0, 1)[None]
     ks = k_cache.reshape(-1, Hkv, D)[:L].transpose(0, 1).repeat_interleave(Hq // Hkv, 0)[None].contiguous()
     vs = v_cache.reshape(-1, Hkv, D)[:L].transpose(0, 1).repeat_interleave(Hq // Hkv, 0)[None].contiguous()
     peer = bench(lambda: _sdpa_flash(qs, ks, vs, True), device=device, reps=reps)
-    rows.append(Row(op="paged_prefill_attention", shape=shape, dtype="bf16", impl="q35 mma.sync", flops=flops,
-                    median_us=ours["median_us"], peer="sdpa", peer_us=peer["median_us"], notes="causal, gated"))
+    paths = [("sm80", "q35 mma.sync")] + ([("sm90a", "q35 sm_90a wgmma")] if _sm90a_runs(device) else [])
+    for impl, label in paths:  # both kernels side by side (the sm_90a one where the device runs it)
+        rows.append(Row(op="paged_prefill_attention", shape=shape, dtype="bf16", impl=label, flops=flops,
+                        median_us=ours(impl)["median_us"], peer="sdpa", peer_us=peer["median_us"],
+                        notes=f"causal, gated, path {impl}"))
     rows.append(Row(op="paged_prefill_attention", shape=shape, dtype="bf16", impl="torch sdpa (flash)", flops=flops,
                     median_us=peer["median_us"], notes="causal, ungated, K/V pre-expanded"))
     fa = _peer_flash_attn() if device == "cuda" else None

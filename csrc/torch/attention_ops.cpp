@@ -71,11 +71,51 @@ AttentionPrefillParams prefill_params(const at::Tensor& q, const at::Tensor& cu_
   return p;
 }
 
+// Whether the sm_90a prefill kernel runs here: an sm_90 GPU, or the emulator at its (default) arch sm_90.
+template <bool kOnCuda>
+bool sm90a_here() {
+  if constexpr (kOnCuda) {
+#if defined(Q35_WITH_CUDA)
+    return q35::cuda::attention_sm90a_available();
+#endif
+  }
+  return q35::emu::attention_sm90a_available();
+}
+
+// The paged prefill on the path `arch` names: 0 = the sm_90a kernel where it runs and fits the arguments (head_dim
+// 256, blocks of >= 64 tokens), else the mma.sync one; 80 = the mma.sync kernel; 90 = the sm_90a kernel or an error.
+template <bool kOnCuda>
+void run_paged_prefill(const AttentionPrefillParams& p, int64_t arch, const at::Tensor& q, const char* op) {
+  TORCH_CHECK(arch == 0 || arch == 80 || arch == 90, "qwen35_native.", op, ": arch must be 0 (auto), 80 or 90, got ",
+              arch);
+  const bool fits = attention_sm90a_supports(p) && q.scalar_type() != at::kFloat;
+  const bool here = sm90a_here<kOnCuda>();
+  if (arch == 90) {
+    TORCH_CHECK(fits, "qwen35_native.", op, ": arch 90 (the sm_90a kernel) needs head_dim 256, a cache block_size "
+                "of >= 64 and 16-byte aligned caches, got head_dim ", p.head_dim, " and block_size ",
+                1 << p.block_shift);
+    TORCH_CHECK(here, "qwen35_native.", op, ": arch 90 (the sm_90a kernel) needs ",
+                kOnCuda ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
+  }
+  if (arch == 80 || !fits || !here) return run_prefill<kOnCuda>(p, q.scalar_type(), q, op);
+  dispatch_attention(op, q.scalar_type(), p.head_dim, false, [&](auto tag, auto) {
+    using T = typename decltype(tag)::type;
+    if constexpr (kOnCuda) {
+#if defined(Q35_WITH_CUDA)
+      const c10::cuda::CUDAGuard guard(q.device());
+      check_launch(q35::cuda::launch_prefill_attention_sm90a<T>(p, c10::cuda::getCurrentCUDAStream()), op);
+#endif
+    } else {
+      check_launch(q35::emu::launch_prefill_attention_sm90a<T>(p, nullptr), op);
+    }
+  });
+}
+
 template <bool kOnCuda>
 void paged_prefill_attention_impl(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                   const at::Tensor& cu_seqlens_q, const at::Tensor& seq_lens,
                                   const at::Tensor& block_tables, const c10::optional<at::Tensor>& gate, double scale,
-                                  at::Tensor& out) {
+                                  at::Tensor& out, int64_t arch) {
   constexpr const char* op = "paged_prefill_attention";
   check_paged_args(op, q, k_cache, v_cache, seq_lens, block_tables, gate, out);
   check_cu_seqlens_arg(op, "cu_seqlens_q", cu_seqlens_q, q, seq_lens.size(0));
@@ -92,7 +132,9 @@ void paged_prefill_attention_impl(const at::Tensor& q, const at::Tensor& k_cache
   p.kv_token_stride = Hkv * q.size(2);
   p.block_table_stride = block_tables.stride(0);
   p.causal = true;
-  run_prefill<kOnCuda>(p, q.scalar_type(), q, op);
+  p.num_q_tokens = q.size(0);
+  p.num_cache_slots = k_cache.size(0) * k_cache.size(1);
+  run_paged_prefill<kOnCuda>(p, arch, q, op);
 }
 
 template <bool kOnCuda>

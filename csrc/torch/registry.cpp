@@ -8,7 +8,7 @@ TORCH_LIBRARY(qwen35_native, m) {
         "Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping, Tensor inv_freq, int[] mrope_section, "
         "float eps, Tensor(c!) q_out, Tensor(d!) gate_out) -> ()");
   m.def("paged_prefill_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor cu_seqlens_q, Tensor seq_lens, "
-        "Tensor block_tables, Tensor? gate, float scale, Tensor(a!) out) -> ()");
+        "Tensor block_tables, Tensor? gate, float scale, Tensor(a!) out, int arch=0) -> ()");
   m.def("paged_decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor seq_lens, Tensor block_tables, "
         "Tensor? gate, float scale, int num_splits, Tensor(a!) out) -> ()");
   m.def("varlen_attention(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens, float scale, bool causal, "

@@ -21,6 +21,10 @@ MODEL_KERNELS = {
     "moe_gate_up_sm90a_kernel": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "LDGSTS.E.BYPASS.128", "FENCE.VIEW.ASYNC.S",
                                   "SYNCS.PHASECHK", "USETMAXREG"), 2),
     "moe_down_sm90a_kernel": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "UTMALDG.2D", "SYNCS.PHASECHK", "USETMAXREG"), 2),
+    # S = Q K^T (SS, m64n64), O += P V (RS, m64n256), TMA of K/V, the V transpose (LDSM.T + STSM), Q by cp.async
+    "prefill_attention_sm90a_kernel": (("HGMMA.64x64x16.F32", "HGMMA.64x256x16.F32", "UTMALDG.3D", "LDSM.16.MT88.4",
+                                        "STSM.16.M88.4", "LDGSTS.E.BYPASS.128", "FENCE.VIEW.ASYNC.S", "SYNCS.PHASECHK",
+                                        "USETMAXREG"), 4),
 }
 
 

@@ -1,6 +1,8 @@
 """paged_prefill_attention (varlen, causal, chunked, GQA-packed, gated) and varlen_attention (vision tower: head dims 72
-and 64, block-diagonal, non-causal): the mma.sync kernel (emulator on CPU, CUDA with -m gpu) against the pure-torch
-reference and fp32 scaled_dot_product_attention. Kernel: csrc/kernels/attention/prefill_attention.cu."""
+and 64, block-diagonal, non-causal): the mma.sync kernel and, for the paged cases with blocks of 64, the sm_90a one
+(emulator on CPU, CUDA with -m gpu) against the pure-torch reference and fp32 scaled_dot_product_attention.
+Kernels: csrc/kernels/attention/prefill_attention.cu, prefill_attention_sm90a.cu (more in
+test_attention_prefill_sm90a.py)."""
 
 import pytest
 import torch
@@ -17,14 +19,20 @@ CONTEXTS = [0, 70, 0, 5]  # fresh prompts and chunked-prefill continuations (70:
 BOUND = 1e-2  # MODEL_SPEC §5: bf16/fp16 attention vs fp32, relative
 
 
-def _skip_without_cuda(device):
+IMPLS = ["sm80", "sm90a"]  # paged_prefill_attention(impl=...): the mma.sync kernel, the sm_90a one
+
+
+def _skip_without_cuda(device, impl="sm80"):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
+    if device == "cuda" and impl == "sm90a" and torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the sm_90a kernel needs an sm_90 GPU (H100/H200)")
 
 
-def _call(inp, gated=True, backend="kernel"):
+def _call(inp, gated=True, backend="kernel", impl="sm80"):
     return ops.paged_prefill_attention(inp["q"], inp["k_cache"], inp["v_cache"], inp["cu_seqlens"], inp["seq_lens"],
-                                       inp["block_tables"], inp["gate"] if gated else None, backend=backend)
+                                       inp["block_tables"], inp["gate"] if gated else None, backend=backend,
+                                       impl=impl if backend == "kernel" else None)
 
 
 def _check_per_sequence(out, inp, gated=True, what="paged prefill"):
@@ -39,17 +47,20 @@ def _check_per_sequence(out, inp, gated=True, what="paged prefill"):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("block_size", [64, 16], ids=lambda b: f"bs{b}")
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("heads", GROUPS, ids=lambda h: f"{h[0]}q{h[1]}kv")
-def test_paged_prefill(heads, dtype, block_size, device):
-    _skip_without_cuda(device)
+def test_paged_prefill(heads, dtype, block_size, impl, device):
+    _skip_without_cuda(device, impl)
     if block_size == 16 and dtype == torch.float16:
         pytest.skip("block size 16 is covered in bf16")
+    if block_size == 16 and impl == "sm90a":
+        pytest.skip("the sm_90a kernel takes blocks of >= 64 tokens (auto runs the mma.sync one)")
     Hq, Hkv = heads
     inp = paged_inputs(CONTEXTS, Q_LENS, Hq, Hkv, block_size=block_size, dtype=dtype, device=device,
                        seed=GROUPS.index(heads))
-    out = _call(inp)
+    out = _call(inp, impl=impl)
     assert out.shape == (sum(Q_LENS), Hq * 256) and out.dtype == dtype and out.device.type == device
     _check_per_sequence(out, inp)
 
@@ -68,10 +79,11 @@ def test_paged_prefill_ungated_and_scale(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_paged_prefill_guards_and_orders(device, two_orders):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_paged_prefill_guards_and_orders(impl, device, two_orders):
     """Raw op into a guarded, poisoned output: every element written, nothing outside it, and bit-identical results
     under two emulator thread orders (a missing barrier shows up as a difference); on CUDA two runs agree."""
-    _skip_without_cuda(device)
+    _skip_without_cuda(device, impl)
     inp = paged_inputs([5, 60], [17, 33], 4, 1, device=device, seed=3)
     T = inp["q"].shape[0]
 
@@ -79,7 +91,7 @@ def test_paged_prefill_guards_and_orders(device, two_orders):
         out = GuardedTensor((T, 4 * 256), torch.bfloat16, device)
         torch.ops.qwen35_native.paged_prefill_attention(inp["q"], inp["k_cache"], inp["v_cache"], inp["cu_seqlens"],
                                                         inp["seq_lens"], inp["block_tables"], inp["gate"], 1 / 16,
-                                                        out.tensor)
+                                                        out.tensor, 80 if impl == "sm80" else 90)
         out.check("paged_prefill_attention")
         return out.tensor.clone()
 
@@ -90,16 +102,17 @@ def test_paged_prefill_guards_and_orders(device, two_orders):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_paged_prefill_edge(device):
-    _skip_without_cuda(device)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_paged_prefill_edge(impl, device):
+    _skip_without_cuda(device, impl)
     # an empty sequence between two others, and a one-token prompt
     inp = paged_inputs([0, 4, 0], [3, 0, 1], 4, 1, device=device, seed=4)
-    _check_per_sequence(_call(inp), inp, what="with an empty sequence")
+    _check_per_sequence(_call(inp, impl=impl), inp, what="with an empty sequence")
     # no tokens at all
     empty = dict(inp, q=inp["q"][:0], gate=inp["gate"][:0], cu_seqlens=torch.zeros(4, dtype=torch.int32,
                                                                                     device=device),
                  seq_lens=torch.zeros(3, dtype=torch.int32, device=device))
-    assert _call(empty).shape == (0, 4 * 256)
+    assert _call(empty, impl=impl).shape == (0, 4 * 256)
 
 
 VARLEN = [(72, [0, 16, 80, 84]), (64, [0, 1, 65, 194]), (256, [0, 7, 40])]

@@ -26,6 +26,8 @@ struct AttentionPrefillParams {
   int head_dim;      // D (the kernel's template value)
   int block_shift;   // paged: log2(block_size)
   int64_t num_tiles_bound;  // grid size: >= sum over sequences of ceil(L_n * G / kAttentionTileRows)
+  int64_t num_q_tokens;     // T (the sm_90a kernel sizes its grid of 128-row tiles from it)
+  int64_t num_cache_slots;  // paged: num_blocks * block_size (the sm_90a kernel's K/V tensor maps)
   // inputs
   const void* q_ptr;               // [T, Hq, D] T (token stride given, heads contiguous)
   const void* k_ptr;               // paged: k_cache [num_blocks, block_size, Hkv, D]; varlen: k [T, Hkv, D]
@@ -95,13 +97,28 @@ inline int decode_num_splits(int64_t ctas_per_split, int64_t max_kv_tokens, int 
   return static_cast<int>(splits < 1 ? 1 : splits);
 }
 
+// The sm_90a paged prefill (prefill_attention_sm90a.cu; README.md "sm_90a path"): head_dim 256, 16-bit types,
+// blocks of >= 64 tokens. attention_sm90a_available(): the device (or the emulated arch) runs it;
+// attention_sm90a_supports(p): the arguments fit it. The glue picks the path (csrc/torch/attention_ops.cpp).
+inline bool attention_sm90a_supports(const AttentionPrefillParams& p) {
+  return p.block_tables_ptr != nullptr && p.head_dim == 256 && p.block_shift >= 6 &&
+         p.num_cache_slots < (int64_t{1} << 31) && reinterpret_cast<uintptr_t>(p.k_ptr) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(p.v_ptr) % 16 == 0 && p.kv_token_stride % 8 == 0;
+}
+
 namespace cuda {
+bool attention_sm90a_available();
+template <typename T>
+cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& params, cudaStream_t stream);
 template <typename T, int D>
 cudaError_t launch_prefill_attention(const AttentionPrefillParams& params, cudaStream_t stream);
 template <typename T, int D>
 cudaError_t launch_decode_attention(const AttentionDecodeParams& params, cudaStream_t stream);
 }  // namespace cuda
 namespace emu {
+bool attention_sm90a_available();
+template <typename T>
+cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& params, cudaStream_t stream);
 template <typename T, int D>
 cudaError_t launch_prefill_attention(const AttentionPrefillParams& params, cudaStream_t stream);
 template <typename T, int D>

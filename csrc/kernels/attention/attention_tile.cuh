@@ -329,4 +329,37 @@ __device__ __forceinline__ void store_gated(T* __restrict__ out, const T* __rest
   store_vec_f32<T, kN>(out, y);
 }
 
+struct TileRef {
+  int seq;   // -1: past the last tile
+  int tile;  // tile within the sequence
+};
+
+// Sequence and tile-within-sequence of flat tile `tile`, where sequence n owns ceil(L_n * G / kBlockM) consecutive
+// tiles. One warp: an inclusive shuffle scan of the tile counts of 32 sequences at a time.
+template <int kBlockM>
+__device__ TileRef find_tile(const int32_t* __restrict__ cu_seqlens, int num_seqs, int group, int64_t tile) {
+  constexpr unsigned kFull = 0xffffffffu;
+  const int lane = threadIdx.x % kWarpSize;
+  int64_t base = 0;
+  for (int s0 = 0; s0 < num_seqs; s0 += kWarpSize) {
+    const int s = s0 + lane;
+    const int64_t count =
+        s < num_seqs ? ceil_div(static_cast<int64_t>(cu_seqlens[s + 1] - cu_seqlens[s]) * group, kBlockM) : 0;
+    int64_t incl = count;
+#pragma unroll
+    for (int d = 1; d < kWarpSize; d *= 2) {
+      const int64_t other = __shfl_up_sync(kFull, incl, d);
+      if (lane >= d) incl += other;
+    }
+    const int64_t chunk_total = __shfl_sync(kFull, incl, kWarpSize - 1);
+    if (tile < base + chunk_total) {
+      const int first = __ffs(__ballot_sync(kFull, base + incl > tile)) - 1;
+      const int64_t before = __shfl_sync(kFull, incl - count, first);
+      return {s0 + first, static_cast<int>(tile - base - before)};
+    }
+    base += chunk_total;
+  }
+  return {-1, 0};
+}
+
 }  // namespace q35::Q35_TARGET::attn

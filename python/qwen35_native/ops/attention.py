@@ -32,6 +32,8 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16)
 PAGED_HEAD_DIMS = (256,)
 VARLEN_HEAD_DIMS = (64, 72, 256)
+# paged_prefill_attention(impl=...) -> the op's `arch` argument (csrc/torch/attention_ops.cpp: run_paged_prefill)
+PREFILL_IMPLS = {None: 0, "auto": 0, "sm80": 80, "sm90a": 90}
 
 
 _QUERY_BLOCK = 1024  # the reference materialises [Hq, block, S] scores: bounded memory at long contexts
@@ -114,7 +116,7 @@ def _check_paged(op, q, k_cache, v_cache, seq_lens, block_tables, gate, n, q_len
 def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                             cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, block_tables: torch.Tensor,
                             gate: torch.Tensor | None = None, scale: float | None = None,
-                            backend: str | None = None) -> torch.Tensor:
+                            backend: str | None = None, impl: str | None = None) -> torch.Tensor:
     """Varlen causal GQA attention of packed new queries over the paged cache (prefill and prefill chunks).
 
     Args:
@@ -124,10 +126,14 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         seq_lens: int32/int64 ``[N]`` tokens of each sequence in the cache, new ones included.
         block_tables: int32 ``[N, max_blocks]``.
         gate: optional ``[T, Hq*D]`` output gate (``o * sigmoid(gate)``); scale defaults to ``D ** -0.5``.
+        impl: which kernel: None/"auto" (the sm_90a one on an sm_90 GPU or the emulator at arch sm_90 when
+            block_size >= 64, else the mma.sync one), "sm80" (mma.sync, any GPU), "sm90a" (or an error).
     Returns:
         ``[T, Hq*D]`` in q's dtype.
     """
     op = "paged_prefill_attention"
+    if impl not in PREFILL_IMPLS:
+        _checks.fail(op, f"impl must be one of {list(PREFILL_IMPLS)}, got {impl!r}")
     _checks.check_tensor(op, "q", q, _DTYPES, dim=3)
     _checks.check_same_device(op, "cu_seqlens_q", cu_seqlens_q, q, "q")
     n = _checks.check_cu_seqlens(op, cu_seqlens_q, q.shape[0], "cu_seqlens_q")
@@ -139,7 +145,7 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     q, gate = _aligned(q), None if gate is None else _aligned(gate)
     out = torch.empty(q.shape[0], q.shape[1] * q.shape[2], dtype=q.dtype, device=q.device)
     torch.ops.qwen35_native.paged_prefill_attention(q, k_cache, v_cache, cu_seqlens_q.int(), seq_lens.int(),
-                                                    block_tables, gate, _scale(q, scale), out)
+                                                    block_tables, gate, _scale(q, scale), out, PREFILL_IMPLS[impl])
     return out
 
 
@@ -263,7 +269,7 @@ _backend.MODEL_SUPPORT.update(paged_prefill_attention=_paged_model_support,
 
 
 @torch.library.register_fake("qwen35_native::paged_prefill_attention")
-def _paged_prefill_fake(q, k_cache, v_cache, cu_seqlens_q, seq_lens, block_tables, gate, scale, out):
+def _paged_prefill_fake(q, k_cache, v_cache, cu_seqlens_q, seq_lens, block_tables, gate, scale, out, arch=0):
     return None
 
 
