@@ -26,9 +26,9 @@ MODEL_KERNELS = {
     "moe_gate_up_sm90a_kernel": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "LDGSTS.E.BYPASS.128", "FENCE.VIEW.ASYNC.S",
                                   "SYNCS.PHASECHK", "USETMAXREG"), 2),
     "moe_down_sm90a_kernel": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "UTMALDG.2D", "SYNCS.PHASECHK", "USETMAXREG"), 2),
-    # GDN chunk scan: m64n64 (K K^T, Q K^T, w, v_new, o) and m64n128 (state update) wgmmas, cp.async tiles
-    # fenced to the async proxy; 4 waits (kkt, w, value, state stages)
-    "gdn_chunk_sm90a_kernel": (("HGMMA.64x64x16.F32", "HGMMA.64x128x16.F32", "LDGSTS.E.BYPASS.128",
+    # GDN chunk scan: m64n64 (K K^T, Q K^T, w, v_new, o) and m64n128 (state update) wgmmas, q/k/v by TMA (3D)
+    # on mbarriers, generic writes fenced to the async proxy; 4 waits (kkt, w, value, state stages)
+    "gdn_chunk_sm90a_kernel": (("HGMMA.64x64x16.F32", "HGMMA.64x128x16.F32", "UTMALDG.3D", "SYNCS.PHASECHK",
                                 "FENCE.VIEW.ASYNC.S", "LDSM.16.MT88.4"), 4),
 }
 

@@ -4,7 +4,8 @@ same points, and the emulator computes a wgmma m64nNk16 exactly as the mma.sync 
 (exact products added in k order, one fp32 rounding per k16 step; the causal blocks the mma.sync kernel skips add
 exact zeros), so the two paths must agree bit for bit on the CPU: checked for ragged lengths, K = V = 128, fp16,
 without the L2 norm, both segment-split schemes (exact chain and decay shortcut), and the layer op with the gated
-RMSNorm fused; every output poisoned and guarded (chunk_raw), two thread orders. `-m gpu`: both kernels on an
+RMSNorm fused; rows a TMA box reads past a sequence end do not leak; every output poisoned and guarded
+(chunk_raw), two thread orders. `-m gpu`: both kernels on an
 H100 at the benchmark shapes against each other and the reference (bounded tolerances: the hardware sums the
 products of an MMA in its own order)."""
 
@@ -64,6 +65,28 @@ def test_sm90a_split_segments(decay):
     """Both passes of the split scheme run the sm_90a kernel (pre-pass: segment states from zero and transition
     maps without values; output pass from the chained / warm-up entry states)."""
     _both_paths([330, 70], 1, 1, True, seed=5, decay=decay, segment_len=128)
+
+
+def test_sm90a_rows_past_a_sequence_do_not_leak():
+    """A chunk's TMA box reads past its sequence's end into the next sequence's rows; the kernel zeroes them (as the
+    mma.sync kernel's zero-fill). With +inf values and keys in the second sequence, any leak into the first one
+    would be 0 * inf = NaN there."""
+    lens = [70, 10]
+    q, k, v, g, beta, state = make_scan_inputs(lens, 1, 2, True, seed=10)
+    k[:, 70:], v[:, 70:] = float("inf"), float("inf")
+
+    def run(impl):  # not chunk_raw: the second sequence's outputs are NaN by design
+        o, final = torch.zeros(80, 2, 128, dtype=q.dtype), torch.zeros(2, 2, 128, 128)
+        torch.ops.qwen35_native.chunk_gated_delta_rule(q[0], k[0], v[0], g[0], beta[0], 128 ** -0.5, state,
+                                                       cu_of(lens), True, 0, -12.0, o, final, impl)
+        return o[None], final
+    o90, s90 = run(SM90A)
+    o80, s80 = run(SM80)
+    assert torch.isfinite(o90[:, :70]).all() and torch.isfinite(s90[0]).all()
+    assert_bit_identical((o90[:, :70], s90[0]), (o80[:, :70], s80[0]), "first sequence, sm_90a vs sm_80")
+    o_ref, s_ref = chunk_reference64(q[:, :70], k[:, :70], v[:, :70], g[:, :70], beta[:, :70], state[:1],
+                                     cu_of([70]))
+    assert rel(o90[:, :70], o_ref) <= OUT_TOL and rel(s90[:1], s_ref) <= STATE_TOL
 
 
 def test_sm90a_two_orders_bit_identical(two_orders):

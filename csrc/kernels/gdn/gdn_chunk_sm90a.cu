@@ -182,10 +182,12 @@ __device__ void output_stage(const GdnChunkParams& p, const Views& sm, int stage
 // Grid:     as gdn_chunk_kernel. Block: 2 warpgroups (256 threads); chunk-local stages on all threads; warpgroup
 //           g owns value rows [64g, 64g + 64) of S^T, v_new^T and o^T.
 // Smem:     Smem::kBytes (double-buffered swizzled q/k/v tiles, K^T, -w, Tu, Tw, P, A/T, per-token factors).
-// Requires: sm_90a (the sm_80 build traps); K = V = 128; q/k/v rows 16-byte aligned; out rows 16-byte aligned.
+// Requires: sm_90a (the sm_80 build traps); K = V = 128; q/k/v rows 16-byte aligned (TMA: pointer and token
+//           stride); out rows 16-byte aligned.
 template <typename T>
-__global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(GdnChunkParams p) {
+__global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(const __grid_constant__ KernelArgs ka) {
 #if Q35_SM90A_ENABLED
+  const GdnChunkParams& p = ka.p;
   Item it;
   if (!find_item(p, blockIdx.x, it)) return;
   const int h = blockIdx.y;
@@ -195,6 +197,14 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(GdnCh
   Q35_DYNAMIC_SMEM_1024(unsigned char, smem_raw);
   const Views sm{smem_raw};
   const int warp = threadIdx.x / kWarpSize;
+  const bool leader = threadIdx.x == 0;  // initialises the barriers and issues the TMA loads
+  if (leader) {
+    ptx::tma_prefetch_map(&ka.k_map);
+    ptx::mbarrier_init(sm.bar(0), 1);
+    ptx::mbarrier_init(sm.bar(1), 1);
+    ptx::fence_mbarrier_init();
+  }
+  __syncthreads();
   const int wg = uniform(threadIdx.x / kWgThreads);
   const int values = uniform(r.values);
 
@@ -207,23 +217,29 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(GdnCh
   GateRaw next{};
   if (num_chunks > 0) {
     const int nv = static_cast<int>(r.seg_end - r.warm_start < kChunk ? r.seg_end - r.warm_start : kChunk);
-    load_chunk_async<T>(p, sm, 0, h, hk, r.warm_start, nv, r.outputs && r.warm_start >= r.seg_start, r.values);
+    if (leader) load_chunk_tma<T>(ka, sm, 0, h, hk, r.warm_start, r.outputs && r.warm_start >= r.seg_start, r.values);
     if (warp == 0) load_gates<T>(p, h, r.warm_start, nv, next);
   }
   for (int64_t ci = 0; ci < num_chunks; ++ci) {
-    // ---- load: this chunk landed (fenced for the async proxy); prefetch the next one into the other stage ----
+    // ---- load: this chunk landed (rows past the segment zeroed, fenced for the async proxy); prefetch the next
+    // one into the other stage (every generic access of that stage is behind the fence and barrier) ----
     const int stage = static_cast<int>(ci % 2);
     const int64_t c0 = r.warm_start + ci * kChunk;
     const int nv = static_cast<int>(r.seg_end - c0 < kChunk ? r.seg_end - c0 : kChunk);
     const int outputs = uniform(r.outputs && c0 >= r.seg_start);
     const GateRaw cur = next;
-    ptx::cp_async_wait_all();
+    ptx::mbarrier_wait_parity(sm.bar(stage), static_cast<uint32_t>((ci / 2) & 1));
+    if (nv < kChunk) {
+      zero_rows<T>(sm.k(stage), nv);
+      if (outputs) zero_rows<T>(sm.q(stage), nv);
+      if (r.values) zero_rows<T>(sm.v(stage), nv);
+    }
     ptx::fence_proxy_async_shared();
     __syncthreads();
     if (ci + 1 < num_chunks) {
       const int64_t c1 = c0 + kChunk;
       const int nv1 = static_cast<int>(r.seg_end - c1 < kChunk ? r.seg_end - c1 : kChunk);
-      load_chunk_async<T>(p, sm, stage ^ 1, h, hk, c1, nv1, r.outputs && c1 >= r.seg_start, r.values);
+      if (leader) load_chunk_tma<T>(ka, sm, stage ^ 1, h, hk, c1, r.outputs && c1 >= r.seg_start, r.values);
       if (warp == 0) load_gates<T>(p, h, c1, nv1, next);
     }
 
@@ -254,7 +270,7 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(GdnCh
   }
   if (r.final_ptr) store_state(r.final_ptr, s);
 #else
-  (void)p;
+  (void)ka;
   ptx::sm90a_required();
 #endif
 }
@@ -266,7 +282,14 @@ bool gdn_chunk_sm90a_available() { return sm90a_available(); }
 template <typename T>
 cudaError_t launch_gdn_chunk_pass_sm90a(const GdnChunkParams& params, dim3 grid, cudaStream_t stream) {
   if (!sm90a_available()) return cudaErrorInvalidDeviceFunction;
-  return launch(gdn_chunk_sm90a_kernel<T>, grid, dim3(kChunkThreads), size_t{Smem::kBytes}, stream, params);
+  KernelArgs ka{};
+  ka.p = params;
+  const GdnChunkParams& p = params;
+  cudaError_t err = make_qkv_map<T>(&ka.q_map, p.q_ptr, p.num_k_heads, p.num_tokens, p.q_token_stride);
+  if (err == cudaSuccess) err = make_qkv_map<T>(&ka.k_map, p.k_ptr, p.num_k_heads, p.num_tokens, p.k_token_stride);
+  if (err == cudaSuccess) err = make_qkv_map<T>(&ka.v_map, p.v_ptr, p.num_v_heads, p.num_tokens, p.v_token_stride);
+  if (err != cudaSuccess) return err;
+  return launch(gdn_chunk_sm90a_kernel<T>, grid, dim3(kChunkThreads), size_t{Smem::kBytes}, stream, ka);
 }
 
 #define Q35_INSTANTIATE(T) \

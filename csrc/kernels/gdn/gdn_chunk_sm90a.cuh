@@ -6,6 +6,7 @@
 // written once per chunk (MN-major wgmma operands are not verified). Design: README.md, "sm_90a path".
 #pragma once
 #include "kernels/gdn/gdn_chunk_stages.cuh"
+#include "q35/sm90_host.h"
 
 namespace q35::gdn::sm90a {
 
@@ -31,7 +32,8 @@ struct Smem {
   static constexpr uint32_t kScratch = kAmat + kChunk * kLdA * sizeof(float);
   static constexpr uint32_t kTok = kScratch + (kInvBlocks - 1) * kInvBlock * kInvBlock * sizeof(float);
   static constexpr uint32_t kRed = kTok + kTokenArrays * kChunk * sizeof(float);
-  static constexpr uint32_t kBytes = kRed + kChunkWarps * kChunk * sizeof(float);
+  static constexpr uint32_t kBars = kRed + kChunkWarps * kChunk * sizeof(float);  // full[2]: a stage landed
+  static constexpr uint32_t kBytes = kBars + 2 * sizeof(uint64_t);
   static_assert(kTile % 1024 == 0 && kSquare % 1024 == 0 && key_tile().bytes(kChunk) % 1024 == 0,
                 "every wgmma tile starts on the 1024-byte swizzle pattern");
   static_assert(kBytes <= 227 * 1024, "fits the 227 KiB of dynamic shared memory of sm_90");
@@ -52,6 +54,16 @@ struct Views {
   __device__ float* scratch() const { return reinterpret_cast<float*>(base + Smem::kScratch); }
   __device__ float* tok(int array) const { return reinterpret_cast<float*>(base + Smem::kTok) + array * kChunk; }
   __device__ float* red() const { return reinterpret_cast<float*>(base + Smem::kRed); }
+  __device__ uint64_t* bar(int stage) const { return reinterpret_cast<uint64_t*>(base + Smem::kBars) + stage; }
+};
+
+// Kernel parameter (const __grid_constant__): TMA maps of q, k, v as [T][H][128] (3D, boxes {64, 1, 64}: 64 tokens
+// x 64 dims of one head, two boxes per [64][128] tile) and the op's params.
+struct KernelArgs {
+  TensorMap q_map;
+  TensorMap k_map;
+  TensorMap v_map;
+  GdnChunkParams p;
 };
 
 // Element (r, c) of a K-major tile at `tile`.
@@ -96,27 +108,43 @@ __device__ __forceinline__ void acc_frag(uint32_t (&a)[4], const float (&d)[R], 
 // Warp-uniform copies of block-uniform values that steer wgmma branches (ptxas must see them uniform: C7518).
 __device__ __forceinline__ int uniform(int x) { return __shfl_sync(warp::kFullMask, x, 0); }
 
-// ---- load: cp.async of tokens [c0, c0 + nv) into a [64][128] swizzled tile; rows >= nv zero-filled ----
+// ---- load: thread 0 issues the TMA boxes of tokens [c0, c0 + 64) of a stage, completing on its barrier ----
 template <typename T>
-__device__ __forceinline__ void load_tile_async(unsigned char* dst, const T* src, int64_t token_stride, int64_t c0,
-                                                int nv) {
-  constexpr int kElems = kVecBytes / sizeof(T);
-  constexpr int kPieces = kHeadDim / kElems;
-  for (int i = threadIdx.x; i < kChunk * kPieces; i += kChunkThreads) {
-    const int row = i / kPieces;
-    const int col = (i % kPieces) * kElems;
-    const int64_t t = c0 + (row < nv ? row : 0);  // a valid address even for the zero-filled rows
-    ptx::cp_async_16_zfill(at<T>(dst, tok_tile(), row, col), src + t * token_stride + col, row < nv ? kVecBytes : 0);
+__device__ __forceinline__ void load_chunk_tma(const KernelArgs& ka, const Views& sm, int stage, int h, int hk,
+                                               int64_t c0, bool with_q, bool with_v) {
+  uint64_t* bar = sm.bar(stage);
+  ptx::mbarrier_arrive_expect_tx(bar, (1u + with_q + with_v) * Smem::kTile);
+  const int32_t t = static_cast<int32_t>(c0);
+#pragma unroll
+  for (int b = 0; b < kHeadDim / kChunk; ++b) {  // two 64-column boxes per tile
+    const uint32_t off = b * tok_tile().box_bytes();
+    ptx::tma_load_3d(sm.k(stage) + off, &ka.k_map, b * kChunk, hk, t, bar);
+    if (with_q) ptx::tma_load_3d(sm.q(stage) + off, &ka.q_map, b * kChunk, hk, t, bar);
+    if (with_v) ptx::tma_load_3d(sm.v(stage) + off, &ka.v_map, b * kChunk, h, t, bar);
   }
 }
 
+// Rows [nv, 64) of a landed tile to zero: a box reads past the segment end into the next sequence's tokens (only
+// past the last token does TMA fill zeros), and the kernel's contract is that of the mma.sync kernel, which
+// zero-fills them (they meet only beta = 0 and masked products, but must not carry another sequence's values).
 template <typename T>
-__device__ __forceinline__ void load_chunk_async(const GdnChunkParams& p, const Views& sm, int stage, int h, int hk,
-                                                 int64_t c0, int nv, bool with_q, bool with_v) {
-  load_tile_async(sm.k(stage), static_cast<const T*>(p.k_ptr) + hk * kHeadDim, p.k_token_stride, c0, nv);
-  if (with_q) load_tile_async(sm.q(stage), static_cast<const T*>(p.q_ptr) + hk * kHeadDim, p.q_token_stride, c0, nv);
-  if (with_v) load_tile_async(sm.v(stage), static_cast<const T*>(p.v_ptr) + h * kHeadDim, p.v_token_stride, c0, nv);
-  ptx::cp_async_commit_group();
+__device__ __forceinline__ void zero_rows(unsigned char* tile, int nv) {
+  constexpr int kPieces = kHeadDim * sizeof(T) / kVecBytes;
+  for (int i = threadIdx.x; i < (kChunk - nv) * kPieces; i += kChunkThreads) {
+    *reinterpret_cast<uint4*>(at<T>(tile, tok_tile(), nv + i / kPieces, (i % kPieces) * (kVecBytes / sizeof(T)))) =
+        make_uint4(0, 0, 0, 0);
+  }
+}
+
+// The TMA map of q, k or v ([T, H, 128], token stride in elements; the glue checks 16-byte rows). With no tokens
+// there is nothing to map (no chunk is loaded): the map stays zero.
+template <typename T>
+inline cudaError_t make_qkv_map(TensorMap* map, const void* ptr, int heads, int64_t tokens, int64_t token_stride) {
+  if (tokens == 0) return cudaSuccess;
+  const uint64_t dims[3] = {kHeadDim, static_cast<uint64_t>(heads), static_cast<uint64_t>(tokens)};
+  const uint64_t strides[2] = {kHeadDim * sizeof(T), static_cast<uint64_t>(token_stride) * sizeof(T)};
+  const uint32_t box[3] = {kChunk, 1, kChunk};
+  return make_tensor_map(map, ptr, sizeof(T), 3, dims, strides, box, tok_tile().swizzle);
 }
 
 // ---- L2 norm of the 64 rows of a tile in place (4 threads per row; the order of l2norm_rows) ----
