@@ -61,11 +61,11 @@ def prefill_rows(args, device, fla) -> list[Row]:
         o = torch.empty(T, hv, D, device=device, dtype=torch.bfloat16)
         final = torch.empty(len(lens), hv, D, D, device=device)
 
-        def ours(impl):  # the raw op (what the public wrapper calls) with the kernel forced
+        def ours(arch):  # the raw op (what the public wrapper calls) with the kernel forced
             torch.ops.qwen35_native.chunk_gated_delta_rule(q[0], k[0], v[0], g[0], beta[0], D ** -0.5, None, cu, True,
-                                                           0, q35.ops.gdn.SHORTCUT_LOG_DECAY, o, final, impl)
-        timings = {name: bench(lambda impl=impl: ours(impl), device=device, warmup=args.warmup, reps=args.reps)
-                   for name, impl in _paths(device)}
+                                                           0, q35.ops.gdn.SHORTCUT_LOG_DECAY, o, final, arch)
+        timings = {name: bench(lambda arch=arch: ours(arch), device=device, warmup=args.warmup, reps=args.reps)
+                   for name, arch in _paths(device)}
         peer_us = None
         if fla is not None:
             cu64 = cu.long()
@@ -85,7 +85,7 @@ def prefill_rows(args, device, fla) -> list[Row]:
 
 def _paths(device) -> list[tuple[str, int]]:
     """The chunk kernels that run here, side by side: the sm_90a (wgmma) kernel on an sm_90 GPU (or the emulator
-    at its default arch sm_90) and the mma.sync kernel everywhere (impl 90 / 80 of the raw op)."""
+    at its default arch sm_90) and the mma.sync kernel everywhere (arch 90 / 80 of the raw op)."""
     sm90 = torch.cuda.get_device_capability() == (9, 0) if device == "cuda" else q35.emulator.get_arch() == "sm_90"
     return ([("q35-sm90a", 90)] if sm90 else []) + [("q35-sm80", 80)]
 

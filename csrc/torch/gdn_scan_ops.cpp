@@ -33,10 +33,10 @@ int num_sms(const at::Tensor& t) {
   return kNominalSms;
 }
 
-int check_chunk_impl(const char* op, int64_t impl, const at::Tensor& ref) {
-  TORCH_CHECK(impl == kGdnImplAuto || impl == kGdnImplSm80 || impl == kGdnImplSm90a, "qwen35_native.", op,
-              ": impl must be 0 (automatic), 80 (the mma.sync kernel) or 90 (the sm_90a wgmma kernel), got ", impl);
-  if (impl == kGdnImplSm90a) {
+int check_chunk_arch(const char* op, int64_t arch, const at::Tensor& ref) {
+  TORCH_CHECK(arch == kGdnImplAuto || arch == kGdnImplSm80 || arch == kGdnImplSm90a, "qwen35_native.", op,
+              ": arch must be 0 (automatic), 80 (the mma.sync kernel) or 90 (the sm_90a wgmma kernel), got ", arch);
+  if (arch == kGdnImplSm90a) {
     bool available = false;
     if (ref.is_cuda()) {
 #if defined(Q35_WITH_CUDA)
@@ -46,10 +46,10 @@ int check_chunk_impl(const char* op, int64_t impl, const at::Tensor& ref) {
     } else {
       available = q35::emu::gdn_chunk_sm90a_available();
     }
-    TORCH_CHECK(available, "qwen35_native.", op, ": impl 90 (the sm_90a kernel) needs ",
+    TORCH_CHECK(available, "qwen35_native.", op, ": arch 90 (the sm_90a kernel) needs ",
                 ref.is_cuda() ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
   }
-  return static_cast<int>(impl);
+  return static_cast<int>(arch);
 }
 
 void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t segment_len, ChunkWorkspace& ws) {
@@ -147,7 +147,7 @@ int64_t check_cu(const char* op, const at::Tensor& cu, const at::Tensor& q) {
 void chunk_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g,
                 const at::Tensor& beta, double scale, const std::optional<at::Tensor>& initial_state,
                 const at::Tensor& cu_seqlens, bool l2norm, int64_t segment_len, double shortcut_log_decay, at::Tensor& o,
-                const std::optional<at::Tensor>& final_state, int64_t impl) {
+                const std::optional<at::Tensor>& final_state, int64_t arch) {
   constexpr const char* op = "chunk_gated_delta_rule";
   GdnChunkParams p{};
   fill_qkv_gates(op, p, q, k, v, g, beta, true);
@@ -170,7 +170,7 @@ void chunk_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c
   p.scale = static_cast<float>(scale);
   p.shortcut_log_decay = static_cast<float>(shortcut_log_decay);
   p.l2norm = l2norm;
-  p.impl = check_chunk_impl(op, impl, q);
+  p.impl = check_chunk_arch(op, arch, q);
   ChunkWorkspace ws;
   run_chunk(op, p, q, segment_len, ws);
 }

@@ -36,8 +36,8 @@ def _both_paths(lens, hk, hv, with_state=True, seed=0, dtype=torch.bfloat16, l2n
     q, k, v, g, beta, state = make_scan_inputs(lens, hk, hv, with_state, seed, dtype, decay=decay, l2norm=l2norm)
     cu = cu_of(lens)
     kw = dict(segment_len=segment_len, shortcut=shortcut)
-    o90, s90 = chunk_raw(q, k, v, g, beta, state, cu, l2norm, impl=SM90A, **kw)
-    o80, s80 = chunk_raw(q, k, v, g, beta, state, cu, l2norm, impl=SM80, **kw)
+    o90, s90 = chunk_raw(q, k, v, g, beta, state, cu, l2norm, arch=SM90A, **kw)
+    o80, s80 = chunk_raw(q, k, v, g, beta, state, cu, l2norm, arch=SM80, **kw)
     assert_bit_identical((o90, s90), (o80, s80), "sm_90a kernel vs sm_80 kernel")
     o_ref, s_ref = chunk_reference64(q, k, v, g, beta, state, cu, l2norm)
     assert rel(o90, o_ref) <= OUT_TOL, f"output error {rel(o90, o_ref):.2e}"
@@ -75,10 +75,10 @@ def test_sm90a_rows_past_a_sequence_do_not_leak():
     q, k, v, g, beta, state = make_scan_inputs(lens, 1, 2, True, seed=10)
     k[:, 70:], v[:, 70:] = float("inf"), float("inf")
 
-    def run(impl):  # not chunk_raw: the second sequence's outputs are NaN by design
+    def run(arch):  # not chunk_raw: the second sequence's outputs are NaN by design
         o, final = torch.zeros(80, 2, 128, dtype=q.dtype), torch.zeros(2, 2, 128, 128)
         torch.ops.qwen35_native.chunk_gated_delta_rule(q[0], k[0], v[0], g[0], beta[0], 128 ** -0.5, state,
-                                                       cu_of(lens), True, 0, -12.0, o, final, impl)
+                                                       cu_of(lens), True, 0, -12.0, o, final, arch)
         return o[None], final
     o90, s90 = run(SM90A)
     o80, s80 = run(SM80)
@@ -91,7 +91,7 @@ def test_sm90a_rows_past_a_sequence_do_not_leak():
 
 def test_sm90a_two_orders_bit_identical(two_orders):
     q, k, v, g, beta, state = make_scan_inputs([70, 5], 1, 2, True, seed=6)
-    two_orders(chunk_raw, q, k, v, g, beta, state, cu_of([70, 5]), impl=SM90A)
+    two_orders(chunk_raw, q, k, v, g, beta, state, cu_of([70, 5]), arch=SM90A)
 
 
 def _prefill(qkv, z, a, b, w, st, cu, slots, init, segment_len):
@@ -123,17 +123,17 @@ def test_sm90a_layer_prefill_equals_sm80(segment_len):
     assert rel(st["ssm_state"][[2, 0]], ref_ssm[[2, 0]]) <= STATE_TOL
 
 
-def test_sm90a_impl_checks():
+def test_sm90a_arch_checks():
     q, k, v, g, beta, state = make_scan_inputs([10], 1, 1, True, seed=8)
     cu = cu_of([10])
-    with pytest.raises(RuntimeError, match="impl must be 0 \\(automatic\\), 80 .* or 90"):
-        chunk_raw(q, k, v, g, beta, state, cu, impl=7)
+    with pytest.raises(RuntimeError, match="arch must be 0 \\(automatic\\), 80 .* or 90"):
+        chunk_raw(q, k, v, g, beta, state, cu, arch=7)
     with emulator.arch("sm_80"):
-        with pytest.raises(RuntimeError, match="impl 90 \\(the sm_90a kernel\\) needs the emulator at arch sm_90"):
-            chunk_raw(q, k, v, g, beta, state, cu, impl=SM90A)
+        with pytest.raises(RuntimeError, match="arch 90 \\(the sm_90a kernel\\) needs the emulator at arch sm_90"):
+            chunk_raw(q, k, v, g, beta, state, cu, arch=SM90A)
         o_auto, s_auto = chunk_raw(q, k, v, g, beta, state, cu)  # auto on sm_80: the mma.sync kernel
-    o80, s80 = chunk_raw(q, k, v, g, beta, state, cu, impl=SM80)
-    assert_bit_identical((o_auto, s_auto), (o80, s80), "auto at sm_80 vs impl 80")
+    o80, s80 = chunk_raw(q, k, v, g, beta, state, cu, arch=SM80)
+    assert_bit_identical((o_auto, s_auto), (o80, s80), "auto at sm_80 vs arch 80")
 
 
 # ---- GPU: the benchmark shapes (bench/gdn.py), both kernels on the device ----
@@ -147,8 +147,8 @@ def test_gpu_sm90a_vs_sm80_vs_reference(heads, lens):
         pytest.skip("needs an sm_90 GPU (H100/H200)")
     q, k, v, g, beta, state = make_scan_inputs(lens, *heads, True, seed=9, device="cuda")
     cu = cu_of(lens, "cuda")
-    o90, s90 = chunk_raw(q, k, v, g, beta, state, cu, impl=SM90A)
-    o80, s80 = chunk_raw(q, k, v, g, beta, state, cu, impl=SM80)
+    o90, s90 = chunk_raw(q, k, v, g, beta, state, cu, arch=SM90A)
+    o80, s80 = chunk_raw(q, k, v, g, beta, state, cu, arch=SM80)
     assert rel(o90, o80) <= 1e-2 and rel(s90, s80) <= 5e-3, (rel(o90, o80), rel(s90, s80))
     o_ref, s_ref = chunk_reference64(q, k, v, g, beta, state, cu)
     assert rel(o90, o_ref) <= OUT_TOL and rel(s90, s_ref) <= STATE_TOL, (rel(o90, o_ref), rel(s90, s_ref))
