@@ -144,6 +144,9 @@ struct ChunkWorkspace {
 // dtype of ref (float16 / bfloat16). p: everything but the plan fields.
 void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t segment_len, ChunkWorkspace& ws);
 
+// The raw op's `arch` (the chunk kernel, kGdnImpl*): checked, and where sm_90a is forced, that it runs here.
+int check_chunk_arch(const char* op, int64_t arch, const at::Tensor& ref);
+
 // Launches the recurrent kernel for the dtype of ref; allocates the norm's row counters when needed.
 void run_recurrent(const char* op, GdnRecurrentParams& p, const at::Tensor& ref, at::Tensor& counters);
 

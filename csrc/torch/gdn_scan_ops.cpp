@@ -33,6 +33,25 @@ int num_sms(const at::Tensor& t) {
   return kNominalSms;
 }
 
+int check_chunk_arch(const char* op, int64_t arch, const at::Tensor& ref) {
+  TORCH_CHECK(arch == kGdnImplAuto || arch == kGdnImplSm80 || arch == kGdnImplSm90a, "qwen35_native.", op,
+              ": arch must be 0 (automatic), 80 (the mma.sync kernel) or 90 (the sm_90a wgmma kernel), got ", arch);
+  if (arch == kGdnImplSm90a) {
+    bool available = false;
+    if (ref.is_cuda()) {
+#if defined(Q35_WITH_CUDA)
+      const c10::cuda::CUDAGuard guard(ref.device());
+      available = q35::cuda::gdn_chunk_sm90a_available();
+#endif
+    } else {
+      available = q35::emu::gdn_chunk_sm90a_available();
+    }
+    TORCH_CHECK(available, "qwen35_native.", op, ": arch 90 (the sm_90a kernel) needs ",
+                ref.is_cuda() ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
+  }
+  return static_cast<int>(arch);
+}
+
 void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t segment_len, ChunkWorkspace& ws) {
   const GdnChunkPlan plan = gdn_chunk_plan(p.num_tokens, p.num_seqs, p.num_v_heads, num_sms(ref), segment_len);
   p.segment_len = plan.segment_len;
@@ -128,7 +147,7 @@ int64_t check_cu(const char* op, const at::Tensor& cu, const at::Tensor& q) {
 void chunk_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g,
                 const at::Tensor& beta, double scale, const std::optional<at::Tensor>& initial_state,
                 const at::Tensor& cu_seqlens, bool l2norm, int64_t segment_len, double shortcut_log_decay, at::Tensor& o,
-                const std::optional<at::Tensor>& final_state) {
+                const std::optional<at::Tensor>& final_state, int64_t arch) {
   constexpr const char* op = "chunk_gated_delta_rule";
   GdnChunkParams p{};
   fill_qkv_gates(op, p, q, k, v, g, beta, true);
@@ -151,6 +170,7 @@ void chunk_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c
   p.scale = static_cast<float>(scale);
   p.shortcut_log_decay = static_cast<float>(shortcut_log_decay);
   p.l2norm = l2norm;
+  p.impl = check_chunk_arch(op, arch, q);
   ChunkWorkspace ws;
   run_chunk(op, p, q, segment_len, ws);
 }

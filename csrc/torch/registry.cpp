@@ -25,7 +25,7 @@ TORCH_LIBRARY(qwen35_native, m) {
   m.def("gated_rms_norm(Tensor x, Tensor z, Tensor weight, float eps, Tensor(a!) y) -> ()");
   m.def("chunk_gated_delta_rule(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float scale, "
         "Tensor? initial_state, Tensor cu_seqlens, bool use_qk_l2norm, int segment_len, float shortcut_log_decay, "
-        "Tensor(a!) o, Tensor(b!)? final_state) -> ()");
+        "Tensor(a!) o, Tensor(b!)? final_state, int arch=0) -> ()");
   m.def("fused_recurrent_gated_delta_rule(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float scale, "
         "Tensor? initial_state, Tensor? cu_seqlens, int num_seqs, bool use_qk_l2norm, Tensor(a!) o, "
         "Tensor(b!)? final_state, Tensor(c!)? intermediate_states) -> ()");

@@ -25,6 +25,10 @@ MODEL_KERNELS = {
     "prefill_attention_sm90a_kernel": (("HGMMA.64x64x16.F32", "HGMMA.64x256x16.F32", "UTMALDG.3D", "LDSM.16.MT88.4",
                                         "STSM.16.M88.4", "LDGSTS.E.BYPASS.128", "FENCE.VIEW.ASYNC.S", "SYNCS.PHASECHK",
                                         "USETMAXREG"), 4),
+    # GDN chunk scan: m64n64 (K K^T, Q K^T, w, v_new, o) and m64n128 (state update) wgmmas, q/k/v by TMA (3D)
+    # on mbarriers, generic writes fenced to the async proxy; 4 waits (kkt, w, value, state stages)
+    "gdn_chunk_sm90a_kernel": (("HGMMA.64x64x16.F32", "HGMMA.64x128x16.F32", "UTMALDG.3D", "SYNCS.PHASECHK",
+                                "FENCE.VIEW.ASYNC.S", "LDSM.16.MT88.4"), 4),
 }
 
 

@@ -69,15 +69,16 @@ class Guarded:
 
 
 def chunk_raw(q, k, v, g, beta, state, cu, l2norm=True, segment_len=0, shortcut=ops.gdn.SHORTCUT_LOG_DECAY,
-              scale=None):
-    """The chunk kernel through the raw op on packed inputs, outputs poisoned and guarded; returns (o, final)."""
+              scale=None, arch=0):
+    """The chunk kernel through the raw op on packed inputs, outputs poisoned and guarded; returns (o, final).
+    arch: 0 automatic (the sm_90a kernel on sm_90 / the emulator's default arch), 80 or 90 forces a kernel."""
     T, hv = q.shape[1], v.shape[2]
     n = cu.numel() - 1
     o = Guarded((T, hv, D), q.dtype, q.device)
     final = Guarded((n, hv, D, D), torch.float32, q.device)
     torch.ops.qwen35_native.chunk_gated_delta_rule(
         q[0], k[0], v[0], g[0], beta[0], D ** -0.5 if scale is None else scale, state, cu, l2norm, segment_len,
-        shortcut, o.t, final.t)
+        shortcut, o.t, final.t, arch)
     o.check("chunk_gated_delta_rule o")
     final.check("chunk_gated_delta_rule final_state")
     return o.t[None], final.t

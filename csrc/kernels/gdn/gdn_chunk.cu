@@ -18,67 +18,6 @@ using namespace ::q35::gdn;  // NOLINT: the kernel's building blocks
 constexpr int kKTiles = kHeadDim / kMmaN;   // 16 n-tiles of the state's key columns
 constexpr int kTokTiles = kChunk / kMmaN;   // 8 n-tiles of a chunk's tokens
 
-enum class Init { kZero, kIdentity, kLoad };
-
-// What one CTA runs: chunks [warm_start, seg_end) in steps of 64, outputs only for chunks from seg_start on.
-struct Run {
-  int64_t warm_start;
-  int64_t seg_start;
-  int64_t seg_end;
-  bool outputs;
-  bool values;  // false: zero values (the transition map of the exact chain)
-  Init init;
-  const float* init_ptr;  // [K, V]
-  float* final_ptr;       // [K, V] or nullptr
-};
-
-// The run of CTA (item, h, variant) in this pass; false when it has nothing to do.
-__device__ bool plan_run(const GdnChunkParams& p, const Item& it, int h, int variant, Run& r) {
-  r = {it.seg_start, it.seg_start, it.seg_end, p.pass == 1, true, Init::kZero, nullptr, nullptr};
-  if (p.pass == 0) {  // segment states for the exact chain: only where the plan chose it, never the last segment
-    if (!p.split || it.num_segs < 2 || it.s >= it.num_segs - 1) return false;
-    if (p.plan_ptr[(it.item0 + 1) * p.num_v_heads + h] != kPlanChain) return false;
-    if (variant == 0 && it.s == 0) {  // segment 0 from the sequence's initial state: the exact entry of segment 1
-      r.init = Init::kLoad;
-      r.init_ptr = p.ws_entry_ptr + state_offset(p, it.item0, h);
-      r.final_ptr = p.ws_entry_ptr + state_offset(p, it.item0 + 1, h);
-    } else if (variant == 0) {
-      r.final_ptr = p.ws_local_ptr + state_offset(p, it.item0 + it.s, h);
-    } else {
-      if (it.s == 0) return false;
-      r.values = false;
-      r.init = Init::kIdentity;
-      r.final_ptr = p.ws_trans_ptr + state_offset(p, it.item0 + it.s, h);
-    }
-    return true;
-  }
-  if (variant != 0) return false;
-  if (!p.split) {
-    const int64_t slot = p.state_in_slots ? load_index(p.state_in_slots, it.n, p.slots_int64) : it.n;
-    if (p.state_in_ptr && (!p.has_initial_ptr || p.has_initial_ptr[it.n])) {
-      r.init = Init::kLoad;
-      r.init_ptr = p.state_in_ptr + state_offset(p, slot, h);
-    }
-  } else {
-    const int plan = it.s == 0 ? kPlanChain : p.plan_ptr[(it.item0 + it.s) * p.num_v_heads + h];
-    if (plan == kPlanChain) {  // the exact entry (segment 0: the snapshot of the initial state)
-      r.init = Init::kLoad;
-      r.init_ptr = p.ws_entry_ptr + state_offset(p, it.item0 + it.s, h);
-    } else if (plan >= kPlanFromStart) {
-      r.init = Init::kLoad;
-      r.init_ptr = p.ws_entry_ptr + state_offset(p, it.item0, h);
-      r.warm_start = it.seq_start;
-    } else {
-      r.warm_start = it.seg_start - int64_t{kChunk} * plan;
-    }
-  }
-  if (it.s == it.num_segs - 1 && p.state_out_ptr) {
-    const int64_t slot = p.state_out_slots ? load_index(p.state_out_slots, it.n, p.slots_int64) : it.n;
-    r.final_ptr = p.state_out_ptr + state_offset(p, slot, h);
-  }
-  return true;
-}
-
 // Element e of n-tile nt of a warp's S^T accumulators: value row v, key column k.
 __device__ __forceinline__ void state_coords(int warp, int nt, int e, int& v, int& k) {
   const int lane = threadIdx.x % kWarpSize;
@@ -358,21 +297,25 @@ template <typename T>
 cudaError_t launch_gdn_chunk(const GdnChunkParams& params, cudaStream_t stream) {
   if (params.num_seqs == 0 || params.num_v_heads == 0) return cudaSuccess;
   GdnChunkParams p = params;
-  const size_t smem = ChunkSmem<T>::kBytes;
+  const bool sm90a = p.impl == kGdnImplSm90a || (p.impl == kGdnImplAuto && gdn_chunk_sm90a_available());
   const unsigned items = static_cast<unsigned>(p.max_items);
   const unsigned heads = static_cast<unsigned>(p.num_v_heads);
   constexpr unsigned kPrepassVariants = 2;
+  const auto pass = [&](dim3 grid) {
+    return sm90a ? launch_gdn_chunk_pass_sm90a<T>(p, grid, stream)
+                 : launch(gdn_chunk_kernel<T>, grid, dim3(kChunkThreads), ChunkSmem<T>::kBytes, stream, p);
+  };
   if (p.split) {
     cudaError_t err = launch_gdn_chunk_segment_plan<T>(p, stream);
     if (err != cudaSuccess) return err;
     p.pass = 0;
-    err = launch(gdn_chunk_kernel<T>, dim3(items, heads, kPrepassVariants), dim3(kChunkThreads), smem, stream, p);
+    err = pass(dim3(items, heads, kPrepassVariants));
     if (err != cudaSuccess) return err;
     err = launch_gdn_chunk_chain(p, stream);
     if (err != cudaSuccess) return err;
   }
   p.pass = 1;
-  return launch(gdn_chunk_kernel<T>, dim3(items, heads), dim3(kChunkThreads), smem, stream, p);
+  return pass(dim3(items, heads));
 }
 
 #define Q35_INSTANTIATE(T) template cudaError_t launch_gdn_chunk<T>(const GdnChunkParams&, cudaStream_t);

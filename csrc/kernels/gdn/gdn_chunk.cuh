@@ -61,6 +61,7 @@ struct GdnChunkParams {
   float shortcut_log_decay;  // a segment may start from a warm-up from zero once the warm-up decays below this
   int max_warmup_chunks;
   int pass;                  // set by the launcher: 0 = segment states for the exact chain, 1 = outputs
+  int impl;                  // kGdnImplAuto (sm_90a kernel where it runs), kGdnImplSm80, kGdnImplSm90a
   bool l2norm;
   bool raw_gates;
   bool g_fp32;
@@ -75,6 +76,11 @@ struct GdnChunkParams {
 static_assert(std::is_trivially_copyable_v<GdnChunkParams>);
 
 constexpr int kGdnChunkTokens = 64;
+// Which chunk kernel runs: auto = the wgmma kernel (gdn_chunk_sm90a.cu) on an sm_90 device or the emulator at
+// sm_90, else the mma.sync kernel (gdn_chunk.cu); the others force one (sm_90a where it cannot run: an error).
+constexpr int kGdnImplAuto = 0;
+constexpr int kGdnImplSm80 = 80;
+constexpr int kGdnImplSm90a = 90;
 constexpr int kGdnMinAutoSegment = 512;        // auto segments are at least this long (warm-up stays cheap)
 constexpr int kGdnMaxWarmupChunks = 4;         // decay shortcut: warm-up chunks before a segment boundary
 constexpr float kGdnShortcutLogDecay = -12.0f;  // exp(-12) = 6e-6: far below bf16 resolution
@@ -113,13 +119,20 @@ template <typename T>
 cudaError_t launch_gdn_chunk(const GdnChunkParams& params, cudaStream_t stream);
 }
 
-// Launchers of the split path (gdn_chunk_split.cu), called by launch_gdn_chunk.
+// Launchers of the split path (gdn_chunk_split.cu) and of one pass of the wgmma kernel (gdn_chunk_sm90a.cu:
+// cudaErrorInvalidDeviceFunction where sm_90a does not run), called by launch_gdn_chunk.
 namespace cuda {
+bool gdn_chunk_sm90a_available();
+template <typename T>
+cudaError_t launch_gdn_chunk_pass_sm90a(const GdnChunkParams& params, dim3 grid, cudaStream_t stream);
 template <typename T>
 cudaError_t launch_gdn_chunk_segment_plan(const GdnChunkParams& params, cudaStream_t stream);
 cudaError_t launch_gdn_chunk_chain(const GdnChunkParams& params, cudaStream_t stream);
 }  // namespace cuda
 namespace emu {
+bool gdn_chunk_sm90a_available();
+template <typename T>
+cudaError_t launch_gdn_chunk_pass_sm90a(const GdnChunkParams& params, dim3 grid, cudaStream_t stream);
 template <typename T>
 cudaError_t launch_gdn_chunk_segment_plan(const GdnChunkParams& params, cudaStream_t stream);
 cudaError_t launch_gdn_chunk_chain(const GdnChunkParams& params, cudaStream_t stream);

@@ -63,4 +63,65 @@ __device__ __forceinline__ int64_t state_offset(const GdnChunkParams& p, int64_t
   return (index * p.num_v_heads + h) * int64_t{kHeadDim} * kHeadDim;
 }
 
+enum class Init { kZero, kIdentity, kLoad };
+
+// What one CTA runs: chunks [warm_start, seg_end) in steps of 64, outputs only for chunks from seg_start on.
+struct Run {
+  int64_t warm_start;
+  int64_t seg_start;
+  int64_t seg_end;
+  bool outputs;
+  bool values;  // false: zero values (the transition map of the exact chain)
+  Init init;
+  const float* init_ptr;  // [K, V]
+  float* final_ptr;       // [K, V] or nullptr
+};
+
+// The run of CTA (item, h, variant) in this pass; false when it has nothing to do.
+__device__ inline bool plan_run(const GdnChunkParams& p, const Item& it, int h, int variant, Run& r) {
+  r = {it.seg_start, it.seg_start, it.seg_end, p.pass == 1, true, Init::kZero, nullptr, nullptr};
+  if (p.pass == 0) {  // segment states for the exact chain: only where the plan chose it, never the last segment
+    if (!p.split || it.num_segs < 2 || it.s >= it.num_segs - 1) return false;
+    if (p.plan_ptr[(it.item0 + 1) * p.num_v_heads + h] != kPlanChain) return false;
+    if (variant == 0 && it.s == 0) {  // segment 0 from the sequence's initial state: the exact entry of segment 1
+      r.init = Init::kLoad;
+      r.init_ptr = p.ws_entry_ptr + state_offset(p, it.item0, h);
+      r.final_ptr = p.ws_entry_ptr + state_offset(p, it.item0 + 1, h);
+    } else if (variant == 0) {
+      r.final_ptr = p.ws_local_ptr + state_offset(p, it.item0 + it.s, h);
+    } else {
+      if (it.s == 0) return false;
+      r.values = false;
+      r.init = Init::kIdentity;
+      r.final_ptr = p.ws_trans_ptr + state_offset(p, it.item0 + it.s, h);
+    }
+    return true;
+  }
+  if (variant != 0) return false;
+  if (!p.split) {
+    const int64_t slot = p.state_in_slots ? load_index(p.state_in_slots, it.n, p.slots_int64) : it.n;
+    if (p.state_in_ptr && (!p.has_initial_ptr || p.has_initial_ptr[it.n])) {
+      r.init = Init::kLoad;
+      r.init_ptr = p.state_in_ptr + state_offset(p, slot, h);
+    }
+  } else {
+    const int plan = it.s == 0 ? kPlanChain : p.plan_ptr[(it.item0 + it.s) * p.num_v_heads + h];
+    if (plan == kPlanChain) {  // the exact entry (segment 0: the snapshot of the initial state)
+      r.init = Init::kLoad;
+      r.init_ptr = p.ws_entry_ptr + state_offset(p, it.item0 + it.s, h);
+    } else if (plan >= kPlanFromStart) {
+      r.init = Init::kLoad;
+      r.init_ptr = p.ws_entry_ptr + state_offset(p, it.item0, h);
+      r.warm_start = it.seq_start;
+    } else {
+      r.warm_start = it.seg_start - int64_t{kChunk} * plan;
+    }
+  }
+  if (it.s == it.num_segs - 1 && p.state_out_ptr) {
+    const int64_t slot = p.state_out_slots ? load_index(p.state_out_slots, it.n, p.slots_int64) : it.n;
+    r.final_ptr = p.state_out_ptr + state_offset(p, slot, h);
+  }
+  return true;
+}
+
 }  // namespace q35::gdn

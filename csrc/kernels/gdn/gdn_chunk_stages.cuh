@@ -55,8 +55,9 @@ __device__ __forceinline__ void load_gates(const GdnChunkParams& p, int h, int64
 
 // G = cumsum(g) over the chunk (padded tokens: g = 0, beta = 0, so they change nothing) and the per-token
 // factors the products need. a_log, dt_bias: the head's raw-gate parameters.
-template <typename T>
-__device__ __forceinline__ void gate_stage(const GdnChunkParams& p, const ChunkViews<T>& sm, const GateRaw& r,
+// Views: ChunkViews<T> or the sm_90a kernel's views (anything with tok()).
+template <typename T, typename Views>
+__device__ __forceinline__ void gate_stage(const GdnChunkParams& p, const Views& sm, const GateRaw& r,
                                            int nv, float a_log, float dt_bias) {
   const int lane = threadIdx.x % kWarpSize;
   float g[2], beta[2];

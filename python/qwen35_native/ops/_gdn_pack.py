@@ -83,7 +83,7 @@ def _gated_rms_norm_fake(x, z, weight, eps, y):
 
 @torch.library.register_fake("qwen35_native::chunk_gated_delta_rule")
 def _chunk_fake(q, k, v, g, beta, scale, initial_state, cu_seqlens, use_qk_l2norm, segment_len, shortcut_log_decay,
-                o, final_state):
+                o, final_state, arch=0):
     return None
 
 
