@@ -155,7 +155,6 @@ template <typename T>
 __device__ void output_stage(const GdnChunkParams& p, const ChunkViews<T>& sm, int stage, int h, int64_t c0, int nv,
                              const float (&o)[kTokTiles][4]) {
   constexpr int kElems = kVecBytes / sizeof(T);
-  constexpr int kPieces = kHeadDim / kElems;  // 16-byte pieces of an output row
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   T* stg = sm.q(stage);  // [64][kLd]
@@ -173,48 +172,11 @@ __device__ void output_stage(const GdnChunkParams& p, const ChunkViews<T>& sm, i
       ss[nt][e % 2] += x * x;
     }
   }
-  if (p.z_ptr) {
-#pragma unroll
-    for (int nt = 0; nt < kTokTiles; ++nt) {
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        float x = ss[nt][c];
-        x += __shfl_xor_sync(warp::kFullMask, x, 4);
-        x += __shfl_xor_sync(warp::kFullMask, x, 8);
-        x += __shfl_xor_sync(warp::kFullMask, x, 16);
-        if (lane < 4) sm.red()[warp * kChunk + nt * kMmaN + 2 * lane + c] = x;
-      }
-    }
-  }
+  if (p.z_ptr) store_token_sums(ss, sm.red());
   __syncthreads();
-  for (int i = threadIdx.x; i < kChunk * kPieces; i += kChunkThreads) {
-    const int row = i / kPieces;
-    const int col = (i % kPieces) * kElems;
-    if (row >= nv) continue;
-    float x[kElems];
+  store_output_rows<T>(p, sm.red(), h, c0, nv, [&](int row, int col, float (&x)[kElems]) {
     load_vec_f32<T, kElems>(stg + row * kLd + col, x);
-    const int64_t t = c0 + row;
-    if (p.z_ptr) {
-      float sum = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kChunkWarps; ++w) sum += sm.red()[w * kChunk + row];
-      const float rstd = rsqrtf(sum / static_cast<float>(kHeadDim) + p.eps);
-      const T* z = static_cast<const T*>(p.z_ptr) + t * p.z_token_stride + h * kHeadDim + col;
-      float zv[kElems];
-      if (p.z_vec) {
-        load_vec_f32<T, kElems>(z, zv);
-      } else {
-#pragma unroll
-        for (int e = 0; e < kElems; ++e) zv[e] = to_float(z[e]);
-      }
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) {
-        const float w = load_param<T>(p.norm_weight_ptr, col + e, p.norm_weight_fp32);
-        x[e] = gated_norm_value<T>(x[e], rstd, w, p.norm_weight_fp32, zv[e]);
-      }
-    }
-    store_vec_f32<T, kElems>(static_cast<T*>(p.out_ptr) + t * p.out_token_stride + h * kHeadDim + col, x);
-  }
+  });
 }
 
 // Computes: the chunked gated delta rule of one segment of one (sequence, value head): outputs o (or their gated

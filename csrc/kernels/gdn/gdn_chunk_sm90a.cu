@@ -21,7 +21,8 @@ using namespace ::q35::gdn::sm90a;  // NOLINT
 constexpr int kStateRegs = kHeadDim / 2;  // m64n128 accumulators per thread
 constexpr int kTokRegs = kChunk / 2;      // m64n64
 
-__device__ __forceinline__ void init_state(const Run& r, float (&s)[kStateRegs]) {
+// (maybe_unused: the sm_80 build compiles only the trap of the kernel that calls them)
+[[maybe_unused]] __device__ __forceinline__ void init_state(const Run& r, float (&s)[kStateRegs]) {
   const int wg = threadIdx.x / kWgThreads;
   const int t = threadIdx.x % kWgThreads;
 #pragma unroll
@@ -32,7 +33,7 @@ __device__ __forceinline__ void init_state(const Run& r, float (&s)[kStateRegs])
   }
 }
 
-__device__ __forceinline__ void store_state(float* dst, const float (&s)[kStateRegs]) {
+[[maybe_unused]] __device__ __forceinline__ void store_state(float* dst, const float (&s)[kStateRegs]) {
   const int wg = threadIdx.x / kWgThreads;
   const int t = threadIdx.x % kWgThreads;
 #pragma unroll
@@ -117,9 +118,6 @@ template <typename T>
 __device__ void output_stage(const GdnChunkParams& p, const Views& sm, int stage, int h, int64_t c0, int nv,
                              const float (&o)[kTokRegs]) {
   constexpr int kElems = kVecBytes / sizeof(T);
-  constexpr int kPieces = kHeadDim / kElems;
-  const int warp = threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
   const int wg = threadIdx.x / kWgThreads;
   const int t = threadIdx.x % kWgThreads;
   __syncthreads();  // both warpgroups are done with q
@@ -133,48 +131,11 @@ __device__ void output_stage(const GdnChunkParams& p, const Views& sm, int stage
     *at<T>(sm.q(stage), tok_tile(), tok, v) = rounded;
     ss[i / 4][i % 2] += x * x;
   }
-  if (p.z_ptr) {
-#pragma unroll
-    for (int nt = 0; nt < kTokRegs / 4; ++nt) {
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        float x = ss[nt][c];
-        x += __shfl_xor_sync(warp::kFullMask, x, 4);
-        x += __shfl_xor_sync(warp::kFullMask, x, 8);
-        x += __shfl_xor_sync(warp::kFullMask, x, 16);
-        if (lane < 4) sm.red()[warp * kChunk + nt * kMmaN + 2 * lane + c] = x;
-      }
-    }
-  }
+  if (p.z_ptr) store_token_sums(ss, sm.red());
   __syncthreads();
-  for (int i = threadIdx.x; i < kChunk * kPieces; i += kChunkThreads) {
-    const int row = i / kPieces;
-    const int col = (i % kPieces) * kElems;
-    if (row >= nv) continue;
-    float x[kElems];
+  store_output_rows<T>(p, sm.red(), h, c0, nv, [&](int row, int col, float (&x)[kElems]) {
     load_vec_f32<T, kElems>(at<T>(sm.q(stage), tok_tile(), row, col), x);
-    const int64_t tk = c0 + row;
-    if (p.z_ptr) {
-      float sum = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kChunkWarps; ++w) sum += sm.red()[w * kChunk + row];
-      const float rstd = rsqrtf(sum / static_cast<float>(kHeadDim) + p.eps);
-      const T* z = static_cast<const T*>(p.z_ptr) + tk * p.z_token_stride + h * kHeadDim + col;
-      float zv[kElems];
-      if (p.z_vec) {
-        load_vec_f32<T, kElems>(z, zv);
-      } else {
-#pragma unroll
-        for (int e = 0; e < kElems; ++e) zv[e] = to_float(z[e]);
-      }
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) {
-        const float w = load_param<T>(p.norm_weight_ptr, col + e, p.norm_weight_fp32);
-        x[e] = gated_norm_value<T>(x[e], rstd, w, p.norm_weight_fp32, zv[e]);
-      }
-    }
-    store_vec_f32<T, kElems>(static_cast<T*>(p.out_ptr) + tk * p.out_token_stride + h * kHeadDim + col, x);
-  }
+  });
 }
 
 // Computes: as gdn_chunk_kernel (gdn_chunk.cu): the chunked gated delta rule of one segment of one (sequence,
