@@ -147,35 +147,10 @@ inline cudaError_t make_qkv_map(TensorMap* map, const void* ptr, int heads, int6
   return make_tensor_map(map, ptr, sizeof(T), 3, dims, strides, box, tok_tile().swizzle);
 }
 
-// ---- L2 norm of the 64 rows of a tile in place (4 threads per row; the order of l2norm_rows) ----
+// ---- L2 norm of the 64 rows of a swizzled token tile in place (the code and order of l2norm_rows) ----
 template <typename T>
 __device__ __forceinline__ void l2norm_rows(unsigned char* tile) {
-  constexpr int kElems = kVecBytes / sizeof(T);
-  constexpr int kPerThread = kHeadDim / 4;
-  const int row = threadIdx.x / 4;
-  const int c0 = (threadIdx.x % 4) * kPerThread;
-  float v[kPerThread];
-  float ss = 0.0f;
-#pragma unroll
-  for (int c = 0; c < kPerThread; c += kElems) {
-    float part[kElems];
-    load_vec_f32<T, kElems>(at<T>(tile, tok_tile(), row, c0 + c), part);
-#pragma unroll
-    for (int e = 0; e < kElems; ++e) {
-      v[c + e] = part[e];
-      ss += part[e] * part[e];
-    }
-  }
-  ss += __shfl_xor_sync(warp::kFullMask, ss, 1);
-  ss += __shfl_xor_sync(warp::kFullMask, ss, 2);
-  const float r = rsqrtf(ss + kL2NormEps);
-#pragma unroll
-  for (int c = 0; c < kPerThread; c += kElems) {
-    float part[kElems];
-#pragma unroll
-    for (int e = 0; e < kElems; ++e) part[e] = v[c + e] * r;
-    store_vec_f32<T, kElems>(at<T>(tile, tok_tile(), row, c0 + c), part);
-  }
+  l2norm_rows_at<T>([tile](int row, int col) { return at<T>(tile, tok_tile(), row, col); });
 }
 
 // ---- K^T [128 key][64 token] from the (normalised) K tile: thread -> (key, 8 tokens), one 16-byte store ----

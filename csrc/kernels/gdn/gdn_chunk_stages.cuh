@@ -88,18 +88,19 @@ __device__ __forceinline__ void gate_stage(const GdnChunkParams& p, const Views&
 }
 
 // ---- L2 norm of the 64 rows of a tile in place: 4 threads per row, each 32 elements ----
-template <typename T>
-__device__ __forceinline__ void l2norm_rows(T* tile) {
+// addr(row, col) is the address of element (row, col) in the kernel's tile layout (16-byte pieces contiguous).
+template <typename T, typename Addr>
+__device__ __forceinline__ void l2norm_rows_at(Addr addr) {
   constexpr int kElems = kVecBytes / sizeof(T);
   constexpr int kPerThread = kHeadDim / 4;
   const int row = threadIdx.x / 4;
-  T* x = tile + row * kLd + (threadIdx.x % 4) * kPerThread;
+  const int c0 = (threadIdx.x % 4) * kPerThread;
   float v[kPerThread];
   float ss = 0.0f;
 #pragma unroll
   for (int c = 0; c < kPerThread; c += kElems) {
     float part[kElems];
-    load_vec_f32<T, kElems>(x + c, part);
+    load_vec_f32<T, kElems>(addr(row, c0 + c), part);
 #pragma unroll
     for (int e = 0; e < kElems; ++e) {
       v[c + e] = part[e];
@@ -114,8 +115,13 @@ __device__ __forceinline__ void l2norm_rows(T* tile) {
     float part[kElems];
 #pragma unroll
     for (int e = 0; e < kElems; ++e) part[e] = v[c + e] * r;
-    store_vec_f32<T, kElems>(x + c, part);
+    store_vec_f32<T, kElems>(addr(row, c0 + c), part);
   }
+}
+
+template <typename T>
+__device__ __forceinline__ void l2norm_rows(T* tile) {  // the sm_80 tiles: rows of kLd elements
+  l2norm_rows_at<T>([tile](int row, int col) { return tile + row * kLd + col; });
 }
 
 // ---- A = strictly_lower(diag(beta) K K^T * Gamma) (fp32) and P = lower(scale Q K^T * Gamma) (T) ----
