@@ -49,6 +49,14 @@ def make_routing(N, E_total, k, seed, device="cpu"):
     return (w / w.sum(-1, keepdim=True)).to(device), ids.to(device=device, dtype=torch.int32)
 
 
+
+def make_moe_inputs(N, E, k, H, inter, dtype, seed, device="cpu"):
+    """hidden [N, H], the experts' w13 / w2 and a routing (weights, ids) of N tokens to k of E experts."""
+    x = torch.randn(N, H, generator=gen(seed)).to(device=device, dtype=dtype)
+    w13, w2 = make_experts(E, H, inter, dtype, seed + 1, device)
+    weights, ids = make_routing(N, E, k, seed + 2, device)
+    return x, w13, w2, weights, ids
+
 def rel_err(out, ref):
     ref = ref.double().cpu()
     return ((out.double().cpu() - ref).norm() / ref.norm().clamp_min(1e-30)).item()

@@ -12,8 +12,7 @@ from moe_helpers import (
     REL_TOL_16BIT,
     assert_matches_mirror,
     gen,
-    make_experts,
-    make_routing,
+    make_moe_inputs,
     mirror_act,
     mirror_fused_moe,
     rel_err,
@@ -30,13 +29,6 @@ CASES = [(1, 512, 10, 256, 128, None), (3, 8, 2, 96, 40, None), (64, 64, 10, 96,
          (257, 8, 1, 96, 40, None), (64, 512, 10, 96, 40, None), (257, 8, 2, 256, 128, 64), (3, 64, 10, 96, 40, 64)]
 
 
-def _inputs(N, E, k, H, inter, dtype, seed, device="cpu"):
-    x = torch.randn(N, H, generator=gen(seed)).to(device=device, dtype=dtype)
-    w13, w2 = make_experts(E, H, inter, dtype, seed + 1, device)
-    weights, ids = make_routing(N, E, k, seed + 2, device)
-    return x, w13, w2, weights, ids
-
-
 def _check_fused(out, x, w13, w2, weights, ids, offset=0):
     ref = mirror_fused_moe(x, w13, w2, weights, ids, offset, round_like_kernels=False)
     tol = 1e-5 if x.dtype == torch.float32 else REL_TOL_16BIT
@@ -49,7 +41,7 @@ def _check_fused(out, x, w13, w2, weights, ids, offset=0):
                          ids=[f"N{c[0]}-E{c[1]}-k{c[2]}-H{c[3]}-I{c[4]}-bm{c[5]}" for c in CASES])
 def test_fused_moe(N, E, k, H, I, bm, device):
     skip_without_cuda(device)
-    x, w13, w2, weights, ids = _inputs(N, E, k, H, I, torch.bfloat16, seed=N + E + k, device=device)
+    x, w13, w2, weights, ids = make_moe_inputs(N, E, k, H, I, torch.bfloat16, seed=N + E + k, device=device)
     out = fused_moe_kernel(x, w13, w2, weights, ids, block_m=bm)
     assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
     _check_fused(out, x, w13, w2, weights, ids)
@@ -60,14 +52,14 @@ def test_fused_moe(N, E, k, H, I, bm, device):
                          ids=["fp32", "fp16-bm16", "fp16-bm64"])
 def test_fused_moe_dtypes(dtype, bm, device):
     skip_without_cuda(device)
-    x, w13, w2, weights, ids = _inputs(33, 16, 4, 96, 40, dtype, seed=11, device=device)
+    x, w13, w2, weights, ids = make_moe_inputs(33, 16, 4, 96, 40, dtype, seed=11, device=device)
     _check_fused(fused_moe_kernel(x, w13, w2, weights, ids.long(), block_m=bm), x, w13, w2, weights, ids)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_fused_moe_strided_hidden(device):
     skip_without_cuda(device)
-    _, w13, w2, weights, ids = _inputs(21, 16, 3, 96, 40, torch.bfloat16, seed=8, device=device)
+    _, w13, w2, weights, ids = make_moe_inputs(21, 16, 3, 96, 40, torch.bfloat16, seed=8, device=device)
     wide = torch.randn(21, 120, generator=gen(9)).to(device=device, dtype=torch.bfloat16)
     x = wide[:, 8:104]   # row stride 120, starts 16 bytes in
     _check_fused(ops.fused_moe(x, w13, w2, weights, ids, backend="kernel"), x, w13, w2, weights, ids)
@@ -76,7 +68,7 @@ def test_fused_moe_strided_hidden(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_fused_moe_expert_parallel_subsets(device):
     skip_without_cuda(device)
-    x, w13, w2, weights, ids = _inputs(64, 64, 10, 96, 40, torch.bfloat16, seed=5, device=device)
+    x, w13, w2, weights, ids = make_moe_inputs(64, 64, 10, 96, 40, torch.bfloat16, seed=5, device=device)
     parts = []
     for a, b in ((0, 16), (16, 40), (40, 64)):
         part = ops.fused_moe(x, w13[a:b], w2[a:b], weights, ids, expert_offset=a, num_experts=64, backend="kernel")
@@ -94,7 +86,7 @@ def test_fused_moe_expert_parallel_subsets(device):
 @pytest.mark.parametrize("bm", [16, 64, 128])
 def test_fused_moe_all_tokens_on_one_expert(bm, device):
     skip_unless_block_m_runs(device, bm)
-    x, w13, w2, _, _ = _inputs(150, 8, 1, 96, 40, torch.bfloat16, seed=6, device=device)
+    x, w13, w2, _, _ = make_moe_inputs(150, 8, 1, 96, 40, torch.bfloat16, seed=6, device=device)
     ids = torch.full((150, 1), 6, dtype=torch.int32, device=device)   # 7 of 8 experts get no token
     weights = torch.ones(150, 1, device=device)
     _check_fused(fused_moe_kernel(x, w13, w2, weights, ids, block_m=bm), x, w13, w2, weights, ids)
@@ -123,7 +115,7 @@ def _stages(x, w13, w2, weights, ids, offset, bm, device, shared=None):
 @pytest.mark.parametrize("bm", [16, 64, 128])
 def test_stage_outputs_poisoned_guarded_two_orders(bm, device, two_orders):
     skip_unless_block_m_runs(device, bm)
-    x, w13, w2, weights, ids = _inputs(40, 32, 4, 96, 40, torch.bfloat16, seed=21 + bm, device=device)
+    x, w13, w2, weights, ids = make_moe_inputs(40, 32, 4, 96, 40, torch.bfloat16, seed=21 + bm, device=device)
     offset = 8   # local experts 8..31 of 32
     w13, w2 = w13[offset:].contiguous(), w2[offset:].contiguous()
     gate_w = (torch.randn(96, generator=gen(3)) / 10).to(device=device, dtype=torch.bfloat16)
@@ -174,8 +166,8 @@ def test_down_exact_on_small_integers(bm, device):
     assert_bit_identical(y.cpu(), expect.to(torch.bfloat16))
 
 
-def test_stage_ops_reject_bad_inputs():
-    x, w13, w2, weights, ids = _inputs(4, 8, 2, 96, 40, torch.bfloat16, seed=1)
+def test_stage_ops_reject_badmake_moe_inputs():
+    x, w13, w2, weights, ids = make_moe_inputs(4, 8, 2, 96, 40, torch.bfloat16, seed=1)
     pairs, tiles = moe_align(ids, 0, 8, 16)
     act = torch.empty(pairs.numel(), 40, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="moe_gate_up: block_m must be 16, 64 or 128 for BFloat16, got 8"):
@@ -201,7 +193,7 @@ def test_stage_ops_reject_bad_inputs():
 @pytest.mark.parametrize("device", DEVICES)
 def test_fused_moe_opcheck(device):
     skip_without_cuda(device)
-    x, w13, w2, weights, ids = _inputs(5, 8, 2, 96, 40, torch.bfloat16, seed=2, device=device)
+    x, w13, w2, weights, ids = make_moe_inputs(5, 8, 2, 96, 40, torch.bfloat16, seed=2, device=device)
     torch.library.opcheck(torch.ops.qwen35_native.fused_moe.default, (x, w13, w2, weights, ids, 0, None, None))
 
 

@@ -14,9 +14,7 @@ from moe_helpers import (
     DEVICES,
     REL_TOL_16BIT,
     assert_matches_mirror,
-    gen,
-    make_experts,
-    make_routing,
+    make_moe_inputs,
     mirror_fused_moe,
     rel_err,
     skip_unless_block_m_runs,
@@ -32,13 +30,6 @@ from utils import assert_bit_identical, poisoned_empty
 CASES = [(100, 8, 2, 96, 40), (257, 8, 2, 96, 40), (200, 4, 2, 264, 136), (16, 64, 4, 96, 40)]
 
 
-def _inputs(N, E, k, H, inter, dtype, seed, device="cpu"):
-    x = torch.randn(N, H, generator=gen(seed)).to(device=device, dtype=dtype)
-    w13, w2 = make_experts(E, H, inter, dtype, seed + 1, device)
-    weights, ids = make_routing(N, E, k, seed + 2, device)
-    return x, w13, w2, weights, ids
-
-
 def _check(out, x, w13, w2, weights, ids, offset=0):
     assert rel_err(out, mirror_fused_moe(x, w13, w2, weights, ids, offset, round_like_kernels=False)) <= REL_TOL_16BIT
     assert_matches_mirror(out, mirror_fused_moe(x, w13, w2, weights, ids, offset))
@@ -48,7 +39,7 @@ def _check(out, x, w13, w2, weights, ids, offset=0):
 @pytest.mark.parametrize(("N", "E", "k", "H", "I"), CASES, ids=["N{}-E{}-k{}-H{}-I{}".format(*c) for c in CASES])
 def test_sm90a_matches_references_and_sm80(N, E, k, H, I, device):
     skip_unless_block_m_runs(device, 128)
-    x, w13, w2, weights, ids = _inputs(N, E, k, H, I, torch.bfloat16, seed=N + H, device=device)
+    x, w13, w2, weights, ids = make_moe_inputs(N, E, k, H, I, torch.bfloat16, seed=N + H, device=device)
     out = fused_moe_kernel(x, w13, w2, weights, ids, block_m=128)
     _check(out, x, w13, w2, weights, ids)
     sm80 = fused_moe_kernel(x, w13, w2, weights, ids, block_m=64)
@@ -61,14 +52,14 @@ def test_sm90a_matches_references_and_sm80(N, E, k, H, I, device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_sm90a_fp16(device):
     skip_unless_block_m_runs(device, 128)
-    x, w13, w2, weights, ids = _inputs(150, 8, 2, 96, 40, torch.float16, seed=3, device=device)
+    x, w13, w2, weights, ids = make_moe_inputs(150, 8, 2, 96, 40, torch.float16, seed=3, device=device)
     _check(fused_moe_kernel(x, w13, w2, weights, ids.long(), block_m=128), x, w13, w2, weights, ids)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_sm90a_expert_parallel_subsets(device):
     skip_unless_block_m_runs(device, 128)
-    x, w13, w2, weights, ids = _inputs(64, 64, 10, 96, 40, torch.bfloat16, seed=5, device=device)
+    x, w13, w2, weights, ids = make_moe_inputs(64, 64, 10, 96, 40, torch.bfloat16, seed=5, device=device)
     parts = []
     for a, b in ((0, 16), (16, 40), (40, 64)):
         part = fused_moe_kernel(x, w13[a:b], w2[a:b], weights, ids, expert_offset=a, block_m=128)
@@ -90,7 +81,7 @@ def _emulated_work(fn):
 def test_fused_moe_picks_the_path_of_the_emulated_device():
     """fused_moe without block_m runs the sm_90a kernels for prefill at arch sm_90 and the sm_80 ones at sm_80
     (the same launches, blocks and threads as an explicit block_m); decode stays on the 16-row tiles."""
-    x, w13, w2, weights, ids = _inputs(100, 2, 1, 96, 40, torch.bfloat16, seed=4)   # 50 rows per expert: prefill
+    x, w13, w2, weights, ids = make_moe_inputs(100, 2, 1, 96, 40, torch.bfloat16, seed=4)  # 50 rows per expert
     run = lambda bm=None: fused_moe_kernel(x, w13, w2, weights, ids, block_m=bm)  # noqa: E731
     assert sm90a_path("cpu") and emulator.get_arch() == "sm_90"
     assert _emulated_work(run) == _emulated_work(lambda: run(128)) != _emulated_work(lambda: run(64))
@@ -104,8 +95,8 @@ def test_fused_moe_picks_the_path_of_the_emulated_device():
     assert _emulated_work(decode) == _emulated_work(lambda: decode(16))
 
 
-def test_sm90a_rejects_bad_inputs():
-    x, w13, w2, weights, ids = _inputs(4, 8, 2, 96, 40, torch.bfloat16, seed=1)
+def test_sm90a_rejects_badmake_moe_inputs():
+    x, w13, w2, weights, ids = make_moe_inputs(4, 8, 2, 96, 40, torch.bfloat16, seed=1)
     pairs, tiles = moe_align(ids, 0, 8, 128)
     act = torch.empty(pairs.numel(), 40, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="moe_down: block_m must be 16 for Float, got 128"):
