@@ -10,6 +10,7 @@
 #include "torch/attention_checks.h"
 #include "torch/device_guard.h"
 #include "torch/dispatch.h"
+#include "torch/sm90a_policy.h"
 
 #include <array>
 
@@ -82,8 +83,9 @@ bool sm90a_here() {
   return q35::emu::attention_sm90a_available();
 }
 
-// The paged prefill on the path `arch` names: 0 = the sm_90a kernel where it runs and fits the arguments (head_dim
-// 256, blocks of >= 64 tokens), else the mma.sync one; 80 = the mma.sync kernel; 90 = the sm_90a kernel or an error.
+// The paged prefill on the path `arch` names: 0 = the sm_90a kernel where it runs, fits the arguments (head_dim
+// 256, blocks of >= 64 tokens) and sm90a_auto allows it, else the mma.sync one; 80 = the mma.sync kernel; 90 = the
+// sm_90a kernel or an error.
 template <bool kOnCuda>
 void run_paged_prefill(const AttentionPrefillParams& p, int64_t arch, const at::Tensor& q, const char* op) {
   TORCH_CHECK(arch == 0 || arch == 80 || arch == 90, "qwen35_native.", op, ": arch must be 0 (auto), 80 or 90, got ",
@@ -97,7 +99,9 @@ void run_paged_prefill(const AttentionPrefillParams& p, int64_t arch, const at::
     TORCH_CHECK(here, "qwen35_native.", op, ": arch 90 (the sm_90a kernel) needs ",
                 kOnCuda ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
   }
-  if (arch == 80 || !fits || !here) return run_prefill<kOnCuda>(p, q.scalar_type(), q, op);
+  if (arch == 80 || !fits || !here || (arch == 0 && !sm90a_auto(kOnCuda))) {
+    return run_prefill<kOnCuda>(p, q.scalar_type(), q, op);
+  }
   dispatch_attention(op, q.scalar_type(), p.head_dim, false, [&](auto tag, auto) {
     using T = typename decltype(tag)::type;
     if constexpr (kOnCuda) {

@@ -11,6 +11,7 @@
 #include "kernels/gdn/gdn_recurrent.cuh"
 #include "torch/dispatch.h"
 #include "torch/gdn_glue.h"
+#include "torch/sm90a_policy.h"
 
 namespace q35::glue::gdn {
 
@@ -53,6 +54,7 @@ int check_chunk_arch(const char* op, int64_t arch, const at::Tensor& ref) {
 }
 
 void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t segment_len, ChunkWorkspace& ws) {
+  if (p.impl == kGdnImplAuto && !sm90a_auto(ref.is_cuda())) p.impl = kGdnImplSm80;
   const GdnChunkPlan plan = gdn_chunk_plan(p.num_tokens, p.num_seqs, p.num_v_heads, num_sms(ref), segment_len);
   p.segment_len = plan.segment_len;
   p.max_items = plan.max_items;

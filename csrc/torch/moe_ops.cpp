@@ -8,6 +8,7 @@
 
 #include "torch/moe_checks.h"
 #include "torch/moe_glue.h"
+#include "torch/sm90a_policy.h"
 
 namespace q35::glue::moe {
 namespace {
@@ -69,7 +70,8 @@ at::Tensor fused_moe_impl(const at::Tensor& hidden, const at::Tensor& w13, const
   const bool fp32 = hidden.scalar_type() == at::kFloat;
   const Guard<kOnCuda> guard(hidden);
   const int64_t h = hidden.size(1), inter = w13.size(1) / 2;
-  const int64_t bm = block_m ? *block_m : moe_pick_block_m(num_pairs, experts, fp32, sm90a_runs<kOnCuda>(h, inter));
+  const bool sm90a = sm90a_runs<kOnCuda>(h, inter) && sm90a_auto(kOnCuda);
+  const int64_t bm = block_m ? *block_m : moe_pick_block_m(num_pairs, experts, fp32, sm90a);
   check_block_m(kOp, bm, hidden.scalar_type());
   check_block_m_runs_here<kOnCuda>(kOp, bm, h, inter);
   const int64_t tiles = moe_max_tiles(num_pairs, experts, bm);

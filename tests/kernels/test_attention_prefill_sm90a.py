@@ -141,7 +141,7 @@ def _sampled_sdpa_error(out, inp, rows=64):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", sorted(GPU_SHAPES))
-def test_sm90a_vs_sm80_and_fp32_on_bench_shapes_gpu(name):
+def test_sm90a_vs_sm80_and_fp32_on_bench_shapes_gpu(name, monkeypatch):
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("needs an sm_90 GPU (H100/H200)")
     contexts, q_lens, Hq, Hkv = GPU_SHAPES[name]
@@ -155,4 +155,8 @@ def test_sm90a_vs_sm80_and_fp32_on_bench_shapes_gpu(name):
     assert ((out90.float() - out80.float()).norm() / out80.float().norm()).item() <= 4e-3, f"{name}: sm_90a vs sm_80"
     assert _sampled_sdpa_error(out90, inp) <= BOUND, f"{name}: sm_90a vs fp32 sdpa (sampled rows)"
     assert torch.equal(_call(inp, "sm90a"), out90), f"{name}: sm_90a is not deterministic"
-    assert torch.equal(_call(inp, None), out90), f"{name}: auto did not pick the sm_90a kernel"
+    # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernel only with QWEN35_SM90A=1
+    monkeypatch.delenv("QWEN35_SM90A", raising=False)
+    assert torch.equal(_call(inp, None), out80), f"{name}: without QWEN35_SM90A=1 auto should run the sm_80 kernel"
+    monkeypatch.setenv("QWEN35_SM90A", "1")
+    assert torch.equal(_call(inp, None), out90), f"{name}: with QWEN35_SM90A=1 auto did not pick the sm_90a kernel"

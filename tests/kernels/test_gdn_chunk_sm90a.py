@@ -142,7 +142,7 @@ GPU_CASES = [((2, 8), [32768]), ((16, 64), [8192]), ((16, 32), [4096] * 8)]  # 3
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("heads,lens", GPU_CASES, ids=["397b-tp8-1x32768", "397b-tp1-1x8192", "35b-a3b-8x4096"])
-def test_gpu_sm90a_vs_sm80_vs_reference(heads, lens):
+def test_gpu_sm90a_vs_sm80_vs_reference(heads, lens, monkeypatch):
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("needs an sm_90 GPU (H100/H200)")
     q, k, v, g, beta, state = make_scan_inputs(lens, *heads, True, seed=9, device="cuda")
@@ -152,3 +152,8 @@ def test_gpu_sm90a_vs_sm80_vs_reference(heads, lens):
     assert rel(o90, o80) <= 1e-2 and rel(s90, s80) <= 5e-3, (rel(o90, o80), rel(s90, s80))
     o_ref, s_ref = chunk_reference64(q, k, v, g, beta, state, cu)
     assert rel(o90, o_ref) <= OUT_TOL and rel(s90, s_ref) <= STATE_TOL, (rel(o90, o_ref), rel(s90, s_ref))
+    # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernel only with QWEN35_SM90A=1
+    monkeypatch.delenv("QWEN35_SM90A", raising=False)
+    assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu), (o80, s80), "auto without QWEN35_SM90A=1 vs arch 80")
+    monkeypatch.setenv("QWEN35_SM90A", "1")
+    assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu), (o90, s90), "auto with QWEN35_SM90A=1 vs arch 90")

@@ -8,6 +8,8 @@ path (both round once per k16 step, in the same order); the device's choice of t
 GPU (-m gpu): the real 397B / 35B prefill shapes, sm_90a vs sm_80 vs an fp32 reference.
 """
 
+from functools import partial
+
 import pytest
 import torch
 from moe_helpers import (
@@ -143,7 +145,7 @@ def _stage_outputs(x, w13, w2, weights, ids, bm):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", sorted(GPU_SHAPES))
-def test_sm90a_vs_sm80_and_fp32_on_model_shapes_gpu(name):
+def test_sm90a_vs_sm80_and_fp32_on_model_shapes_gpu(name, monkeypatch):
     if not sm90a_path("cuda"):
         pytest.skip("needs an sm_90 GPU (H100/H200)")
     N, E, k, H, inter = GPU_SHAPES[name]
@@ -165,6 +167,11 @@ def test_sm90a_vs_sm80_and_fp32_on_model_shapes_gpu(name):
     y_ref = torch.stack([w2[e].float() @ act90[p].float() for p, e in zip(sample.tolist(), expert.tolist())])
     y_ref *= weights.reshape(-1)[sample, None]
     _assert_within_two_ulps(y90[sample], y_ref, f"{name}: sm_90a expert_out vs fp32 of its act ([sampled pair, h])")
-    auto = ops.fused_moe(x, w13, w2, weights, ids)   # prefill on sm_90: the sm_90a kernels
-    assert torch.equal(auto, fused_moe_kernel(x, w13, w2, weights, ids, block_m=128)), \
-        f"{name}: fused_moe did not pick the sm_90a kernels (or they are not deterministic)"
+    # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernels only with QWEN35_SM90A=1
+    monkeypatch.delenv("QWEN35_SM90A", raising=False)
+    with_bm = partial(fused_moe_kernel, x, w13, w2, weights, ids)
+    assert torch.equal(ops.fused_moe(x, w13, w2, weights, ids), with_bm(block_m=64)), \
+        f"{name}: without QWEN35_SM90A=1 fused_moe should run the sm_80 kernels"
+    monkeypatch.setenv("QWEN35_SM90A", "1")
+    assert torch.equal(ops.fused_moe(x, w13, w2, weights, ids), with_bm(block_m=128)), \
+        f"{name}: with QWEN35_SM90A=1 fused_moe did not pick the sm_90a kernels (or they are not deterministic)"
