@@ -63,6 +63,24 @@ def test_right_padded_batch_with_mask(tiny_models, hf_tiny):
         assert not ours[b, n:].any()
 
 
+def test_left_padded_batch_with_mask(tiny_models, hf_tiny):
+    """Left padding, as transformers' generate pads a batch: each row's logits equal that sequence run alone, and
+    transformers given the same padded batch and mask agrees (its positions also start at each row's first token)."""
+    lengths = [65, 9, 1]
+    T = max(lengths)
+    ids = random_ids(T, seed=12, batch=len(lengths))
+    mask = (torch.arange(T)[None] >= T - torch.tensor(lengths)[:, None]).long()
+    ours = tiny_models["tiny-moe"](ids, attention_mask=mask)
+    hf_batch = hf_logits(hf_tiny["tiny-moe"], ids, attention_mask=mask)
+    for b, n in enumerate(lengths):
+        alone = hf_logits(hf_tiny["tiny-moe"], ids[b:b + 1, T - n:])[0]
+        for what, ref in (("alone", alone), ("left-padded batch", hf_batch[b, T - n:])):
+            err = max_abs(ours[b, T - n:], ref)
+            _record(f"tiny-moe left-padded batch vs transformers {what}", err)
+            assert err <= TOL, (b, what, err)
+        assert not ours[b, :T - n].any()
+
+
 def test_packed_varlen_matches_per_sequence(tiny_models):
     model = tiny_models["tiny-dense"]
     lengths = [3, 64, 20]

@@ -83,16 +83,19 @@ def test_batched_positions_match_get_rope_index_with_left_padding(model, hf, pro
     assert torch.equal(ours[0], ref[0]) and torch.equal(ours[1], ref[1])
 
 
-def test_right_padded_batch_with_different_images_per_sequence(model, hf, processor, tokenizer):
+@pytest.mark.parametrize("left", [False, True], ids=["right-padded", "left-padded"])
+def test_padded_batch_with_different_images_per_sequence(model, hf, processor, tokenizer, left):
     """One forward over prompts with different images and videos each; every row equals transformers' logits of
     that prompt alone (images are assigned to prompts in order, as transformers does)."""
-    seqs, vis_all, ids, mask, cat = _padded_batch(processor, tokenizer, BATCH, left=False)
+    seqs, vis_all, ids, mask, cat = _padded_batch(processor, tokenizer, BATCH, left=left)
     ours = model(ids, attention_mask=mask, **cat)
+    T = ids.shape[1]
     for b, (s, vis) in enumerate(zip(seqs, vis_all)):
-        err = record("logits: right-padded batch, different images per row",
-                     max_abs(ours[b, :len(s)], hf_logits(hf, s[None], vis)[0]))
+        rows = slice(T - len(s), T) if left else slice(0, len(s))
+        err = record(f"logits: {'left' if left else 'right'}-padded batch, different images per row",
+                     max_abs(ours[b, rows], hf_logits(hf, s[None], vis)[0]))
         assert err <= TOL
-        assert not ours[b, len(s):].any()
+        assert int(ours[b].abs().sum(-1).ne(0).sum()) == len(s), "padded positions must give 0"
 
 
 def test_dense_model_with_an_image(tmp_path_factory, processor, tokenizer):

@@ -1,7 +1,7 @@
 """The Qwen3.5 text model (MODEL_SPEC §3e): embedding, decoder layers (GDN or gated attention, then MoE or dense
 MLP), final norm, lm_head. Two entry points:
 
-- ``model(input_ids, attention_mask=None, cu_seqlens=None)``: logits for a right-padded batch ``[B, T]`` (with an
+- ``model(input_ids, attention_mask=None, cu_seqlens=None)``: logits for a padded batch ``[B, T]`` (with an
   optional mask) or for packed sequences ``[T]`` with ``cu_seqlens``; no cache to manage (a temporary one is used).
 - ``model.forward_cached(input_ids, batch, cache)``: the engine's step: packed tokens of several sequences (prefill
   chunks and decode tokens together) against caches it owns (see ``cache.py``).
@@ -161,8 +161,9 @@ class Qwen35ForCausalLM(nn.Module):
         """Full causal forward without a persistent cache.
 
         Args:
-            input_ids: int ``[B, T]`` (right-padded when ``attention_mask`` is given) or ``[T]`` with ``cu_seqlens``.
-            attention_mask: optional ``[B, T]`` of 1 (token) / 0 (right padding).
+            input_ids: int ``[B, T]`` (left- or right-padded when ``attention_mask`` is given) or ``[T]`` with
+                ``cu_seqlens``.
+            attention_mask: optional ``[B, T]`` of 1 (token) / 0 (padding); the ones of a row must be contiguous.
             cu_seqlens: optional int ``[N+1]`` offsets of packed sequences in a 1-D ``input_ids``.
             pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw: optional images / videos (as
                 ``qwen35_native.multimodal.VisionProcessor`` returns them) for prompts already expanded; the items
@@ -191,21 +192,24 @@ class Qwen35ForCausalLM(nn.Module):
             raise ValueError(f"qwen35_native: input_ids must be [B, T] (or [T] with cu_seqlens), got shape "
                              f"{list(input_ids.shape)}")
         B, T = input_ids.shape
-        lens = [T] * B
+        mask = torch.ones(B, T, dtype=torch.bool)
         if attention_mask is not None:
             if tuple(attention_mask.shape) != (B, T):
                 raise ValueError(f"qwen35_native: attention_mask must have shape [B, T]={[B, T]}, got "
                                  f"{list(attention_mask.shape)}")
             mask = attention_mask.bool().cpu()
-            lens = mask.sum(1).tolist()
-            if not torch.equal(mask, torch.arange(T)[None, :] < torch.tensor(lens)[:, None]):
-                raise ValueError("qwen35_native: attention_mask must be right padding (ones, then zeros, per row)")
-            if min(lens) == 0:
+            if not mask.any(1).all():
                 raise ValueError("qwen35_native: every sequence needs at least one token (a mask row is all zero)")
-        packed = torch.cat([input_ids[b, :n] for b, n in enumerate(lens)])
-        flat = self._packed_forward(packed, lens, mm)                             # [sum(lens), vocab]
+            # one run of ones per row: left padding (as transformers' generate pads), right padding, or none
+            starts = mask.int().diff(dim=1, prepend=torch.zeros(B, 1, dtype=torch.int)) == 1
+            if (starts.sum(1) != 1).any():
+                raise ValueError("qwen35_native: attention_mask must mark one contiguous run of tokens per row "
+                                 "(left or right padding), got a row with gaps")
+        lens = mask.sum(1).tolist()
+        # each row's tokens become one sequence from position 0, as transformers computes positions from the mask
+        flat = self._packed_forward(input_ids[mask.to(input_ids.device)], lens, mm)   # [sum(lens), vocab]
         out = flat.new_zeros(B, T, flat.shape[-1])
-        out[(torch.arange(T)[None, :] < torch.tensor(lens)[:, None]).to(out.device)] = flat
+        out[mask.to(out.device)] = flat
         return out
 
     def _packed_forward(self, input_ids: torch.Tensor, lens: list[int], mm: dict | None = None) -> torch.Tensor:
