@@ -206,19 +206,11 @@ __device__ __forceinline__ void kkt_stage(const GdnChunkParams& p, const Views& 
 // ---- T = (I + A)^-1 (the blocked fp32 inverse of gdn_chunk_stages.cuh), then Tw, Tu as swizzled tiles ----
 template <typename T>
 __device__ __forceinline__ void inverse_stage(const Views& sm) {
-  float* amat = sm.amat();
-  inverse_diag_blocks(amat);
-  __syncthreads();
-  for (int d = 1; d < kInvBlocks; ++d) inverse_distance(amat, sm.scratch(), d);
-  const float* bg = sm.tok(kTokBetaExpG);
-  const float* beta = sm.tok(kTokBeta);
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kChunkThreads) {
-    const int i = e / kChunk;
-    const int j = e % kChunk;
-    const float t = inv_t(amat, i, j);
-    *at<T>(sm.tw(), tok_tile(), i, j) = from_float<T>(t * bg[j]);
-    *at<T>(sm.tu(), tok_tile(), i, j) = from_float<T>(t * beta[j]);
-  }
+  invert_and_scale(sm.amat(), sm.scratch(), sm.tok(kTokBetaExpG), sm.tok(kTokBeta),
+                   [&](int i, int j, float tw, float tu) {
+                     *at<T>(sm.tw(), tok_tile(), i, j) = from_float<T>(tw);
+                     *at<T>(sm.tu(), tok_tile(), i, j) = from_float<T>(tu);
+                   });
   ptx::fence_proxy_async_shared();  // Tw, Tu: generic writes read by wgmma
   __syncthreads();
 }

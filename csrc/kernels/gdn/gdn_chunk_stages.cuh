@@ -226,22 +226,31 @@ __device__ __forceinline__ void inverse_distance(float* amat, float* scratch, in
   __syncthreads();
 }
 
-// Tw = T diag(beta exp(G)) and Tu = T diag(beta) in T, zeros above the diagonal. Ends with a barrier.
-template <typename T>
-__device__ __forceinline__ void inverse_stage(const ChunkViews<T>& sm) {
-  float* amat = sm.amat();
+// T = (I + A)^-1 in place in amat (fp32, blocked), then store(i, j, tw, tu) for every (i, j) of the chunk with
+// tw = T[i][j] beta_j exp(G_j) and tu = T[i][j] beta_j (zero above the diagonal): both chunk kernels round and
+// place them in their own tile layouts.
+template <typename Store>
+__device__ __forceinline__ void invert_and_scale(float* amat, float* scratch, const float* bg, const float* beta,
+                                                 Store store) {
   inverse_diag_blocks(amat);
   __syncthreads();
-  for (int d = 1; d < kInvBlocks; ++d) inverse_distance(amat, sm.scratch(), d);
-  const float* bg = sm.tok(kTokBetaExpG);
-  const float* beta = sm.tok(kTokBeta);
+  for (int d = 1; d < kInvBlocks; ++d) inverse_distance(amat, scratch, d);
   for (int e = threadIdx.x; e < kChunk * kChunk; e += kChunkThreads) {
     const int i = e / kChunk;
     const int j = e % kChunk;
     const float t = inv_t(amat, i, j);
-    sm.tw()[i * kLdT + j] = from_float<T>(t * bg[j]);
-    sm.tu()[i * kLdT + j] = from_float<T>(t * beta[j]);
+    store(i, j, t * bg[j], t * beta[j]);
   }
+}
+
+// Tw = T diag(beta exp(G)) and Tu = T diag(beta) in T, zeros above the diagonal. Ends with a barrier.
+template <typename T>
+__device__ __forceinline__ void inverse_stage(const ChunkViews<T>& sm) {
+  invert_and_scale(sm.amat(), sm.scratch(), sm.tok(kTokBetaExpG), sm.tok(kTokBeta),
+                   [&](int i, int j, float tw, float tu) {
+                     sm.tw()[i * kLdT + j] = from_float<T>(tw);
+                     sm.tu()[i * kLdT + j] = from_float<T>(tu);
+                   });
   __syncthreads();
 }
 
