@@ -81,6 +81,8 @@ stage_quick() {
   : > "$jsonl"
   timeout 240 bash "$0" build $([ $dry = 1 ] && echo --dry-run) > "$out/build.log" 2>&1 || { tail -n 30 "$out/build.log"; return 1; }
   tail -n 2 "$out/build.log"
+  # every kernel family against its reference, the Hopper kernels included (seconds): the first verdict
+  timeout 120 $PY -m qwen35_native.cli self-check 2>&1 | tee "$out/self-check.log" || echo "!! self-check failed"
   timeout 150 $PY -m pytest -m gpu -q -p no:cacheprovider --junitxml="$out/junit.xml" tests > "$out/test.log" 2>&1 \
     || echo "!! pytest -m gpu failed or timed out (rc $?): $out/test.log"
   tail -n 25 "$out/test.log"

@@ -1,0 +1,45 @@
+"""``qwen35 self-check`` (qwen35_native/self_check.py): every kernel family against its reference on this machine,
+one line per case, exit status 1 when a case fails."""
+
+import subprocess
+import sys
+
+import torch
+
+from qwen35_native import self_check
+
+
+def test_every_case_passes_on_the_cpu():
+    lines = []
+    assert self_check.run_self_check(["cpu"], print_fn=lines.append), "\n".join(lines)
+    assert len(lines) == len(self_check.CASES)
+    for name, line in zip(self_check.CASES, lines):
+        assert line.startswith(f"{name} on cpu: relative error") and line.endswith("-> ok"), line
+
+
+def test_a_wrong_or_crashing_kernel_is_reported(monkeypatch):
+    def wrong(device, gen):
+        ref = torch.randn(64, generator=gen)
+        return ref + 0.1 * ref.abs().max(), ref
+
+    def crashing(device, gen):
+        raise RuntimeError("qwen35_native.some_op: boom")
+
+    def nan(device, gen):
+        return torch.full((4,), float("nan")), torch.ones(4)
+
+    monkeypatch.setattr(self_check, "CASES", {"wrong": (wrong, 1e-2, False), "crashing": (crashing, 1e-2, False),
+                                              "nan": (nan, 1e-2, False)})
+    lines = []
+    assert not self_check.run_self_check(["cpu"], print_fn=lines.append)
+    assert lines[0].startswith("wrong on cpu: relative error") and lines[0].endswith("-> FAILED"), lines
+    assert lines[1] == "crashing on cpu: FAILED (RuntimeError: qwen35_native.some_op: boom)", lines
+    assert lines[2].endswith("-> FAILED"), lines
+
+
+def test_cli_prints_the_build_and_exits_zero():
+    out = subprocess.run([sys.executable, "-m", "qwen35_native.cli", "self-check"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("qwen35_native ") and "emulator built" in out.stdout
+    assert out.stdout.count("-> ok") == len(self_check.CASES), out.stdout
