@@ -27,6 +27,7 @@ Inputs:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -171,3 +172,15 @@ def record_measure(section: str, key: str, value: float) -> float:
     """Notes a measured figure for the end-of-run summary; returns it (for use inside an assert)."""
     MEASURED.append((section, key, float(value)))
     return value
+
+
+@contextlib.contextmanager
+def one_intra_op_thread():
+    """Tiny models are made of many small ops: one intra-op thread avoids OpenMP spin-waiting, which costs 5-10x on a
+    shared 2-core machine. Restores the previous count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

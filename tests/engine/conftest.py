@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from utils import one_intra_op_thread
+
 # The HF oracle must never touch the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -33,13 +35,8 @@ def hf_tokenizer(tokenizer_dir):
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Tiny models: OpenMP threads only add overhead (and thrash on a busy machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_intra_op_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

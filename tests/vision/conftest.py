@@ -10,18 +10,15 @@ import qwen35_native as q35
 from qwen35_native.chat.tokenizer import load_tokenizer
 from qwen35_native.multimodal import VisionProcessor
 from qwen35_native.tiny import write_tiny_checkpoint
+from utils import one_intra_op_thread
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """The tiny models are made of many small ops: one intra-op thread avoids OpenMP spin-waiting, which costs
-    5-10x on a shared 2-core machine (restored after each module)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_intra_op_thread():   # per module
+        yield
 
 
 @pytest.fixture(scope="session")
