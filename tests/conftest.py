@@ -39,6 +39,17 @@ def emu_ops():
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """GPU tests: notes each test's peak device memory when over 4 GiB (one H100 has 80; xdist workers share it)."""
+    on_gpu = "gpu" in item.keywords and torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    yield
+    if on_gpu and (peak := torch.cuda.max_memory_allocated() / 2**30) > 4:
+        utils.record_measure("peak GPU memory of a test, GiB", item.nodeid, peak)
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Moves the figures the test measured into its report (reports travel from xdist workers; modules do not)."""
     report = (yield).get_result()
@@ -59,4 +70,4 @@ def pytest_terminal_summary(terminalreporter):
     for section, keys in sorted(sections.items()):
         terminalreporter.write_sep("-", section)
         for key, v in sorted(keys.items()):
-            terminalreporter.write_line(f"{v:.2e}  {key}")
+            terminalreporter.write_line(f"{v:.3g}  {key}")

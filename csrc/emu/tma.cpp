@@ -17,6 +17,7 @@ constexpr uint32_t kMaxBox = 256;
 constexpr uint32_t kChunk = 16;           // swizzling permutes 16-byte chunks
 constexpr uint32_t kSmemAlign = 128;      // TMA shared-memory boxes start on 128 bytes
 constexpr unsigned char kPoison = 0xFF;
+constexpr int64_t kInnerStartAlign = 16;  // bytes: where a box may start within a row (check_inner_start)
 
 [[noreturn]] void map_error(const std::string& why) {
   throw Error("qwen35_native emulator: make_tensor_map: " + why);
@@ -48,6 +49,21 @@ uint32_t check_box(BlockRunner& r, const TensorMapEmu& m, const void* smem, cons
                 site);
   }
   return addr;
+}
+
+// The box's start in the innermost dimension, in bytes, must be a multiple of 16. The driver accepts any coordinate,
+// but an H200 raised "illegal instruction" for loads and stores starting 136 and -8 bytes into a row, in bounds or
+// not, and ran every 16-byte-aligned start (tests/emu/tma_gpu_cases.py, 2026-11-28; tilelang issue 2527 saw the
+// same on an H100). The emulator rejects what the hardware faults on.
+void check_inner_start(const TensorMapEmu& m, int32_t inner, const char* what, Site site) {
+  const int64_t byte = int64_t{inner} * m.elem_bytes;
+  if (byte % kInnerStartAlign != 0) {
+    async_error(std::string(what) + ": the box starts at element " + std::to_string(inner) +
+                    " of the innermost dimension, " + std::to_string(byte) +
+                    " bytes into a row; it must start on a 16-byte multiple (the GPU faults with an illegal "
+                    "instruction otherwise)",
+                site);
+  }
 }
 
 // Moves one box between global memory and shared memory (both views; stores read the async view and require
@@ -144,6 +160,7 @@ void tma_load(void* smem_dst, const TensorMapEmu* map, const int32_t* coords, in
   BlockRunner& r = sm90_runner(kWhat, site);
   check_map(map, rank, kWhat, site);
   const uint32_t dst = check_box(r, *map, smem_dst, kWhat, site);
+  check_inner_start(*map, coords[0], kWhat, site);
   MbarrierState& b = lookup_barrier(r, bar, kWhat, site);
   if (!b.init_fenced) {
     async_error(std::string(kWhat) + " completes mbarrier " + hex_addr(bar) + ", whose mbarrier.init (at " +
@@ -179,6 +196,7 @@ void tma_store(const TensorMapEmu* map, const int32_t* coords, int rank, const v
   BlockRunner& r = sm90_runner(kWhat, site);
   check_map(map, rank, kWhat, site);
   const uint32_t src = check_box(r, *map, smem_src, kWhat, site);
+  check_inner_start(*map, coords[0], kWhat, site);
   TmaCopy c{*map, {0, 0, 0, 0, 0}, src, nullptr, r.running().ctx.linear_tid, site};
   for (int d = 0; d < rank; ++d) c.coords[d] = coords[d];
   r.running().async.stores.push_back(c);

@@ -39,20 +39,30 @@ def expected_load(x: torch.Tensor, box, coords, swizzle) -> torch.Tensor:
 
 
 # (shape, dtype, box innermost first, coords innermost first)
+# Box starts in a row are 16-byte multiples: the GPU faults on others (test_unaligned_box_start_is_caught).
 def load_cases(swizzle):
     span = 16 if swizzle == 0 else swizzle
+    shift = max(span // 4, 8)  # elements: half the box width, or one 16-byte chunk
     return [
         ((24, 80), torch.int16, (span // 2, 16), (8, 4)),  # inside
-        ((20, 72), torch.int16, (span // 2, 16), (72 - span // 4, 12)),  # ragged: past the last column and row
-        ((20, 72), torch.int16, (span // 2, 8), (-span // 4, -3)),  # before the first column and row
+        ((20, 72), torch.int16, (span // 2, 16), (72 - shift, 12)),  # ragged: past the last row (and column)
+        ((20, 72), torch.int16, (span // 2, 8), (-shift, -3)),  # before the first column and row
+        ((20, 72), torch.int16, (span // 2, 8), (64, 0)),  # columns [:68] of rows 72 apart: the box
+        # starts 16-byte aligned and runs past the last column (x is sliced by case_tensor)
         ((3, 10, 40), torch.float32, (span // 4, 8, 2), (4, 5, 2)),  # 3D, 4-byte elements, past rows / planes
     ]
+
+
+def case_tensor(i, shape, dtype, seed, device="cpu"):
+    """Load case i's tensor: case 3 keeps columns [:68] of rows 72 elements apart (a strided view, on `device`)."""
+    x = random_tensor(shape, dtype, seed).to(device)
+    return x[:, :68] if i == 3 else x
 
 
 @pytest.mark.parametrize("swizzle", SWIZZLES, ids=SW_IDS)
 def test_load_places_every_element(emu_ops, swizzle):
     for i, (shape, dtype, box, coords) in enumerate(load_cases(swizzle)):
-        x = random_tensor(shape, dtype, seed=swizzle + i)
+        x = case_tensor(i, shape, dtype, seed=swizzle + i)
         got = emu_ops.tma_load_probe(x, list(box), list(coords), swizzle, OK)
         assert torch.equal(got, expected_load(x, box, coords, swizzle)), f"case {i}: {shape} {box} {coords}"
 
@@ -92,7 +102,7 @@ def expected_store(out, smem, box, coords, swizzle):
 def test_store_writes_only_the_inside(emu_ops, swizzle):
     span = 16 if swizzle == 0 else swizzle
     for i, (shape, box, coords) in enumerate(
-        [((24, 80), (span // 2, 16), (8, 4)), ((20, 72), (span // 2, 16), (72 - span // 4, 12))]
+        [((24, 80), (span // 2, 16), (8, 4)), ((20, 72), (span // 2, 16), (72 - max(span // 4, 8), 12))]
     ):
         out = torch.full(shape, -7, dtype=torch.int16)
         g = torch.Generator().manual_seed(i)
@@ -127,6 +137,17 @@ def test_unfenced_mbarrier_init_is_caught(emu_ops):
         emu_ops.tma_load_probe(x, [64, 16], [0, 0], 128, NO_INIT_FENCE)
 
 
+@pytest.mark.parametrize("start", [68, -4, 1], ids=["past-the-end", "before-the-start", "inside"])
+def test_unaligned_box_start_is_caught(emu_ops, start):
+    # An H200 faulted ("illegal instruction") on loads and stores of boxes starting 136 and -8 bytes into a row
+    # (tma_gpu_cases.py); the emulator must reject them rather than copy as if they were fine.
+    x = random_tensor((20, 72), torch.int16, seed=6)
+    with pytest.raises(RuntimeError, match="16-byte multiple"):
+        emu_ops.tma_load_probe(x, [8, 16], [start, 12], 0, OK)
+    with pytest.raises(RuntimeError, match="16-byte multiple"):
+        emu_ops.tma_store_probe(x, torch.zeros(256, dtype=torch.uint8), [8, 16], [start, 12], 0, OK)
+
+
 @pytest.mark.parametrize(
     ("shape", "box", "swizzle", "pattern"),
     [
@@ -149,8 +170,9 @@ def test_invalid_tensor_maps_are_rejected(emu_ops, shape, box, swizzle, pattern)
 @pytest.mark.parametrize("swizzle", SWIZZLES, ids=SW_IDS)
 def test_gpu_load_matches_emulator(emu_ops, swizzle):
     for i, (shape, dtype, box, coords) in enumerate(load_cases(swizzle)):
-        x = random_tensor(shape, dtype, seed=40 + swizzle + i)
-        gpu = emu_ops.tma_load_probe(on_cuda(x), list(box), list(coords), swizzle, OK).cpu()
+        x = case_tensor(i, shape, dtype, seed=40 + swizzle + i)
+        on_gpu = case_tensor(i, shape, dtype, 40 + swizzle + i, "cuda")
+        gpu = emu_ops.tma_load_probe(on_gpu, list(box), list(coords), swizzle, OK).cpu()
         assert torch.equal(gpu, emu_ops.tma_load_probe(x, list(box), list(coords), swizzle, OK)), f"case {i}"
 
 
@@ -165,7 +187,7 @@ def test_gpu_tile_layout_matches(emu_ops, swizzle):
 @pytest.mark.parametrize("swizzle", SWIZZLES, ids=SW_IDS)
 def test_gpu_store_matches_emulator(emu_ops, swizzle):
     span = 16 if swizzle == 0 else swizzle
-    box, coords = [span // 2, 16], [72 - span // 4, 12]
+    box, coords = [span // 2, 16], [72 - max(span // 4, 8), 12]
     smem = torch.randint(0, 256, (2 * box[0] * box[1],), dtype=torch.uint8)
     cpu, gpu = torch.full((20, 72), -7, dtype=torch.int16), torch.full((20, 72), -7, dtype=torch.int16).cuda()
     emu_ops.tma_store_probe(cpu, smem, box, coords, swizzle, OK)
