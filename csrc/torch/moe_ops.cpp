@@ -13,6 +13,11 @@
 namespace q35::glue::moe {
 namespace {
 
+// The automatic choice takes the sm_90a grouped GEMMs on a GPU from this expert intermediate size (per rank) on.
+// H200, 8192 tokens (bench/results/2026-11-28-NVIDIA-H200.md): fused_moe 1.07x the sm_80 path at I = 1024
+// (397b-tp1), 0.97x at I = 128 (397b-tp8), where the 256-column gate_up tile leaves too few column blocks.
+constexpr int64_t kMoeSm90AutoMinInter = 1024;
+
 void check_moe_route_args(const char* op, const at::Tensor& logits, int64_t top_k, const at::Tensor& weights,
                           const at::Tensor& ids) {
   check_defined(op, "logits", logits);
@@ -70,7 +75,7 @@ at::Tensor fused_moe_impl(const at::Tensor& hidden, const at::Tensor& w13, const
   const bool fp32 = hidden.scalar_type() == at::kFloat;
   const Guard<kOnCuda> guard(hidden);
   const int64_t h = hidden.size(1), inter = w13.size(1) / 2;
-  const bool sm90a = sm90a_runs<kOnCuda>(h, inter) && sm90a_auto(kOnCuda);
+  const bool sm90a = sm90a_runs<kOnCuda>(h, inter) && sm90a_auto(kOnCuda, inter >= kMoeSm90AutoMinInter);
   const int64_t bm = block_m ? *block_m : moe_pick_block_m(num_pairs, experts, fp32, sm90a);
   check_block_m(kOp, bm, hidden.scalar_type());
   check_block_m_runs_here<kOnCuda>(kOp, bm, h, inter);

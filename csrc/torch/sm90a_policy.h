@@ -1,19 +1,32 @@
 // When an automatic path choice (no arch / impl / block_m given) takes an sm_90a kernel that can run here.
-// Under the emulator: always, so that CI covers the sm_90a kernels through every op and the model. On a GPU: only
-// with the environment variable QWEN35_SM90A=1, until the sm_90a kernels have passed their `pytest -m gpu` tests on
-// hardware. So far they have run only under the emulator, and the emulator's wgmma / TMA layouts they rely on
-// (PTX_FACTS.md §6, the MED and LOW items) are not yet checked on a GPU either: a layout bug consistent in both
-// would pass every CPU test. Explicit choices are not affected (the -m gpu tests and the benchmarks use them).
+//
+// Under the emulator: always, so that CI covers the sm_90a kernels through every op and the model.
+// On a GPU, by the environment variable QWEN35_SM90A:
+//   unset (default)  where the sm_90a kernel was measured faster than its sm_80 twin (`faster_here`: attention
+//                    prefill and the GDN chunk scan everywhere; the MoE grouped GEMMs from an expert intermediate
+//                    size of 1024 per rank, moe_ops.cpp). All three passed their `pytest -m gpu` tests and the
+//                    emulator-vs-hardware twins of their wgmma / TMA layouts on an H200 (2026-11-28,
+//                    bench/results/2026-11-28-NVIDIA-H200.md).
+//   "1"              wherever an sm_90a kernel can run (to test or time it where the default would not choose it).
+//   "0"              never (the sm_80 kernels only).
+// Explicit choices (arch / impl / block_m arguments) are not affected.
 #pragma once
+#include <c10/util/Exception.h>
+
 #include <cstdlib>
 #include <cstring>
 
 namespace q35::glue {
 
-inline bool sm90a_auto(bool on_cuda) {
+inline bool sm90a_auto(bool on_cuda, bool faster_here = true) {
+  const char* setting = std::getenv("QWEN35_SM90A");
+  const bool unset = setting == nullptr || *setting == '\0';
+  TORCH_CHECK(unset || std::strcmp(setting, "0") == 0 || std::strcmp(setting, "1") == 0,
+              "qwen35_native: QWEN35_SM90A must be 0 (never the sm_90a kernels), 1 (wherever they can run) or unset "
+              "(where they are faster), got '",
+              setting, "'");
   if (!on_cuda) return true;
-  const char* opt_in = std::getenv("QWEN35_SM90A");
-  return opt_in != nullptr && std::strcmp(opt_in, "1") == 0;
+  return unset ? faster_here : setting[0] == '1';
 }
 
 }  // namespace q35::glue

@@ -1,9 +1,9 @@
 """``qwen35 self-check``: every kernel family on every backend this machine has, against its pure-torch reference,
 on small random inputs (a few seconds on the CPU, where the kernels run under the SIMT emulator).
 
-On an sm_90 GPU each case that has a Hopper (sm_90a) kernel runs twice: with the default path choice (the
-``mma.sync`` kernels until the Hopper ones are verified on hardware) and with ``QWEN35_SM90A=1``, so one command
-tells whether the Hopper kernels agree with the references on this GPU. Prints one line per case; exit status 1
+On an sm_90 GPU each case that has a Hopper (sm_90a) kernel runs three times: with the default path choice, with
+``QWEN35_SM90A=1`` (the sm_90a kernel) and with ``QWEN35_SM90A=0`` (its ``mma.sync`` twin), so one command tells
+whether both kernels agree with the references on this GPU. Prints one line per case; exit status 1
 when any case is off by more than its bound.
 """
 
@@ -98,9 +98,9 @@ CASES: dict[str, Case] = {
 
 
 @contextmanager
-def _sm90a_opt_in():
+def _sm90a_setting(value: str):
     old = os.environ.get("QWEN35_SM90A")
-    os.environ["QWEN35_SM90A"] = "1"
+    os.environ["QWEN35_SM90A"] = value
     try:
         yield
     finally:
@@ -125,13 +125,14 @@ def _run_case(name: str, device: str, label: str, print_fn) -> bool:
 
 
 def run_self_check(devices: list[str], print_fn=print) -> bool:
-    """Runs every case on each device (and, on an sm_90 GPU, again with the Hopper kernels); True when all pass."""
+    """Runs every case on each device (and, on an sm_90 GPU, again with each path forced); True when all pass."""
     ok = True
     for device in devices:
         hopper = device == "cuda" and torch.cuda.get_device_capability() == (9, 0)
         for name, (_, _, has_sm90a) in CASES.items():
             ok &= _run_case(name, device, device, print_fn)
             if hopper and has_sm90a:
-                with _sm90a_opt_in():
-                    ok &= _run_case(name, device, f"{device} (QWEN35_SM90A=1: the sm_90a kernel)", print_fn)
+                for value, kernel in (("1", "the sm_90a kernel"), ("0", "the sm_80 kernel")):
+                    with _sm90a_setting(value):
+                        ok &= _run_case(name, device, f"{device} (QWEN35_SM90A={value}: {kernel})", print_fn)
     return ok

@@ -79,7 +79,8 @@ def test_static_decode_padding_touches_only_the_padding_slot_and_block(make_llm)
 
 
 def _cuda_llm(path, **kwargs):
-    return q35.LLM(path, device="cuda", max_num_seqs=8, max_num_batched_tokens=256, **kwargs)
+    # num_blocks: a few MB of cache, not 90 % of the GPU (the default), which starves parallel test workers
+    return q35.LLM(path, device="cuda", max_num_seqs=8, max_num_batched_tokens=256, num_blocks=128, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -142,5 +142,6 @@ def test_cli_generate_with_an_image(tiny_dir, tmp_path, capsys):
 def test_multimodal_chat_on_cuda_matches_cpu(tiny_dir):
     convs = [image_chat(8), image_chat(9, "More?"), [{"role": "user", "content": "Text only."}]]
     cpu = q35.LLM(tiny_dir, device="cpu", backend="reference", max_num_seqs=4).chat(convs, GREEDY)
-    cuda = q35.LLM(tiny_dir, device="cuda", max_num_seqs=4, max_num_batched_tokens=64).chat(convs, GREEDY)
+    cuda = q35.LLM(tiny_dir, device="cuda", max_num_seqs=4, max_num_batched_tokens=64, num_blocks=64)
+    cuda = cuda.chat(convs, GREEDY)
     assert [r.token_ids for r in cuda] == [r.token_ids for r in cpu]

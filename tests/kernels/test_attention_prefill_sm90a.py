@@ -155,8 +155,10 @@ def test_sm90a_vs_sm80_and_fp32_on_bench_shapes_gpu(name, monkeypatch):
     assert ((out90.float() - out80.float()).norm() / out80.float().norm()).item() <= 4e-3, f"{name}: sm_90a vs sm_80"
     assert _sampled_sdpa_error(out90, inp) <= BOUND, f"{name}: sm_90a vs fp32 sdpa (sampled rows)"
     assert torch.equal(_call(inp, "sm90a"), out90), f"{name}: sm_90a is not deterministic"
-    # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernel only with QWEN35_SM90A=1
-    monkeypatch.delenv("QWEN35_SM90A", raising=False)
-    assert torch.equal(_call(inp, None), out80), f"{name}: without QWEN35_SM90A=1 auto should run the sm_80 kernel"
-    monkeypatch.setenv("QWEN35_SM90A", "1")
-    assert torch.equal(_call(inp, None), out90), f"{name}: with QWEN35_SM90A=1 auto did not pick the sm_90a kernel"
+    # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernel unless QWEN35_SM90A=0
+    for setting, want, kernel in ((None, out90, "sm_90a"), ("1", out90, "sm_90a"), ("0", out80, "sm_80")):
+        if setting is None:
+            monkeypatch.delenv("QWEN35_SM90A", raising=False)
+        else:
+            monkeypatch.setenv("QWEN35_SM90A", setting)
+        assert torch.equal(_call(inp, None), want), f"{name}: QWEN35_SM90A={setting}: auto should run {kernel}"

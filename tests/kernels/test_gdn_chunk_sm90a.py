@@ -67,6 +67,19 @@ def test_sm90a_split_segments(decay):
     _both_paths([330, 70], 1, 1, True, seed=5, decay=decay, segment_len=128)
 
 
+def test_bad_sm90a_setting_is_a_clear_error(monkeypatch):
+    """QWEN35_SM90A is read by every automatic path choice (csrc/torch/sm90a_policy.h): a value other than 0 / 1
+    is an error naming the accepted ones, not silently the default."""
+    q, k, v, g, beta, state = make_scan_inputs([5], 1, 1, False, seed=1)
+    cu = cu_of([5], "cpu")
+    monkeypatch.setenv("QWEN35_SM90A", "yes")
+    with pytest.raises(RuntimeError, match=r"QWEN35_SM90A must be 0 .* 1 .* or unset .* got 'yes'"):
+        chunk_raw(q, k, v, g, beta, state, cu)
+    monkeypatch.setenv("QWEN35_SM90A", "0")   # the emulator runs the sm_90a kernel whatever the setting
+    assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu), chunk_raw(q, k, v, g, beta, state, cu, arch=SM90A),
+                         "auto under the emulator vs arch 90")
+
+
 def test_sm90a_rows_past_a_sequence_do_not_leak():
     """A chunk's TMA box reads past its sequence's end into the next sequence's rows; the kernel zeroes them (as the
     mma.sync kernel's zero-fill). With +inf values and keys in the second sequence, any leak into the first one
@@ -152,8 +165,10 @@ def test_gpu_sm90a_vs_sm80_vs_reference(heads, lens, monkeypatch):
     assert rel(o90, o80) <= 1e-2 and rel(s90, s80) <= 5e-3, (rel(o90, o80), rel(s90, s80))
     o_ref, s_ref = chunk_reference64(q, k, v, g, beta, state, cu)
     assert rel(o90, o_ref) <= OUT_TOL and rel(s90, s_ref) <= STATE_TOL, (rel(o90, o_ref), rel(s90, s_ref))
-    # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernel only with QWEN35_SM90A=1
-    monkeypatch.delenv("QWEN35_SM90A", raising=False)
-    assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu), (o80, s80), "auto without QWEN35_SM90A=1 vs arch 80")
-    monkeypatch.setenv("QWEN35_SM90A", "1")
-    assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu), (o90, s90), "auto with QWEN35_SM90A=1 vs arch 90")
+    # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernel unless QWEN35_SM90A=0
+    for setting, want, arch in ((None, (o90, s90), 90), ("1", (o90, s90), 90), ("0", (o80, s80), 80)):
+        if setting is None:
+            monkeypatch.delenv("QWEN35_SM90A", raising=False)
+        else:
+            monkeypatch.setenv("QWEN35_SM90A", setting)
+        assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu), want, f"auto, QWEN35_SM90A={setting}, arch {arch}")

@@ -167,11 +167,14 @@ def test_sm90a_vs_sm80_and_fp32_on_model_shapes_gpu(name, monkeypatch):
     y_ref = torch.stack([w2[e].float() @ act90[p].float() for p, e in zip(sample.tolist(), expert.tolist())])
     y_ref *= weights.reshape(-1)[sample, None]
     _assert_within_two_ulps(y90[sample], y_ref, f"{name}: sm_90a expert_out vs fp32 of its act ([sampled pair, h])")
-    # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernels only with QWEN35_SM90A=1
-    monkeypatch.delenv("QWEN35_SM90A", raising=False)
+    # automatic choice on a GPU (csrc/torch/sm90a_policy.h, moe_ops.cpp): by default the sm_90a kernels from an
+    # expert intermediate size of 1024 (where they were measured faster), QWEN35_SM90A=1 always, =0 never
     with_bm = partial(fused_moe_kernel, x, w13, w2, weights, ids)
-    assert torch.equal(ops.fused_moe(x, w13, w2, weights, ids), with_bm(block_m=64)), \
-        f"{name}: without QWEN35_SM90A=1 fused_moe should run the sm_80 kernels"
-    monkeypatch.setenv("QWEN35_SM90A", "1")
-    assert torch.equal(ops.fused_moe(x, w13, w2, weights, ids), with_bm(block_m=128)), \
-        f"{name}: with QWEN35_SM90A=1 fused_moe did not pick the sm_90a kernels (or they are not deterministic)"
+    default_bm = 128 if inter >= 1024 else 64
+    for setting, bm in ((None, default_bm), ("1", 128), ("0", 64)):
+        if setting is None:
+            monkeypatch.delenv("QWEN35_SM90A", raising=False)
+        else:
+            monkeypatch.setenv("QWEN35_SM90A", setting)
+        assert torch.equal(ops.fused_moe(x, w13, w2, weights, ids), with_bm(block_m=bm)), \
+            f"{name}: QWEN35_SM90A={setting}: fused_moe should run the block_m {bm} kernels (deterministically)"
