@@ -3,12 +3,13 @@
 # transformers present): build from source for the GPU found, run the GPU tests, run every benchmark, and write
 # bench/results/<date>-<gpu>.md plus a JSON lines file beside it.
 #
-#   bash bench/gpu_suite.sh [all|build|test|bench|sanitize|quick] [--dry-run]
+#   bash bench/gpu_suite.sh [all|build|test|bench|sanitize|quick|profile] [--dry-run]
 #
 # Stages: build (pip install --no-build-isolation for this GPU's arch only), test (pytest -m gpu),
 # bench (bench/*.py), sanitize (compute-sanitizer memcheck + racecheck over the GPU kernel tests; not in `all`),
 # quick (a time-boxed build + GPU tests + the headline benchmark shapes, for short leases: about 6 minutes on an
-# H100 with 16 cores; every result is written to OUT_DIR as soon as it exists).
+# H100 with 16 cores; every result is written to OUT_DIR as soon as it exists), profile (Nsight Compute over one
+# launch of each tensor-core kernel and path, bench/profile_kernels.py: stall reasons, occupancy, hottest lines).
 # --dry-run: the same code paths on tiny shapes on the CPU (emulator), with the installed package and no build;
 # results go to a temporary directory, not bench/results. CI runs it (make test).
 # Environment: PYTHON (default python3), OUT_DIR (where to copy logs/results too, e.g. the device tool's $OUT).
@@ -21,8 +22,8 @@ dry=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) dry=1 ;;
-    all|build|test|bench|sanitize|quick) stage=$arg ;;
-    *) echo "usage: $0 [all|build|test|bench|sanitize|quick] [--dry-run]" >&2; exit 2 ;;
+    all|build|test|bench|sanitize|quick|profile) stage=$arg ;;
+    *) echo "usage: $0 [all|build|test|bench|sanitize|quick|profile] [--dry-run]" >&2; exit 2 ;;
   esac
 done
 
@@ -55,6 +56,7 @@ stage_bench() {
   jsonl="$outdir/$name.jsonl"
   : > "$jsonl"
   for script in bench/[a-z]*.py; do
+    [ "$script" = bench/profile_kernels.py ] && continue   # a profiling driver (stage profile), not a benchmark
     echo "== $script"
     $PY "$script" --json "$jsonl" $([ $dry = 1 ] && echo --dry-run) \
       || echo "!! $script failed" | tee -a "$outdir/$name.failures"
@@ -71,6 +73,23 @@ stage_sanitize() {
     echo "== compute-sanitizer --tool $tool"
     compute-sanitizer --tool $tool --error-exitcode 1 $PY -m pytest -m gpu -q -x -p no:cacheprovider tests/kernels
   done
+}
+
+# Nsight Compute over bench/profile_kernels.py (one measured launch per kernel and path; about 2 minutes): the
+# details page (speed of light, occupancy, warp states, scheduler) and each kernel's hottest source lines.
+stage_profile() {
+  if [ $dry = 1 ]; then $PY bench/profile_kernels.py --dry-run; return; fi
+  local out=${OUT_DIR:-bench/results}
+  mkdir -p "$out"
+  command -v ncu > /dev/null || { echo "!! ncu not found"; return 1; }
+  ncu --clock-control none --profile-from-start off --nvtx --import-source yes \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+      --section SourceCounters -f -o "$out/profile" $PY bench/profile_kernels.py > "$out/profile.log" 2>&1 \
+    || { tail -n 20 "$out/profile.log"; return 1; }
+  ncu -i "$out/profile.ncu-rep" --page details > "$out/profile-details.txt" 2>&1 || true
+  grep -E "^  [a-z_].*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Issued Ipc|No Eligible|Warp Cycles Per Issued" "$out/profile-details.txt" | head -n 120 || true
+  $PY bench/_ncu_hotspots.py "$out/profile.ncu-rep" | tee "$out/profile-hotspots.txt"
 }
 
 # Headline shapes of PERF_TARGETS.md only, each step under its own time limit and all of them inside
@@ -115,9 +134,10 @@ stage_quick() {
 
 case $stage in
   quick) stage_quick ;;
-  all) stage_build; stage_test; stage_bench ;;
+  all) stage_build; stage_test; stage_bench; if [ $dry = 1 ]; then stage_profile; fi ;;
   build) stage_build ;;
   test) stage_test ;;
   bench) stage_bench ;;
   sanitize) stage_sanitize ;;
+  profile) stage_profile ;;
 esac

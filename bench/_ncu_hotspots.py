@@ -1,0 +1,90 @@
+"""The hottest source lines of each kernel in an Nsight Compute report (bench/gpu_suite.sh profile): for every
+profiled kernel, `ncu -i REPORT --page source --csv --print-source cuda` and the lines with the most warp-stall
+samples, with the share of the kernel's samples and the stall columns that dominate them.
+
+    python bench/_ncu_hotspots.py REPORT.ncu-rep [--top 15]
+
+Tolerant by design: an ncu without the source page, or a report without source (built without -lineinfo), gives
+a one-line explanation instead of a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import subprocess
+import sys
+
+
+def _ncu(*args: str) -> str:
+    r = subprocess.run(["ncu", *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError((r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout) else "ncu failed")
+    return r.stdout
+
+
+def kernel_names(report: str) -> list[str]:
+    """Distinct kernel names in the report, in launch order (from the raw CSV page)."""
+    rows = list(csv.DictReader(io.StringIO(_ncu("-i", report, "--page", "raw", "--csv",
+                                                 "--metrics", "gpu__time_duration.sum"))))
+    names: list[str] = []
+    for row in rows:
+        name = row.get("Kernel Name") or row.get("Function Name") or ""
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return 0.0
+
+
+def hotspots(report: str, kernel: str, top: int) -> list[str]:
+    text = _ncu("-i", report, "--page", "source", "--csv", "--print-source", "cuda", "--kernel-name-base", "demangled",
+                "--kernel-name", kernel,
+                "--launch-count", "1")
+    lines = [ln for ln in text.splitlines() if ln.startswith('"')]
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    if not rows:
+        return ["  (no source rows: was the kernel built with -lineinfo?)"]
+    cols = list(rows[0])
+    total_col = next((c for c in cols if "Warp Stall Sampling (All" in c), None)
+    if total_col is None:
+        return [f"  (no warp-stall sampling column; columns: {', '.join(cols[:12])})"]
+    stall_cols = [c for c in cols if c.startswith("stall_") or "Stall" in c and c != total_col]
+    total = sum(_number(r[total_col]) for r in rows) or 1.0
+    out = []
+    for r in sorted(rows, key=lambda r: -_number(r[total_col]))[:top]:
+        share = _number(r[total_col]) / total
+        tops = sorted(((c, _number(r[c])) for c in stall_cols), key=lambda cv: -cv[1])[:2]
+        why = ", ".join(f"{c} {v:.0f}" for c, v in tops if v > 0)
+        where = r.get("Location") or r.get("Line") or r.get("#") or "?"
+        src = (r.get("Source") or "").strip()[:90]
+        out.append(f"  {100 * share:5.1f}%  {where:>6}  {src}" + (f"   [{why}]" if why else ""))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("report")
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    try:
+        names = kernel_names(args.report)
+    except (RuntimeError, FileNotFoundError) as e:
+        print(f"!! cannot read {args.report}: {e}")
+        return 1
+    for name in names:
+        print(f"== {name}")
+        try:
+            print("\n".join(hotspots(args.report, name, args.top)))
+        except RuntimeError as e:
+            print(f"  (ncu source page unavailable: {e})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
