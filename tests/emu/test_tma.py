@@ -86,6 +86,17 @@ def test_load_of_a_strided_slice(emu_ops):
     assert torch.equal(got, expected_load(x.contiguous(), (64, 16), (0, 0), 128))
 
 
+def store_cases(swizzle):
+    """(box, coords) of the store cases into a [20, 72] int16 tensor: inside, and past the last rows."""
+    span = 16 if swizzle == 0 else swizzle
+    return [([span // 2, 16], [8, 4]), ([span // 2, 16], [72 - max(span // 4, 8), 12])]
+
+
+def store_bytes(box, seed):
+    return torch.randint(0, 256, (2 * box[0] * box[1],), generator=torch.Generator().manual_seed(seed),
+                         dtype=torch.uint8)
+
+
 def expected_store(out, smem, box, coords, swizzle):
     exp = out.clone()
     elem = out.element_size()
@@ -100,13 +111,9 @@ def expected_store(out, smem, box, coords, swizzle):
 
 @pytest.mark.parametrize("swizzle", SWIZZLES, ids=SW_IDS)
 def test_store_writes_only_the_inside(emu_ops, swizzle):
-    span = 16 if swizzle == 0 else swizzle
-    for i, (shape, box, coords) in enumerate(
-        [((24, 80), (span // 2, 16), (8, 4)), ((20, 72), (span // 2, 16), (72 - max(span // 4, 8), 12))]
-    ):
-        out = torch.full(shape, -7, dtype=torch.int16)
-        g = torch.Generator().manual_seed(i)
-        smem = torch.randint(0, 256, (2 * box[0] * box[1],), generator=g, dtype=torch.uint8)
+    for i, (box, coords) in enumerate(store_cases(swizzle)):
+        out = torch.full((20, 72), -7, dtype=torch.int16)
+        smem = store_bytes(box, i)
         expect = expected_store(out, smem, box, coords, swizzle)
         emu_ops.tma_store_probe(out, smem, list(box), list(coords), swizzle, OK)
         assert torch.equal(out, expect), f"case {i}"
@@ -165,31 +172,32 @@ def test_invalid_tensor_maps_are_rejected(emu_ops, shape, box, swizzle, pattern)
 
 # ---- GPU twins ----
 
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("swizzle", SWIZZLES, ids=SW_IDS)
-def test_gpu_load_matches_emulator(emu_ops, swizzle):
-    for i, (shape, dtype, box, coords) in enumerate(load_cases(swizzle)):
-        x = case_tensor(i, shape, dtype, seed=40 + swizzle + i)
-        on_gpu = case_tensor(i, shape, dtype, 40 + swizzle + i, "cuda")
-        gpu = emu_ops.tma_load_probe(on_gpu, list(box), list(coords), swizzle, OK).cpu()
-        assert torch.equal(gpu, emu_ops.tma_load_probe(x, list(box), list(coords), swizzle, OK)), f"case {i}"
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("swizzle", SWIZZLES, ids=SW_IDS)
-def test_gpu_tile_layout_matches(emu_ops, swizzle):
+def twin(emu_ops, kind: str, swizzle: int, i: int):
+    """(GPU result, emulator result, what) of TMA case i of `kind` ("load": load_cases; "store": store_cases;
+    "tile": a K-major tile TMA-loaded box by box). Used by the GPU tests
+    below and by tma_gpu_cases.py, which runs each case in its own process."""
+    if kind == "load":
+        shape, dtype, box, coords = load_cases(swizzle)[i]
+        seed = 40 + swizzle + i
+        gpu = emu_ops.tma_load_probe(case_tensor(i, shape, dtype, seed, "cuda"), list(box), list(coords), swizzle, OK)
+        emu = emu_ops.tma_load_probe(case_tensor(i, shape, dtype, seed), list(box), list(coords), swizzle, OK)
+        return gpu.cpu(), emu, f"{tuple(shape)} {dtype} box {box} at {coords}"
+    if kind == "store":
+        box, coords = store_cases(swizzle)[i]
+        smem = store_bytes(box, i)
+        emu, gpu = torch.full((20, 72), -7, dtype=torch.int16), torch.full((20, 72), -7, dtype=torch.int16).cuda()
+        emu_ops.tma_store_probe(emu, smem, box, coords, swizzle, OK)
+        emu_ops.tma_store_probe(gpu, on_cuda(smem), box, coords, swizzle, OK)
+        return gpu.cpu(), emu, f"(20, 72) int16 box {box} at {coords}"
     x = random_tensor((64, 128), torch.int16, seed=60 + swizzle)
-    assert torch.equal(emu_ops.tma_tile_probe(on_cuda(x), swizzle).cpu(), x)
+    return emu_ops.tma_tile_probe(on_cuda(x), swizzle).cpu(), x, "(64, 128) K-major tile, column boxes"
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("swizzle", SWIZZLES, ids=SW_IDS)
-def test_gpu_store_matches_emulator(emu_ops, swizzle):
-    span = 16 if swizzle == 0 else swizzle
-    box, coords = [span // 2, 16], [72 - max(span // 4, 8), 12]
-    smem = torch.randint(0, 256, (2 * box[0] * box[1],), dtype=torch.uint8)
-    cpu, gpu = torch.full((20, 72), -7, dtype=torch.int16), torch.full((20, 72), -7, dtype=torch.int16).cuda()
-    emu_ops.tma_store_probe(cpu, smem, box, coords, swizzle, OK)
-    emu_ops.tma_store_probe(gpu, on_cuda(smem), box, coords, swizzle, OK)
-    assert torch.equal(gpu.cpu(), cpu)
+@pytest.mark.parametrize("kind", ["load", "store", "tile"])
+def test_gpu_matches_emulator(emu_ops, kind, swizzle):
+    cases = {"load": len(load_cases(swizzle)), "store": len(store_cases(swizzle)), "tile": 1}[kind]
+    for i in range(cases):
+        gpu, emu, what = twin(emu_ops, kind, swizzle, i)
+        assert torch.equal(gpu, emu), f"{kind} case {i}: {what}"

@@ -19,31 +19,11 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 def run_one(kind: str, swizzle: int, i: int) -> str:
     import torch
-    from test_tma import OK, case_tensor, load_cases, random_tensor
+    from test_tma import twin
 
     import qwen35_native._emu_tests  # noqa: F401
 
-    ops = torch.ops.q35_emu_tests
-    if kind == "load":
-        shape, dtype, box, coords = load_cases(swizzle)[i]
-        x = case_tensor(i, shape, dtype, 40 + swizzle + i)
-        gpu = ops.tma_load_probe(case_tensor(i, shape, dtype, 40 + swizzle + i, "cuda"), list(box), list(coords),
-                                 swizzle, OK).cpu()
-        emu = ops.tma_load_probe(x, list(box), list(coords), swizzle, OK)
-        what = f"{tuple(shape)} {dtype} box {box} at {coords}"
-    elif kind == "store":
-        span = 16 if swizzle == 0 else swizzle
-        box, coords = [span // 2, 16], [[8, 4], [72 - max(span // 4, 8), 12]][i]
-        smem = torch.randint(0, 256, (2 * box[0] * box[1],), dtype=torch.uint8)
-        emu, gpu = torch.full((20, 72), -7, dtype=torch.int16), torch.full((20, 72), -7, dtype=torch.int16).cuda()
-        ops.tma_store_probe(emu, smem, box, coords, swizzle, OK)
-        ops.tma_store_probe(gpu, smem.cuda(), box, coords, swizzle, OK)
-        gpu = gpu.cpu()
-        what = f"(20, 72) int16 box {box} at {coords}"
-    else:
-        x = random_tensor((64, 128), torch.int16, seed=60 + swizzle)
-        gpu, emu = ops.tma_tile_probe(x.cuda(), swizzle).cpu(), x
-        what = "(64, 128) tile, column boxes"
+    gpu, emu, what = twin(torch.ops.q35_emu_tests, kind, swizzle, i)
     torch.cuda.synchronize()
     if torch.equal(gpu, emu):
         return f"ok        {what}"
@@ -52,10 +32,10 @@ def run_one(kind: str, swizzle: int, i: int) -> str:
 
 
 def main() -> int:
-    from test_tma import load_cases
+    from test_tma import load_cases, store_cases
 
     cases = [("load", s, i) for s in (0, 32, 64, 128) for i in range(len(load_cases(s)))]
-    cases += [("store", s, i) for s in (0, 32, 64, 128) for i in range(2)]
+    cases += [("store", s, i) for s in (0, 32, 64, 128) for i in range(len(store_cases(s)))]
     cases += [("tile", s, 0) for s in (0, 32, 64, 128)]
 
     def sub(case):
