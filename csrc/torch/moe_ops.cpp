@@ -15,7 +15,7 @@ namespace {
 
 // The automatic choice takes the sm_90a grouped GEMMs on a GPU from this expert intermediate size (per rank) on.
 // H200, 8192 tokens (bench/results/2026-11-28-NVIDIA-H200.md): fused_moe 1.07x the sm_80 path at I = 1024
-// (397b-tp1), 0.97x at I = 128 (397b-tp8), where the 256-column gate_up tile leaves too few column blocks.
+// (397b-tp1), 0.97x at I = 128 (397b-tp8; its sm_90a gate_up is 0.75x there, the cause not yet profiled).
 constexpr int64_t kMoeSm90AutoMinInter = 1024;
 
 void check_moe_route_args(const char* op, const at::Tensor& logits, int64_t top_k, const at::Tensor& weights,
