@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import qwen35_native as q35
-from qwen35_native.engine.cuda_graphs import DecodeGraphs
+from qwen35_native.engine.cuda_graphs import DecodeGraphs, raised_where
 from qwen35_native.engine.model_runner import default_graph_sizes
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [100, 200, 300], [42] * 19, [7], list(range(30, 53))]
@@ -42,6 +42,25 @@ def test_default_graph_sizes():
     assert default_graph_sizes(1) == [1]
     assert default_graph_sizes(6) == [1, 2, 4, 6]
     assert default_graph_sizes(40) == [1, 2, 4, 8, 16, 32, 40]
+
+
+def test_a_failed_capture_says_where_it_failed(make_llm):
+    """The reason a capture failed names the line that raised and our line that called it (found on a GPU only,
+    where the traceback is otherwise lost in a warning)."""
+    def torch_side():
+        raise RuntimeError("Cannot copy between CPU and CUDA tensors during CUDA graph capture")
+
+    try:
+        torch_side()
+    except RuntimeError as e:
+        error = e
+    where = raised_where(error)
+    assert where.startswith("raised at engine/test_cuda_graphs.py:") and "in torch_side" in where, where
+    graphs = DecodeGraphs(make_llm(max_num_seqs=2).engine.runner, [1, 2], capture=False)
+    graphs._disable(2, error)
+    assert not graphs.enabled and "in torch_side" in graphs.disabled_reason
+    with pytest.raises(RuntimeError, match=r"batch size 2\) failed: RuntimeError: Cannot copy .* in torch_side"):
+        DecodeGraphs(graphs.runner, [1, 2], strict=True, capture=False)._disable(2, error)
 
 
 def test_static_decode_path_matches_eager(make_llm):

@@ -26,6 +26,7 @@ Tests: tests/engine/test_cuda_graphs.py (CPU static path; -m gpu capture); bench
 from __future__ import annotations
 
 import logging
+import traceback
 
 import torch
 
@@ -142,9 +143,9 @@ class DecodeGraphs:
         return sample(logits, tensors, *runner.penalty_masks(tensors, self.slots[:G].long()))
 
     def _disable(self, G: int, error: Exception) -> None:
-        reason = (f"CUDA graph capture of the decode step (batch size {G}) failed: {type(error).__name__}: {error}. "
-                  f"An op on the decode path synchronises with the host (e.g. a pure-torch reference without a "
-                  f"capturable kernel)")
+        reason = (f"CUDA graph capture of the decode step (batch size {G}) failed: {type(error).__name__}: {error} "
+                  f"({raised_where(error)}). An op on the decode path synchronises with the host (e.g. a pure-torch "
+                  f"reference without a capturable kernel)")
         if self.strict:
             raise RuntimeError(f"qwen35_native.LLM: {reason}; pass cuda_graphs=None or False") from error
         self.enabled, self.disabled_reason = False, reason
@@ -183,6 +184,24 @@ class DecodeGraphs:
         host_rows_buf[:b].copy_(host_rows)
         host_rows_buf[b:].copy_(pad_rows(pad, r.vocab_size))
         self.sampler_rows[:G].copy_(self.host_rows[:G * 8].view(G, 8), non_blocking=True)
+
+
+def raised_where(error: BaseException) -> str:
+    """Where ``error`` was raised, for messages: its innermost frame, and the innermost frame of this package when
+    that is another one (our line that called into torch). Frames show as ``folder/file.py:line in function``."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "raised at an unknown place"
+
+    def show(frame: traceback.FrameSummary) -> str:
+        parts = frame.filename.replace("\\", "/").split("/")
+        return f"{'/'.join(parts[-2:])}:{frame.lineno} in {frame.name}"
+
+    ours = [f for f in frames if "qwen35_native" in f.filename.replace("\\", "/")]
+    where = f"raised at {show(frames[-1])}"
+    if ours and ours[-1] is not frames[-1]:
+        where += f", called from {show(ours[-1])}"
+    return where
 
 
 def _staging(numel: int, dtype: torch.dtype, pin: bool) -> torch.Tensor:
