@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     if args.dry_run:
         args.warmup, args.reps = 0, 1
     torch.manual_seed(0)
-    fla = None if args.dry_run else _fla()
+    fla = None if args.dry_run or args.no_fla else _fla()
     rows = prefill_rows(args, device, fla) if "prefill" in args.parts else []
     return rows + (decode_rows(args, device, fla) if "decode" in args.parts else [])
 
@@ -154,6 +154,8 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["prefill", "decode"], choices=["prefill", "decode"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--no-fla", action="store_true",
+                        help="skip flash-linear-attention (its first calls compile and autotune for over a minute)")
     add_common_args(parser)
     args = parser.parse_args()
     emit("gdn", run(args), args)

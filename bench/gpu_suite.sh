@@ -123,11 +123,13 @@ stage_quick() {
     echo "== $* (limit $t s)"; timeout "$t" $PY "$@" $q 2>&1 | tail -n 40 || echo "!! $1 failed or timed out"
   }
   run_bench 30 bench/ceilings.py
-  run_bench 90 bench/gdn.py --configs 397b-tp8 397b-tp1 --seqsets 1x32768 1x8192 --batches 1 512 --reps 5
+  run_bench 60 bench/gdn.py --configs 397b-tp8 397b-tp1 --seqsets 1x32768 1x8192 --batches 1 512 --reps 5 --no-fla
   run_bench 90 bench/attention.py --prefill 8192 --batch 1 64 --context 32768
   run_bench 90 bench/moe.py --shapes 397b-tp8 397b-tp1 --tokens 1 64 8192 --reps 10
   run_bench 90 bench/e2e.py --configs 35b-a3b --batches 1 8 --prompts 1024 --time-budget 60 --no-hf
   run_bench 40 bench/norm.py --tokens 1 8192 --hidden 4096
+  # flash-linear-attention side by side (when importable) last: its first calls compile and autotune (~1-2 min)
+  run_bench 150 bench/gdn.py --configs 397b-tp8 --seqsets 1x32768 --parts prefill --reps 5
   $PY bench/_render.py "$jsonl" > "${jsonl%.jsonl}.md" && echo "== results: ${jsonl%.jsonl}.md"
   echo "== quick stage: $(( SECONDS - start )) s"
 }
