@@ -45,7 +45,7 @@ def load_cases(swizzle):
     shift = max(span // 4, 8)  # elements: half the box width, or one 16-byte chunk
     return [
         ((24, 80), torch.int16, (span // 2, 16), (8, 4)),  # inside
-        ((20, 72), torch.int16, (span // 2, 16), (72 - shift, 12)),  # ragged: past the last row (and column)
+        ((20, 72), torch.int16, (span // 2, 16), (72 - shift, 12)),  # past the last rows (and columns: wide boxes)
         ((20, 72), torch.int16, (span // 2, 8), (-shift, -3)),  # before the first column and row
         ((20, 72), torch.int16, (span // 2, 8), (64, 0)),  # columns [:68] of rows 72 apart: the box
         # starts 16-byte aligned and runs past the last column (x is sliced by case_tensor)
