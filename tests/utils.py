@@ -168,6 +168,14 @@ def randint_small(
 MEASURED: list[tuple[str, str, float]] = []
 
 
+def set_sm90a(monkeypatch, setting: str | None) -> None:
+    """QWEN35_SM90A for the automatic path choice (csrc/torch/sm90a_policy.h): "0", "1" or None (unset)."""
+    if setting is None:
+        monkeypatch.delenv("QWEN35_SM90A", raising=False)
+    else:
+        monkeypatch.setenv("QWEN35_SM90A", setting)
+
+
 def record_measure(section: str, key: str, value: float) -> float:
     """Notes a measured figure for the end-of-run summary; returns it (for use inside an assert)."""
     MEASURED.append((section, key, float(value)))

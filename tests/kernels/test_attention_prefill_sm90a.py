@@ -14,7 +14,7 @@ import torch
 from attention_inputs import assert_rel_close, paged_inputs, sdpa_paged_expected
 
 from qwen35_native import emulator, ops
-from utils import GuardedTensor, assert_bit_identical
+from utils import GuardedTensor, assert_bit_identical, set_sm90a
 
 BOUND = 1e-2  # MODEL_SPEC §5: bf16/fp16 attention vs fp32, relative
 
@@ -157,8 +157,5 @@ def test_sm90a_vs_sm80_and_fp32_on_bench_shapes_gpu(name, monkeypatch):
     assert torch.equal(_call(inp, "sm90a"), out90), f"{name}: sm_90a is not deterministic"
     # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernel unless QWEN35_SM90A=0
     for setting, want, kernel in ((None, out90, "sm_90a"), ("1", out90, "sm_90a"), ("0", out80, "sm_80")):
-        if setting is None:
-            monkeypatch.delenv("QWEN35_SM90A", raising=False)
-        else:
-            monkeypatch.setenv("QWEN35_SM90A", setting)
+        set_sm90a(monkeypatch, setting)
         assert torch.equal(_call(inp, None), want), f"{name}: QWEN35_SM90A={setting}: auto should run {kernel}"

@@ -24,7 +24,7 @@ from gdn_helpers import (
 )
 
 from qwen35_native import emulator, ops
-from utils import assert_bit_identical
+from utils import assert_bit_identical, set_sm90a
 
 SM80, SM90A = 80, 90
 WEAK = (0.0, 0.01)   # no decay shortcut possible: the exact segment chain
@@ -75,7 +75,7 @@ def test_bad_sm90a_setting_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("QWEN35_SM90A", "yes")
     with pytest.raises(RuntimeError, match=r"QWEN35_SM90A must be 0 .* 1 .* or unset .* got 'yes'"):
         chunk_raw(q, k, v, g, beta, state, cu)
-    monkeypatch.setenv("QWEN35_SM90A", "0")   # the emulator runs the sm_90a kernel whatever the setting
+    set_sm90a(monkeypatch, "0")   # the emulator runs the sm_90a kernel whatever the setting
     assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu), chunk_raw(q, k, v, g, beta, state, cu, arch=SM90A),
                          "auto under the emulator vs arch 90")
 
@@ -167,8 +167,5 @@ def test_gpu_sm90a_vs_sm80_vs_reference(heads, lens, monkeypatch):
     assert rel(o90, o_ref) <= OUT_TOL and rel(s90, s_ref) <= STATE_TOL, (rel(o90, o_ref), rel(s90, s_ref))
     # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernel unless QWEN35_SM90A=0
     for setting, want, arch in ((None, (o90, s90), 90), ("1", (o90, s90), 90), ("0", (o80, s80), 80)):
-        if setting is None:
-            monkeypatch.delenv("QWEN35_SM90A", raising=False)
-        else:
-            monkeypatch.setenv("QWEN35_SM90A", setting)
+        set_sm90a(monkeypatch, setting)
         assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu), want, f"auto, QWEN35_SM90A={setting}, arch {arch}")

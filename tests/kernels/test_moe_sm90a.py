@@ -24,7 +24,7 @@ from moe_helpers import (
 
 from qwen35_native import emulator, ops
 from qwen35_native.ops.moe_stages import fused_moe_kernel, moe_align, sm90a_path
-from utils import assert_bit_identical, poisoned_empty
+from utils import assert_bit_identical, poisoned_empty, set_sm90a
 
 # (N, E, k, H, I): ragged H / I, one 128-row tile per expert (upper halves idle); ~64 rows per expert (some tiles
 # with both halves); 2 column blocks in both GEMMs and 5 K blocks of gate_up (> 4 stages), ~100 rows per expert;
@@ -172,9 +172,6 @@ def test_sm90a_vs_sm80_and_fp32_on_model_shapes_gpu(name, monkeypatch):
     with_bm = partial(fused_moe_kernel, x, w13, w2, weights, ids)
     default_bm = 128 if inter >= 1024 else 64
     for setting, bm in ((None, default_bm), ("1", 128), ("0", 64)):
-        if setting is None:
-            monkeypatch.delenv("QWEN35_SM90A", raising=False)
-        else:
-            monkeypatch.setenv("QWEN35_SM90A", setting)
+        set_sm90a(monkeypatch, setting)
         assert torch.equal(ops.fused_moe(x, w13, w2, weights, ids), with_bm(block_m=bm)), \
             f"{name}: QWEN35_SM90A={setting}: fused_moe should run the block_m {bm} kernels (deterministically)"
