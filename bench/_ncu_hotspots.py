@@ -54,7 +54,7 @@ def hotspots(report: str, kernel: str, top: int) -> list[str]:
     total_col = next((c for c in cols if "Warp Stall Sampling (All" in c), None)
     if total_col is None:
         return [f"  (no warp-stall sampling column; columns: {', '.join(cols[:12])})"]
-    stall_cols = [c for c in cols if c.startswith("stall_") or "Stall" in c and c != total_col]
+    stall_cols = [c for c in cols if (c.startswith("stall_") or "Stall" in c) and c != total_col]
     total = sum(_number(r[total_col]) for r in rows) or 1.0
     out = []
     for r in sorted(rows, key=lambda r: -_number(r[total_col]))[:top]:
