@@ -85,9 +85,10 @@ def prefill_rows(args, device, fla) -> list[Row]:
 
 def _paths(device) -> list[tuple[str, int]]:
     """The chunk kernels that run here, side by side: the sm_90a (wgmma) kernel on an sm_90 GPU (or the emulator
-    at its default arch sm_90) and the mma.sync kernel everywhere (arch 90 / 80 of the raw op)."""
+    at its default arch sm_90), fused and after the chunk-local pre-pass, and the mma.sync kernel everywhere (arch
+    90 / 91 / 80 of the raw op)."""
     sm90 = torch.cuda.get_device_capability() == (9, 0) if device == "cuda" else q35.emulator.get_arch() == "sm_90"
-    return ([("q35-sm90a", 90)] if sm90 else []) + [("q35-sm80", 80)]
+    return ([("q35-sm90a", 90), ("q35-sm90a-prepass", 91)] if sm90 else []) + [("q35-sm80", 80)]
 
 
 def _decode_inputs(n, hk, hv, device):

@@ -123,7 +123,7 @@ stage_quick() {
     echo "== $* (limit $t s)"; timeout "$t" $PY "$@" $q 2>&1 | tail -n 40 || echo "!! $1 failed or timed out"
   }
   run_bench 30 bench/ceilings.py
-  run_bench 60 bench/gdn.py --configs 397b-tp8 397b-tp1 --seqsets 1x32768 1x8192 --batches 1 512 --reps 5 --no-fla
+  run_bench 80 bench/gdn.py --configs 397b-tp8 397b-tp1 --seqsets 1x32768 1x8192 --batches 1 512 --reps 5 --no-fla
   run_bench 90 bench/attention.py --prefill 8192 --batch 1 64 --context 32768
   run_bench 90 bench/moe.py --shapes 397b-tp8 397b-tp1 --tokens 1 64 8192 --reps 10
   run_bench 90 bench/e2e.py --configs 35b-a3b --batches 1 8 --prompts 1024 --time-budget 60 --no-hf

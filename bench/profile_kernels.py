@@ -39,7 +39,8 @@ def _gdn(device: str, dry: bool) -> list[tuple[str, Callable[[], object]]]:
         return lambda: torch.ops.qwen35_native.chunk_gated_delta_rule(
             q, k, v, g, beta, D_GDN ** -0.5, None, cu, True, 0, q35.ops.gdn.SHORTCUT_LOG_DECAY, o, final, arch)
     hopper = device == "cpu" or torch.cuda.get_device_capability() == (9, 0)
-    return [("gdn-chunk-sm80", run(80))] + ([("gdn-chunk-sm90a", run(90))] if hopper else [])
+    return [("gdn-chunk-sm80", run(80))] + ([("gdn-chunk-sm90a", run(90)), ("gdn-chunk-sm90a-prepass", run(91))]
+                                             if hopper else [])
 
 
 def _attention(device: str, dry: bool) -> list[tuple[str, Callable[[], object]]]:

@@ -34,27 +34,44 @@ int num_sms(const at::Tensor& t) {
   return kNominalSms;
 }
 
-int check_chunk_arch(const char* op, int64_t arch, const at::Tensor& ref) {
-  TORCH_CHECK(arch == kGdnImplAuto || arch == kGdnImplSm80 || arch == kGdnImplSm90a, "qwen35_native.", op,
-              ": arch must be 0 (automatic), 80 (the mma.sync kernel) or 90 (the sm_90a wgmma kernel), got ", arch);
-  if (arch == kGdnImplSm90a) {
-    bool available = false;
-    if (ref.is_cuda()) {
+namespace {
+
+// Whether the sm_90a chunk kernels run where ref is: an sm_90 GPU, or the emulator at arch sm_90.
+bool chunk_sm90a_runs(const at::Tensor& ref) {
+  if (ref.is_cuda()) {
 #if defined(Q35_WITH_CUDA)
-      const c10::cuda::CUDAGuard guard(ref.device());
-      available = q35::cuda::gdn_chunk_sm90a_available();
+    const c10::cuda::CUDAGuard guard(ref.device());
+    return q35::cuda::gdn_chunk_sm90a_available();
+#else
+    return false;
 #endif
-    } else {
-      available = q35::emu::gdn_chunk_sm90a_available();
-    }
-    TORCH_CHECK(available, "qwen35_native.", op, ": arch 90 (the sm_90a kernel) needs ",
+  }
+  return q35::emu::gdn_chunk_sm90a_available();
+}
+
+}  // namespace
+
+int check_chunk_arch(const char* op, int64_t arch, const at::Tensor& ref) {
+  TORCH_CHECK(arch == kGdnImplAuto || arch == kGdnImplSm80 || arch == kGdnImplSm90a || arch == kGdnImplSm90aPrepass,
+              "qwen35_native.", op,
+              ": arch must be 0 (automatic), 80 (the mma.sync kernel), 90 (the sm_90a wgmma kernel) or 91 (the sm_90a "
+              "kernel after a chunk-local pre-pass), got ",
+              arch);
+  if (arch == kGdnImplSm90a || arch == kGdnImplSm90aPrepass) {
+    TORCH_CHECK(chunk_sm90a_runs(ref), "qwen35_native.", op, ": arch ", arch, " (the sm_90a kernel) needs ",
                 ref.is_cuda() ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
   }
   return static_cast<int>(arch);
 }
 
 void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t segment_len, ChunkWorkspace& ws) {
-  if (p.impl == kGdnImplAuto && !sm90a_auto(ref.is_cuda())) p.impl = kGdnImplSm80;
+  if (p.impl == kGdnImplAuto) {
+    if (!sm90a_auto(ref.is_cuda())) {
+      p.impl = kGdnImplSm80;
+    } else if (gdn_prepass_auto() && chunk_sm90a_runs(ref)) {
+      p.impl = kGdnImplSm90aPrepass;
+    }
+  }
   const GdnChunkPlan plan = gdn_chunk_plan(p.num_tokens, p.num_seqs, p.num_v_heads, num_sms(ref), segment_len);
   p.segment_len = plan.segment_len;
   p.max_items = plan.max_items;
@@ -71,6 +88,23 @@ void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t
     p.ws_entry_ptr = ws.entry.data_ptr<float>();
     p.ws_local_ptr = ws.local.data_ptr<float>();
     p.ws_trans_ptr = ws.trans.data_ptr<float>();
+  }
+  if (p.impl == kGdnImplSm90aPrepass) {  // per chunk slot: Tu, P, -w per value head, q, K^T per k head (prep kernel)
+    const int64_t slots = gdn_chunk_slots(p.num_tokens, p.num_seqs), hv = p.num_v_heads;
+    TORCH_CHECK(slots * hv * kGdnChunkTokens < (int64_t{1} << 31), "qwen35_native.", op,
+                ": the chunk-local pre-pass addresses its buffers with 32-bit TMA rows; ", slots, " chunk slots x ", hv,
+                " value heads are too many (use arch 90)");
+    ws.prep_tu = at::empty({slots, hv, kGdnChunkTokens, kGdnChunkTokens}, ref.options());
+    ws.prep_p = at::empty({slots, hv, kGdnChunkTokens, kGdnChunkTokens}, ref.options());
+    ws.prep_w = at::empty({slots, hv, kGdnChunkTokens, kHeadDim}, ref.options());
+    ws.prep_q = at::empty({slots, p.num_k_heads, kGdnChunkTokens, kHeadDim}, ref.options());
+    ws.prep_kt = at::empty({slots, p.num_k_heads, kHeadDim, kGdnChunkTokens}, ref.options());
+    p.prep_tu_ptr = ws.prep_tu.data_ptr();
+    p.prep_p_ptr = ws.prep_p.data_ptr();
+    p.prep_w_ptr = ws.prep_w.data_ptr();
+    p.prep_q_ptr = ws.prep_q.data_ptr();
+    p.prep_kt_ptr = ws.prep_kt.data_ptr();
+    p.max_chunk_slots = slots;
   }
   TORCH_CHECK(ref.scalar_type() == at::kBFloat16 || ref.scalar_type() == at::kHalf, "qwen35_native.", op,
               ": the chunk kernel supports float16 and bfloat16 inputs, got ", c10::toString(ref.scalar_type()));

@@ -29,4 +29,17 @@ inline bool sm90a_auto(bool on_cuda, bool faster_here = true) {
   return unset ? faster_here : setting[0] == '1';
 }
 
+// Whether an automatic choice that took the sm_90a GDN chunk scan runs it after the chunk-local pre-pass (the raw
+// op's arch 91, csrc/kernels/gdn/gdn_chunk_prep.cu), by the environment variable QWEN35_GDN_PREPASS: "1" yes; "0"
+// or unset no -- the pre-pass has not been timed on a GPU yet (bench/gdn.py prints both beside each other).
+inline bool gdn_prepass_auto() {
+  const char* setting = std::getenv("QWEN35_GDN_PREPASS");
+  const bool unset = setting == nullptr || *setting == '\0';
+  TORCH_CHECK(unset || std::strcmp(setting, "0") == 0 || std::strcmp(setting, "1") == 0,
+              "qwen35_native: QWEN35_GDN_PREPASS must be 0 (the fused sm_90a GDN scan), 1 (after the chunk-local "
+              "pre-pass) or unset (0), got '",
+              setting, "'");
+  return !unset && setting[0] == '1';
+}
+
 }  // namespace q35::glue

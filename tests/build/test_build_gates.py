@@ -18,7 +18,7 @@ TENSOR_CORE_KERNELS: list[str] = [
     "moe_gate_up_kernelI13__nv_bfloat16", "moe_gate_up_kernelI6__half",
     "moe_down_kernelI13__nv_bfloat16", "moe_down_kernelI6__half",
     # chunked GDN scan and its segment chain (csrc/kernels/gdn)
-    "gdn_chunk_kernel", "gdn_chunk_chain_kernel",
+    "gdn_chunk_kernel", "gdn_chunk_chain_kernel", "gdn_chunk_prep_kernel",
     # attention (csrc/kernels/attention): every instantiation (bf16/fp16 only)
     "prefill_attention_kernel", "decode_attention_kernel",
 ]

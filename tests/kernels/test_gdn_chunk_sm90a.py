@@ -5,7 +5,10 @@ same points, and the emulator computes a wgmma m64nNk16 exactly as the mma.sync 
 exact zeros), so the two paths must agree bit for bit on the CPU: checked for ragged lengths, K = V = 128, fp16,
 without the L2 norm, both segment-split schemes (exact chain and decay shortcut), and the layer op with the gated
 RMSNorm fused; rows a TMA box reads past a sequence end do not leak; every output poisoned and guarded
-(chunk_raw), two thread orders. `-m gpu`: both kernels on an
+(chunk_raw), two thread orders. The same for arch 91, the sm_90a kernel after the chunk-local pre-pass
+(gdn_chunk_prep.cu: Tu, P, -w of every chunk computed by the mma.sync stage code and read back by TMA): the same
+operands rounded at the same points, so again the same bits, also over many short sequences (the pre-pass maps
+its chunk slots back to sequences by a binary search). `-m gpu`: the kernels on an
 H100 at the benchmark shapes against each other and the reference (bounded tolerances: the hardware sums the
 products of an MMA in its own order)."""
 
@@ -26,7 +29,7 @@ from gdn_helpers import (
 from qwen35_native import emulator, ops
 from utils import assert_bit_identical, set_sm90a
 
-SM80, SM90A = 80, 90
+SM80, SM90A, PREPASS = 80, 90, 91
 WEAK = (0.0, 0.01)   # no decay shortcut possible: the exact segment chain
 STRONG = (1.0, 3.0)  # the shortcut (warm-up chunks from zero)
 
@@ -39,6 +42,8 @@ def _both_paths(lens, hk, hv, with_state=True, seed=0, dtype=torch.bfloat16, l2n
     o90, s90 = chunk_raw(q, k, v, g, beta, state, cu, l2norm, arch=SM90A, **kw)
     o80, s80 = chunk_raw(q, k, v, g, beta, state, cu, l2norm, arch=SM80, **kw)
     assert_bit_identical((o90, s90), (o80, s80), "sm_90a kernel vs sm_80 kernel")
+    o91, s91 = chunk_raw(q, k, v, g, beta, state, cu, l2norm, arch=PREPASS, **kw)
+    assert_bit_identical((o91, s91), (o90, s90), "sm_90a kernel after the pre-pass vs fused")
     o_ref, s_ref = chunk_reference64(q, k, v, g, beta, state, cu, l2norm)
     assert rel(o90, o_ref) <= OUT_TOL, f"output error {rel(o90, o_ref):.2e}"
     assert rel(s90, s_ref) <= STATE_TOL, f"state error {rel(s90, s_ref):.2e}"
@@ -53,6 +58,13 @@ def _both_paths(lens, hk, hv, with_state=True, seed=0, dtype=torch.bfloat16, l2n
 ], ids=["1", "63-64-65", "200", "130-0-7"])
 def test_sm90a_equals_sm80(lens, hk, hv, with_state):
     _both_paths(lens, hk, hv, with_state, seed=len(lens) + hv)
+
+
+def test_prepass_many_short_sequences():
+    """Chunk slots n + floor(start / 64) + i over 23 sequences of 0..130 tokens (starts off the 64-token grid,
+    empty ones): every slot maps back to its own chunk, none is shared or missed."""
+    lens = [5, 0, 64, 1, 63, 130, 0, 0, 17, 65, 2, 128, 3, 40, 0, 9, 70, 1, 1, 64, 33, 100, 6]
+    _both_paths(lens, 1, 2, True, seed=11)
 
 
 def test_sm90a_fp16_and_without_l2norm():
@@ -80,6 +92,28 @@ def test_bad_sm90a_setting_is_a_clear_error(monkeypatch):
                          "auto under the emulator vs arch 90")
 
 
+def test_prepass_setting(monkeypatch):
+    """QWEN35_GDN_PREPASS (csrc/torch/sm90a_policy.h): "1" makes the automatic choice run the sm_90a scan after
+    the pre-pass (arch 91), "0" / unset the fused one (arch 90); where the sm_90a kernel does not run it changes
+    nothing (the mma.sync kernel); any other value is an error naming the accepted ones."""
+    q, k, v, g, beta, state = make_scan_inputs([70], 1, 2, True, seed=12)
+    cu = cu_of([70])
+    want = {arch: chunk_raw(q, k, v, g, beta, state, cu, arch=arch) for arch in (SM90A, PREPASS)}
+    for setting, arch in (("1", PREPASS), ("0", SM90A), (None, SM90A)):
+        if setting is None:
+            monkeypatch.delenv("QWEN35_GDN_PREPASS", raising=False)
+        else:
+            monkeypatch.setenv("QWEN35_GDN_PREPASS", setting)
+        assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu), want[arch], f"QWEN35_GDN_PREPASS={setting}")
+    monkeypatch.setenv("QWEN35_GDN_PREPASS", "1")
+    with emulator.arch("sm_80"):
+        assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu), chunk_raw(q, k, v, g, beta, state, cu, arch=SM80),
+                             "QWEN35_GDN_PREPASS=1 at sm_80")
+    monkeypatch.setenv("QWEN35_GDN_PREPASS", "on")
+    with pytest.raises(RuntimeError, match=r"QWEN35_GDN_PREPASS must be 0 .* 1 .* or unset .* got 'on'"):
+        chunk_raw(q, k, v, g, beta, state, cu)
+
+
 def test_sm90a_rows_past_a_sequence_do_not_leak():
     """A chunk's TMA box reads past its sequence's end into the next sequence's rows; the kernel zeroes them (as the
     mma.sync kernel's zero-fill). With +inf values and keys in the second sequence, any leak into the first one
@@ -95,16 +129,19 @@ def test_sm90a_rows_past_a_sequence_do_not_leak():
         return o[None], final
     o90, s90 = run(SM90A)
     o80, s80 = run(SM80)
+    o91, s91 = run(PREPASS)
     assert torch.isfinite(o90[:, :70]).all() and torch.isfinite(s90[0]).all()
     assert_bit_identical((o90[:, :70], s90[0]), (o80[:, :70], s80[0]), "first sequence, sm_90a vs sm_80")
+    assert_bit_identical((o91[:, :70], s91[0]), (o80[:, :70], s80[0]), "first sequence, pre-pass vs sm_80")
     o_ref, s_ref = chunk_reference64(q[:, :70], k[:, :70], v[:, :70], g[:, :70], beta[:, :70], state[:1],
                                      cu_of([70]))
     assert rel(o90[:, :70], o_ref) <= OUT_TOL and rel(s90[:1], s_ref) <= STATE_TOL
 
 
-def test_sm90a_two_orders_bit_identical(two_orders):
+@pytest.mark.parametrize("arch", [SM90A, PREPASS])
+def test_sm90a_two_orders_bit_identical(two_orders, arch):
     q, k, v, g, beta, state = make_scan_inputs([70, 5], 1, 2, True, seed=6)
-    two_orders(chunk_raw, q, k, v, g, beta, state, cu_of([70, 5]), arch=SM90A)
+    two_orders(chunk_raw, q, k, v, g, beta, state, cu_of([70, 5]), arch=arch)
 
 
 def _prefill(qkv, z, a, b, w, st, cu, slots, init, segment_len):
@@ -115,11 +152,14 @@ def _prefill(qkv, z, a, b, w, st, cu, slots, init, segment_len):
     return out.t
 
 
+@pytest.mark.parametrize("prepass", [None, "1"], ids=["fused", "prepass"])
 @pytest.mark.parametrize("segment_len", [0, 128], ids=["whole", "split"])
-def test_sm90a_layer_prefill_equals_sm80(segment_len):
+def test_sm90a_layer_prefill_equals_sm80(segment_len, prepass, monkeypatch):
     """gdn_prefill (raw gates, L2 norm, gated RMSNorm fused, states by slot in place) picks the kernel from the
-    arch: the emulator's default sm_90 runs the sm_90a kernel, sm_80 the mma.sync one; same bits, and the
-    reference agrees."""
+    arch: the emulator's default sm_90 runs the sm_90a kernel (after the chunk-local pre-pass with
+    QWEN35_GDN_PREPASS=1), sm_80 the mma.sync one; same bits, and the reference agrees."""
+    if prepass is not None:
+        monkeypatch.setenv("QWEN35_GDN_PREPASS", prepass)
     qkv, z, a, b, w, st = layer_inputs(200, hk=1, hv=2, slots=3, seed=7, decay_scale=5e-3)
     cu = cu_of([130, 70])
     slots = torch.tensor([2, 0], dtype=torch.int32)
@@ -139,11 +179,13 @@ def test_sm90a_layer_prefill_equals_sm80(segment_len):
 def test_sm90a_arch_checks():
     q, k, v, g, beta, state = make_scan_inputs([10], 1, 1, True, seed=8)
     cu = cu_of([10])
-    with pytest.raises(RuntimeError, match="arch must be 0 \\(automatic\\), 80 .* or 90"):
+    with pytest.raises(RuntimeError, match="arch must be 0 \\(automatic\\), 80 .*, 90 .* or 91 .*got 7"):
         chunk_raw(q, k, v, g, beta, state, cu, arch=7)
     with emulator.arch("sm_80"):
-        with pytest.raises(RuntimeError, match="arch 90 \\(the sm_90a kernel\\) needs the emulator at arch sm_90"):
-            chunk_raw(q, k, v, g, beta, state, cu, arch=SM90A)
+        for arch in (SM90A, PREPASS):
+            with pytest.raises(RuntimeError,
+                               match=f"arch {arch} \\(the sm_90a kernel\\) needs the emulator at arch sm_90"):
+                chunk_raw(q, k, v, g, beta, state, cu, arch=arch)
         o_auto, s_auto = chunk_raw(q, k, v, g, beta, state, cu)  # auto on sm_80: the mma.sync kernel
     o80, s80 = chunk_raw(q, k, v, g, beta, state, cu, arch=SM80)
     assert_bit_identical((o_auto, s_auto), (o80, s80), "auto at sm_80 vs arch 80")
@@ -163,8 +205,11 @@ def test_gpu_sm90a_vs_sm80_vs_reference(heads, lens, monkeypatch):
     o90, s90 = chunk_raw(q, k, v, g, beta, state, cu, arch=SM90A)
     o80, s80 = chunk_raw(q, k, v, g, beta, state, cu, arch=SM80)
     assert rel(o90, o80) <= 1e-2 and rel(s90, s80) <= 5e-3, (rel(o90, o80), rel(s90, s80))
+    o91, s91 = chunk_raw(q, k, v, g, beta, state, cu, arch=PREPASS)  # its K K^T, Q K^T, w by mma.sync
+    assert rel(o91, o90) <= 1e-2 and rel(s91, s90) <= 5e-3, (rel(o91, o90), rel(s91, s90))
     o_ref, s_ref = chunk_reference64(q, k, v, g, beta, state, cu)
-    assert rel(o90, o_ref) <= OUT_TOL and rel(s90, s_ref) <= STATE_TOL, (rel(o90, o_ref), rel(s90, s_ref))
+    for o, s in ((o90, s90), (o91, s91)):
+        assert rel(o, o_ref) <= OUT_TOL and rel(s, s_ref) <= STATE_TOL, (rel(o, o_ref), rel(s, s_ref))
     # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernel unless QWEN35_SM90A=0
     for setting, want, arch in ((None, (o90, s90), 90), ("1", (o90, s90), 90), ("0", (o80, s80), 80)):
         set_sm90a(monkeypatch, setting)

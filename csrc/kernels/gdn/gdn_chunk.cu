@@ -259,7 +259,8 @@ template <typename T>
 cudaError_t launch_gdn_chunk(const GdnChunkParams& params, cudaStream_t stream) {
   if (params.num_seqs == 0 || params.num_v_heads == 0) return cudaSuccess;
   GdnChunkParams p = params;
-  const bool sm90a = p.impl == kGdnImplSm90a || (p.impl == kGdnImplAuto && gdn_chunk_sm90a_available());
+  const bool sm90a = p.impl == kGdnImplSm90a || p.impl == kGdnImplSm90aPrepass ||
+                     (p.impl == kGdnImplAuto && gdn_chunk_sm90a_available());
   const unsigned items = static_cast<unsigned>(p.max_items);
   const unsigned heads = static_cast<unsigned>(p.num_v_heads);
   constexpr unsigned kPrepassVariants = 2;
@@ -267,6 +268,10 @@ cudaError_t launch_gdn_chunk(const GdnChunkParams& params, cudaStream_t stream) 
     return sm90a ? launch_gdn_chunk_pass_sm90a<T>(p, grid, stream)
                  : launch(gdn_chunk_kernel<T>, grid, dim3(kChunkThreads), ChunkSmem<T>::kBytes, stream, p);
   };
+  if (p.impl == kGdnImplSm90aPrepass) {  // Tu, P, -w of every chunk, read by both passes
+    const cudaError_t err = launch_gdn_chunk_prep<T>(p, stream);
+    if (err != cudaSuccess) return err;
+  }
   if (p.split) {
     cudaError_t err = launch_gdn_chunk_segment_plan<T>(p, stream);
     if (err != cudaSuccess) return err;

@@ -47,6 +47,15 @@ struct GdnChunkParams {
   float* ws_entry_ptr;
   float* ws_local_ptr;
   float* ws_trans_ptr;
+  // chunk-local pre-pass (arch 91 only): per chunk slot (gdn_chunk_slots) and value head, Tu and P [64][64] and -w
+  // [64][128]; per slot and k head, q after the L2 norm [64 token][128] and k after it, transposed [128 key][64
+  // token]; all in T, as the fused kernels round them. Written by gdn_chunk_prep_kernel, read by the scan passes.
+  void* prep_tu_ptr;  // [max_chunk_slots, Hv, 64, 64]
+  void* prep_p_ptr;   // [max_chunk_slots, Hv, 64, 64]
+  void* prep_w_ptr;   // [max_chunk_slots, Hv, 64, 128]
+  void* prep_q_ptr;   // [max_chunk_slots, Hk, 64, 128]
+  void* prep_kt_ptr;  // [max_chunk_slots, Hk, 128, 64]
+  int64_t max_chunk_slots;
   // strides (elements)
   int64_t q_token_stride;
   int64_t k_token_stride;
@@ -61,7 +70,7 @@ struct GdnChunkParams {
   float shortcut_log_decay;  // a segment may start from a warm-up from zero once the warm-up decays below this
   int max_warmup_chunks;
   int pass;                  // set by the launcher: 0 = segment states for the exact chain, 1 = outputs
-  int impl;                  // kGdnImplAuto (sm_90a kernel where it runs), kGdnImplSm80, kGdnImplSm90a
+  int impl;                  // kGdnImplAuto (sm_90a kernel where it runs), kGdnImplSm80, kGdnImplSm90a[Prepass]
   bool l2norm;
   bool raw_gates;
   bool g_fp32;
@@ -81,6 +90,11 @@ constexpr int kGdnChunkTokens = 64;
 constexpr int kGdnImplAuto = 0;
 constexpr int kGdnImplSm80 = 80;
 constexpr int kGdnImplSm90a = 90;
+// The sm_90a scan with its chunk-local stages (L2 norms, K^T, K K^T, Q K^T, the inverse, w) moved out of the
+// sequential loop into a pre-pass kernel over every (chunk, value head) at once (gdn_chunk_prep.cu): per chunk the
+// scan CTAs then only compute the gates' decay factors and run the four state-dependent products. Same bits as
+// kGdnImplSm90a.
+constexpr int kGdnImplSm90aPrepass = 91;
 constexpr int kGdnMinAutoSegment = 512;        // auto segments are at least this long (warm-up stays cheap)
 constexpr int kGdnMaxWarmupChunks = 4;         // decay shortcut: warm-up chunks before a segment boundary
 constexpr float kGdnShortcutLogDecay = -12.0f;  // exp(-12) = 6e-6: far below bf16 resolution
@@ -108,6 +122,10 @@ inline GdnChunkPlan gdn_chunk_plan(int64_t num_tokens, int64_t num_seqs, int num
   return {len, split ? num_seqs + num_tokens / len : num_seqs, split};
 }
 
+// Chunk slots of the pre-pass: chunk i of sequence n (tokens from start_n + 64 i) is slot n + floor(start_n / 64) + i,
+// unique over all sequences and below N + floor(T / 64) whatever their lengths (the host does not know them).
+inline int64_t gdn_chunk_slots(int64_t num_tokens, int64_t num_seqs) { return num_seqs + num_tokens / kGdnChunkTokens; }
+
 #define Q35_FOR_EACH_GDN_CHUNK_TYPES(X) X(__half) X(__nv_bfloat16)
 
 namespace cuda {
@@ -119,12 +137,15 @@ template <typename T>
 cudaError_t launch_gdn_chunk(const GdnChunkParams& params, cudaStream_t stream);
 }
 
-// Launchers of the split path (gdn_chunk_split.cu) and of one pass of the wgmma kernel (gdn_chunk_sm90a.cu:
-// cudaErrorInvalidDeviceFunction where sm_90a does not run), called by launch_gdn_chunk.
+// Launchers of the split path (gdn_chunk_split.cu), of one pass of the wgmma kernel (gdn_chunk_sm90a.cu:
+// cudaErrorInvalidDeviceFunction where sm_90a does not run) and of the chunk-local pre-pass (gdn_chunk_prep.cu),
+// called by launch_gdn_chunk.
 namespace cuda {
 bool gdn_chunk_sm90a_available();
 template <typename T>
 cudaError_t launch_gdn_chunk_pass_sm90a(const GdnChunkParams& params, dim3 grid, cudaStream_t stream);
+template <typename T>
+cudaError_t launch_gdn_chunk_prep(const GdnChunkParams& params, cudaStream_t stream);
 template <typename T>
 cudaError_t launch_gdn_chunk_segment_plan(const GdnChunkParams& params, cudaStream_t stream);
 cudaError_t launch_gdn_chunk_chain(const GdnChunkParams& params, cudaStream_t stream);
@@ -133,6 +154,8 @@ namespace emu {
 bool gdn_chunk_sm90a_available();
 template <typename T>
 cudaError_t launch_gdn_chunk_pass_sm90a(const GdnChunkParams& params, dim3 grid, cudaStream_t stream);
+template <typename T>
+cudaError_t launch_gdn_chunk_prep(const GdnChunkParams& params, cudaStream_t stream);
 template <typename T>
 cudaError_t launch_gdn_chunk_segment_plan(const GdnChunkParams& params, cudaStream_t stream);
 cudaError_t launch_gdn_chunk_chain(const GdnChunkParams& params, cudaStream_t stream);

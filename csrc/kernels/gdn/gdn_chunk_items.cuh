@@ -58,6 +58,32 @@ __device__ __forceinline__ bool find_item(const GdnChunkParams& p, int64_t item,
   return false;
 }
 
+// The pre-pass slot of the chunk starting at token c0 of sequence n (gdn_chunk_slots).
+__device__ __forceinline__ int64_t chunk_slot(int64_t n, int64_t seq_start, int64_t c0) {
+  return n + seq_start / kChunk + (c0 - seq_start) / kChunk;
+}
+
+// Slot -> its chunk: tokens [c0, c0 + nv) of a sequence; false for the spare slots of the bound. The sequence is
+// the largest n with n + floor(start_n / 64) <= slot (strictly increasing in n: a binary search).
+__device__ inline bool find_chunk(const GdnChunkParams& p, int64_t slot, int64_t& c0, int& nv) {
+  if (p.num_seqs <= 0 || slot < seq_bound(p, 0) / kChunk) return false;
+  int64_t lo = 0, hi = p.num_seqs - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (mid + seq_bound(p, mid) / kChunk <= slot) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  const int64_t start = seq_bound(p, lo);
+  const int64_t end = seq_bound(p, lo + 1);
+  c0 = start + (slot - lo - start / kChunk) * kChunk;
+  if (c0 >= end) return false;
+  nv = static_cast<int>(end - c0 < kChunk ? end - c0 : kChunk);
+  return true;
+}
+
 // Offset of the [K, V] state of (index, head) in a [.., Hv, K, V] buffer.
 __device__ __forceinline__ int64_t state_offset(const GdnChunkParams& p, int64_t index, int h) {
   return (index * p.num_v_heads + h) * int64_t{kHeadDim} * kHeadDim;

@@ -43,8 +43,8 @@ constexpr int kTokRegs = kChunk / 2;      // m64n64
 }
 
 // v_new^T and (outputs) o^T = scale exp(G) S^T Q^T for the warpgroup's value rows: one commit group.
-template <typename T>
-__device__ __forceinline__ void value_stage(const Views& sm, int stage, int values, int outputs, float scale,
+template <typename T, typename V>
+__device__ __forceinline__ void value_stage(const V& sm, int stage, int values, int outputs, float scale,
                                             const float (&s)[kStateRegs], float (&vn)[kTokRegs],
                                             float (&o)[kTokRegs]) {
   const int lane = threadIdx.x % kWarpSize;
@@ -58,12 +58,12 @@ __device__ __forceinline__ void value_stage(const Views& sm, int stage, int valu
 #pragma unroll
     for (int kb = 0; kb < kSteps64; ++kb) {
       lds_vt<T>(va[kb], sm.v(stage), kb * kMmaK, vr0);
-      wgmma_rs<T, kChunk>(vn, va[kb], desc(sm.tu(), tok_tile(), 0, kb * kMmaK), kb > 0);
+      wgmma_rs<T, kChunk>(vn, va[kb], desc(sm.tu(stage), tok_tile(), 0, kb * kMmaK), kb > 0);
     }
   }
 #pragma unroll
   for (int kb = 0; kb < kSteps128; ++kb) {
-    wgmma_rs<T, kChunk>(vn, sa[kb], desc(sm.w(), tok_tile(), 0, kb * kMmaK), values || kb > 0);
+    wgmma_rs<T, kChunk>(vn, sa[kb], desc(sm.w(stage), tok_tile(), 0, kb * kMmaK), values || kb > 0);
   }
   if (outputs) {
 #pragma unroll
@@ -82,8 +82,8 @@ __device__ __forceinline__ void value_stage(const Views& sm, int stage, int valu
 }
 
 // o^T += v_new^T P^T (outputs) and S^T = exp(G_last) S^T + (v_new^T diag(exp(G_last - G))) K: one commit group.
-template <typename T>
-__device__ __forceinline__ void state_stage(const Views& sm, int outputs, const float (&vn)[kTokRegs],
+template <typename T, typename V>
+__device__ __forceinline__ void state_stage(const V& sm, int stage, int outputs, const float (&vn)[kTokRegs],
                                             float (&o)[kTokRegs], float (&s)[kStateRegs]) {
   const int lane = threadIdx.x % kWarpSize;
   const float decay = sm.tok(kTokExpG)[kChunk - 1];
@@ -102,10 +102,14 @@ __device__ __forceinline__ void state_stage(const Views& sm, int outputs, const 
   ptx::wgmma_fence();
   if (outputs) {
 #pragma unroll
-    for (int kb = 0; kb < kSteps64; ++kb) wgmma_rs<T, kChunk>(o, pa[kb], desc(sm.pm(), tok_tile(), 0, kb * kMmaK), 1);
+    for (int kb = 0; kb < kSteps64; ++kb) {
+      wgmma_rs<T, kChunk>(o, pa[kb], desc(sm.pm(stage), tok_tile(), 0, kb * kMmaK), 1);
+    }
   }
 #pragma unroll
-  for (int kb = 0; kb < kSteps64; ++kb) wgmma_rs<T, kHeadDim>(s, ka[kb], desc(sm.kt(), key_tile(), 0, kb * kMmaK), 1);
+  for (int kb = 0; kb < kSteps64; ++kb) {
+    wgmma_rs<T, kHeadDim>(s, ka[kb], desc(sm.kt(stage), key_tile(), 0, kb * kMmaK), 1);
+  }
   ptx::wgmma_commit_group();
   ptx::wgmma_wait_group<0>();
   ptx::wgmma_fence_operand(o);
@@ -114,8 +118,8 @@ __device__ __forceinline__ void state_stage(const Views& sm, int outputs, const 
 
 // o (rounded to T) staged as [token][V] in the chunk's q tile, then written row by row, through the gated RMSNorm
 // when z is given (as output_stage of gdn_chunk.cu). Barriers inside.
-template <typename T>
-__device__ void output_stage(const GdnChunkParams& p, const Views& sm, int stage, int h, int64_t c0, int nv,
+template <typename T, typename V>
+__device__ void output_stage(const GdnChunkParams& p, const V& sm, int stage, int h, int64_t c0, int nv,
                              const float (&o)[kTokRegs]) {
   constexpr int kElems = kVecBytes / sizeof(T);
   const int wg = threadIdx.x / kWgThreads;
@@ -142,10 +146,13 @@ __device__ void output_stage(const GdnChunkParams& p, const Views& sm, int stage
 //           value head), outputs and final state (pass 1) or the exact chain's segment states (pass 0).
 // Grid:     as gdn_chunk_kernel. Block: 2 warpgroups (256 threads); chunk-local stages on all threads; warpgroup
 //           g owns value rows [64g, 64g + 64) of S^T, v_new^T and o^T.
-// Smem:     Smem::kBytes (double-buffered swizzled q/k/v tiles, K^T, -w, Tu, Tw, P, A/T, per-token factors).
+// Smem:     Smem<kPrepass>::kBytes (double-buffered swizzled q/k/v tiles, K^T, -w, Tu, Tw, P, A/T, per-token
+//           factors; kPrepass: q, v, K^T, -w, Tu, P per stage, loaded with the chunk, and no k, A/T, Tw).
+// kPrepass: the normalised q, K^T, Tu, P and -w come from the pre-pass kernel (gdn_chunk_prep.cu, launched
+//           before): the only chunk-local stage left here is the gates' (the per-token decay factors).
 // Requires: sm_90a (the sm_80 build traps); K = V = 128; q/k/v rows 16-byte aligned (TMA: pointer and token
 //           stride); out rows 16-byte aligned.
-template <typename T>
+template <typename T, bool kPrepass>
 __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(const __grid_constant__ KernelArgs ka) {
 #if Q35_SM90A_ENABLED
   const GdnChunkParams& p = ka.p;
@@ -156,7 +163,7 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(const
   Run r;
   if (!plan_run(p, it, h, blockIdx.z, r)) return;
   Q35_DYNAMIC_SMEM_1024(unsigned char, smem_raw);
-  const Views sm{smem_raw};
+  const Views<kPrepass> sm{smem_raw};
   const int warp = threadIdx.x / kWarpSize;
   const bool leader = threadIdx.x == 0;  // initialises the barriers and issues the TMA loads
   if (leader) {
@@ -175,10 +182,14 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(const
   const float dt_bias = p.raw_gates ? load_param<T>(p.dt_bias_ptr, h, p.dt_bias_fp32) : 0.0f;
 
   const int64_t num_chunks = ceil_div(r.seg_end - r.warm_start, kChunk);
+  const auto load = [&](int stage, int64_t c) {  // thread 0
+    load_chunk_tma<T>(ka, sm, stage, h, hk, c, chunk_slot(it.n, it.seq_start, c), r.outputs && c >= r.seg_start,
+                      r.values);
+  };
   GateRaw next{};
   if (num_chunks > 0) {
     const int nv = static_cast<int>(r.seg_end - r.warm_start < kChunk ? r.seg_end - r.warm_start : kChunk);
-    if (leader) load_chunk_tma<T>(ka, sm, 0, h, hk, r.warm_start, r.outputs && r.warm_start >= r.seg_start, r.values);
+    if (leader) load(0, r.warm_start);
     if (warp == 0) load_gates<T>(p, h, r.warm_start, nv, next);
   }
   for (int64_t ci = 0; ci < num_chunks; ++ci) {
@@ -190,9 +201,9 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(const
     const int outputs = uniform(r.outputs && c0 >= r.seg_start);
     const GateRaw cur = next;
     ptx::mbarrier_wait_parity(sm.bar(stage), static_cast<uint32_t>((ci / 2) & 1));
-    if (nv < kChunk) {
-      zero_rows<T>(sm.k(stage), nv);
-      if (outputs) zero_rows<T>(sm.q(stage), nv);
+    if (nv < kChunk) {  // (the pre-pass wrote q and K^T from zero-filled rows)
+      if (!kPrepass) zero_rows<T>(sm.k(stage), nv);
+      if (!kPrepass && outputs) zero_rows<T>(sm.q(stage), nv);
       if (r.values) zero_rows<T>(sm.v(stage), nv);
     }
     ptx::fence_proxy_async_shared();
@@ -200,31 +211,33 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(const
     if (ci + 1 < num_chunks) {
       const int64_t c1 = c0 + kChunk;
       const int nv1 = static_cast<int>(r.seg_end - c1 < kChunk ? r.seg_end - c1 : kChunk);
-      if (leader) load_chunk_tma<T>(ka, sm, stage ^ 1, h, hk, c1, r.outputs && c1 >= r.seg_start, r.values);
+      if (leader) load(stage ^ 1, c1);
       if (warp == 0) load_gates<T>(p, h, c1, nv1, next);
     }
 
-    // ---- chunk-local: gates, norms, K^T, A and P, T = (I + A)^-1, w ----
+    // ---- chunk-local: gates[, norms, K^T, A and P, T = (I + A)^-1, w: here without the pre-pass] ----
     if (warp == 0) gate_stage<T>(p, sm, cur, nv, a_log, dt_bias);
-    if (p.l2norm) {
-      l2norm_rows<T>(sm.k(stage));
-      if (outputs) l2norm_rows<T>(sm.q(stage));
+    if constexpr (!kPrepass) {
+      if (p.l2norm) {
+        l2norm_rows<T>(sm.k(stage));
+        if (outputs) l2norm_rows<T>(sm.q(stage));
+      }
+      ptx::fence_proxy_async_shared();
+      __syncthreads();
+      transpose_k<T>(sm, stage);
+      ptx::fence_proxy_async_shared();
+      kkt_stage<T>(p, sm, stage, wg, outputs);
+      ptx::fence_proxy_async_shared();
+      __syncthreads();
+      inverse_stage<T>(sm, stage);
+      w_stage<T>(sm, stage, wg);
     }
-    ptx::fence_proxy_async_shared();
-    __syncthreads();
-    transpose_k<T>(sm, stage);
-    ptx::fence_proxy_async_shared();
-    kkt_stage<T>(p, sm, stage, wg, outputs);
-    ptx::fence_proxy_async_shared();
-    __syncthreads();
-    inverse_stage<T>(sm);
-    w_stage<T>(sm, wg);
     __syncthreads();
 
     // ---- recurrence: v_new and o from the state at the chunk start, then the state update ----
     float vn[kTokRegs], o[kTokRegs];
     value_stage<T>(sm, stage, values, outputs, p.scale, s, vn, o);
-    state_stage<T>(sm, outputs, vn, o, s);
+    state_stage<T>(sm, stage, outputs, vn, o, s);
 
     // ---- store ----
     if (outputs) output_stage<T>(p, sm, stage, h, c0, nv, o);
@@ -249,8 +262,20 @@ cudaError_t launch_gdn_chunk_pass_sm90a(const GdnChunkParams& params, dim3 grid,
   cudaError_t err = make_qkv_map<T>(&ka.q_map, p.q_ptr, p.num_k_heads, p.num_tokens, p.q_token_stride);
   if (err == cudaSuccess) err = make_qkv_map<T>(&ka.k_map, p.k_ptr, p.num_k_heads, p.num_tokens, p.k_token_stride);
   if (err == cudaSuccess) err = make_qkv_map<T>(&ka.v_map, p.v_ptr, p.num_v_heads, p.num_tokens, p.v_token_stride);
+  if (p.impl != kGdnImplSm90aPrepass) {
+    if (err != cudaSuccess) return err;
+    return launch(gdn_chunk_sm90a_kernel<T, false>, grid, dim3(kChunkThreads), size_t{Smem<false>::kBytes}, stream,
+                  ka);
+  }
+  const int64_t rows = p.max_chunk_slots * p.num_v_heads * kChunk;
+  const int64_t rows_k = p.max_chunk_slots * p.num_k_heads * kChunk;
+  if (err == cudaSuccess) err = make_prep_map<T>(&ka.tu_map, p.prep_tu_ptr, rows, kChunk, kChunk);
+  if (err == cudaSuccess) err = make_prep_map<T>(&ka.p_map, p.prep_p_ptr, rows, kChunk, kChunk);
+  if (err == cudaSuccess) err = make_prep_map<T>(&ka.w_map, p.prep_w_ptr, rows, kHeadDim, kChunk);
+  if (err == cudaSuccess) err = make_prep_map<T>(&ka.qn_map, p.prep_q_ptr, rows_k, kHeadDim, kChunk);
+  if (err == cudaSuccess) err = make_prep_map<T>(&ka.kt_map, p.prep_kt_ptr, 2 * rows_k, kChunk, kHeadDim);
   if (err != cudaSuccess) return err;
-  return launch(gdn_chunk_sm90a_kernel<T>, grid, dim3(kChunkThreads), size_t{Smem::kBytes}, stream, ka);
+  return launch(gdn_chunk_sm90a_kernel<T, true>, grid, dim3(kChunkThreads), size_t{Smem<true>::kBytes}, stream, ka);
 }
 
 #define Q35_INSTANTIATE(T) \

@@ -19,50 +19,66 @@ constexpr int kSteps128 = kHeadDim / kMmaK;  // k16 steps over the key dim
 Q35_HD constexpr ptx::KMajorTile tok_tile() { return {ptx::Swizzle::k128B, kChunk}; }
 Q35_HD constexpr ptx::KMajorTile key_tile() { return {ptx::Swizzle::k128B, kHeadDim}; }
 
+// kPrepass: the chunk-local stages ran in the pre-pass kernel (gdn_chunk_prep.cu); the normalised q, K^T, -w, Tu
+// and P arrive by TMA with each chunk's v (so they are per stage), and k, A/T, Tw and the inverse's scratch are not
+// needed.
+template <bool kPrepass>
 struct Smem {
   static constexpr uint32_t kTile = tok_tile().bytes(kHeadDim);  // 16 KB
   static constexpr uint32_t kSquare = tok_tile().bytes(kChunk);  // 8 KB
-  static constexpr uint32_t kStage = 3 * kTile;                  // q, k, v
+  static constexpr uint32_t kKtBytes = key_tile().bytes(kChunk);  // 16 KB
+  static constexpr uint32_t kFused = kPrepass ? 0 : 1;           // the fused kernel's own work areas
+  // q, k, v | q, v, K^T, -w, Tu, P
+  static constexpr uint32_t kStage = kPrepass ? 2 * kTile + kKtBytes + kTile + 2 * kSquare : 3 * kTile;
   static constexpr uint32_t kKt = 2 * kStage;
-  static constexpr uint32_t kW = kKt + key_tile().bytes(kChunk);
-  static constexpr uint32_t kTu = kW + kTile;
-  static constexpr uint32_t kTw = kTu + kSquare;
-  static constexpr uint32_t kP = kTw + kSquare;
-  static constexpr uint32_t kAmat = kP + kSquare;  // fp32 [64][kLdA]: A, then T in its upper triangle
-  static constexpr uint32_t kScratch = kAmat + kChunk * kLdA * sizeof(float);
-  static constexpr uint32_t kTok = kScratch + (kInvBlocks - 1) * kInvBlock * kInvBlock * sizeof(float);
+  static constexpr uint32_t kW = kKt + kFused * kKtBytes;
+  static constexpr uint32_t kTu = kW + kFused * kTile;
+  static constexpr uint32_t kTw = kTu + kFused * kSquare;
+  static constexpr uint32_t kP = kTw + kFused * kSquare;
+  static constexpr uint32_t kAmat = kP + kFused * kSquare;  // fp32 [64][kLdA]: A, then T in its upper triangle
+  static constexpr uint32_t kScratch = kAmat + kFused * kChunk * kLdA * sizeof(float);
+  static constexpr uint32_t kTok = kScratch + kFused * (kInvBlocks - 1) * kInvBlock * kInvBlock * sizeof(float);
   static constexpr uint32_t kRed = kTok + kTokenArrays * kChunk * sizeof(float);
   static constexpr uint32_t kBars = kRed + kChunkWarps * kChunk * sizeof(float);  // full[2]: a stage landed
   static constexpr uint32_t kBytes = kBars + 2 * sizeof(uint64_t);
-  static_assert(kTile % 1024 == 0 && kSquare % 1024 == 0 && key_tile().bytes(kChunk) % 1024 == 0,
+  static_assert(kTile % 1024 == 0 && kSquare % 1024 == 0 && kKtBytes % 1024 == 0,
                 "every wgmma tile starts on the 1024-byte swizzle pattern");
   static_assert(kBytes <= 227 * 1024, "fits the 227 KiB of dynamic shared memory of sm_90");
 };
 
-// Byte views of one CTA's shared memory (base: Q35_DYNAMIC_SMEM_1024).
+// Byte views of one CTA's shared memory (base: Q35_DYNAMIC_SMEM_1024). kt, w, tu, pm take the chunk's stage (used
+// only with kPrepass); k exists only without it.
+template <bool kPrepass>
 struct Views {
+  using L = Smem<kPrepass>;
   unsigned char* base;
-  __device__ unsigned char* q(int stage) const { return base + stage * Smem::kStage; }
-  __device__ unsigned char* k(int stage) const { return q(stage) + Smem::kTile; }
-  __device__ unsigned char* v(int stage) const { return k(stage) + Smem::kTile; }
-  __device__ unsigned char* kt() const { return base + Smem::kKt; }
-  __device__ unsigned char* w() const { return base + Smem::kW; }
-  __device__ unsigned char* tu() const { return base + Smem::kTu; }
-  __device__ unsigned char* tw() const { return base + Smem::kTw; }
-  __device__ unsigned char* pm() const { return base + Smem::kP; }
-  __device__ float* amat() const { return reinterpret_cast<float*>(base + Smem::kAmat); }
-  __device__ float* scratch() const { return reinterpret_cast<float*>(base + Smem::kScratch); }
-  __device__ float* tok(int array) const { return reinterpret_cast<float*>(base + Smem::kTok) + array * kChunk; }
-  __device__ float* red() const { return reinterpret_cast<float*>(base + Smem::kRed); }
-  __device__ uint64_t* bar(int stage) const { return reinterpret_cast<uint64_t*>(base + Smem::kBars) + stage; }
+  __device__ unsigned char* q(int stage) const { return base + stage * L::kStage; }
+  __device__ unsigned char* k(int stage) const { return q(stage) + L::kTile; }
+  __device__ unsigned char* v(int stage) const { return q(stage) + (kPrepass ? 1 : 2) * L::kTile; }
+  __device__ unsigned char* kt(int stage) const { return kPrepass ? v(stage) + L::kTile : base + L::kKt; }
+  __device__ unsigned char* w(int stage) const { return kPrepass ? kt(stage) + L::kKtBytes : base + L::kW; }
+  __device__ unsigned char* tu(int stage) const { return kPrepass ? w(stage) + L::kTile : base + L::kTu; }
+  __device__ unsigned char* pm(int stage) const { return kPrepass ? tu(stage) + L::kSquare : base + L::kP; }
+  __device__ unsigned char* tw() const { return base + L::kTw; }
+  __device__ float* amat() const { return reinterpret_cast<float*>(base + L::kAmat); }
+  __device__ float* scratch() const { return reinterpret_cast<float*>(base + L::kScratch); }
+  __device__ float* tok(int array) const { return reinterpret_cast<float*>(base + L::kTok) + array * kChunk; }
+  __device__ float* red() const { return reinterpret_cast<float*>(base + L::kRed); }
+  __device__ uint64_t* bar(int stage) const { return reinterpret_cast<uint64_t*>(base + L::kBars) + stage; }
 };
 
 // Kernel parameter (const __grid_constant__): TMA maps of q, k, v as [T][H][128] (3D, boxes {64, 1, 64}: 64 tokens
-// x 64 dims of one head, two boxes per [64][128] tile) and the op's params.
+// x 64 dims of one head, two boxes per [64][128] tile), with the pre-pass those of its buffers as 2D [rows][64 /
+// 128] (boxes of 64 columns x 64 rows; K^T: x 128 rows), and the op's params.
 struct KernelArgs {
   TensorMap q_map;
   TensorMap k_map;
   TensorMap v_map;
+  TensorMap tu_map;
+  TensorMap p_map;
+  TensorMap w_map;
+  TensorMap qn_map;
+  TensorMap kt_map;
   GdnChunkParams p;
 };
 
@@ -108,19 +124,36 @@ __device__ __forceinline__ void acc_frag(uint32_t (&a)[4], const float (&d)[R], 
 // Warp-uniform copies of block-uniform values that steer wgmma branches (ptxas must see them uniform: C7518).
 __device__ __forceinline__ int uniform(int x) { return __shfl_sync(warp::kFullMask, x, 0); }
 
-// ---- load: thread 0 issues the TMA boxes of tokens [c0, c0 + 64) of a stage, completing on its barrier ----
-template <typename T>
-__device__ __forceinline__ void load_chunk_tma(const KernelArgs& ka, const Views& sm, int stage, int h, int hk,
-                                               int64_t c0, bool with_q, bool with_v) {
+// ---- load: thread 0 issues the TMA boxes of tokens [c0, c0 + 64) of a stage, completing on its barrier: q
+// (outputs), k and v (values); with the pre-pass, instead of q and k, the chunk's normalised q (outputs) and K^T
+// from its slot, and also its -w, Tu (values) and P (outputs) ----
+template <typename T, bool kPrepass>
+__device__ __forceinline__ void load_chunk_tma(const KernelArgs& ka, const Views<kPrepass>& sm, int stage, int h,
+                                               int hk, int64_t c0, int64_t slot, bool with_q, bool with_v) {
+  using L = Smem<kPrepass>;
   uint64_t* bar = sm.bar(stage);
-  ptx::mbarrier_arrive_expect_tx(bar, (1u + with_q + with_v) * Smem::kTile);
+  const uint32_t bytes = kPrepass ? (with_q + with_v) * (L::kTile + L::kSquare) + L::kKtBytes + L::kTile
+                                  : (1u + with_q + with_v) * L::kTile;
+  ptx::mbarrier_arrive_expect_tx(bar, bytes);
   const int32_t t = static_cast<int32_t>(c0);
+  const int32_t row = static_cast<int32_t>((slot * ka.p.num_v_heads + h) * kChunk);     // Tu, P, -w
+  const int32_t row_k = static_cast<int32_t>((slot * ka.p.num_k_heads + hk) * kChunk);  // q; K^T: x 2
 #pragma unroll
   for (int b = 0; b < kHeadDim / kChunk; ++b) {  // two 64-column boxes per tile
     const uint32_t off = b * tok_tile().box_bytes();
-    ptx::tma_load_3d(sm.k(stage) + off, &ka.k_map, b * kChunk, hk, t, bar);
-    if (with_q) ptx::tma_load_3d(sm.q(stage) + off, &ka.q_map, b * kChunk, hk, t, bar);
     if (with_v) ptx::tma_load_3d(sm.v(stage) + off, &ka.v_map, b * kChunk, h, t, bar);
+    if (kPrepass) {
+      ptx::tma_load_2d(sm.w(stage) + off, &ka.w_map, b * kChunk, row, bar);
+      if (with_q) ptx::tma_load_2d(sm.q(stage) + off, &ka.qn_map, b * kChunk, row_k, bar);
+    } else {
+      ptx::tma_load_3d(sm.k(stage) + off, &ka.k_map, b * kChunk, hk, t, bar);
+      if (with_q) ptx::tma_load_3d(sm.q(stage) + off, &ka.q_map, b * kChunk, hk, t, bar);
+    }
+  }
+  if (kPrepass) {
+    ptx::tma_load_2d(sm.kt(stage), &ka.kt_map, 0, 2 * row_k, bar);
+    if (with_v) ptx::tma_load_2d(sm.tu(stage), &ka.tu_map, 0, row, bar);
+    if (with_q) ptx::tma_load_2d(sm.pm(stage), &ka.p_map, 0, row, bar);
   }
 }
 
@@ -147,6 +180,14 @@ inline cudaError_t make_qkv_map(TensorMap* map, const void* ptr, int heads, int6
   return make_tensor_map(map, ptr, sizeof(T), 3, dims, strides, box, tok_tile().swizzle);
 }
 
+// The TMA map of a pre-pass buffer: [rows][cols] dense (cols = 64: Tu, P, K^T; 128: -w, q), boxes of box_rows x 64.
+template <typename T>
+inline cudaError_t make_prep_map(TensorMap* map, const void* ptr, int64_t rows, int cols, int box_rows) {
+  if (rows == 0) return cudaSuccess;
+  return make_tensor_map_2d(map, ptr, sizeof(T), static_cast<uint64_t>(rows), static_cast<uint64_t>(cols),
+                            static_cast<uint64_t>(cols), static_cast<uint32_t>(box_rows), kChunk, tok_tile().swizzle);
+}
+
 // ---- L2 norm of the 64 rows of a swizzled token tile in place (the code and order of l2norm_rows) ----
 template <typename T>
 __device__ __forceinline__ void l2norm_rows(unsigned char* tile) {
@@ -154,8 +195,8 @@ __device__ __forceinline__ void l2norm_rows(unsigned char* tile) {
 }
 
 // ---- K^T [128 key][64 token] from the (normalised) K tile: thread -> (key, 8 tokens), one 16-byte store ----
-template <typename T>
-__device__ __forceinline__ void transpose_k(const Views& sm, int stage) {
+template <typename T, typename V>
+__device__ __forceinline__ void transpose_k(const V& sm, int stage) {
   constexpr int kElems = kVecBytes / sizeof(T);
   for (int i = threadIdx.x; i < kHeadDim * (kChunk / kElems); i += kChunkThreads) {
     const int key = i % kHeadDim;
@@ -166,15 +207,15 @@ __device__ __forceinline__ void transpose_k(const Views& sm, int stage) {
       packed[e / 2] = bits16(*at<T>(sm.k(stage), tok_tile(), t0 + e, key)) |
                       (bits16(*at<T>(sm.k(stage), tok_tile(), t0 + e + 1, key)) << 16);
     }
-    *reinterpret_cast<uint4*>(at<T>(sm.kt(), key_tile(), key, t0)) = make_uint4(packed[0], packed[1], packed[2],
-                                                                                  packed[3]);
+    *reinterpret_cast<uint4*>(at<T>(sm.kt(stage), key_tile(), key, t0)) =
+        make_uint4(packed[0], packed[1], packed[2], packed[3]);
   }
 }
 
 // ---- A = strictly_lower(diag(beta) K K^T * Gamma) (warpgroup 0) and P = lower(scale Q K^T * Gamma) (warpgroup
 // 1, outputs only): one SS wgmma m64n64 chain of 8 k16 steps each, epilogue as kkt_stage. ----
-template <typename T>
-__device__ __forceinline__ void kkt_stage(const GdnChunkParams& p, const Views& sm, int stage, int wg, bool with_p) {
+template <typename T, typename V>
+__device__ __forceinline__ void kkt_stage(const GdnChunkParams& p, const V& sm, int stage, int wg, bool with_p) {
   if (wg == 1 && !with_p) return;
   const int t = threadIdx.x % kWgThreads;
   const unsigned char* rows = wg == 0 ? sm.k(stage) : sm.q(stage);
@@ -196,7 +237,7 @@ __device__ __forceinline__ void kkt_stage(const GdnChunkParams& p, const Views& 
     const int j = ptx::wgmma_acc_col(t, e);
     const float decay = i >= j ? __expf(G[i] - G[j]) : 0.0f;
     if (wg == 1) {
-      *at<T>(sm.pm(), tok_tile(), i, j) = from_float<T>(i >= j ? p.scale * acc[e] * decay : 0.0f);
+      *at<T>(sm.pm(stage), tok_tile(), i, j) = from_float<T>(i >= j ? p.scale * acc[e] * decay : 0.0f);
     } else {
       sm.amat()[i * kLdA + j] = i > j ? beta[i] * acc[e] * decay : 0.0f;
     }
@@ -204,27 +245,27 @@ __device__ __forceinline__ void kkt_stage(const GdnChunkParams& p, const Views& 
 }
 
 // ---- T = (I + A)^-1 (the blocked fp32 inverse of gdn_chunk_stages.cuh), then Tw, Tu as swizzled tiles ----
-template <typename T>
-__device__ __forceinline__ void inverse_stage(const Views& sm) {
+template <typename T, typename V>
+__device__ __forceinline__ void inverse_stage(const V& sm, int stage) {
   invert_and_scale(sm.amat(), sm.scratch(), sm.tok(kTokBetaExpG), sm.tok(kTokBeta),
                    [&](int i, int j, float tw, float tu) {
                      *at<T>(sm.tw(), tok_tile(), i, j) = from_float<T>(tw);
-                     *at<T>(sm.tu(), tok_tile(), i, j) = from_float<T>(tu);
+                     *at<T>(sm.tu(stage), tok_tile(), i, j) = from_float<T>(tu);
                    });
   ptx::fence_proxy_async_shared();  // Tw, Tu: generic writes read by wgmma
   __syncthreads();
 }
 
 // ---- -w = -(Tw K): warpgroup wg computes key columns [64 wg, 64 wg + 64) (A = Tw, B = K^T rows) ----
-template <typename T>
-__device__ __forceinline__ void w_stage(const Views& sm, int wg) {
+template <typename T, typename V>
+__device__ __forceinline__ void w_stage(const V& sm, int stage, int wg) {
   const int t = threadIdx.x % kWgThreads;
   float acc[kChunk / 2];
   ptx::wgmma_fence();
 #pragma unroll
   for (int kb = 0; kb < kSteps64; ++kb) {
     wgmma_ss<T, kChunk>(acc, desc(sm.tw(), tok_tile(), 0, kb * kMmaK),
-                        desc(sm.kt(), key_tile(), kWgRows * wg, kb * kMmaK), kb > 0);
+                        desc(sm.kt(stage), key_tile(), kWgRows * wg, kb * kMmaK), kb > 0);
   }
   ptx::wgmma_commit_group();
   ptx::wgmma_wait_group<0>();
@@ -233,7 +274,7 @@ __device__ __forceinline__ void w_stage(const Views& sm, int wg) {
   for (int e = 0; e < kChunk / 2; e += 2) {
     const int i = ptx::wgmma_acc_row(t, e);
     const int key = kWgRows * wg + ptx::wgmma_acc_col(t, e);
-    *reinterpret_cast<uint32_t*>(at<T>(sm.w(), tok_tile(), i, key)) = pack2<T>(-acc[e], -acc[e + 1]);
+    *reinterpret_cast<uint32_t*>(at<T>(sm.w(stage), tok_tile(), i, key)) = pack2<T>(-acc[e], -acc[e + 1]);
   }
   ptx::fence_proxy_async_shared();
 }

@@ -127,10 +127,11 @@ __device__ __forceinline__ void l2norm_rows(T* tile) {  // the sm_80 tiles: rows
 // ---- A = strictly_lower(diag(beta) K K^T * Gamma) (fp32) and P = lower(scale Q K^T * Gamma) (T) ----
 // Only the 20 tiles (16 x 8) on or below the diagonal of each are computed; warp w takes tiles w, w + 8, ...
 // of the list [A tiles, P tiles]. The inverse reads only A's strictly lower part, and the output stage only P's
-// tiles on or below the diagonal, so the other tiles are never read.
-template <typename T>
-__device__ __forceinline__ void kkt_stage(const GdnChunkParams& p, const ChunkViews<T>& sm, int stage,
-                                          bool with_p) {
+// tiles on or below the diagonal, so the other tiles are never read (the pre-pass kernel, which hands P to a wgmma
+// kernel that reads all of it, writes zeros there itself).
+// Views: ChunkViews<T> or the pre-pass kernel's (the sm_80 tile layouts: rows of kLd / kLdT / kLdA elements).
+template <typename T, typename Views>
+__device__ __forceinline__ void kkt_stage(const GdnChunkParams& p, const Views& sm, int stage, bool with_p) {
   constexpr int kTilesPerMatrix = 20;
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
@@ -244,8 +245,8 @@ __device__ __forceinline__ void invert_and_scale(float* amat, float* scratch, co
 }
 
 // Tw = T diag(beta exp(G)) and Tu = T diag(beta) in T, zeros above the diagonal. Ends with a barrier.
-template <typename T>
-__device__ __forceinline__ void inverse_stage(const ChunkViews<T>& sm) {
+template <typename T, typename Views>
+__device__ __forceinline__ void inverse_stage(const Views& sm) {
   invert_and_scale(sm.amat(), sm.scratch(), sm.tok(kTokBetaExpG), sm.tok(kTokBeta),
                    [&](int i, int j, float tw, float tu) {
                      sm.tw()[i * kLdT + j] = from_float<T>(tw);
@@ -255,8 +256,8 @@ __device__ __forceinline__ void inverse_stage(const ChunkViews<T>& sm) {
 }
 
 // ---- -w = -(Tw K) into the amat region as T [64][kLd]: warp w owns K columns [16w, 16w + 16) ----
-template <typename T>
-__device__ __forceinline__ void w_stage(const ChunkViews<T>& sm, int stage) {
+template <typename T, typename Views>
+__device__ __forceinline__ void w_stage(const Views& sm, int stage) {
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   const int n0 = warp * kRowsPerWarp;

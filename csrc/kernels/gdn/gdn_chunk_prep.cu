@@ -1,0 +1,159 @@
+// The chunk-local pre-pass of the chunked scan (impl kGdnImplSm90aPrepass, README.md "Pre-pass"): for every
+// (chunk, value head) at once, the stages of a chunk that do not depend on the state -- gates + cumulative decay,
+// L2 norms, A = strictly_lower(diag(beta) K K^T * Gamma), P = lower(scale Q K^T * Gamma), T = (I + A)^-1,
+// Tu = T diag(beta), Tw = T diag(beta exp(G)), -w = -(Tw K) -- with the code and roundings of the fused kernels
+// (gdn_chunk_stages.cuh), handed to the scan passes through global memory as the operands they round to T anyway
+// (Tu, P, -w). The scan CTAs, one per segment and running their chunks in order, then skip these stages: they are
+// most of a chunk's SIMT work and all of its blocked inverse, which here run with many CTAs per SM instead of on
+// the serial path of one.
+#include "kernels/gdn/gdn_chunk.cuh"
+#include "kernels/gdn/gdn_chunk_stages.cuh"
+#include "q35/launch.h"
+
+namespace q35::Q35_TARGET {
+namespace {
+
+using namespace ::q35::gdn;  // NOLINT: the kernel's building blocks
+
+// One chunk's q, k tiles and the stages' work areas, in the sm_80 kernel's layouts (rows padded for ldmatrix).
+template <typename T>
+struct PrepSmem {
+  static constexpr size_t kTile = size_t{kChunk} * kLd * sizeof(T);
+  static constexpr size_t kSquare = size_t{kChunk} * kLdT * sizeof(T);
+  static constexpr size_t kQ = 0;
+  static constexpr size_t kK = kQ + kTile;
+  static constexpr size_t kAmat = kK + kTile;  // fp32 [64][kLdA] A / T, then -w [64][kLd]
+  static constexpr size_t kTu = kAmat + size_t{kChunk} * kLdA * sizeof(float);
+  static constexpr size_t kTw = kTu + kSquare;
+  static constexpr size_t kP = kTw + kSquare;
+  static constexpr size_t kScratch = kP + kSquare;
+  static constexpr size_t kTok = kScratch + size_t{kInvBlocks - 1} * kInvBlock * kInvBlock * sizeof(float);
+  static constexpr size_t kBytes = kTok + size_t{kTokenArrays} * kChunk * sizeof(float);
+  static_assert(size_t{kChunk} * kLdA * sizeof(float) >= kTile, "-w reuses the A matrix region");
+  static_assert(kTile % kVecBytes == 0 && kSquare % kVecBytes == 0 && kAmat % kVecBytes == 0,
+                "16-byte rows and tiles");
+};
+
+// The views the chunk-local stages take (one stage: the stage argument is ignored).
+template <typename T>
+struct PrepViews {
+  unsigned char* base;
+  __device__ T* q(int) const { return reinterpret_cast<T*>(base + PrepSmem<T>::kQ); }
+  __device__ T* k(int) const { return reinterpret_cast<T*>(base + PrepSmem<T>::kK); }
+  __device__ float* amat() const { return reinterpret_cast<float*>(base + PrepSmem<T>::kAmat); }
+  __device__ T* w() const { return reinterpret_cast<T*>(base + PrepSmem<T>::kAmat); }
+  __device__ T* tu() const { return reinterpret_cast<T*>(base + PrepSmem<T>::kTu); }
+  __device__ T* tw() const { return reinterpret_cast<T*>(base + PrepSmem<T>::kTw); }
+  __device__ T* pm() const { return reinterpret_cast<T*>(base + PrepSmem<T>::kP); }
+  __device__ float* scratch() const { return reinterpret_cast<float*>(base + PrepSmem<T>::kScratch); }
+  __device__ float* tok(int array) const {
+    return reinterpret_cast<float*>(base + PrepSmem<T>::kTok) + array * kChunk;
+  }
+};
+
+// A [64][cols] tile of rows of ld elements to dense rows in global memory, 16 bytes per thread and step; lower:
+// the elements above the diagonal written as zeros (P: the kkt stage leaves the tiles above it unwritten, and the
+// wgmma kernel reads the whole square).
+template <typename T>
+__device__ __forceinline__ void store_tile(T* dst, const T* src, int ld, int cols, bool lower) {
+  constexpr int kElems = kVecBytes / sizeof(T);
+  const int pieces = cols / kElems;
+  for (int i = threadIdx.x; i < kChunk * pieces; i += kChunkThreads) {
+    const int row = i / pieces;
+    const int col = (i % pieces) * kElems;
+    uint4 x = *reinterpret_cast<const uint4*>(src + row * ld + col);
+    if (lower && col + kElems - 1 > row) {
+      T e[kElems];
+      memcpy(e, &x, sizeof(x));
+#pragma unroll
+      for (int j = 0; j < kElems; ++j) {
+        if (col + j > row) e[j] = from_float<T>(0.0f);
+      }
+      memcpy(&x, e, sizeof(x));
+    }
+    *reinterpret_cast<uint4*>(dst + row * cols + col) = x;
+  }
+}
+
+// K^T [128 key][64 token] to global memory from the (normalised) K tile: thread -> (key, 8 tokens), one 16-byte
+// store (the transpose of the sm_90a kernel's transpose_k, written where the scan reads it by TMA).
+template <typename T>
+__device__ __forceinline__ void store_kt(T* dst, const T* k) {
+  constexpr int kElems = kVecBytes / sizeof(T);
+  for (int i = threadIdx.x; i < kHeadDim * (kChunk / kElems); i += kChunkThreads) {
+    const int key = i % kHeadDim;
+    const int t0 = (i / kHeadDim) * kElems;
+    uint32_t packed[kElems / 2];
+#pragma unroll
+    for (int e = 0; e < kElems; e += 2) {
+      packed[e / 2] = bits16(k[(t0 + e) * kLd + key]) | (bits16(k[(t0 + e + 1) * kLd + key]) << 16);
+    }
+    *reinterpret_cast<uint4*>(dst + key * kChunk + t0) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+  }
+}
+
+// Computes: Tu, P (outputs of every chunk are computed: any chunk is an output chunk of the last pass) and -w of
+//           one chunk and value head, into prep_tu / prep_p / prep_w at (slot, h); the CTA of the first value
+//           head of each k head also q and K^T after the L2 norm into prep_q / prep_kt at (slot, hk).
+// Grid:     x = chunk slot (gdn_chunk_slots; spare slots exit), y = value head h.
+// Block:    8 warps, the stages of the fused kernels. Smem: PrepSmem<T>::kBytes (82 KiB: two CTAs per H100 SM).
+// Requires: as gdn_chunk_kernel; the five prep buffers 16-byte aligned.
+template <typename T>
+__global__ void __launch_bounds__(kChunkThreads, 2) gdn_chunk_prep_kernel(GdnChunkParams p) {
+  const int64_t slot = blockIdx.x;
+  const int h = blockIdx.y;
+  int64_t c0;
+  int nv;
+  if (!find_chunk(p, slot, c0, nv)) return;
+  const int hk = h / (p.num_v_heads / p.num_k_heads);
+  Q35_DYNAMIC_SMEM(unsigned char, smem_raw);
+  const PrepViews<T> sm{smem_raw};
+  const int warp = threadIdx.x / kWarpSize;
+
+  load_tile_async(sm.k(0), static_cast<const T*>(p.k_ptr) + hk * kHeadDim, p.k_token_stride, c0, nv);
+  load_tile_async(sm.q(0), static_cast<const T*>(p.q_ptr) + hk * kHeadDim, p.q_token_stride, c0, nv);
+  ptx::cp_async_commit_group();
+  GateRaw raw{};
+  if (warp == 0) load_gates<T>(p, h, c0, nv, raw);
+  const float a_log = p.raw_gates ? load_param<T>(p.a_log_ptr, h, p.a_log_fp32) : 0.0f;
+  const float dt_bias = p.raw_gates ? load_param<T>(p.dt_bias_ptr, h, p.dt_bias_fp32) : 0.0f;
+  ptx::cp_async_wait_all();
+  __syncthreads();
+
+  if (warp == 0) gate_stage<T>(p, sm, raw, nv, a_log, dt_bias);
+  if (p.l2norm) {
+    l2norm_rows(sm.k(0));
+    l2norm_rows(sm.q(0));
+  }
+  __syncthreads();
+  kkt_stage<T>(p, sm, 0, true);
+  __syncthreads();
+  inverse_stage<T>(sm);
+  w_stage<T>(sm, 0);
+  __syncthreads();
+
+  const int64_t at = slot * p.num_v_heads + h;
+  store_tile(static_cast<T*>(p.prep_tu_ptr) + at * kChunk * kChunk, sm.tu(), kLdT, kChunk, false);
+  store_tile(static_cast<T*>(p.prep_p_ptr) + at * kChunk * kChunk, sm.pm(), kLdT, kChunk, true);
+  store_tile(static_cast<T*>(p.prep_w_ptr) + at * kChunk * kHeadDim, sm.w(), kLd, kHeadDim, false);
+  if (h % (p.num_v_heads / p.num_k_heads) == 0) {  // the k head's first value head: its normalised q and K^T
+    const int64_t at_k = slot * p.num_k_heads + hk;
+    store_tile(static_cast<T*>(p.prep_q_ptr) + at_k * kChunk * kHeadDim, sm.q(0), kLd, kHeadDim, false);
+    store_kt(static_cast<T*>(p.prep_kt_ptr) + at_k * kHeadDim * kChunk, sm.k(0));
+  }
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t launch_gdn_chunk_prep(const GdnChunkParams& p, cudaStream_t stream) {
+  if (p.max_chunk_slots == 0 || p.num_v_heads == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(p.max_chunk_slots), static_cast<unsigned>(p.num_v_heads));
+  return launch(gdn_chunk_prep_kernel<T>, grid, dim3(kChunkThreads), PrepSmem<T>::kBytes, stream, p);
+}
+
+#define Q35_INSTANTIATE(T) template cudaError_t launch_gdn_chunk_prep<T>(const GdnChunkParams&, cudaStream_t);
+Q35_FOR_EACH_GDN_CHUNK_TYPES(Q35_INSTANTIATE)
+#undef Q35_INSTANTIATE
+
+}  // namespace q35::Q35_TARGET
