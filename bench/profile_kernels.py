@@ -58,7 +58,9 @@ def _attention(device: str, dry: bool) -> list[tuple[str, Callable[[], object]]]
         return lambda: q35.ops.paged_prefill_attention(q, k_cache, v_cache, cu, seq_lens, tables, gate,
                                                        backend="kernel", impl=impl)
     hopper = device == "cpu" or torch.cuda.get_device_capability() == (9, 0)
-    return [("attention-prefill-sm80", run("sm80"))] + ([("attention-prefill-sm90a", run("sm90a"))] if hopper else [])
+    return [("attention-prefill-sm80", run("sm80"))] + ([("attention-prefill-sm90a", run("sm90a")),
+                                                         ("attention-prefill-sm90a-pingpong", run("sm90a-pingpong"))]
+                                                        if hopper else [])
 
 
 def _moe(device: str, dry: bool) -> list[tuple[str, Callable[[], object]]]:

@@ -1,9 +1,11 @@
 """``qwen35 self-check`` (qwen35_native/self_check.py): every kernel family against its reference on this machine,
 one line per case, exit status 1 when a case fails."""
 
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from qwen35_native import self_check
@@ -43,3 +45,16 @@ def test_cli_prints_the_build_and_exits_zero():
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.startswith("qwen35_native ") and "emulator built" in out.stdout
     assert out.stdout.count("-> ok") == len(self_check.CASES), out.stdout
+
+
+def test_env_settings_are_restored(monkeypatch):
+    """The Hopper path settings (QWEN35_SM90A, QWEN35_GDN_PREPASS) are set for one case and restored after it, set
+    or unset as they were, even when the case raises."""
+    monkeypatch.setenv("QWEN35_SM90A", "0")
+    monkeypatch.delenv("QWEN35_GDN_PREPASS", raising=False)
+    with self_check._env({"QWEN35_SM90A": "1", "QWEN35_GDN_PREPASS": "1"}):
+        assert os.environ["QWEN35_SM90A"] == "1" and os.environ["QWEN35_GDN_PREPASS"] == "1"
+    assert os.environ["QWEN35_SM90A"] == "0" and "QWEN35_GDN_PREPASS" not in os.environ
+    with pytest.raises(RuntimeError, match="case failed"), self_check._env({"QWEN35_GDN_PREPASS": "1"}):
+        raise RuntimeError("case failed")
+    assert "QWEN35_GDN_PREPASS" not in os.environ

@@ -7,6 +7,8 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "kernels/gdn/gdn_chunk.cuh"
 #include "kernels/gdn/gdn_recurrent.cuh"
 #include "torch/dispatch.h"
@@ -91,7 +93,8 @@ void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t
   }
   if (p.impl == kGdnImplSm90aPrepass) {  // per chunk slot: Tu, P, -w per value head, q, K^T per k head (prep kernel)
     const int64_t slots = gdn_chunk_slots(p.num_tokens, p.num_seqs), hv = p.num_v_heads;
-    TORCH_CHECK(slots * hv * kGdnChunkTokens < (int64_t{1} << 31), "qwen35_native.", op,
+    const int64_t rows = std::max(slots * hv * kGdnChunkTokens, slots * p.num_k_heads * kHeadDim);  // Tu / K^T rows
+    TORCH_CHECK(rows < (int64_t{1} << 31), "qwen35_native.", op,
                 ": the chunk-local pre-pass addresses its buffers with 32-bit TMA rows; ", slots, " chunk slots x ", hv,
                 " value heads are too many (use arch 90)");
     ws.prep_tu = at::empty({slots, hv, kGdnChunkTokens, kGdnChunkTokens}, ref.options());

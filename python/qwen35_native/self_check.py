@@ -3,8 +3,9 @@ on small random inputs (a few seconds on the CPU, where the kernels run under th
 
 On an sm_90 GPU each case that has a Hopper (sm_90a) kernel runs three times: with the default path choice, with
 ``QWEN35_SM90A=1`` (the sm_90a kernel) and with ``QWEN35_SM90A=0`` (its ``mma.sync`` twin), so one command tells
-whether both kernels agree with the references on this GPU. Prints one line per case; exit status 1
-when any case is off by more than its bound.
+whether both kernels agree with the references on this GPU; the GDN chunk scan a fourth time after its chunk-local
+pre-pass (``QWEN35_GDN_PREPASS=1``). Prints one line per case; exit status 1 when any case is off by more than its
+bound.
 """
 
 from __future__ import annotations
@@ -97,17 +98,25 @@ CASES: dict[str, Case] = {
 }
 
 
+# More path settings to check on an sm_90 GPU for some cases: (environment, what it selects).
+HOPPER_SETTINGS = [({"QWEN35_SM90A": "1"}, "the sm_90a kernel"), ({"QWEN35_SM90A": "0"}, "the sm_80 kernel")]
+EXTRA_HOPPER_SETTINGS = {
+    "gdn_chunk": [({"QWEN35_SM90A": "1", "QWEN35_GDN_PREPASS": "1"}, "the sm_90a kernel after the pre-pass")],
+}
+
+
 @contextmanager
-def _sm90a_setting(value: str):
-    old = os.environ.get("QWEN35_SM90A")
-    os.environ["QWEN35_SM90A"] = value
+def _env(settings: dict[str, str]):
+    old = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:
-        if old is None:
-            del os.environ["QWEN35_SM90A"]
-        else:
-            os.environ["QWEN35_SM90A"] = old
+        for name, value in old.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def _run_case(name: str, device: str, label: str, print_fn) -> bool:
@@ -132,7 +141,8 @@ def run_self_check(devices: list[str], print_fn=print) -> bool:
         for name, (_, _, has_sm90a) in CASES.items():
             ok &= _run_case(name, device, device, print_fn)
             if hopper and has_sm90a:
-                for value, kernel in (("1", "the sm_90a kernel"), ("0", "the sm_80 kernel")):
-                    with _sm90a_setting(value):
-                        ok &= _run_case(name, device, f"{device} (QWEN35_SM90A={value}: {kernel})", print_fn)
+                for settings, kernel in HOPPER_SETTINGS + EXTRA_HOPPER_SETTINGS.get(name, []):
+                    label = " ".join(f"{key}={value}" for key, value in settings.items())
+                    with _env(settings):
+                        ok &= _run_case(name, device, f"{device} ({label}: {kernel})", print_fn)
     return ok

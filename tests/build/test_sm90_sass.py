@@ -24,10 +24,14 @@ MODEL_KERNELS = {
     "moe_gate_up_sm90a_kernel": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "LDGSTS.E.BYPASS.128", "FENCE.VIEW.ASYNC.S",
                                   "SYNCS.PHASECHK", "USETMAXREG"), 2),
     "moe_down_sm90a_kernel": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "UTMALDG.2D", "SYNCS.PHASECHK", "USETMAXREG"), 2),
-    # S = Q K^T (SS, m64n64), O += P V (RS, m64n256), TMA of K/V, the V transpose (LDSM.T + STSM), Q by cp.async
-    "prefill_attention_sm90a_kernel": (("HGMMA.64x64x16.F32", "HGMMA.64x256x16.F32", "UTMALDG.3D", "LDSM.16.MT88.4",
-                                        "STSM.16.M88.4", "LDGSTS.E.BYPASS.128", "FENCE.VIEW.ASYNC.S", "SYNCS.PHASECHK",
-                                        "USETMAXREG"), 4),
+    # S = Q K^T (SS, m64n64), O += P V (RS, m64n256), TMA of K/V, the V transpose (LDSM.T + STSM), Q by cp.async;
+    # the same with the consumers in ping-pong order (Lb1: named barriers between the issues)
+    r"prefill_attention_sm90a_kernelI\w+Lb0E": (("HGMMA.64x64x16.F32", "HGMMA.64x256x16.F32", "UTMALDG.3D",
+                                                "LDSM.16.MT88.4", "STSM.16.M88.4", "LDGSTS.E.BYPASS.128",
+                                                "FENCE.VIEW.ASYNC.S", "SYNCS.PHASECHK", "USETMAXREG"), 4),
+    r"prefill_attention_sm90a_kernelI\w+Lb1E": (("HGMMA.64x64x16.F32", "HGMMA.64x256x16.F32", "UTMALDG.3D",
+                                                "LDSM.16.MT88.4", "STSM.16.M88.4", "LDGSTS.E.BYPASS.128",
+                                                "FENCE.VIEW.ASYNC.S", "SYNCS.PHASECHK", "USETMAXREG", "BAR.ARV"), 4),
     # GDN chunk scan: m64n64 (K K^T, Q K^T, w, v_new, o) and m64n128 (state update) wgmmas, q/k/v by TMA (3D)
     # on mbarriers, generic writes fenced to the async proxy; 4 waits (kkt, w, value, state stages)
     r"gdn_chunk_sm90a_kernelI\w+Lb0E": (("HGMMA.64x64x16.F32", "HGMMA.64x128x16.F32", "UTMALDG.3D", "SYNCS.PHASECHK",

@@ -100,6 +100,8 @@ inline int decode_num_splits(int64_t ctas_per_split, int64_t max_kv_tokens, int 
 // The sm_90a paged prefill (prefill_attention_sm90a.cu; README.md "sm_90a path"): head_dim 256, 16-bit types,
 // blocks of >= 64 tokens. attention_sm90a_available(): the device (or the emulated arch) runs it;
 // attention_sm90a_supports(p): the arguments fit it. The glue picks the path (csrc/torch/attention_ops.cpp).
+// ping_pong: the two consumer warpgroups take turns issuing their GEMMs (FlashAttention-3's ping-pong order, named
+// barriers), so that one's softmax runs while the other's GEMMs do; same results.
 inline bool attention_sm90a_supports(const AttentionPrefillParams& p) {
   return p.block_tables_ptr != nullptr && p.head_dim == 256 && p.block_shift >= 6 &&
          p.num_cache_slots < (int64_t{1} << 31) && reinterpret_cast<uintptr_t>(p.k_ptr) % 16 == 0 &&
@@ -109,7 +111,7 @@ inline bool attention_sm90a_supports(const AttentionPrefillParams& p) {
 namespace cuda {
 bool attention_sm90a_available();
 template <typename T>
-cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& params, cudaStream_t stream);
+cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& params, bool ping_pong, cudaStream_t stream);
 template <typename T, int D>
 cudaError_t launch_prefill_attention(const AttentionPrefillParams& params, cudaStream_t stream);
 template <typename T, int D>
@@ -118,7 +120,7 @@ cudaError_t launch_decode_attention(const AttentionDecodeParams& params, cudaStr
 namespace emu {
 bool attention_sm90a_available();
 template <typename T>
-cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& params, cudaStream_t stream);
+cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& params, bool ping_pong, cudaStream_t stream);
 template <typename T, int D>
 cudaError_t launch_prefill_attention(const AttentionPrefillParams& params, cudaStream_t stream);
 template <typename T, int D>

@@ -74,9 +74,23 @@ __device__ __forceinline__ void store_rows(const AttentionPrefillParams& p, cons
   }
 }
 
+// Ping-pong order of the two consumers (kPingPong): warpgroup wg issues the GEMMs of a key tile after waiting on
+// its barrier kTurnBarrier + wg, which the other warpgroup arrives at once it has issued its own (256 threads:
+// 128 waiting + 128 arriving). Warpgroup 1 arrives first, before its loop, so warpgroup 0 starts; every arrival
+// is matched by a wait (warpgroup 1 skips its arrival after the last tile), so no barrier is left half full.
+constexpr uint32_t kTurnBarrier = 3;  // 3, 4 (1, 2: the Q load of each warpgroup)
+
+__device__ __forceinline__ void wait_turn(int wg) {
+  ptx::named_barrier_sync(kTurnBarrier + wg, kConsumers * kWarpgroupThreads);
+}
+__device__ __forceinline__ void pass_turn(int wg) {
+  ptx::named_barrier_arrive(kTurnBarrier + (1 - wg), kConsumers * kWarpgroupThreads);
+}
+
 // A consumer warpgroup: rows 64 wg.. of the tile. FA3's intra-warpgroup overlap: S_j = Q K_j^T is issued, then
 // O += P_{j-1} V_{j-1}; the softmax of S_j runs while that P V is in flight, and only the O rescale waits for it.
-template <typename T>
+// kPingPong: the GEMM issues of the two warpgroups alternate (above).
+template <typename T, bool kPingPong>
 __device__ __forceinline__ void consume(const KernelParams& kp, const Work& w, uint8_t* smem, Barriers& b, int wg) {
   const AttentionPrefillParams& p = kp.p;
   const int t = static_cast<int>(threadIdx.x) % kWarpgroupThreads;
@@ -107,14 +121,17 @@ __device__ __forceinline__ void consume(const KernelParams& kp, const Work& w, u
   if (kTileKeys - 1 > warp_limit) mask_scores(s, 0, limit_g, limit_g8);
   softmax_step(s, m, l, alpha, p.scale_log2);
   pack_p<T>(pa, s);
+  if (kPingPong && wg == 1 && num_tiles > 1) pass_turn(wg);
   for (int j = 1; j < num_tiles; ++j) {
     const int st = j % kStages;
     const int prev = (j - 1) % kStages;
     ptx::mbarrier_wait_parity(&b.k_full[st], (j / kStages) & 1);
+    if (kPingPong) wait_turn(wg);
     ptx::wgmma_fence();
     issue_qk<T>(s, q_base, k_base + st * kKvBytes, wg);
     ptx::mbarrier_wait_parity(&b.vt_full[prev], ((j - 1) / kStages) & 1);
     issue_pv<T>(o, pa, vt_base + prev * kVtBytes);
+    if (kPingPong && (wg == 0 || j + 1 < num_tiles)) pass_turn(wg);
     ptx::wgmma_wait_group<1>();  // S_j retired; P_{j-1} V_{j-1} may still run
     ptx::wgmma_fence_operand(s);
     if (lane0) ptx::mbarrier_arrive(&b.k_empty[st]);
@@ -161,8 +178,9 @@ __device__ __forceinline__ Work make_work(const AttentionPrefillParams& p, const
 // Block:    384 threads: warpgroup 0 = warp 0 (TMA of K and V, lane 0) + warps 1-3 (V transpose); warpgroups 1-2
 //           consume 64 packed query rows each (wgmma S = Q K^T m64n64k16 SS, O += P V m64n256k16 RS).
 // Smem:     kSmemBytes: Q 64 KB, 2 x K 32 KB, 2 x V^T 32 KB, V 32 KB, barriers.
+// kPingPong: the consumers' GEMM issues alternate (FA3's ping-pong; named barriers 3 and 4).
 // Requires: sm_90a.
-template <typename T>
+template <typename T, bool kPingPong>
 __global__ void __launch_bounds__(kThreads, 1) prefill_attention_sm90a_kernel(const __grid_constant__ KernelParams kp) {
 #if Q35_SM90A_ENABLED
   Q35_DYNAMIC_SMEM_1024(uint8_t, smem);
@@ -199,7 +217,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_attention_sm90a_kernel(co
     return;
   }
   ptx::setmaxnreg_inc<kConsumerRegs>();
-  consume<T>(kp, w, smem, b, warpgroup - 1);
+  consume<T, kPingPong>(kp, w, smem, b, warpgroup - 1);
 #else
   ptx::sm90a_required();
 #endif
@@ -210,7 +228,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_attention_sm90a_kernel(co
 bool attention_sm90a_available() { return sm90a_available(); }
 
 template <typename T>
-cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& p, cudaStream_t stream) {
+cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& p, bool ping_pong, cudaStream_t stream) {
   if (!attention_sm90a_supports(p)) return cudaErrorInvalidValue;
   if (!sm90a_available()) return cudaErrorInvalidDeviceFunction;
   if (p.num_q_tokens == 0 || p.num_seqs == 0) return cudaSuccess;
@@ -227,10 +245,11 @@ cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& p, cuda
   const int64_t group = p.num_q_heads / p.num_kv_heads;
   const int64_t tiles = ceil_div(p.num_q_tokens * group, kBlockM) + p.num_seqs;
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.num_kv_heads));
-  return launch(prefill_attention_sm90a_kernel<T>, grid, dim3(kThreads), kSmemBytes, stream, kp);
+  return ping_pong ? launch(prefill_attention_sm90a_kernel<T, true>, grid, dim3(kThreads), kSmemBytes, stream, kp)
+                   : launch(prefill_attention_sm90a_kernel<T, false>, grid, dim3(kThreads), kSmemBytes, stream, kp);
 }
 
-template cudaError_t launch_prefill_attention_sm90a<__half>(const AttentionPrefillParams&, cudaStream_t);
-template cudaError_t launch_prefill_attention_sm90a<__nv_bfloat16>(const AttentionPrefillParams&, cudaStream_t);
+template cudaError_t launch_prefill_attention_sm90a<__half>(const AttentionPrefillParams&, bool, cudaStream_t);
+template cudaError_t launch_prefill_attention_sm90a<__nv_bfloat16>(const AttentionPrefillParams&, bool, cudaStream_t);
 
 }  // namespace q35::Q35_TARGET
