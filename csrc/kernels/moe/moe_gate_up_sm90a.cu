@@ -41,8 +41,9 @@ __device__ __forceinline__ void store_act(const MoeGemmParams& p, const WorkItem
 //           e = tile_experts[row / 128] (fp32 accumulation, one rounding); padding rows not written.
 // Args:     kp.p as for moe_gate_up_kernel (block_m 128); kp.b_map: w13 viewed as [2E][I][H].
 // Grid:     persistent, min(num_ctas, items); items = (tile, block of 128 outputs j), tiles outermost.
-// Block:    384 threads: warp 0 produces (TMA for w13, cp.async gather of the hidden rows), warpgroups 1-2
-//           consume 64 rows each (wgmma m64n256k16 over [128 gate | 128 up] weight rows).
+// Block:    384 threads: warpgroup 0 produces (warp 0 lane 0: TMA for w13; its 4 warps: the cp.async gather of
+//           32 hidden rows each), warpgroups 1-2 consume 64 rows each (wgmma m64n256k16 over [128 gate | 128 up]
+//           weight rows).
 // Smem:     kSmemBytes (4 stages x 48 KB + barriers).
 // Requires: sm_90a; sm90a_args_ok.
 template <typename T>

@@ -2,9 +2,10 @@
 // TMA + wgmma pipeline over the (row tile, column block) work items of moe_align's tile list (block_m = 128).
 // Kernel sources only (after q35/device.cuh). Design and the reasons for each choice: README.md, "sm_90a path".
 //
-// CTA: 3 warpgroups. Warpgroup 0 produces (warp 0 only; the other three warps exit): lane 0 issues the TMA loads
-// of the expert's weight tile B and, in down, of the act rows A; in gate_up the 32 lanes gather the token rows
-// of A with 16-byte cp.async into the same 128B-swizzled layout (TMA cannot gather rows by index). Warpgroups 1
+// CTA: 3 warpgroups. Warpgroup 0 produces: lane 0 of warp 0 issues the TMA loads of the expert's weight tile B
+// and, in down, of the act rows A (the other three warps exit); in gate_up its four warps gather the token rows
+// of A, 32 rows each, with 16-byte cp.async into the same 128B-swizzled layout (TMA cannot gather rows by index;
+// one warp issuing all 1,024 copies of a stage was close to a stage's wgmma time). Warpgroups 1
 // and 2 consume: each owns 64 rows of the 128-row tile and runs wgmma m64n256k16 against the shared B tile, so
 // the weights cross L2 -> SM once per 128 rows. A warpgroup whose 64 rows are all padding (an expert's last tile
 // is often half empty) issues no wgmma, so the padding costs at most 64 rows of tensor work per expert.
@@ -29,6 +30,8 @@ constexpr int kMmaK = 16;
 constexpr int kStages = 4;
 constexpr int kALag = 2;                 // gate_up: a stage's cp.asyncs are awaited kALag stages after issue
 constexpr int kWarpgroupThreads = 128;
+constexpr int kGatherWarps = kWarpgroupThreads / kWarpSize;  // gate_up: the producer warpgroup's warps gather A
+constexpr int kGatherRows = kBlockM / kGatherWarps;          // 32 rows of A per gathering warp
 constexpr int kThreads = (1 + kConsumers) * kWarpgroupThreads;
 constexpr int kAcc = kBlockN / 2;        // fp32 accumulators per consumer thread (m64n256)
 constexpr int kProducerRegs = 56, kConsumerRegs = 224;  // 128 * 56 + 256 * 224 <= 64 K registers
@@ -93,13 +96,13 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&acc)[kAcc], uint64_t de
   }
 }
 
-// gate_up A: the tile's token rows of hidden, gathered by the producer warp with 16-byte cp.async into the
-// 128B-swizzled K-major layout. Lane l copies chunk l % 8 (8 elements) of rows l / 8 + 4 i, so each instruction
-// reads four whole 128-byte row segments; the token of row r is held by lane r % 32 (tok[r / 32]) and shuffled.
-// Padding rows and columns past k are zero-filled; the rows of an idle upper half are not copied (never read).
+// gate_up A: rows [32 pw, 32 pw + 32) of the tile's token rows of hidden, gathered by producer warp pw with
+// 16-byte cp.async into the 128B-swizzled K-major layout. Lane l copies chunk l % 8 (8 elements) of rows
+// 32 pw + l / 8 + 4 i, so each instruction reads four whole 128-byte row segments; the token of row 32 pw + r is
+// held by lane r (tok) and shuffled. Padding rows and columns past k are zero-filled; the rows of an idle upper
+// half are not copied (never read).
 template <typename T>
-__device__ __forceinline__ void gather_a(const KernelParams& kp, uint8_t* a_s, const int (&tok)[kBlockM / kWarpSize],
-                                         int k0, bool upper) {
+__device__ __forceinline__ void gather_a(const KernelParams& kp, uint8_t* a_s, int tok, int pw, int k0, bool upper) {
   const T* hidden = static_cast<const T*>(kp.p.a_ptr);
   constexpr int kChunkElems = kVecBytes / static_cast<int>(sizeof(T));
   constexpr int kChunksPerRow = kBlockK / kChunkElems;  // 8
@@ -108,39 +111,39 @@ __device__ __forceinline__ void gather_a(const KernelParams& kp, uint8_t* a_s, c
   const int chunk = lane % kChunksPerRow;
   const int kcol = k0 + chunk * kChunkElems;
   const bool k_ok = kcol < kp.p.k;
+  if (pw * kGatherRows >= kWgRows && !upper) return;  // (uniform)
 #pragma unroll
-  for (int i = 0; i < kBlockM / kRowsPerPass; ++i) {
-    const int r = lane / kChunksPerRow + kRowsPerPass * i;
-    if (i * kRowsPerPass >= kWgRows && !upper) break;  // (uniform)
-    const int t = __shfl_sync(0xffffffffu, tok[i * kRowsPerPass / kWarpSize], r % kWarpSize);
+  for (int i = 0; i < kGatherRows / kRowsPerPass; ++i) {
+    const int r = lane / kChunksPerRow + kRowsPerPass * i;  // row of the warp's 32
+    const int t = __shfl_sync(0xffffffffu, tok, r);
     const bool ok = k_ok && t >= 0;
-    ptx::cp_async_16_zfill(a_s + a_tile().offset(r, chunk * kChunkElems),
+    ptx::cp_async_16_zfill(a_s + a_tile().offset(pw * kGatherRows + r, chunk * kChunkElems),
                            ok ? hidden + static_cast<int64_t>(t) * kp.p.a_row_stride + kcol : hidden,
                            ok ? kVecBytes : 0);
   }
 }
 
-// The producer warp. Stage s of global step `it` (steps of all items in order) is refilled after the consumers
-// released it (empty[s], phase it / kStages - 1). full[s] completes when lane 0's expect_tx arrival, the TMA
-// bytes and, in gate_up, the 32 lanes' arrivals (after their copies landed and were fenced to the async proxy)
-// are in. gate_up keeps kALag stages of cp.async in flight before it signals one.
+// A producer warp (pw: 0, and in gate_up 1..3 too). Stage s of global step `it` (steps of all items in order) is
+// refilled after the consumers released it (empty[s], phase it / kStages - 1). full[s] completes when warp 0
+// lane 0's expect_tx arrival, the TMA bytes and, in gate_up, the 128 gathering lanes' arrivals (after their
+// copies landed and were fenced to the async proxy) are in. gate_up keeps kALag stages of cp.async in flight
+// before it signals one.
 template <typename T, bool kGateUp>
-__device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, uint64_t* full, uint64_t* empty) {
+__device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, uint64_t* full, uint64_t* empty,
+                                        int pw) {
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
-  if (lane == 0) {
+  const bool leader = pw == 0 && lane == 0;  // the TMA loads and expect_tx
+  if (leader) {
     ptx::tma_prefetch_map(&kp.b_map);
     if constexpr (!kGateUp) ptx::tma_prefetch_map(&kp.a_map);
   }
   uint32_t it = 0;
   WorkItem w;
   for (int64_t item = blockIdx.x; fetch_item(kp, item, w); item += gridDim.x) {
-    int tok[kBlockM / kWarpSize];  // gate_up: token of row lane + 32 q (-1: padding)
+    int tok = -1;  // gate_up: token of row 32 pw + lane (-1: padding)
     if constexpr (kGateUp) {
-#pragma unroll
-      for (int q = 0; q < kBlockM / kWarpSize; ++q) {
-        const int pair = kp.p.sorted_pairs_ptr[w.row0 + lane + kWarpSize * q];
-        tok[q] = pair >= 0 ? pair / kp.p.top_k : -1;
-      }
+      const int pair = kp.p.sorted_pairs_ptr[w.row0 + pw * kGatherRows + lane];
+      tok = pair >= 0 ? pair / kp.p.top_k : -1;
     }
     for (int kb = 0; kb < kp.k_blocks; ++kb, ++it) {
       const int s = static_cast<int>(it % kStages);
@@ -148,7 +151,7 @@ __device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, u
       uint8_t* a_s = smem + s * kStageBytes;  // [128][64] K-major, 128B swizzle
       uint8_t* b_s = a_s + kABytes;           // [256][64] K-major, 128B swizzle
       const int k0 = kb * kBlockK;
-      if (lane == 0) {
+      if (leader) {
         const uint32_t a_bytes = kGateUp ? 0 : (w.upper ? 2 : 1) * kWgABytes;
         ptx::mbarrier_arrive_expect_tx(&full[s], kBBytes + a_bytes);
         if constexpr (kGateUp) {  // gate rows [j0, j0 + 128), then the matching up rows (zeros past I)
@@ -162,7 +165,7 @@ __device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, u
         }
       }
       if constexpr (kGateUp) {
-        gather_a<T>(kp, a_s, tok, k0, w.upper);
+        gather_a<T>(kp, a_s, tok, pw, k0, w.upper);
         ptx::cp_async_commit_group();
         if (it >= kALag) {
           ptx::cp_async_wait_group<kALag>();
@@ -226,7 +229,7 @@ __device__ __forceinline__ void run_persistent_gemm(const KernelParams& kp, Epil
   uint64_t* empty = full + kStages;                                       // [kStages] smem: stage released
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      ptx::mbarrier_init(&full[s], kGateUp ? 1 + kWarpSize : 1);
+      ptx::mbarrier_init(&full[s], kGateUp ? 1 + kGatherWarps * kWarpSize : 1);
       ptx::mbarrier_init(&empty[s], kConsumers * kWarpgroupThreads / kWarpSize);
     }
     ptx::fence_mbarrier_init();
@@ -235,7 +238,8 @@ __device__ __forceinline__ void run_persistent_gemm(const KernelParams& kp, Epil
   const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / kWarpgroupThreads, 0);  // uniform
   if (warpgroup == 0) {
     ptx::setmaxnreg_dec<kProducerRegs>();
-    if (threadIdx.x < kWarpSize) produce<T, kGateUp>(kp, smem, full, empty);
+    const int pw = static_cast<int>(threadIdx.x) / kWarpSize;  // (uniform)
+    if (pw == 0 || kGateUp) produce<T, kGateUp>(kp, smem, full, empty, pw);
     return;
   }
   ptx::setmaxnreg_inc<kConsumerRegs>();
