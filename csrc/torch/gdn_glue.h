@@ -138,7 +138,7 @@ void run_on_device(const char* op, const at::Tensor& ref, F&& launch) {
 // Workspaces of the split chunk scan (allocated by run_chunk when it splits; they live until the op returns).
 struct ChunkWorkspace {
   at::Tensor plan, entry, local, trans;  // the split scheme
-  at::Tensor prep_tu, prep_p, prep_w, prep_q, prep_kt;  // the chunk-local pre-pass (arch 91)
+  at::Tensor prep_tu, prep_p, prep_w, prep_q, prep_kt, prep_gates;  // the chunk-local pre-pass (arch 91)
 };
 
 // Plans segments (segment_len 0: automatic), allocates the split workspace and launches the chunk scan for the

@@ -91,7 +91,7 @@ void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t
     p.ws_local_ptr = ws.local.data_ptr<float>();
     p.ws_trans_ptr = ws.trans.data_ptr<float>();
   }
-  if (p.impl == kGdnImplSm90aPrepass) {  // per chunk slot: Tu, P, -w per value head, q, K^T per k head (prep kernel)
+  if (p.impl == kGdnImplSm90aPrepass) {  // per chunk slot: Tu, P, -w, factors per value head, q, K^T per k head
     const int64_t slots = gdn_chunk_slots(p.num_tokens, p.num_seqs), hv = p.num_v_heads;
     const int64_t rows = std::max(slots * hv * kGdnChunkTokens, slots * p.num_k_heads * kHeadDim);  // Tu / K^T rows
     TORCH_CHECK(rows < (int64_t{1} << 31), "qwen35_native.", op,
@@ -102,11 +102,13 @@ void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t
     ws.prep_w = at::empty({slots, hv, kGdnChunkTokens, kHeadDim}, ref.options());
     ws.prep_q = at::empty({slots, p.num_k_heads, kGdnChunkTokens, kHeadDim}, ref.options());
     ws.prep_kt = at::empty({slots, p.num_k_heads, kHeadDim, kGdnChunkTokens}, ref.options());
+    ws.prep_gates = at::empty({slots, hv, 2, kGdnChunkTokens}, ref.options().dtype(at::kFloat));
     p.prep_tu_ptr = ws.prep_tu.data_ptr();
     p.prep_p_ptr = ws.prep_p.data_ptr();
     p.prep_w_ptr = ws.prep_w.data_ptr();
     p.prep_q_ptr = ws.prep_q.data_ptr();
     p.prep_kt_ptr = ws.prep_kt.data_ptr();
+    p.prep_gates_ptr = ws.prep_gates.data_ptr<float>();
     p.max_chunk_slots = slots;
   }
   TORCH_CHECK(ref.scalar_type() == at::kBFloat16 || ref.scalar_type() == at::kHalf, "qwen35_native.", op,

@@ -48,13 +48,15 @@ struct GdnChunkParams {
   float* ws_local_ptr;
   float* ws_trans_ptr;
   // chunk-local pre-pass (arch 91 only): per chunk slot (gdn_chunk_slots) and value head, Tu and P [64][64] and -w
-  // [64][128]; per slot and k head, q after the L2 norm [64 token][128] and k after it, transposed [128 key][64
-  // token]; all in T, as the fused kernels round them. Written by gdn_chunk_prep_kernel, read by the scan passes.
+  // [64][128] and the decay factors; per slot and k head, q after the L2 norm [64 token][128] and k after it,
+  // transposed [128 key][64 token]; in T (the factors fp32), as the fused kernels round them. Written by
+  // gdn_chunk_prep_kernel, read by the scan passes.
   void* prep_tu_ptr;  // [max_chunk_slots, Hv, 64, 64]
   void* prep_p_ptr;   // [max_chunk_slots, Hv, 64, 64]
   void* prep_w_ptr;   // [max_chunk_slots, Hv, 64, 128]
   void* prep_q_ptr;   // [max_chunk_slots, Hk, 64, 128]
   void* prep_kt_ptr;  // [max_chunk_slots, Hk, 128, 64]
+  float* prep_gates_ptr;  // [max_chunk_slots, Hv, 2, 64] float32: exp(G) and exp(G_last - G) per token
   int64_t max_chunk_slots;
   // strides (elements)
   int64_t q_token_stride;
@@ -90,10 +92,9 @@ constexpr int kGdnChunkTokens = 64;
 constexpr int kGdnImplAuto = 0;
 constexpr int kGdnImplSm80 = 80;
 constexpr int kGdnImplSm90a = 90;
-// The sm_90a scan with its chunk-local stages (L2 norms, K^T, K K^T, Q K^T, the inverse, w) moved out of the
-// sequential loop into a pre-pass kernel over every (chunk, value head) at once (gdn_chunk_prep.cu): per chunk the
-// scan CTAs then only compute the gates' decay factors and run the four state-dependent products. Same bits as
-// kGdnImplSm90a.
+// The sm_90a scan with its chunk-local stages (gates, L2 norms, K^T, K K^T, Q K^T, the inverse, w) moved out of
+// the sequential loop into a pre-pass kernel over every (chunk, value head) at once (gdn_chunk_prep.cu): per chunk
+// the scan CTAs then only run the four state-dependent products and the output. Same bits as kGdnImplSm90a.
 constexpr int kGdnImplSm90aPrepass = 91;
 constexpr int kGdnMinAutoSegment = 512;        // auto segments are at least this long (warm-up stays cheap)
 constexpr int kGdnMaxWarmupChunks = 4;         // decay shortcut: warm-up chunks before a segment boundary

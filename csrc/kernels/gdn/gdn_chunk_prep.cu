@@ -3,7 +3,7 @@
 // L2 norms, A = strictly_lower(diag(beta) K K^T * Gamma), P = lower(scale Q K^T * Gamma), T = (I + A)^-1,
 // Tu = T diag(beta), Tw = T diag(beta exp(G)), -w = -(Tw K) -- with the code and roundings of the fused kernels
 // (gdn_chunk_stages.cuh), handed to the scan passes through global memory as the operands they round to T anyway
-// (Tu, P, -w). The scan CTAs, one per segment and running their chunks in order, then skip these stages: they are
+// (Tu, P, -w, the normalised q and K^T) and the fp32 decay factors. The scan CTAs, one per segment and running their chunks in order, then skip these stages: they are
 // most of a chunk's SIMT work and all of its blocked inverse, which here run with many CTAs per SM instead of on
 // the serial path of one.
 #include "kernels/gdn/gdn_chunk.cuh"
@@ -92,12 +92,13 @@ __device__ __forceinline__ void store_kt(T* dst, const T* k) {
   }
 }
 
-// Computes: Tu, P (outputs of every chunk are computed: any chunk is an output chunk of the last pass) and -w of
-//           one chunk and value head, into prep_tu / prep_p / prep_w at (slot, h); the CTA of the first value
-//           head of each k head also q and K^T after the L2 norm into prep_q / prep_kt at (slot, hk).
+// Computes: Tu, P (outputs of every chunk are computed: any chunk is an output chunk of the last pass), -w and the
+//           decay factors exp(G), exp(G_last - G) of one chunk and value head, into prep_tu / prep_p / prep_w /
+//           prep_gates at (slot, h); the CTA of the first value head of each k head also q and K^T after the L2
+//           norm into prep_q / prep_kt at (slot, hk).
 // Grid:     x = chunk slot (gdn_chunk_slots; spare slots exit), y = value head h.
 // Block:    8 warps, the stages of the fused kernels. Smem: PrepSmem<T>::kBytes (82 KiB: two CTAs per H100 SM).
-// Requires: as gdn_chunk_kernel; the five prep buffers 16-byte aligned.
+// Requires: as gdn_chunk_kernel; the six prep buffers 16-byte aligned.
 template <typename T>
 __global__ void __launch_bounds__(kChunkThreads, 2) gdn_chunk_prep_kernel(GdnChunkParams p) {
   const int64_t slot = blockIdx.x;
@@ -126,13 +127,19 @@ __global__ void __launch_bounds__(kChunkThreads, 2) gdn_chunk_prep_kernel(GdnChu
     l2norm_rows(sm.q(0));
   }
   __syncthreads();
+  const int64_t at = slot * p.num_v_heads + h;
+  if (threadIdx.x < 2 * kChunk / 4) {  // the factors the scan reads: exp(G), exp(G_last - G), 4 per thread
+    const int array = threadIdx.x < kChunk / 4 ? kTokExpG : kTokDecayToEnd;
+    const int i = 4 * (threadIdx.x % (kChunk / 4));
+    *reinterpret_cast<float4*>(p.prep_gates_ptr + at * 2 * kChunk + 4 * threadIdx.x) =
+        *reinterpret_cast<const float4*>(sm.tok(array) + i);
+  }
   kkt_stage<T>(p, sm, 0, true);
   __syncthreads();
   inverse_stage<T>(sm);
   w_stage<T>(sm, 0);
   __syncthreads();
 
-  const int64_t at = slot * p.num_v_heads + h;
   store_tile(static_cast<T*>(p.prep_tu_ptr) + at * kChunk * kChunk, sm.tu(), kLdT, kChunk, false);
   store_tile(static_cast<T*>(p.prep_p_ptr) + at * kChunk * kChunk, sm.pm(), kLdT, kChunk, true);
   store_tile(static_cast<T*>(p.prep_w_ptr) + at * kChunk * kHeadDim, sm.w(), kLd, kHeadDim, false);

@@ -43,9 +43,10 @@ constexpr int kTokRegs = kChunk / 2;      // m64n64
 }
 
 // v_new^T and (outputs) o^T = scale exp(G) S^T Q^T for the warpgroup's value rows: one commit group.
+// eg: the chunk's exp(G) per token.
 template <typename T, typename V>
 __device__ __forceinline__ void value_stage(const V& sm, int stage, int values, int outputs, float scale,
-                                            const float (&s)[kStateRegs], float (&vn)[kTokRegs],
+                                            const float* eg, const float (&s)[kStateRegs], float (&vn)[kTokRegs],
                                             float (&o)[kTokRegs]) {
   const int lane = threadIdx.x % kWarpSize;
   const int vr0 = (threadIdx.x / kWarpSize) * kRowsPerWarp;
@@ -76,20 +77,20 @@ __device__ __forceinline__ void value_stage(const V& sm, int stage, int values, 
   ptx::wgmma_fence_operand(vn);
   ptx::wgmma_fence_operand(o);
   if (!outputs) return;
-  const float* eg = sm.tok(kTokExpG);
 #pragma unroll
   for (int i = 0; i < kTokRegs; ++i) o[i] *= scale * eg[ptx::wgmma_acc_col(lane, i)];
 }
 
 // o^T += v_new^T P^T (outputs) and S^T = exp(G_last) S^T + (v_new^T diag(exp(G_last - G))) K: one commit group.
+// eg, dk: the chunk's exp(G) and exp(G_last - G) per token.
 template <typename T, typename V>
-__device__ __forceinline__ void state_stage(const V& sm, int stage, int outputs, const float (&vn)[kTokRegs],
-                                            float (&o)[kTokRegs], float (&s)[kStateRegs]) {
+__device__ __forceinline__ void state_stage(const V& sm, int stage, int outputs, const float* eg, const float* dk,
+                                            const float (&vn)[kTokRegs], float (&o)[kTokRegs],
+                                            float (&s)[kStateRegs]) {
   const int lane = threadIdx.x % kWarpSize;
-  const float decay = sm.tok(kTokExpG)[kChunk - 1];
+  const float decay = eg[kChunk - 1];
 #pragma unroll
   for (int i = 0; i < kStateRegs; ++i) s[i] *= decay;
-  const float* dk = sm.tok(kTokDecayToEnd);
   float scaled[kTokRegs];
 #pragma unroll
   for (int i = 0; i < kTokRegs; ++i) scaled[i] = vn[i] * dk[ptx::wgmma_acc_col(lane, i)];
@@ -148,8 +149,9 @@ __device__ void output_stage(const GdnChunkParams& p, const V& sm, int stage, in
 //           g owns value rows [64g, 64g + 64) of S^T, v_new^T and o^T.
 // Smem:     Smem<kPrepass>::kBytes (double-buffered swizzled q/k/v tiles, K^T, -w, Tu, Tw, P, A/T, per-token
 //           factors; kPrepass: q, v, K^T, -w, Tu, P per stage, loaded with the chunk, and no k, A/T, Tw).
-// kPrepass: the normalised q, K^T, Tu, P and -w come from the pre-pass kernel (gdn_chunk_prep.cu, launched
-//           before): the only chunk-local stage left here is the gates' (the per-token decay factors).
+// kPrepass: the normalised q, K^T, Tu, P, -w and the decay factors come from the pre-pass kernel
+//           (gdn_chunk_prep.cu, launched before): no chunk-local stage is left here, and one barrier per chunk
+//           besides the output stage's.
 // Requires: sm_90a (the sm_80 build traps); K = V = 128; q/k/v rows 16-byte aligned (TMA: pointer and token
 //           stride); out rows 16-byte aligned.
 template <typename T, bool kPrepass>
@@ -178,8 +180,8 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(const
 
   float s[kStateRegs];  // S^T: the warpgroup's 64 value rows x 128 key columns
   init_state(r, s);
-  const float a_log = p.raw_gates ? load_param<T>(p.a_log_ptr, h, p.a_log_fp32) : 0.0f;
-  const float dt_bias = p.raw_gates ? load_param<T>(p.dt_bias_ptr, h, p.dt_bias_fp32) : 0.0f;
+  const float a_log = !kPrepass && p.raw_gates ? load_param<T>(p.a_log_ptr, h, p.a_log_fp32) : 0.0f;
+  const float dt_bias = !kPrepass && p.raw_gates ? load_param<T>(p.dt_bias_ptr, h, p.dt_bias_fp32) : 0.0f;
 
   const int64_t num_chunks = ceil_div(r.seg_end - r.warm_start, kChunk);
   const auto load = [&](int stage, int64_t c) {  // thread 0
@@ -190,7 +192,7 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(const
   if (num_chunks > 0) {
     const int nv = static_cast<int>(r.seg_end - r.warm_start < kChunk ? r.seg_end - r.warm_start : kChunk);
     if (leader) load(0, r.warm_start);
-    if (warp == 0) load_gates<T>(p, h, r.warm_start, nv, next);
+    if (!kPrepass && warp == 0) load_gates<T>(p, h, r.warm_start, nv, next);
   }
   for (int64_t ci = 0; ci < num_chunks; ++ci) {
     // ---- load: this chunk landed (rows past the segment zeroed, fenced for the async proxy); prefetch the next
@@ -212,12 +214,12 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(const
       const int64_t c1 = c0 + kChunk;
       const int nv1 = static_cast<int>(r.seg_end - c1 < kChunk ? r.seg_end - c1 : kChunk);
       if (leader) load(stage ^ 1, c1);
-      if (warp == 0) load_gates<T>(p, h, c1, nv1, next);
+      if (!kPrepass && warp == 0) load_gates<T>(p, h, c1, nv1, next);
     }
 
-    // ---- chunk-local: gates[, norms, K^T, A and P, T = (I + A)^-1, w: here without the pre-pass] ----
-    if (warp == 0) gate_stage<T>(p, sm, cur, nv, a_log, dt_bias);
+    // ---- chunk-local (without the pre-pass): gates, norms, K^T, A and P, T = (I + A)^-1, w ----
     if constexpr (!kPrepass) {
+      if (warp == 0) gate_stage<T>(p, sm, cur, nv, a_log, dt_bias);
       if (p.l2norm) {
         l2norm_rows<T>(sm.k(stage));
         if (outputs) l2norm_rows<T>(sm.q(stage));
@@ -231,13 +233,15 @@ __global__ void __launch_bounds__(kChunkThreads, 1) gdn_chunk_sm90a_kernel(const
       __syncthreads();
       inverse_stage<T>(sm, stage);
       w_stage<T>(sm, stage, wg);
+      __syncthreads();
     }
-    __syncthreads();
 
     // ---- recurrence: v_new and o from the state at the chunk start, then the state update ----
+    const float* eg = kPrepass ? sm.factors(stage) : sm.tok(kTokExpG);
+    const float* dk = kPrepass ? sm.factors(stage) + kChunk : sm.tok(kTokDecayToEnd);
     float vn[kTokRegs], o[kTokRegs];
-    value_stage<T>(sm, stage, values, outputs, p.scale, s, vn, o);
-    state_stage<T>(sm, stage, outputs, vn, o, s);
+    value_stage<T>(sm, stage, values, outputs, p.scale, eg, s, vn, o);
+    state_stage<T>(sm, stage, outputs, eg, dk, vn, o, s);
 
     // ---- store ----
     if (outputs) output_stage<T>(p, sm, stage, h, c0, nv, o);
@@ -274,6 +278,7 @@ cudaError_t launch_gdn_chunk_pass_sm90a(const GdnChunkParams& params, dim3 grid,
   if (err == cudaSuccess) err = make_prep_map<T>(&ka.w_map, p.prep_w_ptr, rows, kHeadDim, kChunk);
   if (err == cudaSuccess) err = make_prep_map<T>(&ka.qn_map, p.prep_q_ptr, rows_k, kHeadDim, kChunk);
   if (err == cudaSuccess) err = make_prep_map<T>(&ka.kt_map, p.prep_kt_ptr, 2 * rows_k, kChunk, kHeadDim);
+  if (err == cudaSuccess) err = make_factor_map(&ka.gates_map, p.prep_gates_ptr, rows / kChunk);
   if (err != cudaSuccess) return err;
   return launch(gdn_chunk_sm90a_kernel<T, true>, grid, dim3(kChunkThreads), size_t{Smem<true>::kBytes}, stream, ka);
 }

@@ -19,17 +19,18 @@ constexpr int kSteps128 = kHeadDim / kMmaK;  // k16 steps over the key dim
 Q35_HD constexpr ptx::KMajorTile tok_tile() { return {ptx::Swizzle::k128B, kChunk}; }
 Q35_HD constexpr ptx::KMajorTile key_tile() { return {ptx::Swizzle::k128B, kHeadDim}; }
 
-// kPrepass: the chunk-local stages ran in the pre-pass kernel (gdn_chunk_prep.cu); the normalised q, K^T, -w, Tu
-// and P arrive by TMA with each chunk's v (so they are per stage), and k, A/T, Tw and the inverse's scratch are not
-// needed.
+// kPrepass: the chunk-local stages ran in the pre-pass kernel (gdn_chunk_prep.cu); the normalised q, K^T, -w, Tu,
+// P and the decay factors arrive by TMA with each chunk's v (so they are per stage), and k, A/T, Tw, the inverse's
+// scratch and the per-token arrays of the gate stage are not needed.
 template <bool kPrepass>
 struct Smem {
   static constexpr uint32_t kTile = tok_tile().bytes(kHeadDim);  // 16 KB
   static constexpr uint32_t kSquare = tok_tile().bytes(kChunk);  // 8 KB
   static constexpr uint32_t kKtBytes = key_tile().bytes(kChunk);  // 16 KB
   static constexpr uint32_t kFused = kPrepass ? 0 : 1;           // the fused kernel's own work areas
-  // q, k, v | q, v, K^T, -w, Tu, P
-  static constexpr uint32_t kStage = kPrepass ? 2 * kTile + kKtBytes + kTile + 2 * kSquare : 3 * kTile;
+  static constexpr uint32_t kFactorBytes = 2 * kChunk * sizeof(float);  // exp(G), exp(G_last - G)
+  // q, k, v | q, v, K^T, -w, Tu, P, factors (padded: every stage starts on the 1024-byte swizzle pattern)
+  static constexpr uint32_t kStage = kPrepass ? 2 * kTile + kKtBytes + kTile + 2 * kSquare + 1024 : 3 * kTile;
   static constexpr uint32_t kKt = 2 * kStage;
   static constexpr uint32_t kW = kKt + kFused * kKtBytes;
   static constexpr uint32_t kTu = kW + kFused * kTile;
@@ -38,11 +39,12 @@ struct Smem {
   static constexpr uint32_t kAmat = kP + kFused * kSquare;  // fp32 [64][kLdA]: A, then T in its upper triangle
   static constexpr uint32_t kScratch = kAmat + kFused * kChunk * kLdA * sizeof(float);
   static constexpr uint32_t kTok = kScratch + kFused * (kInvBlocks - 1) * kInvBlock * kInvBlock * sizeof(float);
-  static constexpr uint32_t kRed = kTok + kTokenArrays * kChunk * sizeof(float);
+  static constexpr uint32_t kRed = kTok + kFused * kTokenArrays * kChunk * sizeof(float);
   static constexpr uint32_t kBars = kRed + kChunkWarps * kChunk * sizeof(float);  // full[2]: a stage landed
   static constexpr uint32_t kBytes = kBars + 2 * sizeof(uint64_t);
-  static_assert(kTile % 1024 == 0 && kSquare % 1024 == 0 && kKtBytes % 1024 == 0,
+  static_assert(kTile % 1024 == 0 && kSquare % 1024 == 0 && kKtBytes % 1024 == 0 && kStage % 1024 == 0,
                 "every wgmma tile starts on the 1024-byte swizzle pattern");
+  static_assert(kFactorBytes <= 1024, "the factors fit the stage's padding");
   static_assert(kBytes <= 227 * 1024, "fits the 227 KiB of dynamic shared memory of sm_90");
 };
 
@@ -59,6 +61,8 @@ struct Views {
   __device__ unsigned char* w(int stage) const { return kPrepass ? kt(stage) + L::kKtBytes : base + L::kW; }
   __device__ unsigned char* tu(int stage) const { return kPrepass ? w(stage) + L::kTile : base + L::kTu; }
   __device__ unsigned char* pm(int stage) const { return kPrepass ? tu(stage) + L::kSquare : base + L::kP; }
+  // kPrepass: [2][64] fp32 exp(G), exp(G_last - G) of the stage's chunk (else the gate stage's tok arrays)
+  __device__ float* factors(int stage) const { return reinterpret_cast<float*>(pm(stage) + L::kSquare); }
   __device__ unsigned char* tw() const { return base + L::kTw; }
   __device__ float* amat() const { return reinterpret_cast<float*>(base + L::kAmat); }
   __device__ float* scratch() const { return reinterpret_cast<float*>(base + L::kScratch); }
@@ -79,6 +83,7 @@ struct KernelArgs {
   TensorMap w_map;
   TensorMap qn_map;
   TensorMap kt_map;
+  TensorMap gates_map;  // prep_gates as [slots * Hv][128] fp32, boxes of one row, no swizzle
   GdnChunkParams p;
 };
 
@@ -126,13 +131,14 @@ __device__ __forceinline__ int uniform(int x) { return __shfl_sync(warp::kFullMa
 
 // ---- load: thread 0 issues the TMA boxes of tokens [c0, c0 + 64) of a stage, completing on its barrier: q
 // (outputs), k and v (values); with the pre-pass, instead of q and k, the chunk's normalised q (outputs) and K^T
-// from its slot, and also its -w, Tu (values) and P (outputs) ----
+// from its slot, and also its -w, Tu (values), P (outputs) and decay factors ----
 template <typename T, bool kPrepass>
 __device__ __forceinline__ void load_chunk_tma(const KernelArgs& ka, const Views<kPrepass>& sm, int stage, int h,
                                                int hk, int64_t c0, int64_t slot, bool with_q, bool with_v) {
   using L = Smem<kPrepass>;
   uint64_t* bar = sm.bar(stage);
-  const uint32_t bytes = kPrepass ? (with_q + with_v) * (L::kTile + L::kSquare) + L::kKtBytes + L::kTile
+  const uint32_t bytes = kPrepass ? (with_q + with_v) * (L::kTile + L::kSquare) + L::kKtBytes + L::kTile +
+                                        L::kFactorBytes
                                   : (1u + with_q + with_v) * L::kTile;
   ptx::mbarrier_arrive_expect_tx(bar, bytes);
   const int32_t t = static_cast<int32_t>(c0);
@@ -152,6 +158,7 @@ __device__ __forceinline__ void load_chunk_tma(const KernelArgs& ka, const Views
   }
   if (kPrepass) {
     ptx::tma_load_2d(sm.kt(stage), &ka.kt_map, 0, 2 * row_k, bar);
+    ptx::tma_load_2d(sm.factors(stage), &ka.gates_map, 0, row / kChunk, bar);
     if (with_v) ptx::tma_load_2d(sm.tu(stage), &ka.tu_map, 0, row, bar);
     if (with_q) ptx::tma_load_2d(sm.pm(stage), &ka.p_map, 0, row, bar);
   }
@@ -178,6 +185,13 @@ inline cudaError_t make_qkv_map(TensorMap* map, const void* ptr, int heads, int6
   const uint64_t strides[2] = {kHeadDim * sizeof(T), static_cast<uint64_t>(token_stride) * sizeof(T)};
   const uint32_t box[3] = {kChunk, 1, kChunk};
   return make_tensor_map(map, ptr, sizeof(T), 3, dims, strides, box, tok_tile().swizzle);
+}
+
+// The TMA map of the pre-pass's decay factors: [rows][128] fp32, boxes of one row, no swizzle (a plain copy).
+inline cudaError_t make_factor_map(TensorMap* map, const float* ptr, int64_t rows) {
+  if (rows == 0) return cudaSuccess;
+  return make_tensor_map_2d(map, ptr, sizeof(float), static_cast<uint64_t>(rows), 2 * kChunk, 2 * kChunk, 1,
+                            2 * kChunk, ptx::Swizzle::kNone);
 }
 
 // The TMA map of a pre-pass buffer: [rows][cols] dense (cols = 64: Tu, P, K^T; 128: -w, q), boxes of box_rows x 64.
