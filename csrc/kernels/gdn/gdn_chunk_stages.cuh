@@ -193,36 +193,72 @@ __device__ __forceinline__ void inverse_diag_blocks(float* amat) {
 }
 
 // Off-diagonal blocks at block distance d: E = sum_{k=j}^{i-1} A_ik T_kj, then T_ij = -T_ii E (i = j + d).
+// A thread takes 4 rows (r0..r0 + 3) of one column c of a block: the T values of its column are loaded once for the
+// 4 rows, and both operands come as 16-byte vectors of 4 consecutive k (rows of A; T's column, stored transposed
+// as a row of amat) -- about 8x fewer shared-memory wavefronts than one element per thread with scalar loads.
+// Every element is still summed over the same k in the same order (k ascending, one FMA each), so T is bit for
+// bit what the scalar loops gave.
+constexpr int kInvRowsPerItem = 4;
+constexpr int kInvItemsPerBlock = kInvBlock / kInvRowsPerItem * kInvBlock;  // 64 (row group, column) items
+
+__device__ __forceinline__ float4 lds_f4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+
 __device__ __forceinline__ void inverse_distance(float* amat, float* scratch, int d) {
   const int blocks = kInvBlocks - d;
   constexpr int kElems = kInvBlock * kInvBlock;
-  for (int e = threadIdx.x; e < blocks * kElems; e += kChunkThreads) {
-    const int bj = e / kElems;
+  for (int item = threadIdx.x; item < blocks * kInvItemsPerBlock; item += kChunkThreads) {
+    const int bj = item / kInvItemsPerBlock;
     const int bi = bj + d;
-    const int r = (e % kElems) / kInvBlock;
-    const int c = e % kInvBlock;
-    float s = 0.0f;
+    const int r0 = (item % kInvItemsPerBlock) / kInvBlock * kInvRowsPerItem;
+    const int c = item % kInvBlock;
+    const int col = bj * kInvBlock + c;  // the column of T (and of E)
+    float e[kInvRowsPerItem] = {};
     for (int bk = bj; bk < bi; ++bk) {
+#pragma unroll 1  // (unrolled, the hoisted loads cost the fused kernels a spill beside their state registers)
+      for (int m0 = 0; m0 < kInvBlock; m0 += 4) {
+        const int k0 = bk * kInvBlock + m0;
+        const float4 tv = lds_f4(amat + col * kLdA + k0);  // T[k0 + q][col] where k0 + q > col
+        float t[4] = {tv.x, tv.y, tv.z, tv.w};
+        if (bk == bj) {  // the unit lower triangular diagonal block T_jj
 #pragma unroll
-      for (int m = 0; m < kInvBlock; ++m) {
-        s += amat[(bi * kInvBlock + r) * kLdA + bk * kInvBlock + m] *
-             inv_t(amat, bk * kInvBlock + m, bj * kInvBlock + c);
+          for (int q = 0; q < 4; ++q) t[q] = k0 + q > col ? t[q] : (k0 + q == col ? 1.0f : 0.0f);
+        }
+#pragma unroll
+        for (int rr = 0; rr < kInvRowsPerItem; ++rr) {
+          const float4 av = lds_f4(amat + (bi * kInvBlock + r0 + rr) * kLdA + k0);
+          e[rr] += av.x * t[0];
+          e[rr] += av.y * t[1];
+          e[rr] += av.z * t[2];
+          e[rr] += av.w * t[3];
+        }
       }
     }
-    scratch[e] = s;
+#pragma unroll
+    for (int rr = 0; rr < kInvRowsPerItem; ++rr) scratch[bj * kElems + (r0 + rr) * kInvBlock + c] = e[rr];
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < blocks * kElems; e += kChunkThreads) {
-    const int bj = e / kElems;
+  for (int item = threadIdx.x; item < blocks * kInvItemsPerBlock; item += kChunkThreads) {
+    const int bj = item / kInvItemsPerBlock;
     const int bi = bj + d;
-    const int r = (e % kElems) / kInvBlock;
-    const int c = e % kInvBlock;
-    float s = scratch[bj * kElems + r * kInvBlock + c];  // the unit diagonal of T_ii
+    const int r0 = (item % kInvItemsPerBlock) / kInvBlock * kInvRowsPerItem;
+    const int c = item % kInvBlock;
+    const float* ebj = scratch + bj * kElems;
+    float t[kInvRowsPerItem];  // -T_ij = E_ij + (T_ii - I) E_ij, row by row (the unit diagonal of T_ii first)
+#pragma unroll
+    for (int rr = 0; rr < kInvRowsPerItem; ++rr) t[rr] = ebj[(r0 + rr) * kInvBlock + c];
 #pragma unroll
     for (int m = 0; m < kInvBlock; ++m) {
-      if (m < r) s += inv_t(amat, bi * kInvBlock + r, bi * kInvBlock + m) * scratch[bj * kElems + m * kInvBlock + c];
+      if (m >= r0 + kInvRowsPerItem - 1) break;  // (no row of the item has m < r left)
+      const float x = ebj[m * kInvBlock + c];
+      const float4 tv = lds_f4(amat + (bi * kInvBlock + m) * kLdA + bi * kInvBlock + r0);  // T_ii[r0 + q][m]
+      const float ti[4] = {tv.x, tv.y, tv.z, tv.w};
+#pragma unroll
+      for (int rr = 0; rr < kInvRowsPerItem; ++rr) {
+        if (m < r0 + rr) t[rr] += ti[rr] * x;
+      }
     }
-    amat[(bj * kInvBlock + c) * kLdA + bi * kInvBlock + r] = -s;  // T[i][j] at amat[j][i]
+    *reinterpret_cast<float4*>(amat + (bj * kInvBlock + c) * kLdA + bi * kInvBlock + r0) =
+        make_float4(-t[0], -t[1], -t[2], -t[3]);  // T[i][j] at amat[j][i]
   }
   __syncthreads();
 }
