@@ -44,6 +44,7 @@ struct WgmmaOp {
   bool a_regs = false;
   int scale_d = 0;
   uint64_t desc_a = 0, desc_b = 0;
+  bool trans_b = false;           // B MN-major (imm-trans-b = 1)
   Site site{nullptr, 0};
   uint32_t warps_issued = 0;      // bit w: warp w of the warpgroup has issued it
   bool chained[kWarpgroupWarps];  // D accumulates onto a pending wgmma's D: C is read at completion

@@ -4,7 +4,7 @@
 // the shared-memory operands then (from the async-proxy view, which must equal the generic view). So reading the
 // accumulators before the wait, changing them or the shared operands before it, or a missing fence.proxy.async
 // before it all show. Layouts: PTX_FACTS.md §6; numerics as mma.sync (exact products, fp32 accumulation rounded
-// once per instruction).
+// once per instruction). B may be MN-major (imm-trans-b; element_address_mn).
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -34,6 +34,7 @@ struct IssueArgs {
   int n;
   int scale_d;
   uint64_t desc_a, desc_b;
+  bool trans_b;
   float* d;
   const uint32_t* a;
   Site site;
@@ -50,7 +51,7 @@ std::string hex64(uint64_t v) {
   return buf;
 }
 
-DescView decode(uint64_t desc, const char* which, Site site) {
+DescView decode(uint64_t desc, const char* which, Site site, bool mn_major = false) {
   const std::string what = std::string("wgmma.mma_async: the ") + which + " descriptor " + hex64(desc);
   if (desc & ~kDescFieldBits) async_error(what + " sets reserved bits", site);
   if ((desc >> 49) & 7) {
@@ -67,7 +68,12 @@ DescView decode(uint64_t desc, const char* which, Site site) {
                          "a pattern (shared address " + std::to_string(v.start) + ")",
                   site);
     }
-    if (v.start % v.swizzle + 2 * kK > v.swizzle)
+    if (mn_major && v.start % v.swizzle != 0) {
+      async_error(what + ": an MN-major " + std::to_string(v.swizzle) + "B-swizzled operand must start at the "
+                         "beginning of a swizzle row (shared address " + std::to_string(v.start) + ")",
+                  site);
+    }
+    if (!mn_major && v.start % v.swizzle + 2 * kK > v.swizzle)
       async_error(what + ": the 16 columns starting at byte " + std::to_string(v.start % v.swizzle) +
                       " do not fit in a " + std::to_string(v.swizzle) + "-byte swizzle row",
                   site);
@@ -82,14 +88,28 @@ uint32_t element_address(const DescView& v, int row, int k) {
   return logical ^ (((logical >> 7) & (v.swizzle / 16 - 1)) << 4);
 }
 
-// out[row * 16 + k] for rows [0, rows): read from the async-proxy view, which must match the generic view.
-void read_operand(BlockRunner& r, const WgmmaOp& op, uint64_t desc, int rows, const char* which, float* out) {
-  const DescView v = decode(desc, which, op.site);
+// Shared address of element (n, k) of an MN-major operand (imm-trans = 1; PTX canonical layouts, LOW until the
+// -m gpu twins in tests/emu/test_wgmma.py pass on an H100/H200). No swizzle ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)):
+// core matrices of 8 k-rows of 16 bytes (8 MN elements), SBO between them along MN and LBO along K. Swizzled,
+// S = 32 / 64 / 128 bytes ((T,S/16,m),(8,k)):((1,T,LBO),(S/16 T,SBO)): atoms of 8 k-rows of S bytes (S / 2 MN
+// elements), LBO between atoms along MN, SBO along K, the swizzle XOR on the byte address as for K-major.
+uint32_t element_address_mn(const DescView& v, int n, int k) {
+  if (!v.swizzle) return v.start + (n % 8) * 2 + (n / 8) * v.sbo + (k % 8) * 16 + (k / 8) * v.lbo;
+  const uint32_t w = v.swizzle / 2;  // MN elements per swizzle row
+  const uint32_t logical = v.start + (n % w) * 2 + (n / w) * v.lbo + (k % 8) * v.swizzle + (k / 8) * v.sbo;
+  return logical ^ (((logical >> 7) & (v.swizzle / 16 - 1)) << 4);
+}
+
+// out[row * 16 + k] for rows [0, rows) (M or N index): read from the async-proxy view, which must match the
+// generic view. mn_major: the operand is stored MN-major (B with imm-trans-b).
+void read_operand(BlockRunner& r, const WgmmaOp& op, uint64_t desc, int rows, const char* which, float* out,
+                  bool mn_major = false) {
+  const DescView v = decode(desc, which, op.site, mn_major);
   const unsigned char* real = r.smem_base();
   const unsigned char* shadow = r.smem_shadow();
   for (int row = 0; row < rows; ++row) {
     for (int k = 0; k < kK; ++k) {
-      const uint32_t addr = element_address(v, row, k);
+      const uint32_t addr = mn_major ? element_address_mn(v, row, k) : element_address(v, row, k);
       if (addr + 2 > r.smem_bytes()) {
         async_error(std::string("wgmma.mma_async issued at ") + site_str(op.site) + ": " + which + " element (" +
                         std::to_string(row) + ", " + std::to_string(k) + ") at shared address " +
@@ -172,7 +192,7 @@ void compute(BlockRunner& r, WarpgroupQueue& q, const WgmmaOp& op) {
         a[a_row(t, e) * kK + a_col(t, e)] =
             input_bits_to_float(op.type, static_cast<uint16_t>(op.a[t][e >> 1] >> (16 * (e & 1))));
   }
-  read_operand(r, op, op.desc_b, n, "B", bt.data());
+  read_operand(r, op, op.desc_b, n, "B", bt.data(), op.trans_b);
   for (int nn = 0; nn < n; ++nn)
     for (int k = 0; k < kK; ++k) b[static_cast<size_t>(k) * n + nn] = bt[static_cast<size_t>(nn) * kK + k];
   for (int t = 0; t < static_cast<int>(kWarpgroupThreads); ++t) {
@@ -191,7 +211,7 @@ void check_uniform(void* const* args, unsigned warp, bool a_regs) {
   for (unsigned l = 1; l < kWarpLanes; ++l) {
     const auto* x = static_cast<const IssueArgs*>(args[l]);
     if (x->n != first->n || x->scale_d != first->scale_d || x->desc_b != first->desc_b ||
-        (!a_regs && x->desc_a != first->desc_a)) {
+        x->trans_b != first->trans_b || (!a_regs && x->desc_a != first->desc_a)) {
       async_error("wgmma.mma_async: lane " + std::to_string(l) + " of warp " + std::to_string(warp) +
                       " passes other operands (scale-d, descriptors) than lane 0: they must be the same in every "
                       "thread of the warpgroup",
@@ -245,7 +265,7 @@ void issue_compute(void* const* args, uint32_t, uint32_t) {
   check_uniform(args, warp, kRegs);
   check_issuer(r, warp, site);
   if (!kRegs) decode(first->desc_a, "A", site);
-  decode(first->desc_b, "B", site);
+  decode(first->desc_b, "B", site, first->trans_b);
   const unsigned wg = warp / kWarpgroupWarps, wi = warp % kWarpgroupWarps;
   WarpgroupQueue& q = r.async_units().warpgroups[wg];
   const size_t idx = q.issued[wi]++ - q.first_seq;
@@ -257,11 +277,12 @@ void issue_compute(void* const* args, uint32_t, uint32_t) {
     op.scale_d = first->scale_d;
     op.desc_a = kRegs ? 0 : first->desc_a;
     op.desc_b = first->desc_b;
+    op.trans_b = first->trans_b;
     op.site = site;
   }
   WgmmaOp& op = q.ops[idx];
   if (op.n != first->n || op.type != kType || op.a_regs != kRegs || op.scale_d != first->scale_d ||
-      op.desc_b != first->desc_b || (!kRegs && op.desc_a != first->desc_a)) {
+      op.desc_b != first->desc_b || op.trans_b != first->trans_b || (!kRegs && op.desc_a != first->desc_a)) {
     async_error("wgmma.mma_async #" + std::to_string(q.first_seq + idx) + " of warp " + std::to_string(warp) +
                     " differs from the same instruction of another warp of its warpgroup (issued at " +
                     site_str(op.site) + "): shape, types, scale-d and descriptors must match",
@@ -313,11 +334,11 @@ void retire_upto(BlockRunner& r, unsigned wg, uint64_t target, Site site) {
 void wgmma_fence(Site site) { sm90_runner("wgmma.fence", site).running().async.wgmma_fenced = true; }
 
 void wgmma_mma_async(int n, MmaInput type, float* d, uint64_t desc_a, const uint32_t* a_regs, uint64_t desc_b,
-                     int scale_d, Site site) {
+                     bool trans_b, int scale_d, Site site) {
   sm90_runner("wgmma.mma_async", site);
   if (n < 8 || n > 256 || n % 8 != 0)
     async_error("wgmma.mma_async: N must be a multiple of 8 in [8, 256], got " + std::to_string(n), site);
-  IssueArgs args{n, scale_d != 0, desc_a, desc_b, d, a_regs, site};
+  IssueArgs args{n, scale_d != 0, desc_a, desc_b, trans_b, d, a_regs, site};
   warp_collective(kIssueOps[a_regs != nullptr][static_cast<int>(type)], kFullMask, &args, site);
 }
 

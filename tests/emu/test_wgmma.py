@@ -1,7 +1,9 @@
 """wgmma.mma_async m64nNk16 on the emulator (and, with -m gpu, element by element against an H100): the
 per-thread accumulator layout and the RS A layout of PTX_FACTS.md §6 with probe inputs, the placement of every
 element of the shared-memory operands read through descriptors in each swizzle mode (no swizzle, 32B, 64B,
-128B, every k16 step of a tile), and the numerics against torch.matmul."""
+128B, every k16 step of a tile), and the numerics against torch.matmul. B also MN-major (imm-trans-b = 1: the
+tile [k][n] as TMA lays down V [key][d]; PTX's canonical MN-major layouts, LOW confidence until the -m gpu twins
+below pass on hardware)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ SW_IDS = [f"sw{s}" for s in SWIZZLES]
 OK = 0
 
 
-def wgmma(emu_ops, a, bt, c=None, *, a_regs=False, swizzle=128, variant=OK, device="cpu"):
-    """D [64, n] = A [64, k] @ Bt [n, k]^T (+ C) through the probe kernel (k / 16 chained wgmmas)."""
+def wgmma(emu_ops, a, bt, c=None, *, a_regs=False, swizzle=128, variant=OK, device="cpu", b_mn_major=False):
+    """D [64, n] = A [64, k] @ Bt [n, k]^T (+ C) through the probe kernel (k / 16 chained wgmmas); b_mn_major: B
+    stored as a [k][n] tile and read with imm-trans-b."""
     n, k = bt.shape
     scale_d = c is not None
     c = torch.zeros(64, n) if c is None else c
@@ -29,7 +32,7 @@ def wgmma(emu_ops, a, bt, c=None, *, a_regs=False, swizzle=128, variant=OK, devi
         pack_acc(c),
     )
     args = tuple(t.to(device) for t in args)
-    d = emu_ops.wgmma_probe(*args, n, k, a.dtype == torch.float16, a_regs, scale_d, swizzle, variant)
+    d = emu_ops.wgmma_probe(*args, n, k, a.dtype == torch.float16, a_regs, scale_d, swizzle, variant, b_mn_major)
     return d.cpu()
 
 
@@ -125,6 +128,36 @@ def test_wgmma_matches_matmul(emu_ops, n, swizzle, dtype, a_regs):
     assert_close_report(unpack_acc(d), a.double() @ bt.double().t(), rtol=1e-5, atol=1e-5, what="wgmma")
 
 
+MN_CASES = [(8, 0), (16, 0), (64, 32), (128, 64), (64, 128), (256, 128)]  # (n, swizzle)
+MN_IDS = [f"n{n}-sw{sw}" for n, sw in MN_CASES]
+
+
+@pytest.mark.parametrize("a_regs", [False, True], ids=["ss", "rs"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize(("n", "swizzle"), MN_CASES, ids=MN_IDS)
+def test_mn_major_b_matches_matmul_and_k_major(emu_ops, n, swizzle, dtype, a_regs):
+    """B [k][n] stored n-contiguous (MN-major, the k-steps 16 rows apart, column blocks of the swizzle width)
+    through desc_mn_major and imm-trans-b: exactly A @ B on small integers, and the same bits as the K-major B."""
+    a, bt = randint_small((64, 64), dtype, seed=n), randint_small((n, 64), dtype, seed=n + 1)
+    c = randint_small((64, n), torch.float32, seed=n + 2, low=-64, high=64)
+    kw = {"a_regs": a_regs, "swizzle": swizzle}
+    d = wgmma(emu_ops, a, bt, c, b_mn_major=True, **kw)
+    assert torch.equal(unpack_acc(d), a.float() @ bt.float().t() + c)
+    a, bt = randn((64, 64), dtype, seed=n + 3), randn((n, 64), dtype, seed=n + 4)
+    assert torch.equal(wgmma(emu_ops, a, bt, b_mn_major=True, **kw), wgmma(emu_ops, a, bt, **kw))
+
+
+@pytest.mark.parametrize("swizzle", SWIZZLES, ids=SW_IDS)
+def test_mn_major_b_reads_each_element_where_the_layout_puts_it(emu_ops, swizzle):
+    """A selects one k row per output row (A[m][16 s + m] = 1): D[m][j] = B[16 s + m][j] for every element of a
+    [64][64] MN-major B, every k16 step -- a misplaced element shows as a wrong value, not a wrong sum."""
+    bt = randn((64, 64), torch.bfloat16, seed=40 + swizzle)
+    for s in range(4):
+        a = slice_selector(64, s, torch.bfloat16)[:64]
+        d = unpack_acc(wgmma(emu_ops, a, bt, swizzle=swizzle, b_mn_major=True))
+        assert torch.equal(d[:16], bt[:, 16 * s : 16 * s + 16].t().float()), f"k step {s}"
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_wgmma_groups_in_flight_chain_onto_each_other(emu_ops, device):
     """One commit group per k16 step, each issued onto the accumulators of a group still in flight
@@ -191,3 +224,21 @@ def test_gpu_wgmma_matches_emulator(emu_ops, n, swizzle, a_regs):
             atol=1e-5,
             what="gpu vs emulator",
         )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("n", "swizzle"), MN_CASES, ids=MN_IDS)
+def test_gpu_mn_major_b_matches_emulator(emu_ops, n, swizzle):
+    """The MN-major layouts (imm-trans-b) element by element against the hardware: placement (selector A) and
+    products, SS and RS, bf16 and f16."""
+    bt = randn((n, 64), torch.bfloat16, seed=50 + n + swizzle)
+    for s in range(4):
+        a = slice_selector(64, s, torch.bfloat16)[:64]
+        kw = {"swizzle": swizzle, "b_mn_major": True}
+        assert torch.equal(wgmma(emu_ops, a, bt, device="cuda", **kw), wgmma(emu_ops, a, bt, **kw)), f"k step {s}"
+    for dtype in DTYPES:
+        for a_regs in (False, True):
+            a, bt = randint_small((64, 64), dtype, seed=n), randint_small((n, 64), dtype, seed=n + 1)
+            c = randint_small((64, n), torch.float32, seed=n + 2, low=-64, high=64)
+            kw = {"a_regs": a_regs, "swizzle": swizzle, "b_mn_major": True}
+            assert torch.equal(wgmma(emu_ops, a, bt, c, device="cuda", **kw), wgmma(emu_ops, a, bt, c, **kw))

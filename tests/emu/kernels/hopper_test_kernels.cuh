@@ -24,6 +24,7 @@ struct WgmmaProbeParams {
   const uint16_t* bt;        // [n][k]
   const float* c;            // [128][n / 2]
   float* d;                  // [128][n / 2]
+  int b_mn_major;            // B stored MN-major ([k][n] tile, imm-trans-b = 1), else K-major ([n][k])
 };
 enum WgmmaVariant : int {
   kWgmmaOk = 0,

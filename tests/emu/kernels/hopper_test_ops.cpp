@@ -12,7 +12,8 @@ namespace q35::emutest {
 namespace {
 
 at::Tensor wgmma_probe(const at::Tensor& a, const at::Tensor& a_frag, const at::Tensor& bt, const at::Tensor& c,
-                       int64_t n, int64_t k, bool f16, bool a_regs, bool scale_d, int64_t swizzle, int64_t variant) {
+                       int64_t n, int64_t k, bool f16, bool a_regs, bool scale_d, int64_t swizzle, int64_t variant,
+                       bool b_mn_major) {
   check(a, at::kShort, "wgmma_probe", "a");
   check(a_frag, at::kInt, "wgmma_probe", "a_frag");
   check(bt, at::kShort, "wgmma_probe", "bt");
@@ -23,7 +24,8 @@ at::Tensor wgmma_probe(const at::Tensor& a, const at::Tensor& a_frag, const at::
   at::Tensor d = at::full({128, n / 2}, NAN, c.options());
   const WgmmaProbeParams p{static_cast<int>(n),       static_cast<int>(k), f16, a_regs, scale_d,
                            static_cast<int>(swizzle), static_cast<int>(variant), ptr<uint16_t>(a),
-                           ptr<uint32_t>(a_frag),     ptr<uint16_t>(bt), ptr<float>(c), ptr<float>(d)};
+                           ptr<uint32_t>(a_frag),     ptr<uint16_t>(bt), ptr<float>(c), ptr<float>(d),
+                           b_mn_major};
   Q35_RUN("wgmma_probe", a, launch_wgmma_probe, p);
   return d;
 }
@@ -120,7 +122,7 @@ void hopper_fault(const at::Tensor& out, int64_t variant, int64_t threads) {
 
 TORCH_LIBRARY_FRAGMENT(q35_emu_tests, m) {
   m.def("wgmma_probe(Tensor a, Tensor a_frag, Tensor bt, Tensor c, int n, int k, bool f16, bool a_regs, "
-        "bool scale_d, int swizzle, int variant) -> Tensor");
+        "bool scale_d, int swizzle, int variant, bool b_mn_major=False) -> Tensor");
   m.def("tma_load_probe(Tensor x, int[] box, int[] coords, int swizzle, int variant) -> Tensor");
   m.def("tma_store_probe(Tensor(a!) out, Tensor smem_in, int[] box, int[] coords, int swizzle, int variant) -> ()");
   m.def("tma_tile_probe(Tensor x, int swizzle) -> Tensor");

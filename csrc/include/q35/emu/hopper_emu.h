@@ -63,9 +63,10 @@ Q35_EMU_API void bulk_wait_group(int pending, Site site);
 // ---- wgmma ----
 Q35_EMU_API void wgmma_fence(Site site);
 // m64nNk16, f32 accumulators d[n / 2]; A from shared memory (desc_a) or, when a_regs != nullptr, from this
-// lane's 4 registers; B from shared memory (desc_b). scale_d = 0: D = A * B, otherwise D = A * B + D.
+// lane's 4 registers; B from shared memory (desc_b), K-major or, with trans_b (imm-trans-b = 1), MN-major.
+// scale_d = 0: D = A * B, otherwise D = A * B + D.
 Q35_EMU_API void wgmma_mma_async(int n, MmaInput type, float* d, uint64_t desc_a, const uint32_t* a_regs,
-                                 uint64_t desc_b, int scale_d, Site site);
+                                 uint64_t desc_b, bool trans_b, int scale_d, Site site);
 Q35_EMU_API void wgmma_commit_group(Site site);
 Q35_EMU_API void wgmma_wait_group(int pending, Site site);
 

@@ -3,6 +3,8 @@
 //   wgmma_bf16_ss<N>(d, desc_a, desc_b, scale_d)   A and B in shared memory (descriptors, K-major)
 //   wgmma_bf16_rs<N>(d, a, desc_b, scale_d)        A from registers a[4], B in shared memory
 //   wgmma_f16_ss<N> / wgmma_f16_rs<N>              the same with f16 inputs
+//   <N, true>: B MN-major (imm-trans-b = 1: B[k][n] with n contiguous; descriptor KMajorTile::desc_mn_major).
+//              LOW confidence until the -m gpu twins of tests/emu/test_wgmma.py pass on an H100/H200.
 //   N = 8..256, a multiple of 8; d: float[N / 2] per thread; scale_d = 0: D = A * B, otherwise D = A * B + D.
 //   wgmma_fence()              all warps, before the first wgmma and after any access to d (or a) since
 //   wgmma_commit_group()       close the issued wgmmas into a group
@@ -41,17 +43,17 @@ __device__ __forceinline__ void wgmma_wait_group(Q35_EMU_SITE_PARAMS) {
   ::q35::simt::wgmma_wait_group(N, Q35_EMU_SITE);
 }
 #define Q35_WGMMA_EMU(name, type)                                                                              \
-  template <int N>                                                                                             \
+  template <int N, bool kTransB = false>                                                                       \
   __device__ __forceinline__ void name##_ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,               \
                                             int scale_d Q35_PTX_SITE_PARAMS) {                                 \
     Q35_WGMMA_CHECK_N(N);                                                                                      \
-    ::q35::simt::wgmma_mma_async(N, type, d, desc_a, nullptr, desc_b, scale_d, Q35_EMU_SITE);                  \
+    ::q35::simt::wgmma_mma_async(N, type, d, desc_a, nullptr, desc_b, kTransB, scale_d, Q35_EMU_SITE);         \
   }                                                                                                            \
-  template <int N>                                                                                             \
+  template <int N, bool kTransB = false>                                                                       \
   __device__ __forceinline__ void name##_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,        \
                                             int scale_d Q35_PTX_SITE_PARAMS) {                                 \
     Q35_WGMMA_CHECK_N(N);                                                                                      \
-    ::q35::simt::wgmma_mma_async(N, type, d, 0, a, desc_b, scale_d, Q35_EMU_SITE);                             \
+    ::q35::simt::wgmma_mma_async(N, type, d, 0, a, desc_b, kTransB, scale_d, Q35_EMU_SITE);                    \
   }
 Q35_WGMMA_EMU(wgmma_bf16, ::q35::simt::MmaInput::kBf16)
 Q35_WGMMA_EMU(wgmma_f16, ::q35::simt::MmaInput::kF16)
@@ -88,36 +90,57 @@ namespace detail {
 // Wgmma<N>: the inline PTX of each variant for one N (operand tables: wgmma_operands.cuh; C = N / 8).
 template <int N>
 struct Wgmma;
-#define Q35_WGMMA_SS(N, C, types)                                                                              \
+// tb: the imm-trans-b immediate, "0" (B K-major) or "1" (B MN-major).
+#define Q35_WGMMA_SS(N, C, types, tb)                                                                          \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " Q35_WG_ARG(2, Q35_WG_NEXT_##C) ", 0;\n"                    \
                "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." types " {" Q35_WG_REGS_##C "}, "              \
-               Q35_WG_ARG(0, Q35_WG_NEXT_##C) ", " Q35_WG_ARG(1, Q35_WG_NEXT_##C) ", p, 1, 1, 0, 0;\n}\n"     \
+               Q35_WG_ARG(0, Q35_WG_NEXT_##C) ", " Q35_WG_ARG(1, Q35_WG_NEXT_##C) ", p, 1, 1, 0, " tb ";\n}\n" \
                : Q35_WG_OUT_##C                                                                                \
                : "l"(desc_a), "l"(desc_b), "r"(scale_d))
-#define Q35_WGMMA_RS(N, C, types)                                                                              \
+#define Q35_WGMMA_RS(N, C, types, tb)                                                                          \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " Q35_WG_ARG(5, Q35_WG_NEXT_##C) ", 0;\n"                    \
                "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." types " {" Q35_WG_REGS_##C "}, {"             \
                Q35_WG_ARG(0, Q35_WG_NEXT_##C) ", " Q35_WG_ARG(1, Q35_WG_NEXT_##C) ", "                         \
                Q35_WG_ARG(2, Q35_WG_NEXT_##C) ", " Q35_WG_ARG(3, Q35_WG_NEXT_##C) "}, "                        \
-               Q35_WG_ARG(4, Q35_WG_NEXT_##C) ", p, 1, 1, 0;\n}\n"                                             \
+               Q35_WG_ARG(4, Q35_WG_NEXT_##C) ", p, 1, 1, " tb ";\n}\n"                                        \
                : Q35_WG_OUT_##C                                                                                \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d))
 #define Q35_WGMMA_INSTANCE(N, C)                                                                               \
   template <>                                                                                                  \
   struct Wgmma<N> {                                                                                            \
+    template <bool kTransB>                                                                                    \
     static __device__ __forceinline__ void ss_bf16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int scale_d) { \
-      Q35_WGMMA_SS(N, C, "bf16.bf16");                                                                         \
+      if constexpr (kTransB) {                                                                                 \
+        Q35_WGMMA_SS(N, C, "bf16.bf16", "1");                                                                  \
+      } else {                                                                                                 \
+        Q35_WGMMA_SS(N, C, "bf16.bf16", "0");                                                                  \
+      }                                                                                                        \
     }                                                                                                          \
+    template <bool kTransB>                                                                                    \
     static __device__ __forceinline__ void ss_f16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int scale_d) { \
-      Q35_WGMMA_SS(N, C, "f16.f16");                                                                           \
+      if constexpr (kTransB) {                                                                                 \
+        Q35_WGMMA_SS(N, C, "f16.f16", "1");                                                                    \
+      } else {                                                                                                 \
+        Q35_WGMMA_SS(N, C, "f16.f16", "0");                                                                    \
+      }                                                                                                        \
     }                                                                                                          \
+    template <bool kTransB>                                                                                    \
     static __device__ __forceinline__ void rs_bf16(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,  \
                                                    int scale_d) {                                              \
-      Q35_WGMMA_RS(N, C, "bf16.bf16");                                                                         \
+      if constexpr (kTransB) {                                                                                 \
+        Q35_WGMMA_RS(N, C, "bf16.bf16", "1");                                                                  \
+      } else {                                                                                                 \
+        Q35_WGMMA_RS(N, C, "bf16.bf16", "0");                                                                  \
+      }                                                                                                        \
     }                                                                                                          \
+    template <bool kTransB>                                                                                    \
     static __device__ __forceinline__ void rs_f16(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,   \
                                                   int scale_d) {                                               \
-      Q35_WGMMA_RS(N, C, "f16.f16");                                                                           \
+      if constexpr (kTransB) {                                                                                 \
+        Q35_WGMMA_RS(N, C, "f16.f16", "1");                                                                    \
+      } else {                                                                                                 \
+        Q35_WGMMA_RS(N, C, "f16.f16", "0");                                                                    \
+      }                                                                                                        \
     }                                                                                                          \
   };
 Q35_WGMMA_INSTANCE(8, 1) Q35_WGMMA_INSTANCE(16, 2) Q35_WGMMA_INSTANCE(24, 3) Q35_WGMMA_INSTANCE(32, 4)
@@ -134,16 +157,16 @@ Q35_WGMMA_INSTANCE(232, 29) Q35_WGMMA_INSTANCE(240, 30) Q35_WGMMA_INSTANCE(248, 
 }  // namespace detail
 
 #define Q35_WGMMA_ASM(name, variant)                                                                           \
-  template <int N>                                                                                             \
+  template <int N, bool kTransB = false>                                                                       \
   __device__ __forceinline__ void name##_ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int scale_d) { \
     Q35_WGMMA_CHECK_N(N);                                                                                      \
-    detail::Wgmma<N>::ss_##variant(d, desc_a, desc_b, scale_d);                                                \
+    detail::Wgmma<N>::template ss_##variant<kTransB>(d, desc_a, desc_b, scale_d);                              \
   }                                                                                                            \
-  template <int N>                                                                                             \
+  template <int N, bool kTransB = false>                                                                       \
   __device__ __forceinline__ void name##_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,        \
                                             int scale_d) {                                                     \
     Q35_WGMMA_CHECK_N(N);                                                                                      \
-    detail::Wgmma<N>::rs_##variant(d, a, desc_b, scale_d);                                                     \
+    detail::Wgmma<N>::template rs_##variant<kTransB>(d, a, desc_b, scale_d);                                   \
   }
 #else  // device code for another architecture
 __device__ __forceinline__ void wgmma_fence() { sm90a_required(); }
@@ -153,12 +176,12 @@ __device__ __forceinline__ void wgmma_wait_group() {
   sm90a_required();
 }
 #define Q35_WGMMA_ASM(name, variant)                                                                           \
-  template <int N>                                                                                             \
+  template <int N, bool kTransB = false>                                                                       \
   __device__ __forceinline__ void name##_ss(float (&)[N / 2], uint64_t, uint64_t, int) {                       \
     Q35_WGMMA_CHECK_N(N);                                                                                      \
     sm90a_required();                                                                                          \
   }                                                                                                            \
-  template <int N>                                                                                             \
+  template <int N, bool kTransB = false>                                                                       \
   __device__ __forceinline__ void name##_rs(float (&)[N / 2], const uint32_t (&)[4], uint64_t, int) {          \
     Q35_WGMMA_CHECK_N(N);                                                                                      \
     sm90a_required();                                                                                          \

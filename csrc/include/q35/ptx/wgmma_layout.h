@@ -63,6 +63,17 @@ struct KMajorTile {
     return swizzle == Swizzle::kNone ? make_smem_desc(start, swizzle, box_bytes(), 8u * row_bytes())
                                      : make_smem_desc(start, swizzle, 16u, 8u * row_bytes());
   }
+  // The same bytes read as an MN-major B operand (wgmma imm-trans-b = 1): B[k][n] = tile[k][n], the tile's rows
+  // being K and its columns N (e.g. V [key][d] as TMA lays it down, for O += P V). Descriptor of rows [k0, k0 + 16)
+  // x columns [n0, n0 + N) (k0 % 8 == 0; n0 % box_cols() == 0). PTX canonical MN-major layouts (LOW until the GPU
+  // twins pass): swizzled ((T,S/16,m),(8,k)):((1,T,LBO),(S/16 T,SBO)) -- LBO = box_bytes() between column
+  // blocks, SBO = 8 rows; no swizzle ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)) -- SBO = box_bytes() between blocks
+  // of 8 columns, LBO = 8 rows of 16 bytes.
+  Q35_HD constexpr uint64_t desc_mn_major(uint32_t base, uint32_t k0, uint32_t n0) const {
+    const uint32_t start = base + (n0 / box_cols()) * box_bytes() + k0 * row_bytes();
+    return swizzle == Swizzle::kNone ? make_smem_desc(start, swizzle, 8u * row_bytes(), box_bytes())
+                                     : make_smem_desc(start, swizzle, box_bytes(), 8u * row_bytes());
+  }
 };
 
 // ---- register fragments of wgmma.m64nNk16 (thread T = 0..127 of the warpgroup, w = T / 32, l = T % 32) ----
