@@ -79,8 +79,9 @@ def prefill_rows(L, Hq, Hkv, device, reps):
     ks = k_cache.reshape(-1, Hkv, D)[:L].transpose(0, 1).repeat_interleave(Hq // Hkv, 0)[None].contiguous()
     vs = v_cache.reshape(-1, Hkv, D)[:L].transpose(0, 1).repeat_interleave(Hq // Hkv, 0)[None].contiguous()
     peer = bench(lambda: _sdpa_flash(qs, ks, vs, True), device=device, reps=reps)
-    paths = [("sm80", "q35 mma.sync")] + ([("sm90a", "q35 sm_90a wgmma"), ("sm90a-pingpong", "q35 sm_90a ping-pong")]
-                                          if _sm90a_runs(device) else [])
+    hopper = [("sm90a", "q35 sm_90a wgmma"), ("sm90a-pingpong", "q35 sm_90a ping-pong"),
+              ("sm90a-vmn", "q35 sm_90a V MN-major"), ("sm90a-pingpong-vmn", "q35 sm_90a ping-pong + V MN-major")]
+    paths = [("sm80", "q35 mma.sync")] + (hopper if _sm90a_runs(device) else [])
     for impl, label in paths:  # the kernels side by side (the sm_90a ones where the device runs them)
         rows.append(Row(op="paged_prefill_attention", shape=shape, dtype="bf16", impl=label, flops=flops,
                         median_us=ours(impl)["median_us"], peer="sdpa", peer_us=peer["median_us"],

@@ -58,8 +58,8 @@ def _attention(device: str, dry: bool) -> list[tuple[str, Callable[[], object]]]
         return lambda: q35.ops.paged_prefill_attention(q, k_cache, v_cache, cu, seq_lens, tables, gate,
                                                        backend="kernel", impl=impl)
     hopper = device == "cpu" or torch.cuda.get_device_capability() == (9, 0)
-    return [("attention-prefill-sm80", run("sm80"))] + ([("attention-prefill-sm90a", run("sm90a")),
-                                                         ("attention-prefill-sm90a-pingpong", run("sm90a-pingpong"))]
+    variants = ("sm90a", "sm90a-pingpong", "sm90a-vmn", "sm90a-pingpong-vmn")
+    return [("attention-prefill-sm80", run("sm80"))] + ([(f"attention-prefill-{v}", run(v)) for v in variants]
                                                         if hopper else [])
 
 

@@ -85,21 +85,24 @@ bool sm90a_here() {
 
 // The paged prefill on the path `arch` names: 0 = the sm_90a kernel where it runs, fits the arguments (head_dim
 // 256, blocks of >= 64 tokens) and sm90a_auto allows it, else the mma.sync one; 80 = the mma.sync kernel; 90 = the
-// sm_90a kernel or an error; 91 = the same with its consumers in ping-pong order (not yet timed on a GPU).
+// sm_90a kernel or an error; 90 + kAttnSm90a* variant bits: 91 = with its consumers in ping-pong order, 92 = V
+// read MN-major (no transpose), 93 = both (none of them timed on a GPU yet).
 template <bool kOnCuda>
 void run_paged_prefill(const AttentionPrefillParams& p, int64_t arch, const at::Tensor& q, const char* op) {
-  TORCH_CHECK(arch == 0 || arch == 80 || arch == 90 || arch == 91, "qwen35_native.", op,
-              ": arch must be 0 (auto), 80, 90 or 91 (90 with ping-pong consumers), got ", arch);
+  TORCH_CHECK(arch == 0 || arch == 80 || (arch >= 90 && arch <= 93), "qwen35_native.", op,
+              ": arch must be 0 (auto), 80, 90, 91 (90 with ping-pong consumers), 92 (90 reading V MN-major) or 93 "
+              "(both), got ",
+              arch);
   const bool fits = attention_sm90a_supports(p) && q.scalar_type() != at::kFloat;
   const bool here = sm90a_here<kOnCuda>();
-  if (arch == 90 || arch == 91) {
+  if (arch >= 90) {
     TORCH_CHECK(fits, "qwen35_native.", op, ": arch ", arch, " (the sm_90a kernel) needs head_dim 256, a cache "
                 "block_size of >= 64 and 16-byte aligned caches, got head_dim ", p.head_dim, " and block_size ",
                 1 << p.block_shift);
     TORCH_CHECK(here, "qwen35_native.", op, ": arch ", arch, " (the sm_90a kernel) needs ",
                 kOnCuda ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
   }
-  const bool ping_pong = arch == 91;
+  const int variant = arch >= 90 ? static_cast<int>(arch - 90) : 0;
   if (arch == 80 || !fits || !here || (arch == 0 && !sm90a_auto(kOnCuda))) {
     return run_prefill<kOnCuda>(p, q.scalar_type(), q, op);
   }
@@ -108,10 +111,10 @@ void run_paged_prefill(const AttentionPrefillParams& p, int64_t arch, const at::
     if constexpr (kOnCuda) {
 #if defined(Q35_WITH_CUDA)
       const c10::cuda::CUDAGuard guard(q.device());
-      check_launch(q35::cuda::launch_prefill_attention_sm90a<T>(p, ping_pong, c10::cuda::getCurrentCUDAStream()), op);
+      check_launch(q35::cuda::launch_prefill_attention_sm90a<T>(p, variant, c10::cuda::getCurrentCUDAStream()), op);
 #endif
     } else {
-      check_launch(q35::emu::launch_prefill_attention_sm90a<T>(p, ping_pong, nullptr), op);
+      check_launch(q35::emu::launch_prefill_attention_sm90a<T>(p, variant, nullptr), op);
     }
   });
 }

@@ -18,6 +18,8 @@ KERNELS = {
     "mbarrier_probe_kernel": ("SYNCS.ARRIVE", "SYNCS.PHASECHK"),
 }
 HOPPER_ONLY = ("HGMMA", "UTMALDG", "UTMASTG", "SYNCS", "USETMAXREG")
+ATTN_COMMON = ("HGMMA.64x64x16.F32", "HGMMA.64x256x16.F32", "UTMALDG.3D", "LDGSTS.E.BYPASS.128", "FENCE.VIEW.ASYNC.S",
+               "SYNCS.PHASECHK", "USETMAXREG")
 # sm_90a kernels of _C, by a regular expression over the mangled name (the bf16 and fp16 instantiations):
 # (instructions, wgmma.wait_group calls in the source = WARPGROUP.DEPBAR in the SASS)
 MODEL_KERNELS = {
@@ -25,13 +27,12 @@ MODEL_KERNELS = {
                                   "SYNCS.PHASECHK", "USETMAXREG"), 2),
     "moe_down_sm90a_kernel": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "UTMALDG.2D", "SYNCS.PHASECHK", "USETMAXREG"), 2),
     # S = Q K^T (SS, m64n64), O += P V (RS, m64n256), TMA of K/V, the V transpose (LDSM.T + STSM), Q by cp.async;
-    # the same with the consumers in ping-pong order (Lb1: named barriers between the issues)
-    r"prefill_attention_sm90a_kernelI\w+Lb0E": (("HGMMA.64x64x16.F32", "HGMMA.64x256x16.F32", "UTMALDG.3D",
-                                                "LDSM.16.MT88.4", "STSM.16.M88.4", "LDGSTS.E.BYPASS.128",
-                                                "FENCE.VIEW.ASYNC.S", "SYNCS.PHASECHK", "USETMAXREG"), 4),
-    r"prefill_attention_sm90a_kernelI\w+Lb1E": (("HGMMA.64x64x16.F32", "HGMMA.64x256x16.F32", "UTMALDG.3D",
-                                                "LDSM.16.MT88.4", "STSM.16.M88.4", "LDGSTS.E.BYPASS.128",
-                                                "FENCE.VIEW.ASYNC.S", "SYNCS.PHASECHK", "USETMAXREG", "BAR.ARV"), 4),
+    # <T, ping-pong, V MN-major>: ping-pong adds the named barriers between the issues (BAR.ARV), V MN-major drops
+    # the transpose (no STSM; P V with imm-trans-b)
+    r"prefill_attention_sm90a_kernelI\w+Lb0ELb0EE": (ATTN_COMMON + ("LDSM.16.MT88.4", "STSM.16.M88.4"), 4),
+    r"prefill_attention_sm90a_kernelI\w+Lb1ELb0EE": (ATTN_COMMON + ("LDSM.16.MT88.4", "STSM.16.M88.4", "BAR.ARV"), 4),
+    r"prefill_attention_sm90a_kernelI\w+Lb0ELb1EE": (ATTN_COMMON, 4),
+    r"prefill_attention_sm90a_kernelI\w+Lb1ELb1EE": (ATTN_COMMON + ("BAR.ARV",), 4),
     # GDN chunk scan: m64n64 (K K^T, Q K^T, w, v_new, o) and m64n128 (state update) wgmmas, q/k/v by TMA (3D)
     # on mbarriers, generic writes fenced to the async proxy; 4 waits (kkt, w, value, state stages)
     r"gdn_chunk_sm90a_kernelI\w+Lb0E": (("HGMMA.64x64x16.F32", "HGMMA.64x128x16.F32", "UTMALDG.3D", "SYNCS.PHASECHK",
@@ -84,6 +85,8 @@ def test_sm90a_model_kernels_have_the_hopper_instructions(model_sass, kernel):
     for name, code in bodies.items():
         for instruction in instructions:
             assert instruction in code, f"{name}: no {instruction} in its sm_90a SASS"
+        if kernel.endswith("Lb1EE") and kernel.startswith("prefill_attention"):  # V MN-major: no transpose
+            assert "STSM" not in code, f"{name}: V read MN-major should not transpose it"
         depbars = code.count("WARPGROUP.DEPBAR")
         assert depbars == waits, (f"{name}: {depbars} WARPGROUP.DEPBAR for {waits} wgmma.wait_group in the source: "
                                   "ptxas serialised the wgmmas (see its C75xx notes with QWEN35_PTXAS_VERBOSE=1)")

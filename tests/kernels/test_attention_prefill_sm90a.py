@@ -6,11 +6,13 @@ k16 step in the same order, the same softmax and epilogue), so the outputs must 
 tensor cores may sum a k16 step differently. Also: ragged shapes (chunks starting mid-block, empty sequences, tiles
 whose second warpgroup holds only padding rows, several 128-row tiles per sequence, K/V loops longer than the
 stage ring), block sizes 64 and 128, fp16, guarded poisoned outputs under two thread orders, the path choice
-(auto -> sm_90a at emulated arch sm_90, sm_80 at sm_80 or for blocks of 16) and its errors. The ping-pong variant
-(impl "sm90a-pingpong", arch 91: the consumers issue their GEMMs in turn, named barriers 3 and 4) only reorders
-work, so it too must be bit-identical, under both thread orders (an unbalanced turn barrier is reported by the
-emulator as a deadlock). -m gpu: the real prefill shapes (1 x 8192 at tp1 and tp8, a chunked continuation) sm_90a
-and its ping-pong variant vs sm_80 vs fp32."""
+(auto -> sm_90a at emulated arch sm_90, sm_80 at sm_80 or for blocks of 16) and its errors. The variants -- ping-pong
+(impl "sm90a-pingpong", arch 91: the consumers issue their GEMMs in turn, named barriers 3 and 4), V read MN-major
+without a transpose ("sm90a-vmn", 92: wgmma imm-trans-b on V as TMA lays it down, stale keys zeroed by warps 1-3)
+and both (93) -- compute the same products in the same order, so they must be bit-identical too, under both
+thread orders (an unbalanced turn barrier is reported by the emulator as a deadlock; the NaN-poisoned stale cache
+slots show a missing zeroing). -m gpu: the real prefill shapes (1 x 8192 at tp1 and tp8, a chunked continuation)
+sm_90a and its variants vs sm_80 vs fp32."""
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from qwen35_native import emulator, ops
 from utils import GuardedTensor, assert_bit_identical, set_sm90a
 
 BOUND = 1e-2  # MODEL_SPEC §5: bf16/fp16 attention vs fp32, relative
+VARIANTS = ["sm90a-pingpong", "sm90a-vmn", "sm90a-pingpong-vmn"]  # arch 91, 92, 93: the same bits as "sm90a"
 
 
 def _call(inp, impl, gated=True, scale=None):
@@ -61,7 +64,8 @@ def test_sm90a_matches_references_and_sm80(case):
     assert out.shape == (sum(q_lens), Hq * 256) and out.dtype == dtype
     _check_references(out, inp)
     assert_bit_identical(out, _call(inp, "sm80"), what="sm_90a vs sm_80 output (emulator)")
-    assert_bit_identical(_call(inp, "sm90a-pingpong"), out, what="sm_90a ping-pong vs sm_90a output (emulator)")
+    for impl in VARIANTS:
+        assert_bit_identical(_call(inp, impl), out, what=f"{impl} vs sm_90a output (emulator)")
 
 
 def test_sm90a_ungated_and_scale():
@@ -73,9 +77,9 @@ def test_sm90a_ungated_and_scale():
     assert_rel_close(out, ref.float(), BOUND, "ungated, scale 0.02 vs reference")
 
 
-@pytest.mark.parametrize("arch", [90, 91], ids=["sm90a", "sm90a-pingpong"])
+@pytest.mark.parametrize("arch", [90, 91, 92, 93], ids=["sm90a", *VARIANTS])
 def test_sm90a_guards_and_orders(two_orders, arch):
-    """Raw op (arch 90 / 91) into a guarded, poisoned output: every element written, nothing outside it,
+    """Raw op (arch 90..93) into a guarded, poisoned output: every element written, nothing outside it,
     bit-identical under two emulator thread orders (a missing barrier or proxy fence shows up as a difference or an
     error)."""
     inp = paged_inputs([5, 60], [17, 20], 4, 1, seed=3)
@@ -100,8 +104,9 @@ def test_path_choice_and_errors():
         assert_bit_identical(_call(inp, "auto"), _call(inp, "sm80"), what="auto at sm_80 vs sm_80")
         with pytest.raises(RuntimeError, match=r"arch 90 \(the sm_90a kernel\) needs the emulator at arch sm_90"):
             _call(inp, "sm90a")
-        with pytest.raises(RuntimeError, match=r"arch 91 \(the sm_90a kernel\) needs the emulator at arch sm_90"):
-            _call(inp, "sm90a-pingpong")
+        for arch, impl in zip((91, 92, 93), VARIANTS):
+            with pytest.raises(RuntimeError, match=rf"arch {arch} \(the sm_90a kernel\) needs the emulator at arch"):
+                _call(inp, impl)
     small = paged_inputs([0], [3], 4, 1, block_size=16, seed=5)
     with pytest.raises(RuntimeError, match=r"arch 90 \(the sm_90a kernel\) needs head_dim 256, a cache block_size of "
                                            r">= 64 and 16-byte aligned caches, got head_dim 256 and block_size 16"):
@@ -109,7 +114,7 @@ def test_path_choice_and_errors():
     _check_references(_call(small, None), small, what="auto with blocks of 16 (sm_80 kernel)")
     with pytest.raises(ValueError, match=r"paged_prefill_attention: impl must be one of"):
         _call(inp, "sm100")
-    with pytest.raises(RuntimeError, match=r"arch must be 0 \(auto\), 80, 90 or 91 \(90 with ping-pong .*\), got 75"):
+    with pytest.raises(RuntimeError, match=r"arch must be 0 \(auto\), 80, 90, 91 .*, 92 .* or 93 \(both\), got 75"):
         torch.ops.qwen35_native.paged_prefill_attention(inp["q"], inp["k_cache"], inp["v_cache"], inp["cu_seqlens"],
                                                         inp["seq_lens"], inp["block_tables"], None, 0.0625,
                                                         torch.empty(3, 1024, dtype=torch.bfloat16), 75)
@@ -163,8 +168,8 @@ def test_sm90a_vs_sm80_and_fp32_on_bench_shapes_gpu(name, monkeypatch):
     assert ((out90.float() - out80.float()).norm() / out80.float().norm()).item() <= 4e-3, f"{name}: sm_90a vs sm_80"
     assert _sampled_sdpa_error(out90, inp) <= BOUND, f"{name}: sm_90a vs fp32 sdpa (sampled rows)"
     assert torch.equal(_call(inp, "sm90a"), out90), f"{name}: sm_90a is not deterministic"
-    out91 = _call(inp, "sm90a-pingpong")  # the same wgmmas in another order of issue: the same bits
-    assert torch.equal(out91, out90), f"{name}: sm_90a ping-pong differs from sm_90a"
+    for impl in VARIANTS:  # the same wgmmas (issue order, V layout): the same bits, if the MN-major layout is right
+        assert torch.equal(_call(inp, impl), out90), f"{name}: {impl} differs from sm_90a"
     # automatic choice on a GPU (csrc/torch/sm90a_policy.h): the sm_90a kernel unless QWEN35_SM90A=0
     for setting, want, kernel in ((None, out90, "sm_90a"), ("1", out90, "sm_90a"), ("0", out80, "sm_80")):
         set_sm90a(monkeypatch, setting)

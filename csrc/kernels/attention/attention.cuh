@@ -100,8 +100,12 @@ inline int decode_num_splits(int64_t ctas_per_split, int64_t max_kv_tokens, int 
 // The sm_90a paged prefill (prefill_attention_sm90a.cu; README.md "sm_90a path"): head_dim 256, 16-bit types,
 // blocks of >= 64 tokens. attention_sm90a_available(): the device (or the emulated arch) runs it;
 // attention_sm90a_supports(p): the arguments fit it. The glue picks the path (csrc/torch/attention_ops.cpp).
-// ping_pong: the two consumer warpgroups take turns issuing their GEMMs (FlashAttention-3's ping-pong order, named
-// barriers), so that one's softmax runs while the other's GEMMs do; same results.
+// variant, bits (same results whichever): kAttnSm90aPingPong -- the two consumer warpgroups take turns issuing
+// their GEMMs (FlashAttention-3's ping-pong order, named barriers), so that one's softmax runs while the other's
+// GEMMs do; kAttnSm90aVMnMajor -- P V reads V MN-major from its TMA stage (wgmma imm-trans-b) instead of a V^T
+// written by the transposer warps (LOW: the MN-major layouts are not yet checked on a GPU).
+constexpr int kAttnSm90aPingPong = 1;
+constexpr int kAttnSm90aVMnMajor = 2;
 inline bool attention_sm90a_supports(const AttentionPrefillParams& p) {
   return p.block_tables_ptr != nullptr && p.head_dim == 256 && p.block_shift >= 6 &&
          p.num_cache_slots < (int64_t{1} << 31) && reinterpret_cast<uintptr_t>(p.k_ptr) % 16 == 0 &&
@@ -111,7 +115,7 @@ inline bool attention_sm90a_supports(const AttentionPrefillParams& p) {
 namespace cuda {
 bool attention_sm90a_available();
 template <typename T>
-cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& params, bool ping_pong, cudaStream_t stream);
+cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& params, int variant, cudaStream_t stream);
 template <typename T, int D>
 cudaError_t launch_prefill_attention(const AttentionPrefillParams& params, cudaStream_t stream);
 template <typename T, int D>
@@ -120,7 +124,7 @@ cudaError_t launch_decode_attention(const AttentionDecodeParams& params, cudaStr
 namespace emu {
 bool attention_sm90a_available();
 template <typename T>
-cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& params, bool ping_pong, cudaStream_t stream);
+cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& params, int variant, cudaStream_t stream);
 template <typename T, int D>
 cudaError_t launch_prefill_attention(const AttentionPrefillParams& params, cudaStream_t stream);
 template <typename T, int D>

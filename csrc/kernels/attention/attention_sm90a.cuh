@@ -1,5 +1,6 @@
 // Building blocks of the sm_90a paged prefill (prefill_attention_sm90a.cu): shared-memory plan, the K/V producer
-// (TMA), the V transposer (ldmatrix.trans + stmatrix into a K-major V^T tile) and the consumer's per-tile steps
+// (TMA), the V transposer (ldmatrix.trans + stmatrix into a K-major V^T tile; with kVMn instead V read MN-major
+// by the wgmma, its stale rows zeroed) and the consumer's per-tile steps
 // (wgmma S = Q K^T, fp32 online softmax on the accumulator fragments, wgmma O += P V with P from registers).
 // Kernel sources only (after q35/device.cuh). Design and the reasons for each choice: README.md, "sm_90a path".
 #pragma once
@@ -48,13 +49,17 @@ constexpr uint32_t kBarrierOffset = kRawOffset + kKvBytes;
 static_assert(kv_tile().box_cols() == 64 && vt_tile().box_cols() == kTileKeys, "one 128-byte swizzled row per box");
 static_assert(kKOffset % 1024 == 0 && kVtOffset % 1024 == 0 && kRawOffset % 1024 == 0, "tiles on the swizzle period");
 
+// kVMn (V read MN-major by the P V wgmmas, no transpose): the V stages at kVtOffset hold V [key][d] as TMA lays
+// it down, v_land[s] is its TMA completion, and vt_full[s] the fixer warps' arrivals after zeroing the keys past
+// the sequence; raw_full / raw_empty and the raw buffer are unused.
 struct Barriers {
   uint64_t k_full[kStages];    // K tile landed (TMA bytes)
   uint64_t k_empty[kStages];   // both consumers' S wgmmas on it retired (one arrival per consumer warp)
-  uint64_t vt_full[kStages];   // V^T tile written (one arrival per transposer thread, after its proxy fence)
+  uint64_t vt_full[kStages];   // V^T (kVMn: V) tile ready (one arrival per transposer thread, after its proxy fence)
   uint64_t vt_empty[kStages];  // both consumers' P V wgmmas on it retired
   uint64_t raw_full;           // V tile landed
   uint64_t raw_empty;          // the transposers read it
+  uint64_t v_land[kStages];    // kVMn: V tile landed in its stage (TMA bytes)
   int sched[2];                // (sequence, tile within the sequence) of this CTA; sequence -1: none
 };
 constexpr size_t kSmemBytes = kBarrierOffset + sizeof(Barriers);
@@ -80,7 +85,9 @@ struct Work {
 
 __device__ __forceinline__ int limit_of(const Work& w, int pi) { return min(w.kv_len - 1, w.ctx + pi / w.group); }
 
-// ---- producer warp (lane 0): K tile j into stage j % 2, V tile j into the single raw buffer ----
+// ---- producer warp (lane 0): K tile j into stage j % 2, V tile j into the single raw buffer (kVMn: into V stage
+// j % 2) ----
+template <bool kVMn>
 __device__ __forceinline__ void produce_kv(const KernelParams& kp, const Work& w, uint8_t* smem, Barriers& b) {
   const AttentionPrefillParams& p = kp.p;
   const int32_t* table = p.block_tables_ptr + static_cast<int64_t>(w.n) * p.block_table_stride;
@@ -98,12 +105,47 @@ __device__ __forceinline__ void produce_kv(const KernelParams& kp, const Work& w
     for (int cb = 0; cb < kD / 64; ++cb) {
       ptx::tma_load_3d(k_s + cb * kKvBoxBytes, &kp.k_map, 64 * cb, w.kvh, slot, &b.k_full[s]);
     }
-    ptx::mbarrier_wait_parity(&b.raw_empty, (j & 1) ^ 1);
-    ptx::mbarrier_arrive_expect_tx(&b.raw_full, kKvBytes);
+    if constexpr (kVMn) {
+      ptx::mbarrier_wait_parity(&b.vt_empty[s], ((j / kStages) & 1) ^ 1);
+      ptx::mbarrier_arrive_expect_tx(&b.v_land[s], kKvBytes);
+      uint8_t* v_s = smem + kVtOffset + s * kVtBytes;
 #pragma unroll
-    for (int cb = 0; cb < kD / 64; ++cb) {
-      ptx::tma_load_3d(smem + kRawOffset + cb * kKvBoxBytes, &kp.v_map, 64 * cb, w.kvh, slot, &b.raw_full);
+      for (int cb = 0; cb < kD / 64; ++cb) {
+        ptx::tma_load_3d(v_s + cb * kKvBoxBytes, &kp.v_map, 64 * cb, w.kvh, slot, &b.v_land[s]);
+      }
+    } else {
+      ptx::mbarrier_wait_parity(&b.raw_empty, (j & 1) ^ 1);
+      ptx::mbarrier_arrive_expect_tx(&b.raw_full, kKvBytes);
+#pragma unroll
+      for (int cb = 0; cb < kD / 64; ++cb) {
+        ptx::tma_load_3d(smem + kRawOffset + cb * kKvBoxBytes, &kp.v_map, 64 * cb, w.kvh, slot, &b.raw_full);
+      }
     }
+  }
+}
+
+// ---- kVMn: warps 1-3 instead of the transposer: keys past the sequence of the landed V stage to zero (the cache
+// block's stale rows may hold anything; P = 0 times a NaN would be a NaN), whole 128-byte rows of each of the 4
+// boxes (the swizzle only permutes 16-byte chunks within a row), then the proxy fence and vt_full. ----
+__device__ __forceinline__ void fix_v(const Work& w, uint8_t* smem, Barriers& b) {
+  const int t = static_cast<int>(threadIdx.x) - kWarpSize;  // 0 .. kTransposeThreads - 1
+  constexpr int kRowChunks = 128 / 16;
+  for (int j = 0; j < w.num_tiles; ++j) {
+    const int s = j % kStages;
+    const int valid = w.kv_len - j * kTileKeys;
+    uint8_t* v_s = smem + kVtOffset + s * kVtBytes;
+    ptx::mbarrier_wait_parity(&b.v_land[s], (j / kStages) & 1);
+    if (valid < kTileKeys) {
+      const int chunks = (kTileKeys - valid) * kRowChunks;  // per box
+      for (int i = t; i < (kD / 64) * chunks; i += kTransposeThreads) {
+        const int box = i / chunks;
+        const int c = i % chunks;
+        *reinterpret_cast<uint4*>(v_s + box * kKvBoxBytes + (valid + c / kRowChunks) * 128 + 16 * (c % kRowChunks)) =
+            make_uint4(0, 0, 0, 0);
+      }
+      ptx::fence_proxy_async_shared();  // generic-proxy writes -> read by wgmma (async proxy)
+    }
+    ptx::mbarrier_arrive(&b.vt_full[s]);
   }
 }
 
@@ -148,12 +190,12 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], uint64_t desc_a, uin
     ptx::wgmma_bf16_ss<N>(d, desc_a, desc_b, scale_d);
   }
 }
-template <typename T, int N>
+template <typename T, int N, bool kTransB = false>
 __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b) {
   if constexpr (std::is_same_v<T, __half>) {
-    ptx::wgmma_f16_rs<N>(d, a, desc_b, 1);
+    ptx::wgmma_f16_rs<N, kTransB>(d, a, desc_b, 1);
   } else {
-    ptx::wgmma_bf16_rs<N>(d, a, desc_b, 1);
+    ptx::wgmma_bf16_rs<N, kTransB>(d, a, desc_b, 1);
   }
 }
 
@@ -168,11 +210,18 @@ __device__ __forceinline__ void issue_qk(float (&s)[kSAcc], uint32_t q_base, uin
   ptx::wgmma_commit_group();
 }
 
-// Issues O += P V^T[:][tile]^T (4 wgmma m64n256k16 with P from registers, one commit group).
-template <typename T>
+// Issues O += P V^T[:][tile]^T (4 wgmma m64n256k16 with P from registers, one commit group); kVMn: V [key][d]
+// read MN-major (imm-trans-b) from the tile as TMA wrote it.
+template <typename T, bool kVMn>
 __device__ __forceinline__ void issue_pv(float (&o)[kOAcc], const uint32_t (&pa)[kPSteps][4], uint32_t vt_base) {
 #pragma unroll
-  for (int kk = 0; kk < kPSteps; ++kk) wgmma_rs<T, kD>(o, pa[kk], vt_tile().desc(vt_base, 0, kk * kMmaK));
+  for (int kk = 0; kk < kPSteps; ++kk) {
+    if constexpr (kVMn) {
+      wgmma_rs<T, kD, true>(o, pa[kk], kv_tile().desc_mn_major(vt_base, kk * kMmaK, 0));
+    } else {
+      wgmma_rs<T, kD>(o, pa[kk], vt_tile().desc(vt_base, 0, kk * kMmaK));
+    }
+  }
   ptx::wgmma_commit_group();
 }
 

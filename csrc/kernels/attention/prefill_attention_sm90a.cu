@@ -90,7 +90,7 @@ __device__ __forceinline__ void pass_turn(int wg) {
 // A consumer warpgroup: rows 64 wg.. of the tile. FA3's intra-warpgroup overlap: S_j = Q K_j^T is issued, then
 // O += P_{j-1} V_{j-1}; the softmax of S_j runs while that P V is in flight, and only the O rescale waits for it.
 // kPingPong: the GEMM issues of the two warpgroups alternate (above).
-template <typename T, bool kPingPong>
+template <typename T, bool kPingPong, bool kVMn>
 __device__ __forceinline__ void consume(const KernelParams& kp, const Work& w, uint8_t* smem, Barriers& b, int wg) {
   const AttentionPrefillParams& p = kp.p;
   const int t = static_cast<int>(threadIdx.x) % kWarpgroupThreads;
@@ -130,7 +130,7 @@ __device__ __forceinline__ void consume(const KernelParams& kp, const Work& w, u
     ptx::wgmma_fence();
     issue_qk<T>(s, q_base, k_base + st * kKvBytes, wg);
     ptx::mbarrier_wait_parity(&b.vt_full[prev], ((j - 1) / kStages) & 1);
-    issue_pv<T>(o, pa, vt_base + prev * kVtBytes);
+    issue_pv<T, kVMn>(o, pa, vt_base + prev * kVtBytes);
     if (kPingPong && (wg == 0 || j + 1 < num_tiles)) pass_turn(wg);
     ptx::wgmma_wait_group<1>();  // S_j retired; P_{j-1} V_{j-1} may still run
     ptx::wgmma_fence_operand(s);
@@ -147,7 +147,7 @@ __device__ __forceinline__ void consume(const KernelParams& kp, const Work& w, u
   const int last = (num_tiles - 1) % kStages;
   ptx::mbarrier_wait_parity(&b.vt_full[last], ((num_tiles - 1) / kStages) & 1);
   ptx::wgmma_fence();
-  issue_pv<T>(o, pa, vt_base + last * kVtBytes);
+  issue_pv<T, kVMn>(o, pa, vt_base + last * kVtBytes);
   ptx::wgmma_wait_group<0>();
   ptx::wgmma_fence_operand(o);
   if (lane0) ptx::mbarrier_arrive(&b.vt_empty[last]);
@@ -179,8 +179,10 @@ __device__ __forceinline__ Work make_work(const AttentionPrefillParams& p, const
 //           consume 64 packed query rows each (wgmma S = Q K^T m64n64k16 SS, O += P V m64n256k16 RS).
 // Smem:     kSmemBytes: Q 64 KB, 2 x K 32 KB, 2 x V^T 32 KB, V 32 KB, barriers.
 // kPingPong: the consumers' GEMM issues alternate (FA3's ping-pong; named barriers 3 and 4).
+// kVMn: P V reads V [key][d] MN-major straight from its TMA stage (imm-trans-b; no transpose, warps 1-3 only zero
+//       the keys past the sequence). LOW until the MN-major wgmma twins pass on a GPU.
 // Requires: sm_90a.
-template <typename T, bool kPingPong>
+template <typename T, bool kPingPong, bool kVMn>
 __global__ void __launch_bounds__(kThreads, 1) prefill_attention_sm90a_kernel(const __grid_constant__ KernelParams kp) {
 #if Q35_SM90A_ENABLED
   Q35_DYNAMIC_SMEM_1024(uint8_t, smem);
@@ -200,6 +202,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_attention_sm90a_kernel(co
       }
       ptx::mbarrier_init(&b.raw_full, 1);
       ptx::mbarrier_init(&b.raw_empty, kTransposeThreads);
+      for (int s = 0; s < kStages; ++s) ptx::mbarrier_init(&b.v_land[s], 1);
       ptx::fence_mbarrier_init();
     }
   }
@@ -210,14 +213,18 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_attention_sm90a_kernel(co
   if (warpgroup == 0) {
     ptx::setmaxnreg_dec<kProducerRegs>();
     if (threadIdx.x == 0) {
-      produce_kv(kp, w, smem, b);
+      produce_kv<kVMn>(kp, w, smem, b);
     } else if (threadIdx.x >= kWarpSize) {
-      transpose_v(w, smem, b);
+      if constexpr (kVMn) {
+        fix_v(w, smem, b);
+      } else {
+        transpose_v(w, smem, b);
+      }
     }
     return;
   }
   ptx::setmaxnreg_inc<kConsumerRegs>();
-  consume<T, kPingPong>(kp, w, smem, b, warpgroup - 1);
+  consume<T, kPingPong, kVMn>(kp, w, smem, b, warpgroup - 1);
 #else
   ptx::sm90a_required();
 #endif
@@ -228,7 +235,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_attention_sm90a_kernel(co
 bool attention_sm90a_available() { return sm90a_available(); }
 
 template <typename T>
-cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& p, bool ping_pong, cudaStream_t stream) {
+cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& p, int variant, cudaStream_t stream) {
   if (!attention_sm90a_supports(p)) return cudaErrorInvalidValue;
   if (!sm90a_available()) return cudaErrorInvalidDeviceFunction;
   if (p.num_q_tokens == 0 || p.num_seqs == 0) return cudaSuccess;
@@ -245,11 +252,22 @@ cudaError_t launch_prefill_attention_sm90a(const AttentionPrefillParams& p, bool
   const int64_t group = p.num_q_heads / p.num_kv_heads;
   const int64_t tiles = ceil_div(p.num_q_tokens * group, kBlockM) + p.num_seqs;
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.num_kv_heads));
-  return ping_pong ? launch(prefill_attention_sm90a_kernel<T, true>, grid, dim3(kThreads), kSmemBytes, stream, kp)
-                   : launch(prefill_attention_sm90a_kernel<T, false>, grid, dim3(kThreads), kSmemBytes, stream, kp);
+  const auto go = [&](auto kernel) { return launch(kernel, grid, dim3(kThreads), kSmemBytes, stream, kp); };
+  switch (variant) {
+    case 0:
+      return go(prefill_attention_sm90a_kernel<T, false, false>);
+    case kAttnSm90aPingPong:
+      return go(prefill_attention_sm90a_kernel<T, true, false>);
+    case kAttnSm90aVMnMajor:
+      return go(prefill_attention_sm90a_kernel<T, false, true>);
+    case kAttnSm90aPingPong | kAttnSm90aVMnMajor:
+      return go(prefill_attention_sm90a_kernel<T, true, true>);
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
 
-template cudaError_t launch_prefill_attention_sm90a<__half>(const AttentionPrefillParams&, bool, cudaStream_t);
-template cudaError_t launch_prefill_attention_sm90a<__nv_bfloat16>(const AttentionPrefillParams&, bool, cudaStream_t);
+template cudaError_t launch_prefill_attention_sm90a<__half>(const AttentionPrefillParams&, int, cudaStream_t);
+template cudaError_t launch_prefill_attention_sm90a<__nv_bfloat16>(const AttentionPrefillParams&, int, cudaStream_t);
 
 }  // namespace q35::Q35_TARGET

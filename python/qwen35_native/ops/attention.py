@@ -33,7 +33,8 @@ _KERNEL_DTYPES = (torch.float16, torch.bfloat16)
 PAGED_HEAD_DIMS = (256,)
 VARLEN_HEAD_DIMS = (64, 72, 256)
 # paged_prefill_attention(impl=...) -> the op's `arch` argument (csrc/torch/attention_ops.cpp: run_paged_prefill)
-PREFILL_IMPLS = {None: 0, "auto": 0, "sm80": 80, "sm90a": 90, "sm90a-pingpong": 91}
+PREFILL_IMPLS = {None: 0, "auto": 0, "sm80": 80, "sm90a": 90, "sm90a-pingpong": 91, "sm90a-vmn": 92,
+                 "sm90a-pingpong-vmn": 93}
 
 
 _QUERY_BLOCK = 1024  # the reference materialises [Hq, block, S] scores: bounded memory at long contexts
@@ -129,7 +130,8 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         impl: which kernel: None/"auto" (the sm_90a one on an sm_90 GPU or the emulator at arch sm_90 when
             block_size >= 64, else the mma.sync one), "sm80" (mma.sync, any GPU), "sm90a" (or an error),
             "sm90a-pingpong" (the sm_90a kernel with its two consumer warpgroups issuing their GEMMs in turn, as
-            FlashAttention-3; same results; not yet timed on a GPU, so never chosen automatically).
+            FlashAttention-3), "sm90a-vmn" (P V reads V MN-major, no transpose; its layouts not yet checked on a
+            GPU), "sm90a-pingpong-vmn" (both): same results, not yet timed on a GPU, so never chosen automatically.
     Returns:
         ``[T, Hq*D]`` in q's dtype.
     """
