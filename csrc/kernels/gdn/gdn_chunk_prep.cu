@@ -3,9 +3,9 @@
 // L2 norms, A = strictly_lower(diag(beta) K K^T * Gamma), P = lower(scale Q K^T * Gamma), T = (I + A)^-1,
 // Tu = T diag(beta), Tw = T diag(beta exp(G)), -w = -(Tw K) -- with the code and roundings of the fused kernels
 // (gdn_chunk_stages.cuh), handed to the scan passes through global memory as the operands they round to T anyway
-// (Tu, P, -w, the normalised q and K^T) and the fp32 decay factors. The scan CTAs, one per segment and running their chunks in order, then skip these stages: they are
-// most of a chunk's SIMT work and all of its blocked inverse, which here run with many CTAs per SM instead of on
-// the serial path of one.
+// (Tu, P, -w, the normalised q and K^T) and the fp32 decay factors. The scan CTAs, one per segment and running
+// their chunks in order, then skip these stages: they are most of a chunk's SIMT work and all of its blocked
+// inverse, which here run with many CTAs per SM instead of on the serial path of one.
 #include "kernels/gdn/gdn_chunk.cuh"
 #include "kernels/gdn/gdn_chunk_stages.cuh"
 #include "q35/launch.h"

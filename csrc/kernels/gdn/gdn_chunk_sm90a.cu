@@ -117,15 +117,15 @@ __device__ __forceinline__ void state_stage(const V& sm, int stage, int outputs,
   ptx::wgmma_fence_operand(s);
 }
 
-// o (rounded to T) staged as [token][V] in the chunk's q tile, then written row by row, through the gated RMSNorm
-// when z is given (as output_stage of gdn_chunk.cu). Barriers inside.
+// o (rounded to T) staged as [token][V] in sm.stg (the chunk's q tile, or a tile of its own), then written row by
+// row, through the gated RMSNorm when z is given (as output_stage of gdn_chunk.cu). Barriers inside.
 template <typename T, typename V>
 __device__ void output_stage(const GdnChunkParams& p, const V& sm, int stage, int h, int64_t c0, int nv,
                              const float (&o)[kTokRegs]) {
   constexpr int kElems = kVecBytes / sizeof(T);
   const int wg = threadIdx.x / kWgThreads;
   const int t = threadIdx.x % kWgThreads;
-  __syncthreads();  // both warpgroups are done with q
+  if (!V::kOwnStaging) __syncthreads();  // both warpgroups are done with q
   float ss[kTokRegs / 4][2] = {};
 #pragma unroll
   for (int i = 0; i < kTokRegs; ++i) {
@@ -133,13 +133,13 @@ __device__ void output_stage(const GdnChunkParams& p, const V& sm, int stage, in
     const int tok = ptx::wgmma_acc_col(t, i);
     const T rounded = from_float<T>(o[i]);
     const float x = to_float(rounded);
-    *at<T>(sm.q(stage), tok_tile(), tok, v) = rounded;
+    *at<T>(sm.stg(stage), tok_tile(), tok, v) = rounded;
     ss[i / 4][i % 2] += x * x;
   }
   if (p.z_ptr) store_token_sums(ss, sm.red());
   __syncthreads();
   store_output_rows<T>(p, sm.red(), h, c0, nv, [&](int row, int col, float (&x)[kElems]) {
-    load_vec_f32<T, kElems>(at<T>(sm.q(stage), tok_tile(), row, col), x);
+    load_vec_f32<T, kElems>(at<T>(sm.stg(stage), tok_tile(), row, col), x);
   });
 }
 

@@ -31,8 +31,8 @@ struct Smem {
   static constexpr uint32_t kFactorBytes = 2 * kChunk * sizeof(float);  // exp(G), exp(G_last - G)
   // q, k, v | q, v, K^T, -w, Tu, P, factors (padded: every stage starts on the 1024-byte swizzle pattern)
   static constexpr uint32_t kStage = kPrepass ? 2 * kTile + kKtBytes + kTile + 2 * kSquare + 1024 : 3 * kTile;
-  static constexpr uint32_t kKt = 2 * kStage;
-  static constexpr uint32_t kW = kKt + kFused * kKtBytes;
+  static constexpr uint32_t kKt = 2 * kStage;  // K^T; kPrepass: the output staging tile instead
+  static constexpr uint32_t kW = kKt + kKtBytes;
   static constexpr uint32_t kTu = kW + kFused * kTile;
   static constexpr uint32_t kTw = kTu + kFused * kSquare;
   static constexpr uint32_t kP = kTw + kFused * kSquare;
@@ -49,15 +49,19 @@ struct Smem {
 };
 
 // Byte views of one CTA's shared memory (base: Q35_DYNAMIC_SMEM_1024). kt, w, tu, pm take the chunk's stage (used
-// only with kPrepass); k exists only without it.
+// only with kPrepass); k exists only without it. stg: where the output stage puts o -- the chunk's q tile, or with
+// kPrepass a tile of its own (kOwnStaging: no barrier needed before writing it, the q tile may still be read by
+// the other warpgroup's wgmmas).
 template <bool kPrepass>
 struct Views {
   using L = Smem<kPrepass>;
+  static constexpr bool kOwnStaging = kPrepass;
   unsigned char* base;
   __device__ unsigned char* q(int stage) const { return base + stage * L::kStage; }
   __device__ unsigned char* k(int stage) const { return q(stage) + L::kTile; }
   __device__ unsigned char* v(int stage) const { return q(stage) + (kPrepass ? 1 : 2) * L::kTile; }
   __device__ unsigned char* kt(int stage) const { return kPrepass ? v(stage) + L::kTile : base + L::kKt; }
+  __device__ unsigned char* stg(int stage) const { return kPrepass ? base + L::kKt : q(stage); }
   __device__ unsigned char* w(int stage) const { return kPrepass ? kt(stage) + L::kKtBytes : base + L::kW; }
   __device__ unsigned char* tu(int stage) const { return kPrepass ? w(stage) + L::kTile : base + L::kTu; }
   __device__ unsigned char* pm(int stage) const { return kPrepass ? tu(stage) + L::kSquare : base + L::kP; }
