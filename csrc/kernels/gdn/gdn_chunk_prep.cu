@@ -75,23 +75,6 @@ __device__ __forceinline__ void store_tile(T* dst, const T* src, int ld, int col
   }
 }
 
-// K^T [128 key][64 token] to global memory from the (normalised) K tile: thread -> (key, 8 tokens), one 16-byte
-// store (the transpose of the sm_90a kernel's transpose_k, written where the scan reads it by TMA).
-template <typename T>
-__device__ __forceinline__ void store_kt(T* dst, const T* k) {
-  constexpr int kElems = kVecBytes / sizeof(T);
-  for (int i = threadIdx.x; i < kHeadDim * (kChunk / kElems); i += kChunkThreads) {
-    const int key = i % kHeadDim;
-    const int t0 = (i / kHeadDim) * kElems;
-    uint32_t packed[kElems / 2];
-#pragma unroll
-    for (int e = 0; e < kElems; e += 2) {
-      packed[e / 2] = bits16(k[(t0 + e) * kLd + key]) | (bits16(k[(t0 + e + 1) * kLd + key]) << 16);
-    }
-    *reinterpret_cast<uint4*>(dst + key * kChunk + t0) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-  }
-}
-
 // Computes: Tu, P (outputs of every chunk are computed: any chunk is an output chunk of the last pass), -w and the
 //           decay factors exp(G), exp(G_last - G) of one chunk and value head, into prep_tu / prep_p / prep_w /
 //           prep_gates at (slot, h); the CTA of the first value head of each k head also q and K^T after the L2
@@ -146,7 +129,10 @@ __global__ void __launch_bounds__(kChunkThreads, 2) gdn_chunk_prep_kernel(GdnChu
   if (h % (p.num_v_heads / p.num_k_heads) == 0) {  // the k head's first value head: its normalised q and K^T
     const int64_t at_k = slot * p.num_k_heads + hk;
     store_tile(static_cast<T*>(p.prep_q_ptr) + at_k * kChunk * kHeadDim, sm.q(0), kLd, kHeadDim, false);
-    store_kt(static_cast<T*>(p.prep_kt_ptr) + at_k * kHeadDim * kChunk, sm.k(0));
+    T* kt = static_cast<T*>(p.prep_kt_ptr) + at_k * kHeadDim * kChunk;
+    const T* k = sm.k(0);
+    transpose_k_tile<T>([k](int token, int key) { return k + token * kLd + key; },
+                        [kt](int key, int t0) { return kt + key * kChunk + t0; });
   }
 }
 

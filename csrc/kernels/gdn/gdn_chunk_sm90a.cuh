@@ -215,19 +215,10 @@ __device__ __forceinline__ void l2norm_rows(unsigned char* tile) {
 // ---- K^T [128 key][64 token] from the (normalised) K tile: thread -> (key, 8 tokens), one 16-byte store ----
 template <typename T, typename V>
 __device__ __forceinline__ void transpose_k(const V& sm, int stage) {
-  constexpr int kElems = kVecBytes / sizeof(T);
-  for (int i = threadIdx.x; i < kHeadDim * (kChunk / kElems); i += kChunkThreads) {
-    const int key = i % kHeadDim;
-    const int t0 = (i / kHeadDim) * kElems;
-    uint32_t packed[kElems / 2];
-#pragma unroll
-    for (int e = 0; e < kElems; e += 2) {
-      packed[e / 2] = bits16(*at<T>(sm.k(stage), tok_tile(), t0 + e, key)) |
-                      (bits16(*at<T>(sm.k(stage), tok_tile(), t0 + e + 1, key)) << 16);
-    }
-    *reinterpret_cast<uint4*>(at<T>(sm.kt(stage), key_tile(), key, t0)) =
-        make_uint4(packed[0], packed[1], packed[2], packed[3]);
-  }
+  unsigned char* k = sm.k(stage);
+  unsigned char* kt = sm.kt(stage);
+  transpose_k_tile<T>([k](int token, int key) { return at<T>(k, tok_tile(), token, key); },
+                      [kt](int key, int t0) { return at<T>(kt, key_tile(), key, t0); });
 }
 
 // ---- A = strictly_lower(diag(beta) K K^T * Gamma) (warpgroup 0) and P = lower(scale Q K^T * Gamma) (warpgroup
