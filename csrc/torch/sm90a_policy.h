@@ -18,28 +18,29 @@
 
 namespace q35::glue {
 
+// A 0 / 1 switch from the environment: -1 when unset (or empty), else 0 or 1; any other value is an error that
+// names the variable and says what each value means (`meaning`, e.g. "0 (...), 1 (...) or unset (...)").
+inline int env_switch(const char* name, const char* meaning) {
+  const char* setting = std::getenv(name);
+  if (setting == nullptr || *setting == '\0') return -1;
+  TORCH_CHECK(std::strcmp(setting, "0") == 0 || std::strcmp(setting, "1") == 0, "qwen35_native: ", name,
+              " must be ", meaning, ", got '", setting, "'");
+  return setting[0] - '0';
+}
+
 inline bool sm90a_auto(bool on_cuda, bool faster_here = true) {
-  const char* setting = std::getenv("QWEN35_SM90A");
-  const bool unset = setting == nullptr || *setting == '\0';
-  TORCH_CHECK(unset || std::strcmp(setting, "0") == 0 || std::strcmp(setting, "1") == 0,
-              "qwen35_native: QWEN35_SM90A must be 0 (never the sm_90a kernels), 1 (wherever they can run) or unset "
-              "(where they are faster), got '",
-              setting, "'");
+  const int setting = env_switch(
+      "QWEN35_SM90A", "0 (never the sm_90a kernels), 1 (wherever they can run) or unset (where they are faster)");
   if (!on_cuda) return true;
-  return unset ? faster_here : setting[0] == '1';
+  return setting < 0 ? faster_here : setting == 1;
 }
 
 // Whether an automatic choice that took the sm_90a GDN chunk scan runs it after the chunk-local pre-pass (the raw
 // op's arch 91, csrc/kernels/gdn/gdn_chunk_prep.cu), by the environment variable QWEN35_GDN_PREPASS: "1" yes; "0"
 // or unset no -- the pre-pass has not been timed on a GPU yet (bench/gdn.py prints both beside each other).
 inline bool gdn_prepass_auto() {
-  const char* setting = std::getenv("QWEN35_GDN_PREPASS");
-  const bool unset = setting == nullptr || *setting == '\0';
-  TORCH_CHECK(unset || std::strcmp(setting, "0") == 0 || std::strcmp(setting, "1") == 0,
-              "qwen35_native: QWEN35_GDN_PREPASS must be 0 (the fused sm_90a GDN scan), 1 (after the chunk-local "
-              "pre-pass) or unset (0), got '",
-              setting, "'");
-  return !unset && setting[0] == '1';
+  return env_switch("QWEN35_GDN_PREPASS",
+                    "0 (the fused sm_90a GDN scan), 1 (after the chunk-local pre-pass) or unset (0)") == 1;
 }
 
 }  // namespace q35::glue
