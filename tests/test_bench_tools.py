@@ -1,0 +1,40 @@
+"""bench/compare_paths.py: ranks our paths per (op, shape) in a results file and says where the automatic choice
+would have to change when a variant beats it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _row(op, shape, impl, us):
+    return {"bench": "x", "op": op, "shape": shape, "dtype": "bf16", "impl": impl, "median_us": us}
+
+
+def test_compare_paths_ranks_and_points_at_the_switch(tmp_path):
+    rows = [_row("gdn_chunk_prefill", "397b-tp8 1x32768", "q35-sm90a", 600.0),
+            _row("gdn_chunk_prefill", "397b-tp8 1x32768", "q35-sm90a-prepass", 300.0),
+            _row("gdn_chunk_prefill", "397b-tp8 1x32768", "fla", 2000.0),          # not ours: left out
+            _row("paged_prefill_attention", "1x8192 4q/1kv", "q35 sm_90a wgmma", 400.0),
+            _row("paged_prefill_attention", "1x8192 4q/1kv", "q35 sm_90a ping-pong", 395.0),  # within 3 %
+            _row("norm", "8192", "q35", 10.0)]                                     # a single path: left out
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_paths.py"), str(path)], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out[0] == ("gdn_chunk_prefill | 397b-tp8 1x32768 | *q35-sm90a-prepass 300.0 us (2.00x) | "
+                      " q35-sm90a 600.0 us (1.00x)")
+    assert out[1].startswith("  -> q35-sm90a-prepass beats the automatic q35-sm90a by 2.00x: ")
+    assert "gdn_prepass_auto" in out[1]
+    assert out[2].startswith("paged_prefill_attention | 1x8192 4q/1kv | *q35 sm_90a ping-pong 395.0 us (1.01x)")
+    assert len(out) == 3, out  # no flip for a 1 % win, nothing for fla or single-path ops
+
+
+def test_compare_paths_names_a_bad_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"op": "x"}\nnot json\n')
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_paths.py"), str(path)], capture_output=True,
+                         text=True)
+    assert res.returncode != 0 and "bad.jsonl:2: not a JSON line" in res.stderr
