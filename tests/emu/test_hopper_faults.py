@@ -1,8 +1,9 @@
 """Misuse of the sm_90a units that the emulator must catch, as an error naming the kernel, block and thread or as a
 wrong result, never silently right: wgmma without fence.proxy.async / wgmma.fence / wait_group, accumulators read
 before the wait, operands overwritten before it, wgmma by warps that are not a warpgroup or with non-uniform or
-invalid descriptors, mbarriers not initialised, overwritten, over-arrived or never completed, named barriers that
-never fill, sm_90a instructions under an emulated sm_80. Also elect.sync and named barriers used correctly."""
+invalid descriptors (an MN-major start inside a swizzle row), mbarriers not initialised, overwritten, over-arrived
+or never completed, named barriers that never fill, sm_90a instructions under an emulated sm_80. Also elect.sync
+and named barriers used correctly."""
 
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def fault(emu_ops, variant, threads=128):
         (6, 64, r"deadlock(.|\n)*named barrier 1: 32 of 64 threads arrived"),
         (9, 128, "non-zero base offset"),
         (10, 128, "lies past the launch's dynamic shared memory"),
+        (12, 128, "an MN-major 128B-swizzled operand must start at the beginning of a swizzle row"),
         (0, 160, r"needs the whole warpgroup 1 \(warps 4-7, 128 threads\), but the block has 160 threads"),
     ],
     ids=[
@@ -93,6 +95,7 @@ def fault(emu_ops, variant, threads=128):
         "named-barrier-deadlock",
         "base-offset",
         "operand-out-of-smem",
+        "mn-major-start-in-a-row",
         "partial-warpgroup",
     ],
 )

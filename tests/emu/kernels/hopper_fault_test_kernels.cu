@@ -31,7 +31,8 @@ __device__ __forceinline__ void zero_wgmma(uint8_t* smem, float (&d)[kN / 2], ui
 // never-initialised mbarrier; 3 an ordinary store over a live mbarrier; 4 more arrivals than the count; 5 a wait
 // no arrival completes (deadlock); 6 a named barrier that never fills (deadlock); 7 elect.sync (out[t] = elected);
 // 8 named barriers between two groups of warps (out[t] = the other group's value); 9 a non-zero base offset in a
-// descriptor; 10 a TMA-sized wgmma tile outside dynamic shared memory; 11 one wgmma (for the sm_80 emulation test).
+// descriptor; 10 a TMA-sized wgmma tile outside dynamic shared memory; 11 one wgmma (for the sm_80 emulation test);
+// 12 an MN-major (imm-trans-b) 128B-swizzled B whose start lies 32 bytes into a swizzle row.
 // Grid: 1. Block: `threads`. Smem: 4096 + 64.
 __global__ void hopper_fault_kernel(HopperFaultParams p) {
 #if Q35_SM90A_ENABLED
@@ -104,6 +105,17 @@ __global__ void hopper_fault_kernel(HopperFaultParams p) {
       break;
     case 11:
       if (warp < 4) zero_wgmma(smem, d, 0);
+      break;
+    case 12:
+      if (warp < 4) {
+        const uint32_t base = ptx::smem_u32(smem);
+        const ptx::KMajorTile ta{ptx::Swizzle::kNone, kTileRows}, tb{ptx::Swizzle::k128B, kMmaK};
+        const uint32_t b_base = base + ta.bytes(kMmaK);  // 2048: on the 1024-byte pattern
+        ptx::wgmma_fence();
+        ptx::wgmma_bf16_ss<kN, true>(d, ta.desc(base, 0, 0), tb.desc_mn_major(b_base, 0, 0) + 2, 0);  // +32 bytes
+        ptx::wgmma_commit_group();
+        ptx::wgmma_wait_group<0>();
+      }
       break;
     default:
       break;
