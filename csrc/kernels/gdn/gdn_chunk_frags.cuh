@@ -1,6 +1,6 @@
 // Shared-memory layout of the chunk kernel and the ldmatrix fragment loads its products use (PTX_FACTS.md §1, §3).
 // All tiles are 16-bit, row-major, rows padded by 16 bytes so that the 8 row addresses of an ldmatrix hit 8
-// different 16-byte bank groups (row strides of 272 and 144 bytes).
+// different 16-byte bank groups (row strides of 272 and 144 bytes). Also the K tile transpose both sm_90a paths use.
 #pragma once
 #include "kernels/gdn/gdn_common.cuh"
 
@@ -97,6 +97,23 @@ __device__ __forceinline__ void lds_b(uint32_t (&b)[2], const T* bt, int ld, int
 
 __device__ __forceinline__ void zero_acc(float (&c)[4]) {
   c[0] = c[1] = c[2] = c[3] = 0.0f;
+}
+
+// ---- K^T [128 key][64 token] from a K tile: thread -> (key, 8 tokens), 8 2-byte loads at k_at(token, key) and
+// one 16-byte store at kt_at(key, t0) (the sm_90a kernel's K^T in shared memory, the pre-pass's in global) ----
+template <typename T, typename KAt, typename KtAt>
+__device__ __forceinline__ void transpose_k_tile(KAt k_at, KtAt kt_at) {
+  constexpr int kElems = kVecBytes / sizeof(T);
+  for (int i = threadIdx.x; i < kHeadDim * (kChunk / kElems); i += kChunkThreads) {
+    const int key = i % kHeadDim;
+    const int t0 = (i / kHeadDim) * kElems;
+    uint32_t packed[kElems / 2];
+#pragma unroll
+    for (int e = 0; e < kElems; e += 2) {
+      packed[e / 2] = bits16(*k_at(t0 + e, key)) | (bits16(*k_at(t0 + e + 1, key)) << 16);
+    }
+    *reinterpret_cast<uint4*>(kt_at(key, t0)) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+  }
 }
 
 }  // namespace q35::gdn

@@ -124,23 +124,6 @@ __device__ __forceinline__ void l2norm_rows(T* tile) {  // the sm_80 tiles: rows
   l2norm_rows_at<T>([tile](int row, int col) { return tile + row * kLd + col; });
 }
 
-// ---- K^T [128 key][64 token] from a K tile: thread -> (key, 8 tokens), 8 2-byte loads at k_at(token, key) and
-// one 16-byte store at kt_at(key, t0) (the sm_90a kernel's K^T in shared memory, the pre-pass's in global) ----
-template <typename T, typename KAt, typename KtAt>
-__device__ __forceinline__ void transpose_k_tile(KAt k_at, KtAt kt_at) {
-  constexpr int kElems = kVecBytes / sizeof(T);
-  for (int i = threadIdx.x; i < kHeadDim * (kChunk / kElems); i += kChunkThreads) {
-    const int key = i % kHeadDim;
-    const int t0 = (i / kHeadDim) * kElems;
-    uint32_t packed[kElems / 2];
-#pragma unroll
-    for (int e = 0; e < kElems; e += 2) {
-      packed[e / 2] = bits16(*k_at(t0 + e, key)) | (bits16(*k_at(t0 + e + 1, key)) << 16);
-    }
-    *reinterpret_cast<uint4*>(kt_at(key, t0)) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-  }
-}
-
 // ---- A = strictly_lower(diag(beta) K K^T * Gamma) (fp32) and P = lower(scale Q K^T * Gamma) (T) ----
 // Only the 20 tiles (16 x 8) on or below the diagonal of each are computed; warp w takes tiles w, w + 8, ...
 // of the list [A tiles, P tiles]. The inverse reads only A's strictly lower part, and the output stage only P's
