@@ -64,7 +64,7 @@ stage_bench() {
   $PY bench/_render.py "$jsonl" > "$outdir/$name.md"
   echo "== results: $outdir/$name.md"
   cat "$outdir/$name.md"
-  $PY bench/compare_paths.py "$jsonl" | tee "$outdir/$name-paths.txt"
+  $PY bench/_compare_paths.py "$jsonl" | tee "$outdir/$name-paths.txt"
   if [ -n "${OUT_DIR:-}" ]; then cp "$outdir/$name".* "$OUT_DIR"/ 2>/dev/null || true; fi
   if [ -f "$outdir/$name.failures" ]; then return 1; fi
 }
@@ -132,8 +132,8 @@ stage_quick() {
   # flash-linear-attention side by side (when importable) last: its first calls compile and autotune (~1-2 min)
   run_bench 150 bench/gdn.py --configs 397b-tp8 --seqsets 1x32768 --parts prefill --reps 5
   $PY bench/_render.py "$jsonl" > "${jsonl%.jsonl}.md" && echo "== results: ${jsonl%.jsonl}.md"
-  echo "== our paths side by side (bench/compare_paths.py)"
-  $PY bench/compare_paths.py "$jsonl" | tee "${jsonl%.jsonl}-paths.txt"
+  echo "== our paths side by side (bench/_compare_paths.py)"
+  $PY bench/_compare_paths.py "$jsonl" | tee "${jsonl%.jsonl}-paths.txt"
   echo "== quick stage: $(( SECONDS - start )) s"
 }
 

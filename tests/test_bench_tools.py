@@ -1,4 +1,4 @@
-"""bench/compare_paths.py: ranks our paths per (op, shape) in a results file and says where the automatic choice
+"""bench/_compare_paths.py: ranks our paths per (op, shape) in a results file and says where the automatic choice
 would have to change when a variant beats it."""
 
 import json
@@ -22,7 +22,7 @@ def test_compare_paths_ranks_and_points_at_the_switch(tmp_path):
             _row("norm", "8192", "q35", 10.0)]                                     # a single path: left out
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_paths.py"), str(path)], capture_output=True,
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "_compare_paths.py"), str(path)], capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert out[0] == ("gdn_chunk_prefill | 397b-tp8 1x32768 | *q35-sm90a-prepass 300.0 us (2.00x) | "
                       " q35-sm90a 600.0 us (1.00x)")
@@ -35,6 +35,6 @@ def test_compare_paths_ranks_and_points_at_the_switch(tmp_path):
 def test_compare_paths_names_a_bad_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"op": "x"}\nnot json\n')
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_paths.py"), str(path)], capture_output=True,
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "_compare_paths.py"), str(path)], capture_output=True,
                          text=True)
     assert res.returncode != 0 and "bad.jsonl:2: not a JSON line" in res.stderr

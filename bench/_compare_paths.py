@@ -2,7 +2,7 @@
 bench/gpu_suite.sh): the paths that today are chosen automatically on an sm_90 GPU against the variants that wait
 for a measurement to become the default (bench/GPU_LEASE.md), and where to flip the choice.
 
-    python bench/compare_paths.py bench/results/<date>-<gpu>.jsonl
+    python bench/_compare_paths.py bench/results/<date>-<gpu>.jsonl
 
 Prints one line per (op, shape) that has more than one of our paths: each path's median time and its ratio to
 the automatic one, the fastest marked. Rows that are not ours (torch, fla, sdpa) are left out; so are ops with a
