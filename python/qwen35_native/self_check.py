@@ -47,20 +47,21 @@ def _gdn_inputs(device, gen, T, heads=2):
     return q, k, v, g, beta, state
 
 
-def _gdn_chunk(device, gen):
-    q, k, v, g, beta, state = _gdn_inputs(device, gen, T=100)
-    run = lambda backend: ops.chunk_gated_delta_rule(  # noqa: E731
+def _gdn_scan(device, gen, T, scan):
+    """(output, final state) of a GDN scan op (FLA conventions) by the kernel and by the reference, flattened."""
+    q, k, v, g, beta, state = _gdn_inputs(device, gen, T=T)
+    run = lambda backend: scan(  # noqa: E731
         q, k, v, g, beta, initial_state=state, output_final_state=True, use_qk_l2norm_in_kernel=True, backend=backend)
     (o, s), (o_ref, s_ref) = run("kernel"), run("reference")
     return torch.cat([o.float().flatten(), s.flatten()]), torch.cat([o_ref.float().flatten(), s_ref.flatten()])
+
+
+def _gdn_chunk(device, gen):
+    return _gdn_scan(device, gen, 100, ops.chunk_gated_delta_rule)
 
 
 def _gdn_decode(device, gen):
-    q, k, v, g, beta, state = _gdn_inputs(device, gen, T=3)
-    run = lambda backend: ops.fused_recurrent_gated_delta_rule(  # noqa: E731
-        q, k, v, g, beta, initial_state=state, output_final_state=True, use_qk_l2norm_in_kernel=True, backend=backend)
-    (o, s), (o_ref, s_ref) = run("kernel"), run("reference")
-    return torch.cat([o.float().flatten(), s.flatten()]), torch.cat([o_ref.float().flatten(), s_ref.flatten()])
+    return _gdn_scan(device, gen, 3, ops.fused_recurrent_gated_delta_rule)
 
 
 def _moe(device, gen):
