@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import qwen35_native as q35
-from qwen35_native.engine.cuda_graphs import DecodeGraphs, raised_where
+from qwen35_native.engine.cuda_graphs import DecodeGraphs, describe_failure, raised_where
 from qwen35_native.engine.model_runner import default_graph_sizes
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [100, 200, 300], [42] * 19, [7], list(range(30, 53))]
@@ -61,6 +61,35 @@ def test_a_failed_capture_says_where_it_failed(make_llm):
     assert not graphs.enabled and "in torch_side" in graphs.disabled_reason
     with pytest.raises(RuntimeError, match=r"batch size 2\) failed: RuntimeError: Cannot copy .* in torch_side"):
         DecodeGraphs(graphs.runner, [1, 2], strict=True, capture=False)._disable(2, error)
+
+
+def test_a_failure_raised_while_handling_another_names_both():
+    """A library failing while it reports a failure (formatting a tensor of the capturing stream for a log line)
+    must not hide the first error: both show, the first with its own location."""
+    def collective():
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    def report():
+        try:
+            collective()
+        except RuntimeError:
+            raise ValueError("Cannot copy between CPU and CUDA tensors during CUDA graph capture")
+
+    try:
+        report()
+    except ValueError as e:
+        error = e
+    text = describe_failure(error)
+    first, _, second = text.partition("; raised while handling: ")
+    assert first.startswith("ValueError: Cannot copy") and "in report" in first, text
+    assert second.startswith("RuntimeError: operation not permitted") and "in collective" in second, text
+    try:
+        try:
+            collective()
+        except RuntimeError:
+            raise KeyError("replaced on purpose") from None     # a suppressed context is not shown
+    except KeyError as e:
+        assert "raised while handling" not in describe_failure(e)
 
 
 def test_static_decode_path_matches_eager(make_llm):

@@ -143,9 +143,9 @@ class DecodeGraphs:
         return sample(logits, tensors, *runner.penalty_masks(tensors, self.slots[:G].long()))
 
     def _disable(self, G: int, error: Exception) -> None:
-        reason = (f"CUDA graph capture of the decode step (batch size {G}) failed: {type(error).__name__}: {error} "
-                  f"({raised_where(error)}). An op on the decode path synchronises with the host (e.g. a pure-torch "
-                  f"reference without a capturable kernel)")
+        reason = (f"CUDA graph capture of the decode step (batch size {G}) failed: {describe_failure(error)}. An op "
+                  f"on the decode path synchronises with the host (e.g. a pure-torch reference without a capturable "
+                  f"kernel)")
         if self.strict:
             raise RuntimeError(f"qwen35_native.LLM: {reason}; pass cuda_graphs=None or False") from error
         self.enabled, self.disabled_reason = False, reason
@@ -184,6 +184,19 @@ class DecodeGraphs:
         host_rows_buf[:b].copy_(host_rows)
         host_rows_buf[b:].copy_(pad_rows(pad, r.vocab_size))
         self.sampler_rows[:G].copy_(self.host_rows[:G * 8].view(G, 8), non_blocking=True)
+
+
+def describe_failure(error: BaseException, depth: int = 3) -> str:
+    """``Type: message (raised at ...)`` of ``error`` and of up to ``depth - 1`` exceptions it was raised from or
+    while handling: a library that fails while reporting a failure (e.g. formatting a tensor of a capturing stream)
+    would otherwise hide the first one."""
+    parts, seen = [], set()
+    e: BaseException | None = error
+    while e is not None and len(parts) < depth and id(e) not in seen:
+        seen.add(id(e))
+        parts.append(f"{type(e).__name__}: {e} ({raised_where(e)})")
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    return "; raised while handling: ".join(parts)
 
 
 def raised_where(error: BaseException) -> str:
