@@ -21,6 +21,9 @@ AUTO = {
     "gdn_chunk_prefill weak-decay": "q35-sm90a",
     "paged_prefill_attention": "q35 sm_90a wgmma",
 }
+# the MoE GEMMs: the sm_90a kernels from an expert intermediate size of 1024 per rank (397b-tp1), else sm_80
+MOE_OPS = ("fused_moe", "moe_gate_up", "moe_down")
+MOE_SM90A_SHAPES = ("397b-tp1",)
 # path (prefix) -> where the automatic choice would have to change to take it
 FLIP = {
     "q35-sm90a-prepass": "csrc/torch/sm90a_policy.h: gdn_prepass_auto (QWEN35_GDN_PREPASS=1 takes it today)",
@@ -28,7 +31,17 @@ FLIP = {
     "q35 sm_90a ping-pong": "csrc/torch/attention_ops.cpp: run_paged_prefill (impl sm90a-pingpong / -vmn today)",
     "q35 sm_90a V MN-major": "csrc/torch/attention_ops.cpp: run_paged_prefill (impl sm90a-vmn today)",
     "q35 mma.sync": "csrc/torch/attention_ops.cpp: run_paged_prefill (QWEN35_SM90A=0 takes it today)",
+    "q35 sm90a-sorted": "csrc/torch/sm90a_policy.h: moe_sorted_rows_auto (QWEN35_MOE_SORTED_ROWS=1 takes it today)",
+    "q35 sm90a bm": "csrc/torch/moe_ops.cpp: kMoeSm90AutoMinInter (QWEN35_SM90A=1 takes it today)",
+    "q35 sm80 bm": "csrc/torch/moe_ops.cpp: kMoeSm90AutoMinInter (QWEN35_SM90A=0 takes it today)",
 }
+
+
+def auto_path(op: str, shape: str) -> str:
+    """The path an sm_90 GPU takes today for (op, shape) ('' when not known)."""
+    if op in MOE_OPS:
+        return "q35 sm90a bm=128" if shape.startswith(MOE_SM90A_SHAPES) else "q35 sm80 bm=64"
+    return AUTO.get(op, "")
 
 
 def flip_site(impl: str) -> str:
@@ -60,7 +73,7 @@ def compare(rows: list[dict]) -> list[str]:
     for (op, shape), paths in sorted(groups.items()):
         if len(paths) < 2:
             continue
-        auto = AUTO.get(op, "")
+        auto = auto_path(op, shape)
         ref = paths.get(auto) or min(paths.values())
         best = min(paths, key=paths.get)
         cells = [f"{'*' if impl == best else ' '}{impl} {us:.1f} us ({ref / us:.2f}x)"

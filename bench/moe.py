@@ -6,14 +6,18 @@ and ``torch._grouped_mm`` (sort + two grouped GEMMs) on the same inputs.
 Bytes are the floor of a memory-bound step: the weights of the experts the batch touches (each read once) plus
 activations in and out; FLOPs are 2 * N * k * 3 * H * I (real rows only: the padding of the tiles is not counted).
 Decode rows (N <= 64) are also timed inside a CUDA graph (launch gaps of a captured decode step). At prefill sizes
-(>= 48 rows per expert) the two kernel paths run side by side, each GEMM alone and the whole fused_moe: "sm80"
-(block_m 64, mma.sync) and, on an sm_90 GPU, "sm90a" (block_m 128, TMA + wgmma, persistent). ``--dry-run``: tiny
-shapes through the SIMT emulator on the CPU (the emulated arch sm_90 runs both paths).
+(>= 48 rows per expert) the kernel paths run side by side, each GEMM alone and the whole fused_moe: "sm80"
+(block_m 64, mma.sync), on an sm_90 GPU "sm90a" (block_m 128, TMA + wgmma, persistent; gate_up gathers the token
+rows with cp.async) and "sm90a-sorted" (the rows first copied into tile order by moe_permute, then loaded by TMA;
+its gate_up row includes the copy, which is also timed alone; QWEN35_MOE_SORTED_ROWS=1 makes fused_moe take it).
+``--dry-run``: tiny shapes through the SIMT emulator on the CPU (the emulated arch sm_90 runs all three).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -53,33 +57,69 @@ def _time(fn, device, reps):
     return bench(fn, device=device, reps=reps)["median_us"]
 
 
+@contextmanager
+def sorted_rows_env(on: bool):
+    """QWEN35_MOE_SORTED_ROWS for fused_moe's automatic choice (csrc/torch/sm90a_policy.h), restored after."""
+    old = os.environ.get("QWEN35_MOE_SORTED_ROWS")
+    os.environ["QWEN35_MOE_SORTED_ROWS"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("QWEN35_MOE_SORTED_ROWS")
+        else:
+            os.environ["QWEN35_MOE_SORTED_ROWS"] = old
+
+
+def _with_env(fn, on: bool):
+    def run():
+        with sorted_rows_env(on):
+            return fn()
+    return run
+
+
 def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
-    """The sm80 (block_m 64) and sm90a (block_m 128) kernel paths on the same inputs: gate_up and down alone (on
-    moe_align's tiles) and fused_moe. TFLOP/s of the real (token, expert) pairs; bytes: touched weights + rows."""
+    """The sm80 (block_m 64), sm90a and sm90a-sorted (block_m 128) kernel paths on the same inputs: gate_up and
+    down alone (on moe_align's tiles) and fused_moe. TFLOP/s of the real (token, expert) pairs; bytes: touched
+    weights + rows (sorted: + the copy's write and read of the rows)."""
     E, H, inter = w13.shape[0], x.shape[1], w13.shape[1] // 2
     P, k = ids.numel(), ids.shape[1]
     touched = int(torch.unique(ids).numel())
-    paths = [("sm80", 64)] + ([("sm90a", 128)] if sm90a_path(device) else [])
+    paths = [("sm80", 64, False)] + ([("sm90a", 128, False), ("sm90a-sorted", 128, True)] if sm90a_path(device)
+                                     else [])
     rows, first = [], {}
-    for label, bm in paths:
+    ops = torch.ops.qwen35_native
+    for label, bm, sorted_rows in paths:
         pairs, tiles = moe_align(ids, 0, E, bm)
         act = torch.empty(pairs.numel(), inter, dtype=x.dtype, device=device)
         y = torch.empty(P, H, dtype=x.dtype, device=device)
-        ops = torch.ops.qwen35_native
+        copy_bytes = 2 * P * H * 2 if sorted_rows else 0
+        if sorted_rows:
+            a_rows = torch.empty(pairs.numel(), H, dtype=x.dtype, device=device)
+            permute = partial(ops.moe_permute, x, pairs, tiles, k, E, bm, a_rows)
+
+            def gate_up(permute=permute, pairs=pairs, tiles=tiles, act=act, a_rows=a_rows):
+                permute()
+                ops.moe_gate_up(x, w13, pairs, tiles, k, bm, act, a_rows)
+        else:
+            gate_up = partial(ops.moe_gate_up, x, w13, pairs, tiles, k, bm, act)
         stages = {
-            "moe_gate_up": (partial(ops.moe_gate_up, x, w13, pairs, tiles, k, bm, act), 2.0 * P * 2 * inter * H,
-                            touched * 2 * inter * H * 2 + (P * H + P * inter) * 2),
+            "moe_gate_up": (gate_up, 2.0 * P * 2 * inter * H,
+                            touched * 2 * inter * H * 2 + (P * H + P * inter) * 2 + copy_bytes),
             "moe_down": (partial(ops.moe_down, act, w2, weights, pairs, tiles, bm, y), 2.0 * P * H * inter,
                          touched * H * inter * 2 + (P * inter + P * H) * 2),
-            "fused_moe": (partial(fused_moe_kernel, x, w13, w2, weights, ids, block_m=bm), 2.0 * P * 3 * H * inter,
-                          touched * 3 * H * inter * 2 + 2 * x.numel() * 2),
+            "fused_moe": (_with_env(partial(fused_moe_kernel, x, w13, w2, weights, ids, block_m=bm), sorted_rows),
+                          2.0 * P * 3 * H * inter, touched * 3 * H * inter * 2 + 2 * x.numel() * 2 + copy_bytes),
         }
+        if sorted_rows:
+            stages["moe_permute"] = (permute, 0.0, P * H * 2 + copy_bytes // 2)
+            del stages["moe_down"]   # the same kernel as sm90a's
         for op, (fn, flops, nbytes) in stages.items():
             us = _time(fn, device, reps)
-            base = first.setdefault(op, us)
+            base = first.get(op)   # the first path that ran the op (sm80): the others' peer
+            first.setdefault(op, us)
             rows.append(Row(op=op, shape=shape, dtype="bf16", impl=f"q35 {label} bm={bm}", median_us=us,
-                            bytes=nbytes, flops=flops, peer="" if label == "sm80" else "sm80",
-                            peer_us=None if label == "sm80" else base,
+                            bytes=nbytes, flops=flops, peer="" if base is None else "sm80", peer_us=base,
                             notes=f"{P} pairs in <= {pairs.numel()} tile rows; {touched}/{E} experts touched"))
     return rows
 

@@ -79,6 +79,12 @@ def _moe(device: str, dry: bool) -> list[tuple[str, Callable[[], object]]]:
                       lambda p=pairs, t=tiles, a=act, b=bm: ops.moe_gate_up(x, w13, p, t, top_k, b, a)))
         cases.append((f"moe-down-{label}",
                       lambda p=pairs, t=tiles, a=act, b=bm, o=y: ops.moe_down(a, w2, weights, p, t, b, o)))
+        if bm == 128:   # gate_up on the rows copied into tile order (QWEN35_MOE_SORTED_ROWS), and the copy
+            rows = torch.empty(pairs.numel(), H, dtype=x.dtype, device=device)
+            ops.moe_permute(x, pairs, tiles, top_k, E, bm, rows)
+            cases.append(("moe-permute", lambda p=pairs, t=tiles, r=rows: ops.moe_permute(x, p, t, top_k, E, 128, r)))
+            cases.append(("moe-gate-up-sm90a-sorted",
+                          lambda p=pairs, t=tiles, a=act, r=rows: ops.moe_gate_up(x, w13, p, t, top_k, 128, a, r)))
     return cases
 
 

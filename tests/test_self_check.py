@@ -58,3 +58,12 @@ def test_env_settings_are_restored(monkeypatch):
     with pytest.raises(RuntimeError, match="case failed"), self_check._env({"QWEN35_GDN_PREPASS": "1"}):
         raise RuntimeError("case failed")
     assert "QWEN35_GDN_PREPASS" not in os.environ
+
+
+def test_extra_hopper_settings_name_cases_with_an_sm90a_path():
+    """Each extra path setting (GDN pre-pass, MoE sorted rows) is keyed by a case that runs on an sm_90 GPU: a
+    misspelt key would silently never run there."""
+    for name, settings in self_check.EXTRA_HOPPER_SETTINGS.items():
+        assert name in self_check.CASES and self_check.CASES[name][2], name
+        assert settings and all("QWEN35_SM90A" in env for env, _ in settings), name
+    assert {"chunk_gated_delta_rule", "fused_moe"} <= set(self_check.EXTRA_HOPPER_SETTINGS)

@@ -7,6 +7,7 @@
 #include "kernels/moe/moe_align.cuh"
 #include "kernels/moe/moe_combine.cuh"
 #include "kernels/moe/moe_gemm.cuh"
+#include "kernels/moe/moe_permute.cuh"
 #include "kernels/moe/moe_route.cuh"
 #include "torch/checks.h"
 #include "torch/device_guard.h"
@@ -28,6 +29,7 @@ struct Launch<false> {
   static cudaError_t gate_up(const MoeGemmParams& p) { return q35::emu::launch_moe_gate_up<T>(p, stream()); }
   template <typename T>
   static cudaError_t down(const MoeGemmParams& p) { return q35::emu::launch_moe_down<T>(p, stream()); }
+  static cudaError_t permute(const MoePermuteParams& p) { return q35::emu::launch_moe_permute(p, stream()); }
   template <typename T, typename IdT>
   static cudaError_t combine(const MoeCombineParams& p) { return q35::emu::launch_moe_combine<T, IdT>(p, stream()); }
   static bool sm90a() { return q35::emu::moe_sm90a_available(); }  // the emulated arch is sm_90
@@ -46,6 +48,7 @@ struct Launch<true> {  // callers hold a CUDAGuard for the tensors' device
   static cudaError_t gate_up(const MoeGemmParams& p) { return q35::cuda::launch_moe_gate_up<T>(p, stream()); }
   template <typename T>
   static cudaError_t down(const MoeGemmParams& p) { return q35::cuda::launch_moe_down<T>(p, stream()); }
+  static cudaError_t permute(const MoePermuteParams& p) { return q35::cuda::launch_moe_permute(p, stream()); }
   template <typename T, typename IdT>
   static cudaError_t combine(const MoeCombineParams& p) { return q35::cuda::launch_moe_combine<T, IdT>(p, stream()); }
   static bool sm90a() { return q35::cuda::moe_sm90a_available(); }  // the current device is sm_90
@@ -136,12 +139,31 @@ void check_block_m_runs_here(const char* op, int64_t block_m, int64_t h, int64_t
               kOnCuda ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
 }
 
-// gate_up (w13 [E, 2I, H]: a = hidden) or down (w2 [E, H, I]: a = act, weights given).
+// rows[r] = hidden[sorted_pairs[r] / top_k] for the rows of used tiles that hold a pair (moe_permute.cu).
+template <bool kOnCuda>
+void run_permute(const char* op, const at::Tensor& hidden, const at::Tensor& sorted_pairs,
+                 const at::Tensor& tile_experts, int64_t top_k, int64_t block_m, at::Tensor& rows) {
+  MoePermuteParams p{};
+  p.num_rows = sorted_pairs.numel();
+  p.block_m = static_cast<int>(block_m);
+  p.top_k = static_cast<int>(top_k);
+  p.row_bytes = hidden.size(1) * hidden.element_size();
+  p.hidden_ptr = hidden.data_ptr();
+  p.sorted_pairs_ptr = sorted_pairs.data_ptr<int32_t>();
+  p.tile_experts_ptr = tile_experts.data_ptr<int32_t>();
+  p.rows_ptr = rows.data_ptr();
+  p.hidden_row_stride_bytes = row_stride(hidden) * hidden.element_size();
+  check_launch(Launch<kOnCuda>::permute(p), op);
+}
+
+// gate_up (w13 [E, 2I, H]: a = hidden, or with sorted_rows its rows in tile order from run_permute) or down
+// (w2 [E, H, I]: a = act, weights given).
 template <bool kOnCuda, bool kGateUp>
 void run_gemm(const char* op, const at::Tensor& a, const at::Tensor& w, const at::Tensor* topk_weights,
               const at::Tensor& sorted_pairs, const at::Tensor& tile_experts, int64_t top_k, int64_t block_m,
-              at::Tensor& c) {
+              at::Tensor& c, bool sorted_rows = false) {
   MoeGemmParams p{};
+  p.a_sorted_rows = sorted_rows ? 1 : 0;
   p.max_tiles = tile_experts.numel();
   p.block_m = static_cast<int>(block_m);
   p.n = static_cast<int>(kGateUp ? w.size(1) / 2 : w.size(1));

@@ -1,5 +1,5 @@
-// Torch glue of the MoE ops a model calls: moe_route (softmax top-k routing) and fused_moe (align + gate_up +
-// down + combine with the optional gated shared expert, scratch from the caching allocator, no host sync).
+// Torch glue of the MoE ops a model calls: moe_route (softmax top-k routing) and fused_moe (align [+ permute] +
+// gate_up + down + combine with the optional gated shared expert, scratch from the caching allocator, no host sync).
 // Kernels: csrc/kernels/moe/. Python: python/qwen35_native/ops/moe.py. Tests: tests/kernels/test_moe_*.py.
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -90,7 +90,13 @@ at::Tensor fused_moe_impl(const at::Tensor& hidden, const at::Tensor& w13, const
   at::Tensor expert_out = at::empty({num_pairs, hidden.size(1)}, hidden.options());
   at::Tensor out = at::empty(hidden.sizes(), hidden.options());
   run_align<kOnCuda>(kOp, topk_ids, expert_offset, experts, bm, sorted_pairs, tile_experts);
-  run_gemm<kOnCuda, true>(kOp, hidden, w13, nullptr, sorted_pairs, tile_experts, topk_ids.size(1), bm, act);
+  if (bm == kMoeSm90BlockM && moe_sorted_rows_auto()) {  // the token rows in tile order, read by TMA
+    at::Tensor rows = at::empty({tiles * bm, h}, hidden.options());
+    run_permute<kOnCuda>(kOp, hidden, sorted_pairs, tile_experts, topk_ids.size(1), bm, rows);
+    run_gemm<kOnCuda, true>(kOp, rows, w13, nullptr, sorted_pairs, tile_experts, topk_ids.size(1), bm, act, true);
+  } else {
+    run_gemm<kOnCuda, true>(kOp, hidden, w13, nullptr, sorted_pairs, tile_experts, topk_ids.size(1), bm, act);
+  }
   run_gemm<kOnCuda, false>(kOp, act, w2, &topk_weights, sorted_pairs, tile_experts, topk_ids.size(1), bm, expert_out);
   const at::Tensor none;
   run_combine<kOnCuda>(kOp, expert_out, topk_ids, expert_offset, experts, shared_out ? hidden : none,

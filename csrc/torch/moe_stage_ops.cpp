@@ -1,5 +1,5 @@
-// Torch glue of the MoE stage ops (one kernel each, outputs preallocated by the caller): moe_align, moe_gate_up,
-// moe_down, moe_combine. fused_moe (moe_ops.cpp) chains the same launches; the stage ops let tests poison and
+// Torch glue of the MoE stage ops (one kernel each, outputs preallocated by the caller): moe_align, moe_permute,
+// moe_gate_up, moe_down, moe_combine. fused_moe (moe_ops.cpp) chains the same launches; the stage ops let tests poison and
 // guard every kernel's output and let callers reuse buffers.
 // Kernels: csrc/kernels/moe/. Python: python/qwen35_native/ops/moe_stages.py. Tests: tests/kernels/test_moe_*.py.
 #include <torch/library.h>
@@ -39,9 +39,36 @@ void moe_align_impl(const at::Tensor& topk_ids, int64_t expert_offset, int64_t n
   run_align<kOnCuda>(kOp, topk_ids, expert_offset, num_local_experts, block_m, sorted_pairs, tile_experts);
 }
 
+// rows [max_tiles * block_m, H]: hidden's rows in tile order (moe_permute's output, the sorted-rows gate_up's A).
+void check_sorted_rows(const char* op, const at::Tensor& rows, const at::Tensor& hidden,
+                       const at::Tensor& sorted_pairs) {
+  check_buffer(op, "sorted_rows", rows, hidden.scalar_type(), {sorted_pairs.numel(), hidden.size(1)},
+               "[max_tiles * block_m, H]", hidden, "hidden");
+  check_aligned(op, "sorted_rows", rows);
+}
+
+template <bool kOnCuda>
+void moe_permute_impl(const at::Tensor& hidden, const at::Tensor& sorted_pairs, const at::Tensor& tile_experts,
+                      int64_t top_k, int64_t num_local_experts, int64_t block_m, at::Tensor& sorted_rows) {
+  constexpr const char* kOp = "moe_permute";
+  check_hidden(kOp, hidden);
+  TORCH_CHECK(top_k >= 1 && top_k <= kMaxTopK, "qwen35_native.", kOp, ": top_k must be in [1, ", kMaxTopK, "], got ",
+              top_k);
+  TORCH_CHECK(num_local_experts >= 1, "qwen35_native.", kOp, ": num_local_experts must be >= 1, got ",
+              num_local_experts);
+  check_block_m(kOp, block_m, hidden.scalar_type());
+  const int64_t num_pairs = hidden.size(0) * top_k;
+  check_align_buffers(kOp, sorted_pairs, tile_experts, num_pairs, num_local_experts, block_m, hidden, "hidden");
+  check_align_values(kOp, sorted_pairs, tile_experts, num_pairs, num_local_experts);
+  check_sorted_rows(kOp, sorted_rows, hidden, sorted_pairs);
+  const Guard<kOnCuda> guard(hidden);
+  run_permute<kOnCuda>(kOp, hidden, sorted_pairs, tile_experts, top_k, block_m, sorted_rows);
+}
+
 template <bool kOnCuda>
 void moe_gate_up_impl(const at::Tensor& hidden, const at::Tensor& w13, const at::Tensor& sorted_pairs,
-                      const at::Tensor& tile_experts, int64_t top_k, int64_t block_m, at::Tensor& act) {
+                      const at::Tensor& tile_experts, int64_t top_k, int64_t block_m, at::Tensor& act,
+                      const std::optional<at::Tensor>& sorted_rows) {
   constexpr const char* kOp = "moe_gate_up";
   check_hidden(kOp, hidden);
   TORCH_CHECK(top_k >= 1 && top_k <= kMaxTopK, "qwen35_native.", kOp, ": top_k must be in [1, ", kMaxTopK, "], got ",
@@ -54,9 +81,18 @@ void moe_gate_up_impl(const at::Tensor& hidden, const at::Tensor& w13, const at:
   check_buffer(kOp, "act", act, hidden.scalar_type(), {sorted_pairs.numel(), w13.size(1) / 2},
                "[max_tiles * block_m, I]", hidden, "hidden");
   check_aligned(kOp, "act", act);
+  if (sorted_rows) {
+    TORCH_CHECK(block_m == kMoeSm90BlockM, "qwen35_native.", kOp, ": sorted_rows is read by the sm_90a kernel only ",
+                "(block_m ", kMoeSm90BlockM, "), got block_m ", block_m);
+    check_sorted_rows(kOp, *sorted_rows, hidden, sorted_pairs);
+  }
   const Guard<kOnCuda> guard(hidden);
   check_block_m_runs_here<kOnCuda>(kOp, block_m, hidden.size(1), w13.size(1) / 2);
-  run_gemm<kOnCuda, true>(kOp, hidden, w13, nullptr, sorted_pairs, tile_experts, top_k, block_m, act);
+  if (sorted_rows) {
+    run_gemm<kOnCuda, true>(kOp, *sorted_rows, w13, nullptr, sorted_pairs, tile_experts, top_k, block_m, act, true);
+  } else {
+    run_gemm<kOnCuda, true>(kOp, hidden, w13, nullptr, sorted_pairs, tile_experts, top_k, block_m, act);
+  }
 }
 
 template <bool kOnCuda>
@@ -123,6 +159,7 @@ void moe_combine_impl(const at::Tensor& expert_out, const at::Tensor& topk_ids, 
 
 TORCH_LIBRARY_IMPL(qwen35_native, CPU, m) {
   m.impl("moe_align", &moe_align_impl<false>);
+  m.impl("moe_permute", &moe_permute_impl<false>);
   m.impl("moe_gate_up", &moe_gate_up_impl<false>);
   m.impl("moe_down", &moe_down_impl<false>);
   m.impl("moe_combine", &moe_combine_impl<false>);
@@ -131,6 +168,7 @@ TORCH_LIBRARY_IMPL(qwen35_native, CPU, m) {
 #if defined(Q35_WITH_CUDA)
 TORCH_LIBRARY_IMPL(qwen35_native, CUDA, m) {
   m.impl("moe_align", &moe_align_impl<true>);
+  m.impl("moe_permute", &moe_permute_impl<true>);
   m.impl("moe_gate_up", &moe_gate_up_impl<true>);
   m.impl("moe_down", &moe_down_impl<true>);
   m.impl("moe_combine", &moe_combine_impl<true>);

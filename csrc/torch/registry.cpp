@@ -42,8 +42,10 @@ TORCH_LIBRARY(qwen35_native, m) {
         "Tensor? shared_out, Tensor? shared_gate_w, int? block_m=None) -> Tensor");
   m.def("moe_align(Tensor topk_ids, int expert_offset, int num_local_experts, int block_m, Tensor(a!) sorted_pairs, "
         "Tensor(b!) tile_experts) -> ()");
+  m.def("moe_permute(Tensor hidden, Tensor sorted_pairs, Tensor tile_experts, int top_k, int num_local_experts, "
+        "int block_m, Tensor(a!) sorted_rows) -> ()");
   m.def("moe_gate_up(Tensor hidden, Tensor w13, Tensor sorted_pairs, Tensor tile_experts, int top_k, int block_m, "
-        "Tensor(a!) act) -> ()");
+        "Tensor(a!) act, Tensor? sorted_rows=None) -> ()");
   m.def("moe_down(Tensor act, Tensor w2, Tensor topk_weights, Tensor sorted_pairs, Tensor tile_experts, int block_m, "
         "Tensor(a!) expert_out) -> ()");
   m.def("moe_combine(Tensor expert_out, Tensor topk_ids, int expert_offset, int num_local_experts, Tensor? hidden, "

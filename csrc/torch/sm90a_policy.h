@@ -43,4 +43,13 @@ inline bool gdn_prepass_auto() {
                     "0 (the fused sm_90a GDN scan), 1 (after the chunk-local pre-pass) or unset (0)") == 1;
 }
 
+// Whether an automatic choice that took the sm_90a MoE GEMMs (block_m 128) first copies the token rows into tile
+// order (moe_permute) so that gate_up loads them with TMA instead of gathering them with cp.async, by the
+// environment variable QWEN35_MOE_SORTED_ROWS: "1" yes; "0" or unset no -- not yet timed on a GPU (bench/moe.py
+// prints both paths beside each other); it costs a [max_tiles * 128, H] buffer and one write + read of it.
+inline bool moe_sorted_rows_auto() {
+  return env_switch("QWEN35_MOE_SORTED_ROWS",
+                    "0 (gate_up gathers the token rows), 1 (rows copied into tile order first) or unset (0)") == 1;
+}
+
 }  // namespace q35::glue

@@ -4,7 +4,8 @@ on small random inputs (a few seconds on the CPU, where the kernels run under th
 On an sm_90 GPU each case that has a Hopper (sm_90a) kernel runs three times: with the default path choice, with
 ``QWEN35_SM90A=1`` (the sm_90a kernel) and with ``QWEN35_SM90A=0`` (its ``mma.sync`` twin), so one command tells
 whether both kernels agree with the references on this GPU; the GDN chunk scan a fourth time after its chunk-local
-pre-pass (``QWEN35_GDN_PREPASS=1``). Prints one line per case; exit status 1 when any case is off by more than its
+pre-pass (``QWEN35_GDN_PREPASS=1``), the MoE experts a fourth time with gate_up on rows copied into tile order
+(``QWEN35_MOE_SORTED_ROWS=1``). Prints one line per case; exit status 1 when any case is off by more than its
 bound.
 """
 
@@ -102,7 +103,9 @@ CASES: dict[str, Case] = {
 # More path settings to check on an sm_90 GPU for some cases: (environment, what it selects).
 HOPPER_SETTINGS = [({"QWEN35_SM90A": "1"}, "the sm_90a kernel"), ({"QWEN35_SM90A": "0"}, "the sm_80 kernel")]
 EXTRA_HOPPER_SETTINGS = {
-    "gdn_chunk": [({"QWEN35_SM90A": "1", "QWEN35_GDN_PREPASS": "1"}, "the sm_90a kernel after the pre-pass")],
+    "chunk_gated_delta_rule": [({"QWEN35_SM90A": "1", "QWEN35_GDN_PREPASS": "1"},
+                                "the sm_90a kernel after the pre-pass")],
+    "fused_moe": [({"QWEN35_SM90A": "1", "QWEN35_MOE_SORTED_ROWS": "1"}, "the sm_90a kernels on sorted rows")],
 }
 
 

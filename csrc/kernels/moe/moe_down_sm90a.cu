@@ -42,7 +42,7 @@ __device__ __forceinline__ void store_y(const MoeGemmParams& p, const WorkItem& 
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1) moe_down_sm90a_kernel(const __grid_constant__ KernelParams kp) {
 #if Q35_SM90A_ENABLED
-  run_persistent_gemm<T, false>(kp, [&](const WorkItem& w, int wg, const float (&acc)[kAcc]) {
+  run_persistent_gemm<T, false, false>(kp, [&](const WorkItem& w, int wg, const float (&acc)[kAcc]) {
     store_y<T>(kp.p, w, wg, acc);
   });
 #else
@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(kThreads, 1) moe_down_sm90a_kernel(const __gri
 
 template <typename T>
 cudaError_t launch_moe_down_sm90a(const MoeGemmParams& p, cudaStream_t stream) {
-  if (!sm90a_args_ok<T>(p) || p.topk_weights_ptr == nullptr) return cudaErrorInvalidValue;
+  if (!sm90a_args_ok<T>(p) || p.topk_weights_ptr == nullptr || p.a_sorted_rows) return cudaErrorInvalidValue;
   if (!sm90a_available()) return cudaErrorInvalidDeviceFunction;
   if (p.max_tiles == 0 || p.n == 0) return cudaSuccess;
   KernelParams kp{};

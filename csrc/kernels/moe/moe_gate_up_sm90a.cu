@@ -37,19 +37,21 @@ __device__ __forceinline__ void store_act(const MoeGemmParams& p, const WorkItem
 }
 #endif
 
-// Computes: act[row, j] = silu(x . w13[e, j]) * (x . w13[e, I + j]), x = hidden[sorted_pairs[row] / top_k],
+// Computes: act[row, j] = silu(x . w13[e, j]) * (x . w13[e, I + j]), x = hidden[sorted_pairs[row] / top_k]
+//           (kSortedRows: x = a[row], the same row copied into tile order by moe_permute),
 //           e = tile_experts[row / 128] (fp32 accumulation, one rounding); padding rows not written.
-// Args:     kp.p as for moe_gate_up_kernel (block_m 128); kp.b_map: w13 viewed as [2E][I][H].
+// Args:     kp.p as for moe_gate_up_kernel (block_m 128); kp.b_map: w13 viewed as [2E][I][H]; kSortedRows:
+//           kp.a_map: the sorted rows [max_tiles * 128, H].
 // Grid:     persistent, min(num_ctas, items); items = (tile, block of 128 outputs j), tiles outermost.
-// Block:    384 threads: warpgroup 0 produces (warp 0 lane 0: TMA for w13; its 4 warps: the cp.async gather of
-//           32 hidden rows each), warpgroups 1-2 consume 64 rows each (wgmma m64n256k16 over [128 gate | 128 up]
-//           weight rows).
+// Block:    384 threads: warpgroup 0 produces (warp 0 lane 0: TMA for w13, and with kSortedRows for the A rows;
+//           without it its 4 warps gather 32 hidden rows each with cp.async), warpgroups 1-2 consume 64 rows each
+//           (wgmma m64n256k16 over [128 gate | 128 up] weight rows).
 // Smem:     kSmemBytes (4 stages x 48 KB + barriers).
 // Requires: sm_90a; sm90a_args_ok.
-template <typename T>
+template <typename T, bool kSortedRows>
 __global__ void __launch_bounds__(kThreads, 1) moe_gate_up_sm90a_kernel(const __grid_constant__ KernelParams kp) {
 #if Q35_SM90A_ENABLED
-  run_persistent_gemm<T, true>(kp, [&](const WorkItem& w, int wg, const float (&acc)[kAcc]) {
+  run_persistent_gemm<T, true, !kSortedRows>(kp, [&](const WorkItem& w, int wg, const float (&acc)[kAcc]) {
     store_act<T>(kp.p, w, wg, acc);
   });
 #else
@@ -71,6 +73,13 @@ cudaError_t launch_moe_gate_up_sm90a(const MoeGemmParams& p, cudaStream_t stream
   kp.n_blocks = static_cast<int>(ceil_div(p.n, kBlockN / 2));
   kp.k_blocks = static_cast<int>(ceil_div(p.k, kBlockK));
   kp.num_items = p.max_tiles * kp.n_blocks;
+  if (p.a_sorted_rows) {  // the rows in tile order, read like act in down
+    const uint64_t rows = static_cast<uint64_t>(p.max_tiles) * kBlockM;
+    const cudaError_t err = make_tensor_map_2d(&kp.a_map, p.a_ptr, sizeof(T), rows, static_cast<uint64_t>(p.k),
+                                               static_cast<uint64_t>(p.a_row_stride), kWgRows, kBlockK,
+                                               a_tile().swizzle);
+    if (err != cudaSuccess) return err;
+  }
   {  // w13 [E][2I][H] = [2E][I][H]: plane 2e holds expert e's gate rows, 2e + 1 its up rows
     const uint64_t dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n),
                               2 * static_cast<uint64_t>(p.num_experts)};
@@ -79,7 +88,9 @@ cudaError_t launch_moe_gate_up_sm90a(const MoeGemmParams& p, cudaStream_t stream
     const cudaError_t err = make_tensor_map(&kp.b_map, p.b_ptr, sizeof(T), 3, dims, strides, box, b_tile().swizzle);
     if (err != cudaSuccess) return err;
   }
-  return launch(moe_gate_up_sm90a_kernel<T>, persistent_grid(kp), dim3(kThreads), kSmemBytes, stream, kp);
+  if (p.a_sorted_rows)
+    return launch(moe_gate_up_sm90a_kernel<T, true>, persistent_grid(kp), dim3(kThreads), kSmemBytes, stream, kp);
+  return launch(moe_gate_up_sm90a_kernel<T, false>, persistent_grid(kp), dim3(kThreads), kSmemBytes, stream, kp);
 }
 
 // 16-bit types only: fp32 models run the SIMT decode tiles.

@@ -42,8 +42,11 @@ struct MoeGemmParams {
   int top_k;          // gate_up: token of a pair = pair / top_k
   int num_experts;    // local experts in b_ptr (the sm_90a kernels' tensor maps span them)
   int num_ctas;       // sm_90a persistent grid: at most this many CTAs (the SM count on a GPU); others: unused
+  int a_sorted_rows;  // gate_up, block_m 128 only: 1 = a_ptr holds the tile rows already in tile order ([max_tiles *
+                      // BM, H], moe_permute), loaded by TMA; 0 = a_ptr is hidden, rows gathered by token
   // inputs
-  const void* a_ptr;                // gate_up: hidden [N, H] T (row stride a_row_stride); down: act [max_tiles * BM, I] T
+  const void* a_ptr;                // gate_up: hidden [N, H] T (row stride a_row_stride) or, with a_sorted_rows, its
+                                    // rows in tile order [max_tiles * BM, H]; down: act [max_tiles * BM, I] T
   const void* b_ptr;                // gate_up: w13 [E, 2I, H] T; down: w2 [E, H, I] T; contiguous
   const int32_t* sorted_pairs_ptr;  // [max_tiles * BM] pair index or -1 (moe_align)
   const int32_t* tile_experts_ptr;  // [max_tiles] local expert or -1 (moe_align)

@@ -3,9 +3,10 @@
 // Kernel sources only (after q35/device.cuh). Design and the reasons for each choice: README.md, "sm_90a path".
 //
 // CTA: 3 warpgroups. Warpgroup 0 produces: lane 0 of warp 0 issues the TMA loads of the expert's weight tile B
-// and, in down, of the act rows A (the other three warps exit); in gate_up its four warps gather the token rows
-// of A, 32 rows each, with 16-byte cp.async into the same 128B-swizzled layout (TMA cannot gather rows by index;
-// one warp issuing all 1,024 copies of a stage was close to a stage's wgmma time). Warpgroups 1
+// and, in down and in gate_up on rows already in tile order (moe_permute.cu: "sorted rows"), of the A rows (the
+// other three warps exit); in gate_up on hidden its four warps gather the token rows of A, 32 rows each, with
+// 16-byte cp.async into the same 128B-swizzled layout (TMA cannot gather rows by index; one warp issuing all
+// 1,024 copies of a stage was close to a stage's wgmma time). Warpgroups 1
 // and 2 consume: each owns 64 rows of the 128-row tile and runs wgmma m64n256k16 against the shared B tile, so
 // the weights cross L2 -> SM once per 128 rows. A warpgroup whose 64 rows are all padding (an expert's last tile
 // is often half empty) issues no wgmma, so the padding costs at most 64 rows of tensor work per expert.
@@ -52,7 +53,7 @@ static_assert(kStageBytes % 1024 == 0 && kWgABytes % 1024 == 0, "tiles start on 
 
 // Kernel parameter (const __grid_constant__): the tensor maps and the sizes of the work list.
 struct KernelParams {
-  TensorMap a_map;    // down: act [rows, I], boxes {64 k, 64 rows}; gate_up: unused (A is gathered)
+  TensorMap a_map;    // down: act [rows, I]; gate_up on sorted rows: [rows, H]; boxes {64 k, 64 rows}; else unused
   TensorMap b_map;    // gate_up: w13 as [2E][I][H], boxes {64, 128, 1}; down: w2 [E][H][I], boxes {64, 256, 1}
   MoeGemmParams p;
   int64_t num_items;  // max_tiles * n_blocks
@@ -123,25 +124,25 @@ __device__ __forceinline__ void gather_a(const KernelParams& kp, uint8_t* a_s, i
   }
 }
 
-// A producer warp (pw: 0, and in gate_up 1..3 too). Stage s of global step `it` (steps of all items in order) is
-// refilled after the consumers released it (empty[s], phase it / kStages - 1). full[s] completes when warp 0
-// lane 0's expect_tx arrival, the TMA bytes and, in gate_up, the 128 gathering lanes' arrivals (after their
-// copies landed and were fenced to the async proxy) are in. gate_up keeps kALag stages of cp.async in flight
-// before it signals one.
-template <typename T, bool kGateUp>
+// A producer warp (pw: 0, and with kGatherA 1..3 too). Stage s of global step `it` (steps of all items in order)
+// is refilled after the consumers released it (empty[s], phase it / kStages - 1). full[s] completes when warp 0
+// lane 0's expect_tx arrival, the TMA bytes and, with kGatherA (gate_up on hidden), the 128 gathering lanes'
+// arrivals (after their copies landed and were fenced to the async proxy) are in; the gather keeps kALag stages
+// of cp.async in flight before it signals one. Without kGatherA the A rows come by TMA (2D boxes of 64 rows).
+template <typename T, bool kGateUp, bool kGatherA>
 __device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, uint64_t* full, uint64_t* empty,
                                         int pw) {
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   const bool leader = pw == 0 && lane == 0;  // the TMA loads and expect_tx
   if (leader) {
     ptx::tma_prefetch_map(&kp.b_map);
-    if constexpr (!kGateUp) ptx::tma_prefetch_map(&kp.a_map);
+    if constexpr (!kGatherA) ptx::tma_prefetch_map(&kp.a_map);
   }
   uint32_t it = 0;
   WorkItem w;
   for (int64_t item = blockIdx.x; fetch_item(kp, item, w); item += gridDim.x) {
-    int tok = -1;  // gate_up: token of row 32 pw + lane (-1: padding)
-    if constexpr (kGateUp) {
+    int tok = -1;  // gather: token of row 32 pw + lane (-1: padding)
+    if constexpr (kGatherA) {
       const int pair = kp.p.sorted_pairs_ptr[w.row0 + pw * kGatherRows + lane];
       tok = pair >= 0 ? pair / kp.p.top_k : -1;
     }
@@ -152,7 +153,7 @@ __device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, u
       uint8_t* b_s = a_s + kABytes;           // [256][64] K-major, 128B swizzle
       const int k0 = kb * kBlockK;
       if (leader) {
-        const uint32_t a_bytes = kGateUp ? 0 : (w.upper ? 2 : 1) * kWgABytes;
+        const uint32_t a_bytes = kGatherA ? 0 : (w.upper ? 2 : 1) * kWgABytes;
         ptx::mbarrier_arrive_expect_tx(&full[s], kBBytes + a_bytes);
         if constexpr (kGateUp) {  // gate rows [j0, j0 + 128), then the matching up rows (zeros past I)
           const int j0 = w.n_block * (kBlockN / 2);
@@ -160,11 +161,13 @@ __device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, u
           ptx::tma_load_3d(b_s + kBBytes / 2, &kp.b_map, k0, j0, 2 * w.expert + 1, &full[s]);
         } else {
           ptx::tma_load_3d(b_s, &kp.b_map, k0, w.n_block * kBlockN, w.expert, &full[s]);
+        }
+        if constexpr (!kGatherA) {  // the rows of the active halves (an idle upper half reads nothing)
           ptx::tma_load_2d(a_s, &kp.a_map, k0, static_cast<int32_t>(w.row0), &full[s]);
           if (w.upper) ptx::tma_load_2d(a_s + kWgABytes, &kp.a_map, k0, static_cast<int32_t>(w.row0 + kWgRows), &full[s]);
         }
       }
-      if constexpr (kGateUp) {
+      if constexpr (kGatherA) {
         gather_a<T>(kp, a_s, tok, pw, k0, w.upper);
         ptx::cp_async_commit_group();
         if (it >= kALag) {
@@ -175,7 +178,7 @@ __device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, u
       }
     }
   }
-  if constexpr (kGateUp) {  // the last kALag stages
+  if constexpr (kGatherA) {  // the last kALag stages
     ptx::cp_async_wait_all();
     ptx::fence_proxy_async_shared();
     for (uint32_t j = it > kALag ? it - kALag : 0; j < it; ++j) ptx::mbarrier_arrive(&full[j % kStages]);
@@ -222,14 +225,15 @@ __device__ __forceinline__ void idle_loop(const KernelParams& kp, uint64_t* full
 
 // The kernel body shared by both GEMMs: barrier set-up, the warp roles, and per item of a consumer warpgroup
 // the K loop and `epilogue(w, wg, acc)` (stores from registers; padding rows and columns past n skipped).
-template <typename T, bool kGateUp, class Epilogue>
+// kGateUp: B is w13's gate / up halves; kGatherA: A is gathered from hidden (else TMA boxes of rows in tile order).
+template <typename T, bool kGateUp, bool kGatherA, class Epilogue>
 __device__ __forceinline__ void run_persistent_gemm(const KernelParams& kp, Epilogue&& epilogue) {
   Q35_DYNAMIC_SMEM_1024(uint8_t, smem);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);  // [kStages] smem: stage landed
   uint64_t* empty = full + kStages;                                       // [kStages] smem: stage released
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      ptx::mbarrier_init(&full[s], kGateUp ? 1 + kGatherWarps * kWarpSize : 1);
+      ptx::mbarrier_init(&full[s], kGatherA ? 1 + kGatherWarps * kWarpSize : 1);
       ptx::mbarrier_init(&empty[s], kConsumers * kWarpgroupThreads / kWarpSize);
     }
     ptx::fence_mbarrier_init();
@@ -239,7 +243,7 @@ __device__ __forceinline__ void run_persistent_gemm(const KernelParams& kp, Epil
   if (warpgroup == 0) {
     ptx::setmaxnreg_dec<kProducerRegs>();
     const int pw = static_cast<int>(threadIdx.x) / kWarpSize;  // (uniform)
-    if (pw == 0 || kGateUp) produce<T, kGateUp>(kp, smem, full, empty, pw);
+    if (pw == 0 || kGatherA) produce<T, kGateUp, kGatherA>(kp, smem, full, empty, pw);
     return;
   }
   ptx::setmaxnreg_inc<kConsumerRegs>();

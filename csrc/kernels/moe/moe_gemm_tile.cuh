@@ -274,9 +274,10 @@ inline bool gemm_args_ok(const MoeGemmParams& p) {
   constexpr int kVec = kVecBytes / static_cast<int>(sizeof(T));
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kVecBytes == 0; };
   const bool block_ok = p.block_m == kMoeDecodeBlockM || (p.block_m == kMoePrefillBlockM && !std::is_same_v<T, float>);
-  return block_ok && p.n >= 0 && p.k >= 0 && p.n % kVec == 0 && p.k % kVec == 0 && p.a_row_stride % kVec == 0 &&
-         p.top_k >= 1 && p.max_tiles >= 0 && p.max_tiles * p.block_m < (int64_t{1} << 31) && aligned(p.a_ptr) &&
-         aligned(p.b_ptr) && aligned(p.c_ptr);
+  const bool gathers = p.a_sorted_rows == 0;  // these tiles gather their rows themselves (sorted rows: sm_90a only)
+  return block_ok && gathers && p.n >= 0 && p.k >= 0 && p.n % kVec == 0 && p.k % kVec == 0 &&
+         p.a_row_stride % kVec == 0 && p.top_k >= 1 && p.max_tiles >= 0 &&
+         p.max_tiles * p.block_m < (int64_t{1} << 31) && aligned(p.a_ptr) && aligned(p.b_ptr) && aligned(p.c_ptr);
 }
 
 }  // namespace q35::Q35_TARGET::moe_tile

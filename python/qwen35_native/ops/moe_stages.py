@@ -7,8 +7,14 @@ Stages of ``torch.ops.qwen35_native.fused_moe`` for P = N * k (token, expert) pa
         pairs grouped by local expert (ascending pair index inside an expert), each group padded to block_m rows
         (-1), tile_experts[t] = expert of tile t or -1 for the unused tiles at the end; T = moe_max_tiles(P, E,
         block_m) is the worst case, so nothing is read back to the host.
-    moe_gate_up(hidden, w13, sorted_pairs, tile_experts, k, block_m, act [T * block_m, I])
+    moe_gate_up(hidden, w13, sorted_pairs, tile_experts, k, block_m, act [T * block_m, I], sorted_rows=None)
         act[row] = silu(x @ w13[e, :I].T) * (x @ w13[e, I:].T), x = hidden[pair // k]; padding rows not written.
+        ``sorted_rows`` (block_m 128 only): hidden's rows already in tile order (``moe_permute``), which the sm_90a
+        kernel then loads with TMA boxes instead of gathering them from hidden with cp.async; same results.
+    moe_permute(hidden, sorted_pairs, tile_experts, k, E, block_m, sorted_rows [T * block_m, H])
+        sorted_rows[row] = hidden[pair // k] for the rows of used tiles that hold a pair (others not written).
+        ``fused_moe`` runs it before gate_up where the environment variable QWEN35_MOE_SORTED_ROWS=1 and the
+        sm_90a kernels run (not by default: not yet timed on a GPU).
     moe_down(act, w2, topk_weights, sorted_pairs, tile_experts, block_m, expert_out [P, H])
         expert_out[pair] = topk_weights[pair] * (act[row] @ w2[e].T); rows of non-local pairs not written.
     moe_combine(expert_out, topk_ids, expert_offset, E, hidden, shared_out, shared_gate_w, out [N, H])
@@ -138,8 +144,13 @@ def _moe_align_fake(topk_ids, expert_offset, num_local_experts, block_m, sorted_
     return None
 
 
+@torch.library.register_fake("qwen35_native::moe_permute")
+def _moe_permute_fake(hidden, sorted_pairs, tile_experts, top_k, num_local_experts, block_m, sorted_rows):
+    return None
+
+
 @torch.library.register_fake("qwen35_native::moe_gate_up")
-def _moe_gate_up_fake(hidden, w13, sorted_pairs, tile_experts, top_k, block_m, act):
+def _moe_gate_up_fake(hidden, w13, sorted_pairs, tile_experts, top_k, block_m, act, sorted_rows=None):
     return None
 
 
