@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
+import sys
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from _peaks import device_peaks
+
+# Every Row this process made, in order: what emit_rows_made_on_term writes when a time limit stops the script
+# before its own emit (gpu_suite.sh runs each benchmark under `timeout`, which sends SIGTERM).
+MADE: list[Row] = []
 
 COLUMNS = ["op", "shape", "dtype", "impl", "us(med)", "GB/s", "%peak BW", "TFLOP/s", "%peak FLOP", "vs peer"]
 
@@ -27,6 +33,9 @@ class Row:
     peer_us: float | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        MADE.append(self)
 
     def cells(self, peaks: tuple[float, float] | None) -> list[str]:
         sec = self.median_us * 1e-6
@@ -77,7 +86,21 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", default=None, help="write the rows as CSV to this file")
 
 
+def emit_rows_made_on_term(title: str, args: argparse.Namespace) -> None:
+    """On SIGTERM (a time limit), prints and writes the rows measured so far, then exits with status 124 (as
+    `timeout` does): a benchmark cut short keeps its finished rows instead of losing all of them."""
+    def on_term(signum, frame):
+        print(f"!! {title}: stopped by a time limit after {len(MADE)} rows; these are the rows measured so far",
+              flush=True)
+        emit(title, list(MADE), args)
+        sys.stdout.flush()
+        raise SystemExit(124)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def emit(title: str, rows: list[Row], args: argparse.Namespace) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # written once: a late time limit must not write them again
     print_table(title, rows)
     if args.json:
         env = environment()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import qwen35_native as q35
-from _report import Row, add_common_args, emit
+from _report import Row, add_common_args, emit, emit_rows_made_on_term
 from _timing import bench, count_bytes
 
 D = 256
@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, nargs="+", default=[4096, 32768, 131072], help="decode contexts")
     add_common_args(parser)
     args = parser.parse_args()
+    emit_rows_made_on_term("attention", args)
     emit("attention", run(args), args)
 
 

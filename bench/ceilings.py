@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from _report import Row, add_common_args, emit
+from _report import Row, add_common_args, emit, emit_rows_made_on_term
 from _timing import bench
 
 
@@ -34,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_common_args(parser)
     args = parser.parse_args()
+    emit_rows_made_on_term("ceilings", args)
     emit("ceilings", run(args), args)
 
 

@@ -22,7 +22,7 @@ import time
 import torch
 
 import qwen35_native as q35
-from _report import Row, add_common_args, emit
+from _report import Row, add_common_args, emit, emit_rows_made_on_term
 from _timing import bench
 from qwen35_native import configs
 from qwen35_native.engine.model_runner import StepPlan
@@ -240,6 +240,7 @@ def main() -> None:
         args.prefill_reps, args.decode_reps, args.step_tokens = 1, 2, 32
     torch.manual_seed(0)
     args.start = time.perf_counter()
+    emit_rows_made_on_term("e2e", args)
     rows = []
     for name in args.configs:
         rows += run_config(name, args)

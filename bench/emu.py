@@ -10,7 +10,7 @@ import argparse
 import torch
 
 import qwen35_native._emu_tests  # noqa: F401  (registers torch.ops.q35_emu_tests)
-from _report import Row, add_common_args, emit
+from _report import Row, add_common_args, emit, emit_rows_made_on_term
 from _timing import bench
 from qwen35_native.ops import rms_norm
 
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     add_common_args(parser)
     args = parser.parse_args()
+    emit_rows_made_on_term("emulator speed (CPU)", args)
     emit("emulator speed (CPU)", run(args), args)
 
 

@@ -14,7 +14,7 @@ import argparse
 import torch
 
 import qwen35_native as q35
-from _report import Row, add_common_args, emit
+from _report import Row, add_common_args, emit, emit_rows_made_on_term
 from _timing import bench, bench_graph, count_bytes
 
 D = 128
@@ -159,6 +159,7 @@ def main() -> None:
                         help="skip flash-linear-attention (its first calls compile and autotune for over a minute)")
     add_common_args(parser)
     args = parser.parse_args()
+    emit_rows_made_on_term("gdn", args)
     emit("gdn", run(args), args)
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import qwen35_native as q35
-from _report import Row, add_common_args, emit
+from _report import Row, add_common_args, emit, emit_rows_made_on_term
 from _timing import bench, bench_graph
 from qwen35_native.ops.moe_stages import fused_moe_kernel, moe_align, pick_block_m, sm90a_path
 
@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20)
     add_common_args(parser)
     args = parser.parse_args()
+    emit_rows_made_on_term("moe", args)
     emit("moe", run(args), args)
 
 

@@ -8,7 +8,7 @@ import argparse
 import torch
 
 import qwen35_native as q35
-from _report import Row, add_common_args, emit
+from _report import Row, add_common_args, emit, emit_rows_made_on_term
 from _timing import bench, count_bytes
 
 
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[4096, 2048])
     add_common_args(parser)
     args = parser.parse_args()
+    emit_rows_made_on_term("rms_norm", args)
     emit("rms_norm", run(args), args)
 
 

@@ -48,3 +48,30 @@ def test_compare_paths_names_a_bad_line(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "_compare_paths.py"), str(path)], capture_output=True,
                          text=True)
     assert res.returncode != 0 and "bad.jsonl:2: not a JSON line" in res.stderr
+
+
+def test_a_benchmark_stopped_by_a_time_limit_keeps_its_rows(tmp_path):
+    """gpu_suite.sh runs each benchmark under `timeout` (SIGTERM): the rows measured before it are written, not
+    lost with the process, and the exit status says it was stopped."""
+    import signal
+
+    script = tmp_path / "slow_bench.py"
+    script.write_text(
+        "import argparse, sys, time\n"
+        f"sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
+        "from _report import Row, add_common_args, emit, emit_rows_made_on_term\n"
+        "parser = argparse.ArgumentParser(); add_common_args(parser); args = parser.parse_args()\n"
+        "emit_rows_made_on_term('slow', args)\n"
+        "rows = [Row('op', f'shape {i}', 'bf16', 'q35', 10.0 + i) for i in range(2)]\n"
+        "print('measured', flush=True)\n"
+        "time.sleep(60)\n"
+        "emit('slow', rows + [Row('op', 'never', 'bf16', 'q35', 1.0)], args)\n")
+    out = tmp_path / "rows.jsonl"
+    proc = subprocess.Popen([sys.executable, str(script), "--json", str(out)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "measured"
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 124, stdout
+    assert "stopped by a time limit after 2 rows" in stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["shape"] for r in rows] == ["shape 0", "shape 1"] and rows[0]["bench"] == "slow"
