@@ -6,7 +6,8 @@ and ``torch._grouped_mm`` (sort + two grouped GEMMs) on the same inputs.
 Bytes are the floor of a memory-bound step: the weights of the experts the batch touches (each read once) plus
 activations in and out; FLOPs are 2 * N * k * 3 * H * I (real rows only: the padding of the tiles is not counted).
 Decode rows (N <= 64) are also timed inside a CUDA graph (launch gaps of a captured decode step). At prefill sizes
-(>= 48 rows per expert) the kernel paths run side by side, each GEMM alone and the whole fused_moe: "sm80"
+(>= 48 rows per expert) the kernel paths run side by side, each stage alone (align, GEMMs, combine) and the
+whole fused_moe: "sm80"
 (block_m 64, mma.sync), on an sm_90 GPU "sm90a" (block_m 128, TMA + wgmma, persistent; gate_up gathers the token
 rows with cp.async) and "sm90a-sorted" (the rows first copied into tile order by moe_permute, then loaded by TMA;
 its gate_up row includes the copy, which is also timed alone; QWEN35_MOE_SORTED_ROWS=1 makes fused_moe take it).
@@ -114,6 +115,14 @@ def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
         if sorted_rows:
             stages["moe_permute"] = (permute, 0.0, P * H * 2 + copy_bytes // 2)
             del stages["moe_down"]   # the same kernel as sm90a's
+        else:   # the rest of fused_moe, so that its time is accounted stage by stage
+            align_out = (torch.empty_like(pairs), torch.empty_like(tiles))
+            stages["moe_align"] = (partial(ops.moe_align, ids, 0, E, bm, *align_out), 0.0, ids.numel() * 4
+                                   + (pairs.numel() + tiles.numel()) * 4)
+            if label == "sm80":   # the same kernel on the same pairs for every path
+                out = torch.empty_like(x)
+                stages["moe_combine"] = (partial(ops.moe_combine, y, ids, 0, E, None, None, None, out), 0.0,
+                                         (P * H + x.numel()) * 2)
         for op, (fn, flops, nbytes) in stages.items():
             us = _time(fn, device, reps)
             base = first.get(op)   # the first path that ran the op (sm80): the others' peer
