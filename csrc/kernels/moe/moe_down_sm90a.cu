@@ -11,24 +11,33 @@ using namespace moe_sm90a;
 #if Q35_SM90A_ENABLED
 // y[pair, h] = weight[pair] * acc for the 64 rows of consumer warpgroup wg (columns h0 + 0..255 of the item).
 template <typename T>
-__device__ __forceinline__ void store_y(const MoeGemmParams& p, const WorkItem& w, int wg, const float (&acc)[kAcc]) {
-  T* __restrict__ y = static_cast<T*>(p.c_ptr);
-  const int hidden = p.n;
-  const int t = static_cast<int>(threadIdx.x) % kWarpgroupThreads;
-  const int64_t row_lo = w.row0 + wg * kWgRows + ptx::wgmma_acc_row(t, 0);  // and row_lo + 8 (i & 2)
-  const int pair[2] = {p.sorted_pairs_ptr[row_lo], p.sorted_pairs_ptr[row_lo + 8]};
-  const float weight[2] = {pair[0] >= 0 ? p.topk_weights_ptr[pair[0]] : 0.0f,
-                           pair[1] >= 0 ? p.topk_weights_ptr[pair[1]] : 0.0f};
-  const int h0 = w.n_block * kBlockN;
-#pragma unroll
-  for (int i = 0; i < kAcc; i += 2) {
-    const int half = (i >> 1) & 1;
-    const int h = h0 + ptx::wgmma_acc_col(t, i);
-    if (pair[half] < 0 || h >= hidden) continue;  // hidden % 8 == 0 and h even: h + 1 < hidden too
-    const float v[2] = {acc[i] * weight[half], acc[i + 1] * weight[half]};
-    store_vec_f32<T, 2>(y + static_cast<int64_t>(pair[half]) * hidden + h, v);
+struct YEpilogue {
+  const MoeGemmParams& p;
+  struct Rows {
+    int pair[2];  // of the thread's rows row_lo and row_lo + 8 (-1: padding); only used after the K loop
+  };
+  __device__ __forceinline__ Rows rows(const WorkItem& w, int wg) const {
+    const int64_t row_lo = thread_row_lo(w, wg);
+    return {{p.sorted_pairs_ptr[row_lo], p.sorted_pairs_ptr[row_lo + 8]}};
   }
-}
+  // (the routing weights are loaded here: a load that depends on the pair before the K loop would wait for it)
+  __device__ __forceinline__ void store(const WorkItem& w, int wg, const Rows& r, const float (&acc)[kAcc]) const {
+    const float weight[2] = {r.pair[0] >= 0 ? p.topk_weights_ptr[r.pair[0]] : 0.0f,
+                             r.pair[1] >= 0 ? p.topk_weights_ptr[r.pair[1]] : 0.0f};
+    T* __restrict__ y = static_cast<T*>(p.c_ptr);
+    const int hidden = p.n;
+    const int t = static_cast<int>(threadIdx.x) % kWarpgroupThreads;
+    const int h0 = w.n_block * kBlockN;
+#pragma unroll
+    for (int i = 0; i < kAcc; i += 2) {
+      const int half = (i >> 1) & 1;
+      const int h = h0 + ptx::wgmma_acc_col(t, i);
+      if (r.pair[half] < 0 || h >= hidden) continue;  // hidden % 8 == 0 and h even: h + 1 < hidden too
+      const float v[2] = {acc[i] * weight[half], acc[i + 1] * weight[half]};
+      store_vec_f32<T, 2>(y + static_cast<int64_t>(r.pair[half]) * hidden + h, v);
+    }
+  }
+};
 #endif
 
 // Computes: y[pair, h] = topk_weights[pair] * (act[row] . w2[e, h]) (fp32 accumulation and product, one
@@ -42,9 +51,7 @@ __device__ __forceinline__ void store_y(const MoeGemmParams& p, const WorkItem& 
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1) moe_down_sm90a_kernel(const __grid_constant__ KernelParams kp) {
 #if Q35_SM90A_ENABLED
-  run_persistent_gemm<T, false, false>(kp, [&](const WorkItem& w, int wg, const float (&acc)[kAcc]) {
-    store_y<T>(kp.p, w, wg, acc);
-  });
+  run_persistent_gemm<T, false, false>(kp, YEpilogue<T>{kp.p});
 #else
   ptx::sm90a_required();
 #endif

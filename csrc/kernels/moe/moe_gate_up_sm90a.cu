@@ -13,28 +13,37 @@ using namespace moe_sm90a;
 // [j0, j0 + 128) then the matching up rows, so accumulator i (column c < 128) is a gate and i + 64 (column
 // c + 128) the up of the same output j0 + c, in the same thread. Same fp32 expression as the sm_80 kernel.
 template <typename T>
-__device__ __forceinline__ void store_act(const MoeGemmParams& p, const WorkItem& w, int wg, const float (&acc)[kAcc]) {
-  T* __restrict__ act = static_cast<T*>(p.c_ptr);
-  const int inter = p.n;
-  const int t = static_cast<int>(threadIdx.x) % kWarpgroupThreads;
-  const int64_t row_lo = w.row0 + wg * kWgRows + ptx::wgmma_acc_row(t, 0);  // and row_lo + 8 (i & 2)
-  const bool valid[2] = {p.sorted_pairs_ptr[row_lo] >= 0, p.sorted_pairs_ptr[row_lo + 8] >= 0};
-  const int j0 = w.n_block * (kBlockN / 2);
-#pragma unroll
-  for (int i = 0; i < kAcc / 2; i += 2) {
-    const int half = (i >> 1) & 1;
-    const int j = j0 + ptx::wgmma_acc_col(t, i);
-    if (!valid[half] || j >= inter) continue;  // inter % 8 == 0 and j even: j + 1 < inter too
-    float v[2];
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      const float gate = acc[i + c];
-      const float up = acc[i + c + kAcc / 2];
-      v[c] = gate / (1.0f + expf(-gate)) * up;
-    }
-    store_vec_f32<T, 2>(act + (row_lo + 8 * half) * inter + j, v);
+struct ActEpilogue {
+  const MoeGemmParams& p;
+  struct Rows {
+    int pair[2];  // of the thread's rows row_lo and row_lo + 8 (-1: padding); only compared after the K loop
+  };
+  __device__ __forceinline__ Rows rows(const WorkItem& w, int wg) const {
+    const int64_t row_lo = thread_row_lo(w, wg);
+    return {{p.sorted_pairs_ptr[row_lo], p.sorted_pairs_ptr[row_lo + 8]}};
   }
-}
+  __device__ __forceinline__ void store(const WorkItem& w, int wg, const Rows& r, const float (&acc)[kAcc]) const {
+    T* __restrict__ act = static_cast<T*>(p.c_ptr);
+    const int inter = p.n;
+    const int t = static_cast<int>(threadIdx.x) % kWarpgroupThreads;
+    const int64_t row_lo = thread_row_lo(w, wg);
+    const int j0 = w.n_block * (kBlockN / 2);
+#pragma unroll
+    for (int i = 0; i < kAcc / 2; i += 2) {
+      const int half = (i >> 1) & 1;
+      const int j = j0 + ptx::wgmma_acc_col(t, i);
+      if (r.pair[half] < 0 || j >= inter) continue;  // inter % 8 == 0 and j even: j + 1 < inter too
+      float v[2];
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const float gate = acc[i + c];
+        const float up = acc[i + c + kAcc / 2];
+        v[c] = gate / (1.0f + expf(-gate)) * up;
+      }
+      store_vec_f32<T, 2>(act + (row_lo + 8 * half) * inter + j, v);
+    }
+  }
+};
 #endif
 
 // Computes: act[row, j] = silu(x . w13[e, j]) * (x . w13[e, I + j]), x = hidden[sorted_pairs[row] / top_k]
@@ -51,9 +60,7 @@ __device__ __forceinline__ void store_act(const MoeGemmParams& p, const WorkItem
 template <typename T, bool kSortedRows>
 __global__ void __launch_bounds__(kThreads, 1) moe_gate_up_sm90a_kernel(const __grid_constant__ KernelParams kp) {
 #if Q35_SM90A_ENABLED
-  run_persistent_gemm<T, true, !kSortedRows>(kp, [&](const WorkItem& w, int wg, const float (&acc)[kAcc]) {
-    store_act<T>(kp.p, w, wg, acc);
-  });
+  run_persistent_gemm<T, true, !kSortedRows>(kp, ActEpilogue<T>{kp.p});
 #else
   ptx::sm90a_required();
 #endif

@@ -88,6 +88,11 @@ __device__ __forceinline__ bool fetch_item(const KernelParams& kp, int64_t item,
   return true;
 }
 
+// The two rows of the tile whose accumulators a consumer thread holds (wgmma_acc_row: row_lo and row_lo + 8).
+__device__ __forceinline__ int64_t thread_row_lo(const WorkItem& w, int wg) {
+  return w.row0 + wg * kWgRows + ptx::wgmma_acc_row(static_cast<int>(threadIdx.x) % kWarpgroupThreads, 0);
+}
+
 template <typename T>
 __device__ __forceinline__ void wgmma_m64n256k16(float (&acc)[kAcc], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   if constexpr (std::is_same_v<T, __half>) {
@@ -224,10 +229,12 @@ __device__ __forceinline__ void idle_loop(const KernelParams& kp, uint64_t* full
 }
 
 // The kernel body shared by both GEMMs: barrier set-up, the warp roles, and per item of a consumer warpgroup
-// the K loop and `epilogue(w, wg, acc)` (stores from registers; padding rows and columns past n skipped).
+// `epilogue.rows(w, wg)` (the thread's row indexes and whatever else the stores need from global memory, loaded
+// before the K loop so that their latency hides behind it), the K loop, and `epilogue.store(w, wg, rows, acc)`
+// (stores from registers; padding rows and columns past n skipped).
 // kGateUp: B is w13's gate / up halves; kGatherA: A is gathered from hidden (else TMA boxes of rows in tile order).
 template <typename T, bool kGateUp, bool kGatherA, class Epilogue>
-__device__ __forceinline__ void run_persistent_gemm(const KernelParams& kp, Epilogue&& epilogue) {
+__device__ __forceinline__ void run_persistent_gemm(const KernelParams& kp, const Epilogue& epilogue) {
   Q35_DYNAMIC_SMEM_1024(uint8_t, smem);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);  // [kStages] smem: stage landed
   uint64_t* empty = full + kStages;                                       // [kStages] smem: stage released
@@ -253,8 +260,9 @@ __device__ __forceinline__ void run_persistent_gemm(const KernelParams& kp, Epil
   WorkItem w;
   for (int64_t item = blockIdx.x; fetch_item(kp, item, w); item += gridDim.x) {
     if (wg == 0 || w.upper) {
+      const auto rows = epilogue.rows(w, wg);
       mainloop<T>(kp, smem, full, empty, wg, it, acc);
-      epilogue(w, wg, acc);
+      epilogue.store(w, wg, rows, acc);
     } else {
       idle_loop(kp, full, empty, it);
     }
