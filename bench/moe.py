@@ -181,7 +181,36 @@ def expert_rows(name, E, k, H, inter, tokens, device, reps) -> list[Row]:
                                            ("moe_block", block, block_bytes, block_flops)):
                 rows.append(Row(op=op, shape=shape, dtype="bf16", impl="q35 graph",
                                 median_us=bench_graph(fn)["median_us"], bytes=nbytes, flops=nflops, notes=note))
+        if n <= GRAPH_MAX_TOKENS:
+            rows += decode_stage_rows(shape, x, w13, w2, weights, ids, note, reps)
     return rows
+
+
+def decode_stage_rows(shape, x, w13, w2, weights, ids, note, reps) -> list[Row]:
+    """fused_moe's four decode kernels (block_m 16) one by one, each replayed alone in a CUDA graph (timed plainly
+    on the CPU): which of them keeps the decode step above its bytes floor (PERF_TARGETS "MoE, decode"). A replay
+    of one small kernel also carries the graph's launch cost, so the four do not add up to the graphed fused_moe
+    exactly."""
+    E, H, inter = w13.shape[0], x.shape[1], w13.shape[1] // 2
+    P, k = ids.numel(), ids.shape[1]
+    ops = torch.ops.qwen35_native
+    touched = int(torch.unique(ids).numel())
+    pairs, tiles = moe_align(ids, 0, E, 16)
+    act = torch.empty(pairs.numel(), inter, dtype=x.dtype, device=x.device)
+    y = torch.empty(P, H, dtype=x.dtype, device=x.device)
+    out = torch.empty_like(x)
+    aligned = (torch.empty_like(pairs), torch.empty_like(tiles))
+    align_bytes = P * 4 + (pairs.numel() + tiles.numel()) * 4
+    stages = [("moe_align", partial(ops.moe_align, ids, 0, E, 16, *aligned), align_bytes),
+              ("moe_gate_up", partial(ops.moe_gate_up, x, w13, pairs, tiles, k, 16, act),
+               touched * 2 * inter * H * 2),
+              ("moe_down", partial(ops.moe_down, act, w2, weights, pairs, tiles, 16, y), touched * H * inter * 2),
+              ("moe_combine", partial(ops.moe_combine, y, ids, 0, E, None, None, None, out), (P * H + x.numel()) * 2)]
+    cuda = x.device.type == "cuda"
+    timed = (lambda fn: bench_graph(fn)["median_us"]) if cuda else (lambda fn: _time(fn, "cpu", reps))
+    impl = "q35 bm=16 graph (alone)" if cuda else "q35 bm=16"
+    return [Row(op=op, shape=shape, dtype="bf16", impl=impl, median_us=timed(fn), bytes=nbytes, notes=note)
+            for op, fn, nbytes in stages]
 
 
 def route_rows(E, k, tokens, device, reps) -> list[Row]:
