@@ -75,12 +75,14 @@ def test_gate_up_on_sorted_rows_equals_the_gathering_kernel(N, E, k, H, I, devic
 @pytest.mark.parametrize("device", DEVICES)
 def test_fused_moe_takes_sorted_rows_when_asked(device, monkeypatch):
     """QWEN35_MOE_SORTED_ROWS=1: fused_moe copies the rows into tile order first (the emulator counts the extra
-    launch); same bits as the default, with and without a shared expert and for an expert-parallel subset."""
+    launch); same bits as the default, in bf16 and fp16, with a shared expert and for an expert-parallel subset."""
     skip_unless_block_m_runs(device, 128)
     x, w13, w2, weights, ids = make_moe_inputs(257, 8, 2, 96, 40, torch.bfloat16, seed=7, device=device)
     shared_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(8)).to(x)
     gate_w = torch.randn(96, generator=torch.Generator().manual_seed(9)).div(10).to(x)
+    xh, w13h, w2h = x.half(), w13.half(), w2.half()
     calls = {"plain": lambda: fused_moe_kernel(x, w13, w2, weights, ids, block_m=128),
+             "fp16": lambda: fused_moe_kernel(xh, w13h, w2h, weights, ids, block_m=128),
              "shared": lambda: fused_moe_kernel(x, w13, w2, weights, ids, 0, shared_out, gate_w, block_m=128),
              "subset": lambda: fused_moe_kernel(x, w13[2:6], w2[2:6], weights, ids, 2, block_m=128)}
     for name, call in calls.items():
