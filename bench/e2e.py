@@ -27,6 +27,7 @@ from _timing import bench
 from qwen35_native import configs
 from qwen35_native.engine.model_runner import StepPlan
 from qwen35_native.model import Qwen35Config, Qwen35ForCausalLM
+from qwen35_native.model.cache import KV_BLOCK_SIZE
 from qwen35_native.model.layers import DecoderLayer
 from qwen35_native.model.loading import resolve_backends
 
@@ -152,7 +153,7 @@ def run_config(name: str, args: argparse.Namespace) -> list[Row]:
     note = f"{layers} of {full} layers run, x{scale:.2f}" if layers < full else ""
     model = random_model(config, dtype, device)
     runs = [(b, p) for p in args.prompts for b in args.batches if b * p <= args.max_prefill_tokens]
-    bs = 16
+    bs = KV_BLOCK_SIZE   # the engine's default (64): the attention kernels' fast path (16 took the per-row one)
     num_blocks = max(b * math.ceil((p + 2) / bs) for b, p in runs)
     llm = q35.LLM(model, max_num_seqs=max(args.batches), max_model_len=max(args.prompts) + 8, num_blocks=num_blocks,
                   block_size=bs, max_num_batched_tokens=args.step_tokens, tokenizer=False, generation_config={})

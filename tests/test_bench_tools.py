@@ -75,3 +75,16 @@ def test_a_benchmark_stopped_by_a_time_limit_keeps_its_rows(tmp_path):
     assert "stopped by a time limit after 2 rows" in stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["shape"] for r in rows] == ["shape 0", "shape 1"] and rows[0]["bench"] == "slow"
+
+
+def test_decode_step_profile_lists_the_kernels_of_a_step():
+    """bench/_profile_decode_step.py (run by gpu_suite's quick and profile stages): on the CPU (--dry-run) the
+    operators of a tiny model's decode step, sorted by time per step, with their shares."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "_profile_decode_step.py"), "--dry-run", "--steps", "1",
+                          "--top", "3"], capture_output=True, text=True, check=True, timeout=300).stdout.splitlines()
+    assert out[0].startswith("== tiny-moe B1 ctx1024: 4 of 4 layers, eager, 1 steps"), out
+    assert out[1].startswith("decode step: ") and "us of kernel time per step" in out[1], out
+    rows = [line for line in out[3:] if line.strip()]
+    assert len(rows) == 4 and rows[-1].endswith("more)"), out   # the top 3, then the rest
+    shares = [float(line.split()[1].rstrip("%")) for line in rows]
+    assert abs(sum(shares) - 100.0) < 0.5 and shares[0] >= shares[1] >= shares[2], out
