@@ -18,6 +18,10 @@ BlockRunner& kernel_runner(const char* what);  // any architecture
 // Shared address of [p, p + bytes) in dynamic shared memory, or an error naming `what`.
 uint32_t checked_shared_address(BlockRunner& r, const void* p, uint64_t bytes, const char* what, Site site);
 
+// cluster.cpp: the block of cluster rank `cta_rank` in r's cluster, or an error naming `what`.
+BlockRunner& cluster_peer(BlockRunner& r, uint32_t cta_rank, const char* what, Site site);
+std::string describe_cluster_barrier_waits(const BlockRunner& r);
+
 // mbarrier.cpp
 MbarrierState& lookup_barrier(BlockRunner& r, const uint64_t* bar, const char* what, Site site);
 void complete_tx(BlockRunner& r, MbarrierState& b, uint64_t bytes);

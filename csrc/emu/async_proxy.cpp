@@ -105,7 +105,7 @@ void BlockRunner::async_thread_exit(Fiber& f) {
 
 std::string BlockRunner::describe_async_waits() const {
   return describe_mbarrier_waits(*this) + describe_tma_loads(*this) + describe_wgmma_waits(*this) +
-         describe_named_barrier_waits(*this);
+         describe_named_barrier_waits(*this) + describe_cluster_barrier_waits(*this);
 }
 
 bool BlockRunner::run_async_units() {

@@ -78,8 +78,12 @@ struct FiberAsync {
   uint64_t* wait_bar = nullptr;            // mbarrier.try_wait in progress
   uint32_t wait_parity = 0;
   uint32_t named_barrier = 0;              // named barrier being waited at (1..15)
+  bool cluster_arrived = false;            // barrier.cluster.arrive done, its wait not yet
+  uint32_t cluster_phase = 0;              // the cluster barrier's phase this thread arrived in
 
   void reset() {
+    cluster_arrived = false;
+    cluster_phase = 0;
     wgmma_fenced = false;
     wgmma_may_complete = false;
     wgmma_group_ends.clear();

@@ -23,7 +23,7 @@ constexpr unsigned kSmemAlign = 16;
 
 thread_local BlockRunner* t_active = nullptr;
 thread_local Fiber* t_fiber = nullptr;
-thread_local std::unique_ptr<BlockRunner> t_runner;
+thread_local std::vector<std::unique_ptr<BlockRunner>> t_runners;
 
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -67,9 +67,11 @@ std::string hex_mask(uint32_t m) {
 ThreadCtx* current_thread() { return t_fiber ? &t_fiber->ctx : nullptr; }
 BlockRunner* active_runner() { return t_active; }
 void set_active_runner(BlockRunner* runner) { t_active = runner; }
-BlockRunner& this_thread_runner() {
-  if (!t_runner) t_runner = std::make_unique<BlockRunner>();
-  return *t_runner;
+std::vector<BlockRunner*> this_thread_runners(unsigned count) {
+  while (t_runners.size() < count) t_runners.push_back(std::make_unique<BlockRunner>());
+  std::vector<BlockRunner*> out;
+  for (unsigned i = 0; i < count; ++i) out.push_back(t_runners[i].get());
+  return out;
 }
 
 std::string lane_list(uint32_t mask) {
@@ -151,6 +153,8 @@ void BlockRunner::prepare_smem(size_t bytes) {
 }
 
 void BlockRunner::prepare(const LaunchSpec& spec, uint3 block_idx) {
+  const dim3 cd = spec.cluster;
+  const uint3 cta{block_idx.x % cd.x, block_idx.y % cd.y, block_idx.z % cd.z};
   spec_ = &spec;
   block_idx_ = block_idx;
   num_threads_ = spec.block.x * spec.block.y * spec.block.z;
@@ -180,6 +184,9 @@ void BlockRunner::prepare(const LaunchSpec& spec, uint3 block_idx) {
     c.lane = tid % kWarpLanes;
     c.warp = tid / kWarpLanes;
     c.dyn_smem = smem_base_;
+    c.cluster_dim = cd;
+    c.cluster_ctaid = cta;
+    c.cluster_rank = cta.x + cd.x * (cta.y + cd.y * cta.z);
     f.state = FiberState::kRunnable;
     f.wait = WaitKind::kNone;
     f.cp_async.reset();
@@ -188,43 +195,113 @@ void BlockRunner::prepare(const LaunchSpec& spec, uint3 block_idx) {
   }
 }
 
-void BlockRunner::run_block(const LaunchSpec& spec, uint3 block_idx, const Schedule& schedule, uint64_t block_seq,
-                            size_t stack_bytes, int arch_sm) {
+void BlockRunner::begin(const LaunchSpec& spec, uint3 block_idx, const Schedule& schedule, uint64_t block_seq,
+                        size_t stack_bytes, int arch_sm, ClusterState* cluster, unsigned cluster_rank) {
   ensure_fibers(spec.block.x * spec.block.y * spec.block.z, stack_bytes);
   prepare(spec, block_idx);
   async_.reset(arch_sm);
-  set_active_runner(this);
-  try {
-    schedule_loop(schedule, block_seq);
-  } catch (...) {
-    set_active_runner(nullptr);
-    throw;
-  }
-  set_active_runner(nullptr);
-}
-
-void BlockRunner::schedule_loop(const Schedule& schedule, uint64_t block_seq) {
+  cluster_ = cluster;
+  cluster_rank_ = cluster_rank;
   order_.resize(num_threads_);
   std::iota(order_.begin(), order_.end(), 0u);
   if (schedule.order == Order::kReverse) std::reverse(order_.begin(), order_.end());
-  uint64_t rng = schedule.seed * 0x2545F4914F6CDD1Dull + block_seq;
+  rng_ = schedule.seed * 0x2545F4914F6CDD1Dull + block_seq;
+}
+
+bool BlockRunner::step_round(const Schedule& schedule) {
+  if (schedule.order == Order::kRandom) {
+    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[splitmix64(rng_) % i]);
+  }
+  bool progressed = false;
+  for (const uint32_t tid : order_) {
+    Fiber& f = *fibers_[tid];
+    if (f.state != FiberState::kRunnable) continue;
+    resume(f);
+    progressed = true;
+    if (failed_) throw_error(failed_fiber_, failure_);
+  }
+  return progressed;
+}
+
+bool BlockRunner::unblock() { return resolve_activemasks() || run_async_units(); }
+
+namespace {
+
+// The deadlock of a whole cluster: every block's waits (one block: the block's own report).
+[[noreturn]] void report_cluster_deadlock(ClusterState& cluster) {
+  const Fiber* blame = nullptr;
+  BlockRunner* owner = nullptr;
+  bool inconsistent = false;
+  std::string details;
+  const bool many = cluster.ctas.size() > 1;
+  for (unsigned r = 0; r < cluster.ctas.size(); ++r) {
+    BlockRunner& b = *cluster.ctas[r];
+    if (b.done()) continue;
+    const Fiber* first = nullptr;
+    const std::string d = b.deadlock_details(first, inconsistent);
+    if (!blame && first) {
+      blame = first;
+      owner = &b;
+    }
+    details += many ? "\n    block of cluster rank " + std::to_string(r) + ":" + d : d;
+  }
+  if (cluster.barrier_arrived > 0) {
+    details += "\n    " + std::to_string(cluster.barrier_arrived) + " of " + std::to_string(cluster.threads) +
+               " threads of the cluster arrived at barrier.cluster";
+  }
+  if (!owner) owner = cluster.ctas.front();
+  set_active_runner(owner);
+  owner->throw_error(blame, std::string(inconsistent ? "deadlock (inconsistent warp-collective masks)" : "deadlock") +
+                                (many ? ": no thread of the cluster can proceed" : ": no thread of the block can proceed") +
+                                details);
+}
+
+}  // namespace
+
+void run_cluster(const LaunchSpec& spec, ClusterState& cluster, const uint3* block_idx, const uint64_t* block_seq,
+                 const Schedule& schedule, size_t stack_bytes, int arch_sm) {
+  const unsigned n = static_cast<unsigned>(cluster.ctas.size());
+  struct Deactivate {
+    ~Deactivate() { set_active_runner(nullptr); }
+  } deactivate;
+  cluster.threads = 0;
+  cluster.barrier_arrived = 0;
+  cluster.barrier_phase = 0;
+  for (unsigned r = 0; r < n; ++r) {
+    cluster.ctas[r]->begin(spec, block_idx[r], schedule, block_seq[r], stack_bytes, arch_sm, &cluster, r);
+    cluster.threads += cluster.ctas[r]->num_threads();
+  }
+  // the blocks of a cluster take turns in the thread order's order
+  std::vector<unsigned> order(n);
+  std::iota(order.begin(), order.end(), 0u);
+  if (schedule.order == Order::kReverse) std::reverse(order.begin(), order.end());
+  uint64_t rng = schedule.seed * 0x9E3779B97F4A7C15ull + block_seq[0];
   for (;;) {
     if (schedule.order == Order::kRandom) {
-      for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[splitmix64(rng) % i]);
+      for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[splitmix64(rng) % i]);
     }
-    bool progressed = false;
-    for (const uint32_t tid : order_) {
-      Fiber& f = *fibers_[tid];
-      if (f.state != FiberState::kRunnable) continue;
-      resume(f);
-      progressed = true;
-      if (failed_) throw_error(failed_fiber_, failure_);
+    bool progressed = false, all_done = true;
+    for (const unsigned r : order) {  // each block runs until none of its threads can, before the next one: the
+      BlockRunner& b = *cluster.ctas[r];  // blocks drift as far apart as the kernel's synchronisation allows
+      if (b.done()) continue;
+      set_active_runner(&b);
+      while (!b.done() && b.step_round(schedule)) progressed = true;
+      all_done = all_done && b.done();
     }
-    if (num_exited_ == num_threads_) {
-      check_async_at_block_end();
-      return;
+    if (all_done) break;
+    if (progressed) continue;
+    bool unblocked = false;
+    for (const unsigned r : order) {
+      BlockRunner& b = *cluster.ctas[r];
+      if (unblocked || b.done()) continue;
+      set_active_runner(&b);
+      unblocked = b.unblock();
     }
-    if (!progressed && !resolve_activemasks() && !run_async_units()) report_deadlock();
+    if (!unblocked) report_cluster_deadlock(cluster);
+  }
+  for (const unsigned r : order) {
+    set_active_runner(cluster.ctas[r]);
+    cluster.ctas[r]->check_async_at_block_end();
   }
 }
 
@@ -405,10 +482,8 @@ std::string BlockRunner::describe_wait(const Fiber& f) const {
   return s + " at " + site_str(f.wait_site);
 }
 
-void BlockRunner::report_deadlock() {
+std::string BlockRunner::deadlock_details(const Fiber*& blame, bool& inconsistent) const {
   using std::to_string;
-  const Fiber* blame = nullptr;
-  bool inconsistent = false;
   std::string details;
   if (barrier_arrived_ > 0) {
     details += "\n    " + to_string(barrier_arrived_) + " of " + to_string(num_threads_) + " threads wait at " +
@@ -435,8 +510,7 @@ void BlockRunner::report_deadlock() {
     for (unsigned t = 0; t < num_threads_ && !blame; ++t)
       if (fibers_[t]->state == FiberState::kBlocked) blame = fibers_[t].get();
   }
-  throw_error(blame, std::string(inconsistent ? "deadlock (inconsistent warp-collective masks)" : "deadlock") +
-                        ": no thread of the block can proceed" + details);
+  return details;
 }
 
 void BlockRunner::throw_error(const Fiber* f, const std::string& what) {

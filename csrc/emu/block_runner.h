@@ -19,7 +19,9 @@ constexpr unsigned kMaxBlockThreads = 1024;
 constexpr unsigned kMaxWarps = kMaxBlockThreads / kWarpLanes;
 
 enum class FiberState : uint8_t { kRunnable, kBlocked, kExited };
-enum class WaitKind : uint8_t { kNone, kBarrier, kCollective, kActiveMask, kMbarrier, kWgmma, kNamedBarrier };
+enum class WaitKind : uint8_t {
+  kNone, kBarrier, kCollective, kActiveMask, kMbarrier, kWgmma, kNamedBarrier, kClusterBarrier
+};
 
 struct Fiber {
   ThreadCtx ctx;  // first: current_thread() hands out &ctx
@@ -61,6 +63,22 @@ struct BlockStats {
   uint64_t switches = 0, barriers = 0, collectives = 0;
 };
 
+class BlockRunner;
+
+// The blocks of one thread block cluster, run together on one OS thread (every launch has clusters: of one block
+// unless q35::launch_cluster gives more), and the cluster barrier (barrier.cluster.arrive / wait; cluster.cpp).
+struct ClusterState {
+  std::vector<BlockRunner*> ctas;  // by %cluster_ctarank
+  unsigned threads = 0;            // threads of all its blocks: the cluster barrier's count
+  unsigned barrier_arrived = 0;    // arrivals in the current phase
+  uint32_t barrier_phase = 0;      // completed phases
+};
+
+// Runs one cluster (block_idx[r], block_seq[r]: the block of rank r and its linear index in the grid) on the
+// runners in cluster.ctas to completion; throws Error on a fault or deadlock.
+void run_cluster(const LaunchSpec& spec, ClusterState& cluster, const uint3* block_idx, const uint64_t* block_seq,
+                 const Schedule& schedule, size_t stack_bytes, int arch_sm);
+
 class BlockRunner {
  public:
   BlockRunner();
@@ -68,10 +86,18 @@ class BlockRunner {
   BlockRunner(const BlockRunner&) = delete;
   BlockRunner& operator=(const BlockRunner&) = delete;
 
-  // Runs one block to completion; throws Error on a fault.
-  void run_block(const LaunchSpec& spec, uint3 block_idx, const Schedule& schedule, uint64_t block_seq,
-                 size_t stack_bytes, int arch_sm);
+  // ---- run by run_cluster: set up, rounds until done (each runnable thread resumed once), progress when no
+  // thread of the cluster can run, the deadlock report ----
+  void begin(const LaunchSpec& spec, uint3 block_idx, const Schedule& schedule, uint64_t block_seq,
+             size_t stack_bytes, int arch_sm, ClusterState* cluster, unsigned cluster_rank);
+  bool step_round(const Schedule& schedule);  // true when a thread ran
+  bool done() const { return num_exited_ == num_threads_; }
+  bool unblock();                             // __activemask groups, else the async units (see run_async_units)
+  std::string deadlock_details(const Fiber*& blame, bool& inconsistent) const;
+  [[noreturn]] void throw_error(const Fiber* f, const std::string& what);
   BlockStats take_stats();
+  ClusterState& cluster() { return *cluster_; }
+  unsigned cluster_rank() const { return cluster_rank_; }
 
   // ---- called from fibers (the running thread) ----
   Fiber& running() { return *running_; }
@@ -119,11 +145,8 @@ class BlockRunner {
   void prepare(const LaunchSpec& spec, uint3 block_idx);
   void ensure_fibers(unsigned count, size_t stack_bytes);
   void prepare_smem(size_t bytes);
-  void schedule_loop(const Schedule& schedule, uint64_t block_seq);
   void resume(Fiber& f);
   bool resolve_activemasks();
-  [[noreturn]] void report_deadlock();
-  [[noreturn]] void throw_error(const Fiber* f, const std::string& what);
   std::string describe_wait(const Fiber& f) const;
 
   const LaunchSpec* spec_ = nullptr;
@@ -135,6 +158,9 @@ class BlockRunner {
   size_t fiber_stack_bytes_ = 0;
   WarpState warps_[kMaxWarps];
   std::vector<uint32_t> order_;
+  uint64_t rng_ = 0;  // the random thread order's state
+  ClusterState* cluster_ = nullptr;
+  unsigned cluster_rank_ = 0;
 
   // block barrier
   unsigned barrier_arrived_ = 0;
@@ -162,8 +188,9 @@ class BlockRunner {
   BlockStats stats_;
 };
 
-// The runner of this OS thread (created on first use) and the one currently running a block here, if any.
-BlockRunner& this_thread_runner();
+// The first `count` runners of this OS thread (created on first use: one per block of a cluster) and the one
+// currently running a block here, if any.
+std::vector<BlockRunner*> this_thread_runners(unsigned count);
 BlockRunner* active_runner();
 void set_active_runner(BlockRunner* runner);
 

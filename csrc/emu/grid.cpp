@@ -22,6 +22,7 @@ constexpr unsigned kMaxBlockDimZ = 64;
 constexpr uint64_t kMaxGridDimX = (uint64_t{1} << 31) - 1;
 constexpr unsigned kMaxGridDimYZ = 65535;
 constexpr uint64_t kMaxShuffledBlocks = uint64_t{1} << 24;  // larger random grids rotate instead of shuffle
+constexpr uint64_t kMaxClusterBlocks = 8;
 
 [[noreturn]] void launch_error(const LaunchSpec& spec, const ArchLimits& arch, const std::string& what) {
   throw Error("qwen35_native emulator: invalid launch for sm_" + std::to_string(arch.sm) + ": " + what +
@@ -47,11 +48,28 @@ void validate(const LaunchSpec& spec, const ArchLimits& arch) {
   if (spec.dynamic_smem_bytes > arch.max_dynamic_smem)
     launch_error(spec, arch, "dynamic shared memory of " + std::to_string(spec.dynamic_smem_bytes) +
                                  " bytes exceeds the " + std::to_string(arch.max_dynamic_smem) + "-byte limit");
+  const dim3 c = spec.cluster;
+  const uint64_t cluster_blocks = uint64_t{c.x} * c.y * c.z;
+  if (cluster_blocks == 1) return;
+  if (c.x == 0 || c.y == 0 || c.z == 0)
+    launch_error(spec, arch, "cluster " + dims(c) + " must not be empty");
+  if (arch.sm < 90) launch_error(spec, arch, "thread block clusters need sm_90, got cluster " + dims(c));
+  if (cluster_blocks > kMaxClusterBlocks)
+    launch_error(spec, arch, "cluster " + dims(c) + " has " + std::to_string(cluster_blocks) +
+                                 " blocks; at most 8 (the portable cluster size)");
+  if (g.x % c.x != 0 || g.y % c.y != 0 || g.z % c.z != 0)
+    launch_error(spec, arch, "grid " + dims(g) + " is not a multiple of the cluster " + dims(c));
 }
 
 uint3 block_coords(uint64_t linear, dim3 grid) {
   return uint3{static_cast<unsigned>(linear % grid.x), static_cast<unsigned>((linear / grid.x) % grid.y),
                static_cast<unsigned>(linear / (uint64_t{grid.x} * grid.y))};
+}
+
+uint64_t block_linear(uint3 b, dim3 grid) { return b.x + uint64_t{grid.x} * (b.y + uint64_t{grid.y} * b.z); }
+
+dim3 cluster_grid(const LaunchSpec& spec) {
+  return dim3(spec.grid.x / spec.cluster.x, spec.grid.y / spec.cluster.y, spec.grid.z / spec.cluster.z);
 }
 
 // The i-th block to run under `s`.
@@ -94,14 +112,15 @@ class BlockOrder {
   uint64_t rotation_ = 0;
 };
 
-// Runs blocks [next, n) on the calling OS thread until done or failed; records the first error.
+// Runs clusters [next, n) (of one block each without q35::launch_cluster) on the calling OS thread until done or
+// failed; records the first error.
 struct GridJob {
   const LaunchSpec* spec;
   const BlockOrder* order;
   Schedule schedule;
   size_t stack_bytes;
   int arch_sm;
-  uint64_t num_blocks;
+  uint64_t num_clusters;
   std::atomic<uint64_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex error_mutex;
@@ -110,21 +129,32 @@ struct GridJob {
 
   void work() {
     ensure_alt_stack();
-    BlockRunner& runner = this_thread_runner();
+    const dim3 cd = spec->cluster;
+    const unsigned size = cd.x * cd.y * cd.z;
+    ClusterState cluster;
+    cluster.ctas = this_thread_runners(size);
+    std::vector<uint3> blocks(size);
+    std::vector<uint64_t> seqs(size);
     try {
-      for (uint64_t i = next++; i < num_blocks && !failed; i = next++) {
-        const uint64_t b = order->at(i);
-        runner.run_block(*spec, block_coords(b, spec->grid), schedule, b, stack_bytes, arch_sm);
+      for (uint64_t i = next++; i < num_clusters && !failed; i = next++) {
+        const uint3 c = block_coords(order->at(i), cluster_grid(*spec));
+        for (unsigned r = 0; r < size; ++r) {  // rank r = x + cd.x * (y + cd.y * z) within the cluster
+          blocks[r] = uint3{c.x * cd.x + r % cd.x, c.y * cd.y + (r / cd.x) % cd.y, c.z * cd.z + r / (cd.x * cd.y)};
+          seqs[r] = block_linear(blocks[r], spec->grid);
+        }
+        run_cluster(*spec, cluster, blocks.data(), seqs.data(), schedule, stack_bytes, arch_sm);
       }
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mutex);
       if (!error) error = std::current_exception();
       failed = true;
     }
-    const BlockStats s = runner.take_stats();
-    switches += s.switches;
-    barriers += s.barriers;
-    collectives += s.collectives;
+    for (BlockRunner* runner : cluster.ctas) {
+      const BlockStats s = runner->take_stats();
+      switches += s.switches;
+      barriers += s.barriers;
+      collectives += s.collectives;
+    }
   }
 };
 
@@ -189,15 +219,17 @@ void run_grid(const LaunchSpec& spec) {
   validate(spec, settings.arch);
   ensure_fault_handlers();
   const uint64_t num_blocks = uint64_t{spec.grid.x} * spec.grid.y * spec.grid.z;
-  const BlockOrder order(num_blocks, settings.schedule);
+  const dim3 cg = cluster_grid(spec);
+  const uint64_t num_clusters = uint64_t{cg.x} * cg.y * cg.z;
+  const BlockOrder order(num_clusters, settings.schedule);
   GridJob job;
   job.spec = &spec;
   job.order = &order;
   job.schedule = settings.schedule;
   job.stack_bytes = settings.stack_bytes;
   job.arch_sm = settings.arch.sm;
-  job.num_blocks = num_blocks;
-  const uint64_t threads = std::min<uint64_t>(static_cast<uint64_t>(settings.os_threads), num_blocks);
+  job.num_clusters = num_clusters;
+  const uint64_t threads = std::min<uint64_t>(static_cast<uint64_t>(settings.os_threads), num_clusters);
   if (threads <= 1) {
     job.work();
   } else {

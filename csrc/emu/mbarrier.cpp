@@ -54,6 +54,15 @@ void add_tx(MbarrierState& b, int64_t delta, const char* what, Site site) {
 MbarrierState& lookup_barrier(BlockRunner& r, const uint64_t* bar, const char* what, Site site) {
   check_alignment(bar, what, site);
   MbarrierState* b = r.async_units().find_barrier(bar);
+  BlockRunner* self = active_runner();
+  if (!b && self && self != &r) {  // a peer's barrier (cluster scope)
+    async_error(std::string(what) + " on the mbarrier of cluster rank " + std::to_string(r.cluster_rank()) +
+                    " at its shared address " + std::to_string(reinterpret_cast<const unsigned char*>(bar) -
+                                                               r.smem_base()) +
+                    ", which that block has not initialised (yet: a cluster barrier between the peers' "
+                    "mbarrier.init and the first signal or multicast to them)",
+                site);
+  }
   if (!b) {
     async_error(std::string(what) + " on " + hex_addr(bar) +
                     ", which holds no mbarrier of this block (mbarrier.init it first; an invalidated barrier "
@@ -151,9 +160,11 @@ void mbarrier_expect_tx(uint64_t* bar, uint32_t tx_bytes, Site site) {
   store_witness(b);
 }
 
-void mbarrier_arrive(uint64_t* bar, uint32_t tx_bytes, Site site) {
-  const char* what = tx_bytes ? "mbarrier.arrive.expect_tx" : "mbarrier.arrive";
-  BlockRunner& r = sm90_runner(what, site);
+namespace {
+
+// One arrival (after expect_tx(tx_bytes)) on barrier `bar` of block `r` (the running block, or a peer in its
+// cluster).
+void arrive_on(BlockRunner& r, uint64_t* bar, uint32_t tx_bytes, const char* what, Site site) {
   MbarrierState& b = lookup_barrier(r, bar, what, site);
   add_tx(b, tx_bytes, what, site);
   if (b.pending == 0) {
@@ -164,6 +175,21 @@ void mbarrier_arrive(uint64_t* bar, uint32_t tx_bytes, Site site) {
   --b.pending;
   store_witness(b);
   maybe_complete(r, b);
+}
+
+}  // namespace
+
+void mbarrier_arrive(uint64_t* bar, uint32_t tx_bytes, Site site) {
+  const char* what = tx_bytes ? "mbarrier.arrive.expect_tx" : "mbarrier.arrive";
+  arrive_on(sm90_runner(what, site), bar, tx_bytes, what, site);
+}
+
+void mbarrier_arrive_cluster(uint64_t* bar, uint32_t cta_rank, Site site) {
+  constexpr const char* kWhat = "mbarrier.arrive.shared::cluster";
+  BlockRunner& r = sm90_runner(kWhat, site);
+  BlockRunner& peer = cluster_peer(r, cta_rank, kWhat, site);
+  const uint32_t offset = checked_shared_address(r, bar, sizeof(uint64_t), kWhat, site);
+  arrive_on(peer, reinterpret_cast<uint64_t*>(peer.smem_base() + offset), 0, kWhat, site);
 }
 
 bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t parity, Site site) {

@@ -176,6 +176,40 @@ void tma_load(void* smem_dst, const TensorMapEmu* map, const int32_t* coords, in
   r.async_units().loads.push_back(c);
 }
 
+void tma_load_multicast(void* smem_dst, const TensorMapEmu* map, const int32_t* coords, int rank, uint64_t* bar,
+                        uint16_t cta_mask, Site site) {
+  constexpr const char* kWhat = "cp.async.bulk.tensor .multicast::cluster (TMA load multicast)";
+  BlockRunner& r = sm90_runner(kWhat, site);
+  const size_t cluster_size = r.cluster().ctas.size();
+  if (cta_mask == 0 || (cta_mask >> cluster_size) != 0) {
+    async_error(std::string(kWhat) + ": ctaMask 0x" + std::to_string(cta_mask) + " must name ranks of this cluster "
+                    "of " + std::to_string(cluster_size) + " block(s), at least one",
+                site);
+  }
+  check_map(map, rank, kWhat, site);
+  const uint32_t dst = check_box(r, *map, smem_dst, kWhat, site);
+  const uint32_t bar_offset = checked_shared_address(r, bar, sizeof(uint64_t), kWhat, site);
+  check_inner_start(*map, coords[0], kWhat, site);
+  const uint64_t bytes = box_bytes(*map);
+  for (uint32_t q = 0; q < cluster_size; ++q) {
+    if (!((cta_mask >> q) & 1u)) continue;
+    BlockRunner& peer = cluster_peer(r, q, kWhat, site);
+    uint64_t* peer_bar = reinterpret_cast<uint64_t*>(peer.smem_base() + bar_offset);
+    // (a peer that has not initialised its barrier yet: the launch lacks a cluster barrier after the inits)
+    MbarrierState& b = lookup_barrier(peer, peer_bar, kWhat, site);
+    if (!b.init_fenced) {
+      async_error(std::string(kWhat) + " completes mbarrier " + hex_addr(peer_bar) + " of cluster rank " +
+                      std::to_string(q) + ", whose mbarrier.init (at " + site_str(b.init_site) + ") was not fenced",
+                  site);
+    }
+    std::memset(peer.smem_base() + dst, kPoison, bytes);
+    std::memset(peer.smem_shadow() + dst, kPoison, bytes);
+    TmaCopy c{*map, {0, 0, 0, 0, 0}, dst, peer_bar, r.running().ctx.linear_tid, site};
+    for (int d = 0; d < rank; ++d) c.coords[d] = coords[d];
+    peer.async_units().loads.push_back(c);  // performed when a thread of that block waits on its barrier
+  }
+}
+
 void perform_loads_for(BlockRunner& r, const uint64_t* bar) {
   auto& loads = r.async_units().loads;
   for (size_t i = 0; i < loads.size();) {

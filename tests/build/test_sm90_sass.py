@@ -1,5 +1,5 @@
-"""The sm_90a wrappers (q35/ptx/{wgmma,tma,mbarrier,warpgroup}.cuh) emit the Hopper instructions, checked without
-a GPU in the SASS of the emulator's test kernels (qwen35_native._emu_tests): HGMMA, UTMALDG / UTMASTG, the
+"""The sm_90a wrappers (q35/ptx/{wgmma,tma,mbarrier,warpgroup,cluster}.cuh) emit the Hopper instructions, checked
+without a GPU in the SASS of the emulator's test kernels (qwen35_native._emu_tests): HGMMA, UTMALDG / UTMASTG, the
 mbarrier SYNCS ops and USETMAXREG in the sm_90a code; none of them in the sm_80 code, whose copies only trap.
 The same for the sm_90a kernels of the extension (qwen35_native._C, MODEL_KERNELS), each instantiation on its
 own, plus: their wgmmas stay asynchronous (no compiler-inserted warpgroup waits beyond the kernel's own)."""
@@ -16,8 +16,11 @@ KERNELS = {
     "wgmma_probe_kernel": ("HGMMA.64x8x16.F32", "HGMMA.64x256x16.F32", "WARPGROUP"),
     "tma_probe_kernel": ("UTMALDG.2D", "UTMALDG.3D", "UTMASTG.3D", "SYNCS.ARRIVE"),
     "mbarrier_probe_kernel": ("SYNCS.ARRIVE", "SYNCS.PHASECHK"),
+    # clusters (q35/ptx/cluster.cuh): the cluster barrier, remote mbarrier arrivals, TMA multicast
+    "cluster_probe_kernel": ("UCGABAR_ARV", "UCGABAR_WAIT", "SYNCS.ARRIVE.TRANS64.RED"),
+    "cluster_tma_kernel": ("UTMALDG.2D.MULTICAST", "UCGABAR_ARV", "UCGABAR_WAIT", "SYNCS.PHASECHK"),
 }
-HOPPER_ONLY = ("HGMMA", "UTMALDG", "UTMASTG", "SYNCS", "USETMAXREG")
+HOPPER_ONLY = ("HGMMA", "UTMALDG", "UTMASTG", "SYNCS", "USETMAXREG", "UCGABAR")
 ATTN_COMMON = ("HGMMA.64x64x16.F32", "HGMMA.64x256x16.F32", "UTMALDG.3D", "LDGSTS.E.BYPASS.128", "FENCE.VIEW.ASYNC.S",
                "SYNCS.PHASECHK", "USETMAXREG")
 # sm_90a kernels of _C, by a regular expression over the mangled name (the bf16 and fp16 instantiations):

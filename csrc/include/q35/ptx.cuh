@@ -12,5 +12,6 @@
 #include "q35/ptx/fence.cuh"
 #include "q35/ptx/mbarrier.cuh"
 #include "q35/ptx/tma.cuh"
+#include "q35/ptx/cluster.cuh"
 #include "q35/ptx/warpgroup.cuh"
 #include "q35/ptx/wgmma.cuh"

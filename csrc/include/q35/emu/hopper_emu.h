@@ -70,6 +70,20 @@ Q35_EMU_API void wgmma_mma_async(int n, MmaInput type, float* d, uint64_t desc_a
 Q35_EMU_API void wgmma_commit_group(Site site);
 Q35_EMU_API void wgmma_wait_group(int pending, Site site);
 
+// ---- thread block clusters (q35/ptx/cluster.cuh; the blocks of a q35::launch_cluster cluster run together) ----
+// barrier.cluster.arrive (release) / barrier.cluster.wait (acquire): every thread of every block of the cluster
+// arrives before any wait of that phase returns.
+Q35_EMU_API void cluster_arrive(Site site);
+Q35_EMU_API void cluster_wait(Site site);
+// mapa: the address in block `cta_rank`'s dynamic shared memory at the offset smem_ptr has in this block's.
+Q35_EMU_API void* map_shared_rank(const void* smem_ptr, uint32_t cta_rank, Site site);
+// mbarrier.arrive.release.cluster.shared::cluster: one arrival on block `cta_rank`'s mbarrier at bar's offset.
+Q35_EMU_API void mbarrier_arrive_cluster(uint64_t* bar, uint32_t cta_rank, Site site);
+// TMA load multicast to the blocks in cta_mask (bit r: cluster rank r): the box lands at smem_dst's offset in each
+// of them and completes complete_tx(box bytes) on each one's mbarrier at bar's offset.
+Q35_EMU_API void tma_load_multicast(void* smem_dst, const TensorMapEmu* map, const int32_t* coords, int rank,
+                                    uint64_t* bar, uint16_t cta_mask, Site site);
+
 // ---- warp-level helpers ----
 Q35_EMU_API bool elect_one(uint32_t mask, Site site);  // elect.sync: true in the lowest lane of the mask
 // bar.sync / bar.arrive id, num_threads (named barriers 1..15; barrier 0 is __syncthreads).

@@ -33,4 +33,17 @@ cudaError_t run_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t s
   return cudaSuccess;
 }
 
+// The same with thread block clusters of `cluster` blocks (the blocks of a cluster run together).
+template <typename... KArgs, typename... Args>
+cudaError_t run_kernel_cluster(void (*kernel)(KArgs...), dim3 grid, dim3 block, dim3 cluster, size_t smem_bytes,
+                               StreamArg stream, Args&&... args) {
+  static_assert(sizeof...(KArgs) == sizeof...(Args), "q35::launch_cluster: wrong number of kernel arguments");
+  using Invoker = KernelInvoker<KArgs...>;
+  const typename Invoker::Params params(std::forward<Args>(args)...);
+  LaunchSpec spec{reinterpret_cast<const void*>(kernel), &Invoker::invoke, &params, grid, block, smem_bytes,
+                  stream.where, cluster};
+  run_grid(spec);
+  return cudaSuccess;
+}
+
 }  // namespace q35::simt

@@ -30,6 +30,9 @@ struct ThreadCtx {
   unsigned lane;        // linear_tid % 32
   unsigned warp;        // linear_tid / 32
   unsigned char* dyn_smem;
+  dim3 cluster_dim;     // the launch's thread block cluster (1, 1, 1 without one)
+  uint3 cluster_ctaid;  // this block's position in its cluster (%cluster_ctaid)
+  unsigned cluster_rank;  // %cluster_ctarank: x + dim.x * (y + dim.y * z) of cluster_ctaid
 };
 
 // The thread that is running on this OS thread (null outside kernels). `const` is sound: a fiber only ever sees
@@ -69,6 +72,7 @@ struct LaunchSpec {
   dim3 block;
   size_t dynamic_smem_bytes;
   std::source_location launched_from;
+  dim3 cluster = dim3(1, 1, 1);  // thread block cluster dimensions (q35::launch_cluster)
 };
 // Runs the whole grid; throws q35::simt::Error (a std::runtime_error) on any fault.
 Q35_EMU_API void run_grid(const LaunchSpec& spec);
