@@ -32,6 +32,9 @@ FLIP = {
     "q35 sm_90a V MN-major": "csrc/torch/attention_ops.cpp: run_paged_prefill (impl sm90a-vmn today)",
     "q35 mma.sync": "csrc/torch/attention_ops.cpp: run_paged_prefill (QWEN35_SM90A=0 takes it today)",
     "q35 sm90a-sorted": "csrc/torch/sm90a_policy.h: moe_sorted_rows_auto (QWEN35_MOE_SORTED_ROWS=1 takes it today)",
+    "q35 sm90a-pair-sorted": "csrc/torch/sm90a_policy.h: moe_cluster_auto and moe_sorted_rows_auto "
+                             "(QWEN35_MOE_CLUSTER=1 QWEN35_MOE_SORTED_ROWS=1 take it today)",
+    "q35 sm90a-pair": "csrc/torch/sm90a_policy.h: moe_cluster_auto (QWEN35_MOE_CLUSTER=1 takes it today)",
     "q35 sm90a bm": "csrc/torch/moe_ops.cpp: kMoeSm90AutoMinInter (QWEN35_SM90A=1 takes it today)",
     "q35 sm80 bm": "csrc/torch/moe_ops.cpp: kMoeSm90AutoMinInter (QWEN35_SM90A=0 takes it today)",
 }

@@ -10,8 +10,10 @@ Decode rows (N <= 64) are also timed inside a CUDA graph (launch gaps of a captu
 whole fused_moe: "sm80"
 (block_m 64, mma.sync), on an sm_90 GPU "sm90a" (block_m 128, TMA + wgmma, persistent; gate_up gathers the token
 rows with cp.async) and "sm90a-sorted" (the rows first copied into tile order by moe_permute, then loaded by TMA;
-its gate_up row includes the copy, which is also timed alone; QWEN35_MOE_SORTED_ROWS=1 makes fused_moe take it).
-``--dry-run``: tiny shapes through the SIMT emulator on the CPU (the emulated arch sm_90 runs all three).
+its gate_up row includes the copy, which is also timed alone; QWEN35_MOE_SORTED_ROWS=1 makes fused_moe take it),
+and "sm90a-pair" / "sm90a-pair-sorted" (block_m 256: 2-CTA clusters that TMA-multicast each weight tile to both
+CTAs, halving the weights' L2 -> SM traffic; QWEN35_MOE_CLUSTER=1).
+``--dry-run``: tiny shapes through the SIMT emulator on the CPU (the emulated arch sm_90 runs them all).
 """
 
 from __future__ import annotations
@@ -86,8 +88,9 @@ def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
     E, H, inter = w13.shape[0], x.shape[1], w13.shape[1] // 2
     P, k = ids.numel(), ids.shape[1]
     touched = int(torch.unique(ids).numel())
-    paths = [("sm80", 64, False)] + ([("sm90a", 128, False), ("sm90a-sorted", 128, True)] if sm90a_path(device)
-                                     else [])
+    hopper = [("sm90a", 128, False), ("sm90a-sorted", 128, True), ("sm90a-pair", 256, False),
+              ("sm90a-pair-sorted", 256, True)]
+    paths = [("sm80", 64, False)] + (hopper if sm90a_path(device) else [])
     rows, first = [], {}
     ops = torch.ops.qwen35_native
     for label, bm, sorted_rows in paths:
@@ -114,7 +117,8 @@ def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
         }
         if sorted_rows:
             stages["moe_permute"] = (permute, 0.0, P * H * 2 + copy_bytes // 2)
-            del stages["moe_down"]   # the same kernel as sm90a's
+            if bm == 128:
+                del stages["moe_down"]   # the same kernel as sm90a's
         else:   # the rest of fused_moe, so that its time is accounted stage by stage
             align_out = (torch.empty_like(pairs), torch.empty_like(tiles))
             stages["moe_align"] = (partial(ops.moe_align, ids, 0, E, bm, *align_out), 0.0, ids.numel() * 4
@@ -125,10 +129,10 @@ def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
                                          (P * H + x.numel()) * 2)
         for op, (fn, flops, nbytes) in stages.items():
             us = _time(fn, device, reps)
-            base = first.get(op)   # the first path that ran the op (sm80): the others' peer
-            first.setdefault(op, us)
+            peer, base = first.get(op, ("", None))   # the first path that ran the op (sm80): the others' peer
+            first.setdefault(op, (label, us))
             rows.append(Row(op=op, shape=shape, dtype="bf16", impl=f"q35 {label} bm={bm}", median_us=us,
-                            bytes=nbytes, flops=flops, peer="" if base is None else "sm80", peer_us=base,
+                            bytes=nbytes, flops=flops, peer=peer, peer_us=base,
                             notes=f"{P} pairs in <= {pairs.numel()} tile rows; {touched}/{E} experts touched"))
     return rows
 

@@ -70,7 +70,7 @@ def _moe(device: str, dry: bool) -> list[tuple[str, Callable[[], object]]]:
     w2 = torch.randn(E, H, inter, device=device, dtype=torch.bfloat16).div_(inter ** 0.5)
     weights, ids = q35.ops.moe_route(torch.randn(N, E, device=device), top_k)
     cases = []
-    for label, bm in [("sm80", 64)] + ([("sm90a", 128)] if sm90a_path(device) else []):
+    for label, bm in [("sm80", 64)] + ([("sm90a", 128), ("sm90a-pair", 256)] if sm90a_path(device) else []):
         pairs, tiles = moe_align(ids, 0, E, bm)
         act = torch.empty(pairs.numel(), inter, dtype=x.dtype, device=device)
         y = torch.empty(ids.numel(), H, dtype=x.dtype, device=device)
@@ -79,12 +79,14 @@ def _moe(device: str, dry: bool) -> list[tuple[str, Callable[[], object]]]:
                       lambda p=pairs, t=tiles, a=act, b=bm: ops.moe_gate_up(x, w13, p, t, top_k, b, a)))
         cases.append((f"moe-down-{label}",
                       lambda p=pairs, t=tiles, a=act, b=bm, o=y: ops.moe_down(a, w2, weights, p, t, b, o)))
-        if bm == 128:   # gate_up on the rows copied into tile order (QWEN35_MOE_SORTED_ROWS), and the copy
+        if bm >= 128:   # gate_up on the rows copied into tile order (QWEN35_MOE_SORTED_ROWS), and the copy
             rows = torch.empty(pairs.numel(), H, dtype=x.dtype, device=device)
             ops.moe_permute(x, pairs, tiles, top_k, E, bm, rows)
-            cases.append(("moe-permute", lambda p=pairs, t=tiles, r=rows: ops.moe_permute(x, p, t, top_k, E, 128, r)))
-            cases.append(("moe-gate-up-sm90a-sorted",
-                          lambda p=pairs, t=tiles, a=act, r=rows: ops.moe_gate_up(x, w13, p, t, top_k, 128, a, r)))
+            if bm == 128:
+                cases.append(("moe-permute",
+                              lambda p=pairs, t=tiles, r=rows: ops.moe_permute(x, p, t, top_k, E, 128, r)))
+            cases.append((f"moe-gate-up-{label}-sorted",
+                          lambda p=pairs, t=tiles, a=act, r=rows, b=bm: ops.moe_gate_up(x, w13, p, t, top_k, b, a, r)))
     return cases
 
 

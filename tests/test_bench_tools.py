@@ -24,7 +24,9 @@ def test_compare_paths_ranks_and_points_at_the_switch(tmp_path):
             _row("fused_moe", "397b-tp8 N=8192", "q35 sm90a bm=128", 2100.0),
             _row("fused_moe", "397b-tp8 N=8192", "q35 sm90a-sorted bm=128", 1000.0),
             _row("fused_moe", "397b-tp1 N=8192", "q35 sm80 bm=64", 900.0),         # auto at I = 1024: sm90a
-            _row("fused_moe", "397b-tp1 N=8192", "q35 sm90a bm=128", 1000.0)]
+            _row("fused_moe", "397b-tp1 N=8192", "q35 sm90a bm=128", 1000.0),
+            _row("moe_down", "397b-tp1 N=8192", "q35 sm90a bm=128", 1000.0),
+            _row("moe_down", "397b-tp1 N=8192", "q35 sm90a-pair-sorted bm=256", 600.0)]
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "_compare_paths.py"), str(path)], capture_output=True,
@@ -38,8 +40,10 @@ def test_compare_paths_ranks_and_points_at_the_switch(tmp_path):
                       " q35-sm90a 600.0 us (1.00x)")
     assert out[5].startswith("  -> q35-sm90a-prepass beats the automatic q35-sm90a by 2.00x: ")
     assert "gdn_prepass_auto" in out[5]
-    assert out[6].startswith("paged_prefill_attention | 1x8192 4q/1kv | *q35 sm_90a ping-pong 395.0 us (1.01x)")
-    assert len(out) == 7, out  # no flip for a 1 % win, nothing for fla or single-path ops
+    assert out[6].startswith("moe_down | 397b-tp1 N=8192 | *q35 sm90a-pair-sorted bm=256 600.0 us (1.67x)")
+    assert "QWEN35_MOE_CLUSTER=1 QWEN35_MOE_SORTED_ROWS=1" in out[7]   # the longer prefix wins
+    assert out[8].startswith("paged_prefill_attention | 1x8192 4q/1kv | *q35 sm_90a ping-pong 395.0 us (1.01x)")
+    assert len(out) == 9, out  # no flip for a 1 % win, nothing for fla or single-path ops
 
 
 def test_compare_paths_names_a_bad_line(tmp_path):

@@ -105,14 +105,18 @@ inline void check_expert_range(const char* op, int64_t expert_offset, int64_t nu
               ": the number of local experts must be in [0, ", kMoeAlignMaxExperts, "], got ", num_local_experts);
 }
 
-// The rows per GEMM tile of a dtype: 16 (decode tiles), 64 (prefill tiles, mma.sync) or 128 (prefill tiles of
-// the sm_90a kernels); 64 and 128 for 16-bit types only. Whether 128 runs on the device: check_block_m_runs_here.
+// The rows per GEMM tile of a dtype: 16 (decode tiles), 64 (prefill tiles, mma.sync), 128 (prefill tiles of the
+// sm_90a kernels) or 256 (the sm_90a kernels in 2-CTA clusters sharing the weights); 64-256 for 16-bit types only.
+// Whether 128 / 256 run on the device: check_block_m_runs_here.
 inline void check_block_m(const char* op, int64_t block_m, c10::ScalarType dtype) {
   const bool ok = block_m == kMoeDecodeBlockM ||
-                  ((block_m == kMoePrefillBlockM || block_m == kMoeSm90BlockM) && dtype != at::kFloat);
+                  ((block_m == kMoePrefillBlockM || block_m == kMoeSm90BlockM || block_m == kMoeSm90PairBlockM) &&
+                   dtype != at::kFloat);
   TORCH_CHECK(ok, "qwen35_native.", op, ": block_m must be ", kMoeDecodeBlockM,
-              dtype == at::kFloat ? "" : ", 64 or 128", " for ", c10::toString(dtype), ", got ", block_m);
+              dtype == at::kFloat ? "" : ", 64, 128 or 256", " for ", c10::toString(dtype), ", got ", block_m);
 }
+
+inline bool is_sm90a_block_m(int64_t block_m) { return block_m == kMoeSm90BlockM || block_m == kMoeSm90PairBlockM; }
 
 // sorted_pairs int32 [max_tiles * block_m], tile_experts int32 [max_tiles] (moe_align's outputs).
 inline void check_align_buffers(const char* op, const at::Tensor& sorted_pairs, const at::Tensor& tile_experts,

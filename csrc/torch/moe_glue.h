@@ -33,8 +33,9 @@ struct Launch<false> {
   template <typename T, typename IdT>
   static cudaError_t combine(const MoeCombineParams& p) { return q35::emu::launch_moe_combine<T, IdT>(p, stream()); }
   static bool sm90a() { return q35::emu::moe_sm90a_available(); }  // the emulated arch is sm_90
-  // Persistent CTAs of the sm_90a GEMMs: a few, so that every CTA walks several work items in the tests.
-  static int num_ctas() { return 3; }
+  // Persistent CTAs of the sm_90a GEMMs: a few, so that every CTA (and 2-CTA cluster) walks several work items in
+  // the tests.
+  static int num_ctas() { return 4; }
 };
 #if defined(Q35_WITH_CUDA)
 template <>
@@ -128,13 +129,13 @@ bool sm90a_runs(int64_t h, int64_t inter) {
   return h > 0 && inter > 0 && Launch<kOnCuda>::sm90a();
 }
 
-// block_m = 128 selects the sm_90a kernels: a clear error where they cannot run.
+// block_m = 128 (or 256: in 2-CTA clusters) selects the sm_90a kernels: a clear error where they cannot run.
 template <bool kOnCuda>
 void check_block_m_runs_here(const char* op, int64_t block_m, int64_t h, int64_t inter) {
-  if (block_m != kMoeSm90BlockM) return;
-  TORCH_CHECK(h > 0 && inter > 0, "qwen35_native.", op, ": block_m ", kMoeSm90BlockM,
+  if (!is_sm90a_block_m(block_m)) return;
+  TORCH_CHECK(h > 0 && inter > 0, "qwen35_native.", op, ": block_m ", block_m,
               " (the sm_90a kernels) needs H and I >= 1, got H=", h, " I=", inter);
-  TORCH_CHECK(Launch<kOnCuda>::sm90a(), "qwen35_native.", op, ": block_m ", kMoeSm90BlockM,
+  TORCH_CHECK(Launch<kOnCuda>::sm90a(), "qwen35_native.", op, ": block_m ", block_m,
               " selects the sm_90a kernels, which need ",
               kOnCuda ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
 }

@@ -76,7 +76,8 @@ at::Tensor fused_moe_impl(const at::Tensor& hidden, const at::Tensor& w13, const
   const Guard<kOnCuda> guard(hidden);
   const int64_t h = hidden.size(1), inter = w13.size(1) / 2;
   const bool sm90a = sm90a_runs<kOnCuda>(h, inter) && sm90a_auto(kOnCuda, inter >= kMoeSm90AutoMinInter);
-  const int64_t bm = block_m ? *block_m : moe_pick_block_m(num_pairs, experts, fp32, sm90a);
+  int64_t bm = block_m ? *block_m : moe_pick_block_m(num_pairs, experts, fp32, sm90a);
+  if (!block_m && bm == kMoeSm90BlockM && moe_cluster_auto()) bm = kMoeSm90PairBlockM;
   check_block_m(kOp, bm, hidden.scalar_type());
   check_block_m_runs_here<kOnCuda>(kOp, bm, h, inter);
   const int64_t tiles = moe_max_tiles(num_pairs, experts, bm);
@@ -90,7 +91,7 @@ at::Tensor fused_moe_impl(const at::Tensor& hidden, const at::Tensor& w13, const
   at::Tensor expert_out = at::empty({num_pairs, hidden.size(1)}, hidden.options());
   at::Tensor out = at::empty(hidden.sizes(), hidden.options());
   run_align<kOnCuda>(kOp, topk_ids, expert_offset, experts, bm, sorted_pairs, tile_experts);
-  if (bm == kMoeSm90BlockM && moe_sorted_rows_auto()) {  // the token rows in tile order, read by TMA
+  if (is_sm90a_block_m(bm) && moe_sorted_rows_auto()) {  // the token rows in tile order, read by TMA
     at::Tensor rows = at::empty({tiles * bm, h}, hidden.options());
     run_permute<kOnCuda>(kOp, hidden, sorted_pairs, tile_experts, topk_ids.size(1), bm, rows);
     run_gemm<kOnCuda, true>(kOp, rows, w13, nullptr, sorted_pairs, tile_experts, topk_ids.size(1), bm, act, true);

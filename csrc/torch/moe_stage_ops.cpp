@@ -82,8 +82,8 @@ void moe_gate_up_impl(const at::Tensor& hidden, const at::Tensor& w13, const at:
                "[max_tiles * block_m, I]", hidden, "hidden");
   check_aligned(kOp, "act", act);
   if (sorted_rows) {
-    TORCH_CHECK(block_m == kMoeSm90BlockM, "qwen35_native.", kOp, ": sorted_rows is read by the sm_90a kernel only ",
-                "(block_m ", kMoeSm90BlockM, "), got block_m ", block_m);
+    TORCH_CHECK(is_sm90a_block_m(block_m), "qwen35_native.", kOp, ": sorted_rows is read by the sm_90a kernels ",
+                "only (block_m ", kMoeSm90BlockM, " or ", kMoeSm90PairBlockM, "), got block_m ", block_m);
     check_sorted_rows(kOp, *sorted_rows, hidden, sorted_pairs);
   }
   const Guard<kOnCuda> guard(hidden);

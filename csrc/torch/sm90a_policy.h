@@ -52,4 +52,13 @@ inline bool moe_sorted_rows_auto() {
                     "0 (gate_up gathers the token rows), 1 (rows copied into tile order first) or unset (0)") == 1;
 }
 
+// Whether an automatic choice that took the sm_90a MoE GEMMs runs them in 2-CTA clusters that share each weight tile
+// (block_m 256 tiles: TMA multicast halves the weights' L2 -> SM traffic), by the environment variable
+// QWEN35_MOE_CLUSTER: "1" yes; "0" or unset no -- not yet run on a GPU (emulated clusters only; bench/moe.py prints
+// it beside the others). 256-row tiles pad experts to 256 rows: meant for ~130-250 rows per expert (397b prefill).
+inline bool moe_cluster_auto() {
+  return env_switch("QWEN35_MOE_CLUSTER",
+                    "0 (one CTA per 128-row tile), 1 (2-CTA clusters on 256-row tiles) or unset (0)") == 1;
+}
+
 }  // namespace q35::glue

@@ -5,8 +5,8 @@ On an sm_90 GPU each case that has a Hopper (sm_90a) kernel runs three times: wi
 ``QWEN35_SM90A=1`` (the sm_90a kernel) and with ``QWEN35_SM90A=0`` (its ``mma.sync`` twin), so one command tells
 whether both kernels agree with the references on this GPU; the GDN chunk scan a fourth time after its chunk-local
 pre-pass (``QWEN35_GDN_PREPASS=1``), the MoE experts a fourth time with gate_up on rows copied into tile order
-(``QWEN35_MOE_SORTED_ROWS=1``). Prints one line per case; exit status 1 when any case is off by more than its
-bound.
+(``QWEN35_MOE_SORTED_ROWS=1``) and a fifth in 2-CTA clusters (``QWEN35_MOE_CLUSTER=1``). Prints one line per
+case; exit status 1 when any case is off by more than its bound.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ HOPPER_SETTINGS = [({"QWEN35_SM90A": "1"}, "the sm_90a kernel"), ({"QWEN35_SM90A
 EXTRA_HOPPER_SETTINGS = {
     "chunk_gated_delta_rule": [({"QWEN35_SM90A": "1", "QWEN35_GDN_PREPASS": "1"},
                                 "the sm_90a kernel after the pre-pass")],
-    "fused_moe": [({"QWEN35_SM90A": "1", "QWEN35_MOE_SORTED_ROWS": "1"}, "the sm_90a kernels on sorted rows")],
+    "fused_moe": [({"QWEN35_SM90A": "1", "QWEN35_MOE_SORTED_ROWS": "1"}, "the sm_90a kernels on sorted rows"),
+                  ({"QWEN35_SM90A": "1", "QWEN35_MOE_CLUSTER": "1"}, "the sm_90a kernels in 2-CTA clusters")],
 }
 
 

@@ -26,12 +26,20 @@ ATTN_COMMON = ("HGMMA.64x64x16.F32", "HGMMA.64x256x16.F32", "UTMALDG.3D", "LDGST
 # sm_90a kernels of _C, by a regular expression over the mangled name (the bf16 and fp16 instantiations):
 # (instructions, wgmma.wait_group calls in the source = WARPGROUP.DEPBAR in the SASS)
 MODEL_KERNELS = {
-    # <T, sorted rows>: gathering hidden rows with cp.async (fenced to the async proxy), or TMA boxes of sorted rows
-    r"moe_gate_up_sm90a_kernelI\w+Lb0E": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "LDGSTS.E.BYPASS.128",
-                                          "FENCE.VIEW.ASYNC.S", "SYNCS.PHASECHK", "USETMAXREG"), 2),
-    r"moe_gate_up_sm90a_kernelI\w+Lb1E": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "UTMALDG.2D", "SYNCS.PHASECHK",
-                                          "USETMAXREG"), 2),
-    "moe_down_sm90a_kernel": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "UTMALDG.2D", "SYNCS.PHASECHK", "USETMAXREG"), 2),
+    # <T, sorted rows, pair>: gathering hidden rows with cp.async (fenced to the async proxy), or TMA boxes of sorted
+    # rows; one CTA per 128-row tile, or 2-CTA clusters multicasting the weight tile (cluster barrier, remote arrivals)
+    r"moe_gate_up_sm90a_kernelI\w+Lb0ELb0EE": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "LDGSTS.E.BYPASS.128",
+                                                "FENCE.VIEW.ASYNC.S", "SYNCS.PHASECHK", "USETMAXREG"), 2),
+    r"moe_gate_up_sm90a_kernelI\w+Lb1ELb0EE": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "UTMALDG.2D", "SYNCS.PHASECHK",
+                                                "USETMAXREG"), 2),
+    r"moe_gate_up_sm90a_kernelI\w+Lb0ELb1EE": (("HGMMA.64x256x16.F32", "UTMALDG.3D.MULTICAST", "LDGSTS.E.BYPASS.128",
+                                                "UCGABAR_ARV", "UCGABAR_WAIT", "SYNCS.ARRIVE.TRANS64.RED"), 2),
+    r"moe_gate_up_sm90a_kernelI\w+Lb1ELb1EE": (("HGMMA.64x256x16.F32", "UTMALDG.3D.MULTICAST", "UTMALDG.2D",
+                                                "UCGABAR_ARV", "UCGABAR_WAIT", "SYNCS.ARRIVE.TRANS64.RED"), 2),
+    r"moe_down_sm90a_kernelI\w+Lb0EE": (("HGMMA.64x256x16.F32", "UTMALDG.3D", "UTMALDG.2D", "SYNCS.PHASECHK",
+                                        "USETMAXREG"), 2),
+    r"moe_down_sm90a_kernelI\w+Lb1EE": (("HGMMA.64x256x16.F32", "UTMALDG.3D.MULTICAST", "UTMALDG.2D", "UCGABAR_ARV",
+                                        "UCGABAR_WAIT", "SYNCS.ARRIVE.TRANS64.RED"), 2),
     # S = Q K^T (SS, m64n64), O += P V (RS, m64n256), TMA of K/V, the V transpose (LDSM.T + STSM), Q by cp.async;
     # <T, ping-pong, V MN-major>: ping-pong adds the named barriers between the issues (BAR.ARV), V MN-major drops
     # the transpose (no STSM; P V with imm-trans-b)
@@ -93,7 +101,7 @@ def test_sm90a_model_kernels_have_the_hopper_instructions(model_sass, kernel):
             assert instruction in code, f"{name}: no {instruction} in its sm_90a SASS"
         if kernel.endswith("Lb1EE") and kernel.startswith("prefill_attention"):  # V MN-major: no transpose
             assert "STSM" not in code, f"{name}: V read MN-major should not transpose it"
-        if kernel.endswith("Lb1E") and kernel.startswith("moe_gate_up"):  # sorted rows: TMA only, no gather
+        if kernel.endswith("Lb1ELb0EE") and kernel.startswith("moe_gate_up"):  # sorted rows: TMA only, no gather
             assert "LDGSTS" not in code, f"{name}: the sorted-rows gate_up should not gather with cp.async"
         depbars = code.count("WARPGROUP.DEPBAR")
         assert depbars == waits, (f"{name}: {depbars} WARPGROUP.DEPBAR for {waits} wgmma.wait_group in the source: "

@@ -21,11 +21,11 @@ def skip_without_cuda(device):
 
 
 def skip_unless_block_m_runs(device, block_m):
-    """block_m 128 runs the sm_90a kernels: an sm_90 GPU, or the emulator at arch sm_90."""
-    from qwen35_native.ops.moe_stages import SM90A_BLOCK_M, sm90a_path
+    """block_m 128 and 256 run the sm_90a kernels: an sm_90 GPU, or the emulator at arch sm_90."""
+    from qwen35_native.ops.moe_stages import SM90A_BLOCK_M, SM90A_PAIR_BLOCK_M, sm90a_path
 
     skip_without_cuda(device)
-    if block_m == SM90A_BLOCK_M and not sm90a_path(device):
+    if block_m in (SM90A_BLOCK_M, SM90A_PAIR_BLOCK_M) and not sm90a_path(device):
         pytest.skip("block_m 128 needs the sm_90a kernels (an sm_90 GPU or the emulator at sm_90)")
 
 

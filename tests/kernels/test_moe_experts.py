@@ -1,8 +1,9 @@
 """Routed experts on the kernels: fused_moe (align -> gate_up -> down -> combine) and each GEMM / combine stage on
 its own with poisoned, guarded outputs, vs the fp32 reference (MODEL_SPEC §5 tolerance) and a float64 mirror of
-the kernels' roundings; every tile shape (block_m 16 / 64 / 128 = the sm_90a kernels, more of those in
-test_moe_sm90a.py), fp32/fp16/bf16, expert-parallel subsets, empty experts, all tokens on one expert, exact
-small-integer GEMMs, two thread orders. Kernels: csrc/kernels/moe/moe_{gate_up,down,combine}.cu, *_sm90a.cu.
+the kernels' roundings; every tile shape (block_m 16 / 64 / 128 = the sm_90a kernels / 256 = those in 2-CTA
+clusters, more of those in test_moe_sm90a.py), fp32/fp16/bf16, expert-parallel subsets, empty experts, all tokens
+on one expert, exact small-integer GEMMs, two thread orders. Kernels: csrc/kernels/moe/moe_{gate_up,down,combine}.cu,
+*_sm90a.cu.
 """
 
 import pytest
@@ -83,7 +84,7 @@ def test_fused_moe_expert_parallel_subsets(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("bm", [16, 64, 128])
+@pytest.mark.parametrize("bm", [16, 64, 128, 256])
 def test_fused_moe_all_tokens_on_one_expert(bm, device):
     skip_unless_block_m_runs(device, bm)
     x, w13, w2, _, _ = make_moe_inputs(150, 8, 1, 96, 40, torch.bfloat16, seed=6, device=device)
@@ -112,7 +113,7 @@ def _stages(x, w13, w2, weights, ids, offset, bm, device, shared=None):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("bm", [16, 64, 128])
+@pytest.mark.parametrize("bm", [16, 64, 128, 256])
 def test_stage_outputs_poisoned_guarded_two_orders(bm, device, two_orders):
     skip_unless_block_m_runs(device, bm)
     x, w13, w2, weights, ids = make_moe_inputs(40, 32, 4, 96, 40, torch.bfloat16, seed=21 + bm, device=device)
@@ -145,7 +146,7 @@ def test_stage_outputs_poisoned_guarded_two_orders(bm, device, two_orders):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("bm", [16, 64, 128])
+@pytest.mark.parametrize("bm", [16, 64, 128, 256])
 def test_down_exact_on_small_integers(bm, device):
     """Small-integer act and w2, power-of-two weights: fp32 accumulation is exact, so the GEMM must be too."""
     skip_unless_block_m_runs(device, bm)
@@ -170,7 +171,7 @@ def test_stage_ops_reject_badmake_moe_inputs():
     x, w13, w2, weights, ids = make_moe_inputs(4, 8, 2, 96, 40, torch.bfloat16, seed=1)
     pairs, tiles = moe_align(ids, 0, 8, 16)
     act = torch.empty(pairs.numel(), 40, dtype=torch.bfloat16)
-    with pytest.raises(RuntimeError, match="moe_gate_up: block_m must be 16, 64 or 128 for BFloat16, got 8"):
+    with pytest.raises(RuntimeError, match="moe_gate_up: block_m must be 16, 64, 128 or 256 for BFloat16, got 8"):
         torch.ops.qwen35_native.moe_gate_up(x, w13, pairs, tiles, 2, 8, act)
     with pytest.raises(RuntimeError, match="moe_gate_up: sorted_pairs must be in"):
         torch.ops.qwen35_native.moe_gate_up(x, w13, pairs + 100, tiles, 2, 16, act)

@@ -94,7 +94,8 @@ cudaError_t launch_gate_up_tiles(const MoeGemmParams& p, cudaStream_t stream) {
 template <typename T>
 cudaError_t launch_moe_gate_up(const MoeGemmParams& p, cudaStream_t stream) {
   if constexpr (!std::is_same_v<T, float>) {
-    if (p.block_m == kMoeSm90BlockM) return launch_moe_gate_up_sm90a<T>(p, stream);  // moe_gate_up_sm90a.cu
+    if (p.block_m == kMoeSm90BlockM || p.block_m == kMoeSm90PairBlockM)
+      return launch_moe_gate_up_sm90a<T>(p, stream);  // moe_gate_up_sm90a.cu
   }
   if (!gemm_args_ok<T>(p)) return cudaErrorInvalidValue;
   if (p.max_tiles == 0 || p.n == 0) return cudaSuccess;

@@ -51,16 +51,17 @@ struct ActEpilogue {
 //           e = tile_experts[row / 128] (fp32 accumulation, one rounding); padding rows not written.
 // Args:     kp.p as for moe_gate_up_kernel (block_m 128); kp.b_map: w13 viewed as [2E][I][H]; kSortedRows:
 //           kp.a_map: the sorted rows [max_tiles * 128, H].
-// Grid:     persistent, min(num_ctas, items); items = (tile, block of 128 outputs j), tiles outermost.
+// Grid:     persistent, min(num_ctas, items); items = (tile, block of 128 outputs j), tiles outermost. kPair:
+//           2-CTA clusters, one per item of a 256-row tile (block_m 256), each CTA 128 of its rows, B shared.
 // Block:    384 threads: warpgroup 0 produces (warp 0 lane 0: TMA for w13, and with kSortedRows for the A rows;
 //           without it its 4 warps gather 32 hidden rows each with cp.async), warpgroups 1-2 consume 64 rows each
 //           (wgmma m64n256k16 over [128 gate | 128 up] weight rows).
 // Smem:     kSmemBytes (4 stages x 48 KB + barriers).
 // Requires: sm_90a; sm90a_args_ok.
-template <typename T, bool kSortedRows>
+template <typename T, bool kSortedRows, bool kPair>
 __global__ void __launch_bounds__(kThreads, 1) moe_gate_up_sm90a_kernel(const __grid_constant__ KernelParams kp) {
 #if Q35_SM90A_ENABLED
-  run_persistent_gemm<T, true, !kSortedRows>(kp, ActEpilogue<T>{kp.p});
+  run_persistent_gemm<T, true, !kSortedRows, kPair>(kp, ActEpilogue<T>{kp.p});
 #else
   ptx::sm90a_required();
 #endif
@@ -81,7 +82,7 @@ cudaError_t launch_moe_gate_up_sm90a(const MoeGemmParams& p, cudaStream_t stream
   kp.k_blocks = static_cast<int>(ceil_div(p.k, kBlockK));
   kp.num_items = p.max_tiles * kp.n_blocks;
   if (p.a_sorted_rows) {  // the rows in tile order, read like act in down
-    const uint64_t rows = static_cast<uint64_t>(p.max_tiles) * kBlockM;
+    const uint64_t rows = static_cast<uint64_t>(p.max_tiles) * p.block_m;
     const cudaError_t err = make_tensor_map_2d(&kp.a_map, p.a_ptr, sizeof(T), rows, static_cast<uint64_t>(p.k),
                                                static_cast<uint64_t>(p.a_row_stride), kWgRows, kBlockK,
                                                a_tile().swizzle);
@@ -95,9 +96,16 @@ cudaError_t launch_moe_gate_up_sm90a(const MoeGemmParams& p, cudaStream_t stream
     const cudaError_t err = make_tensor_map(&kp.b_map, p.b_ptr, sizeof(T), 3, dims, strides, box, b_tile().swizzle);
     if (err != cudaSuccess) return err;
   }
+  if (p.block_m == kPairBlockM) {  // 2-CTA clusters sharing each w13 block
+    const dim3 grid = persistent_grid(kp, true), block(kThreads), pair(2);
+    if (p.a_sorted_rows)
+      return launch_cluster(moe_gate_up_sm90a_kernel<T, true, true>, grid, block, pair, kSmemBytes, stream, kp);
+    return launch_cluster(moe_gate_up_sm90a_kernel<T, false, true>, grid, block, pair, kSmemBytes, stream, kp);
+  }
   if (p.a_sorted_rows)
-    return launch(moe_gate_up_sm90a_kernel<T, true>, persistent_grid(kp), dim3(kThreads), kSmemBytes, stream, kp);
-  return launch(moe_gate_up_sm90a_kernel<T, false>, persistent_grid(kp), dim3(kThreads), kSmemBytes, stream, kp);
+    return launch(moe_gate_up_sm90a_kernel<T, true, false>, persistent_grid(kp), dim3(kThreads), kSmemBytes, stream, kp);
+  return launch(moe_gate_up_sm90a_kernel<T, false, false>, persistent_grid(kp), dim3(kThreads), kSmemBytes, stream,
+                kp);
 }
 
 // 16-bit types only: fp32 models run the SIMT decode tiles.

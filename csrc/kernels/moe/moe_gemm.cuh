@@ -22,6 +22,7 @@ namespace q35 {
 constexpr int kMoeDecodeBlockM = 16;   // rows per tile when experts see a few tokens each
 constexpr int kMoePrefillBlockM = 64;  // rows per tile when experts see many tokens
 constexpr int kMoeSm90BlockM = 128;    // rows per tile of the sm_90a prefill kernels (two 64-row warpgroups)
+constexpr int kMoeSm90PairBlockM = 256;  // ... of their 2-CTA-cluster form (a CTA per 128 rows, the weights shared)
 constexpr int64_t kMoePrefillMinRowsPerExpert = 48;
 
 // Rows per tile for num_pairs (token, expert) pairs over the local experts: the prefill tiles once experts

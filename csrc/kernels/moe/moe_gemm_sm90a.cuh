@@ -22,7 +22,8 @@
 
 namespace q35::Q35_TARGET::moe_sm90a {
 
-constexpr int kBlockM = kMoeSm90BlockM;  // rows of a work item = one moe_align tile
+constexpr int kBlockM = kMoeSm90BlockM;  // rows of a work item = one moe_align tile (a CTA's half of one in kPair)
+constexpr int kPairBlockM = kMoeSm90PairBlockM;  // kPair: a moe_align tile of 256 rows, 128 per CTA of a 2-CTA cluster
 constexpr int kWgRows = 64;              // rows per consumer warpgroup (wgmma M)
 constexpr int kConsumers = kBlockM / kWgRows;
 constexpr int kBlockN = 256;             // B rows per stage = wgmma N (gate_up: 128 gate + 128 up rows)
@@ -67,23 +68,42 @@ struct KernelParams {
 // ... (every item costs the same K loop, so the CTAs stay in step). The tiles after the used ones (expert -1)
 // end the list; producer and consumers walk the same items.
 struct WorkItem {
-  int64_t row0;  // first row of the tile in sorted_pairs / act
+  int64_t row0;  // first row of the tile (kPair: of this CTA's half) in sorted_pairs / act
   int n_block;
   int expert;
+  bool lower;    // rows [row0, row0 + 64) hold at least one pair (false only in kPair's second half)
   bool upper;    // rows [row0 + 64, row0 + 128) hold at least one pair (else the second consumer idles)
 };
+
+// kPair (2-CTA clusters that share each weight tile, below): the CTA's rank in its cluster, the cluster's index and
+// count in the grid. Otherwise 0, blockIdx.x and gridDim.x.
+template <bool kPair>
+__device__ __forceinline__ uint32_t pair_rank() {
+  if constexpr (kPair) return ptx::cluster_ctarank();
+  return 0;
+}
+template <bool kPair>
+__device__ __forceinline__ int64_t first_item() {
+  return kPair ? blockIdx.x / 2 : blockIdx.x;
+}
+template <bool kPair>
+__device__ __forceinline__ int64_t item_stride() {
+  return kPair ? gridDim.x / 2 : gridDim.x;
+}
 
 // Called by whole warps. The loaded values are broadcast from lane 0 so that the compiler sees them warp-uniform:
 // branches on them are then not divergent, which ptxas needs to keep the wgmmas asynchronous (otherwise it
 // serialises them, warning C7518/C7520), as CUTLASS does for its warp-group index.
+template <bool kPair>
 __device__ __forceinline__ bool fetch_item(const KernelParams& kp, int64_t item, WorkItem& w) {
   if (item >= kp.num_items) return false;
   const int64_t tile = item / kp.n_blocks;
   w.expert = __shfl_sync(0xffffffffu, kp.p.tile_experts_ptr[tile], 0);
   if (w.expert < 0) return false;
-  w.row0 = tile * kBlockM;
+  w.row0 = kPair ? tile * kPairBlockM + kBlockM * pair_rank<kPair>() : tile * kBlockM;
   w.n_block = static_cast<int>(item % kp.n_blocks);
   // an expert's padding rows come last in its tile
+  w.lower = !kPair || __shfl_sync(0xffffffffu, kp.p.sorted_pairs_ptr[w.row0], 0) >= 0;
   w.upper = __shfl_sync(0xffffffffu, kp.p.sorted_pairs_ptr[w.row0 + kWgRows], 0) >= 0;
   return true;
 }
@@ -134,7 +154,12 @@ __device__ __forceinline__ void gather_a(const KernelParams& kp, uint8_t* a_s, i
 // lane 0's expect_tx arrival, the TMA bytes and, with kGatherA (gate_up on hidden), the 128 gathering lanes'
 // arrivals (after their copies landed and were fenced to the async proxy) are in; the gather keeps kALag stages
 // of cp.async in flight before it signals one. Without kGatherA the A rows come by TMA (2D boxes of 64 rows).
-template <typename T, bool kGateUp, bool kGatherA>
+//
+// kPair: both CTAs of a cluster work on the two 128-row halves of one 256-row tile, with the same weight tile:
+// CTA r loads half r of B (gate_up: the gate or the up rows; down: 128 of the 256 output rows) and multicasts it
+// into both CTAs, so each weight byte leaves L2 once per 256 rows instead of once per 128. A stage is refilled
+// only after the consumers of both CTAs released it (empty[s] counts both), and full[s] expects the whole B tile.
+template <typename T, bool kGateUp, bool kGatherA, bool kPair>
 __device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, uint64_t* full, uint64_t* empty,
                                         int pw) {
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
@@ -145,7 +170,8 @@ __device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, u
   }
   uint32_t it = 0;
   WorkItem w;
-  for (int64_t item = blockIdx.x; fetch_item(kp, item, w); item += gridDim.x) {
+  const uint32_t rank = pair_rank<kPair>();
+  for (int64_t item = first_item<kPair>(); fetch_item<kPair>(kp, item, w); item += item_stride<kPair>()) {
     int tok = -1;  // gather: token of row 32 pw + lane (-1: padding)
     if constexpr (kGatherA) {
       const int pair = kp.p.sorted_pairs_ptr[w.row0 + pw * kGatherRows + lane];
@@ -158,18 +184,28 @@ __device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, u
       uint8_t* b_s = a_s + kABytes;           // [256][64] K-major, 128B swizzle
       const int k0 = kb * kBlockK;
       if (leader) {
-        const uint32_t a_bytes = kGatherA ? 0 : (w.upper ? 2 : 1) * kWgABytes;
+        const uint32_t a_bytes = kGatherA ? 0 : ((w.lower ? 1 : 0) + (w.upper ? 1 : 0)) * kWgABytes;
         ptx::mbarrier_arrive_expect_tx(&full[s], kBBytes + a_bytes);
-        if constexpr (kGateUp) {  // gate rows [j0, j0 + 128), then the matching up rows (zeros past I)
+        if constexpr (kPair) {  // this CTA's half of B, into both CTAs of the cluster
+          uint8_t* half = b_s + rank * (kBBytes / 2);
+          if constexpr (kGateUp) {  // rank 0: the gate rows [j0, j0 + 128), rank 1: the matching up rows
+            ptx::tma_load_3d_multicast(half, &kp.b_map, k0, w.n_block * (kBlockN / 2), 2 * w.expert + rank,
+                                       &full[s], 0x3);
+          } else {                  // output rows [h0 + 128 rank, h0 + 128 rank + 128)
+            ptx::tma_load_3d_multicast(half, &kp.b_map, k0, w.n_block * kBlockN + rank * (kBlockN / 2), w.expert,
+                                       &full[s], 0x3);
+          }
+        } else if constexpr (kGateUp) {  // gate rows [j0, j0 + 128), then the matching up rows (zeros past I)
           const int j0 = w.n_block * (kBlockN / 2);
           ptx::tma_load_3d(b_s, &kp.b_map, k0, j0, 2 * w.expert, &full[s]);
           ptx::tma_load_3d(b_s + kBBytes / 2, &kp.b_map, k0, j0, 2 * w.expert + 1, &full[s]);
         } else {
           ptx::tma_load_3d(b_s, &kp.b_map, k0, w.n_block * kBlockN, w.expert, &full[s]);
         }
-        if constexpr (!kGatherA) {  // the rows of the active halves (an idle upper half reads nothing)
-          ptx::tma_load_2d(a_s, &kp.a_map, k0, static_cast<int32_t>(w.row0), &full[s]);
-          if (w.upper) ptx::tma_load_2d(a_s + kWgABytes, &kp.a_map, k0, static_cast<int32_t>(w.row0 + kWgRows), &full[s]);
+        if constexpr (!kGatherA) {  // the rows of the active halves (an idle half reads nothing)
+          if (w.lower) ptx::tma_load_2d(a_s, &kp.a_map, k0, static_cast<int32_t>(w.row0), &full[s]);
+          const int32_t upper_row = static_cast<int32_t>(w.row0 + kWgRows);
+          if (w.upper) ptx::tma_load_2d(a_s + kWgABytes, &kp.a_map, k0, upper_row, &full[s]);
         }
       }
       if constexpr (kGatherA) {
@@ -194,7 +230,13 @@ __device__ __forceinline__ void produce(const KernelParams& kp, uint8_t* smem, u
 // wgmmas are committed as a group; the stage before is released (one arrival per warp on empty) once that
 // group retired (wait_group<1>), the last one after wait_group<0>. Returns with acc final and every stage of the
 // item released. (Issue and waits sit on one branch: ptxas then keeps the wgmmas asynchronous.)
-template <typename T>
+template <bool kPair>
+__device__ __forceinline__ void release(uint64_t* empty_s) {  // one warp's arrival (kPair: in both CTAs)
+  ptx::mbarrier_arrive(empty_s);
+  if constexpr (kPair) ptx::mbarrier_arrive_cluster(empty_s, pair_rank<kPair>() ^ 1u);
+}
+
+template <typename T, bool kPair>
 __device__ __forceinline__ void mainloop(const KernelParams& kp, uint8_t* smem, uint64_t* full, uint64_t* empty,
                                          int wg, uint32_t& it, float (&acc)[kAcc]) {
   const bool lane0 = threadIdx.x % kWarpSize == 0;
@@ -211,20 +253,21 @@ __device__ __forceinline__ void mainloop(const KernelParams& kp, uint8_t* smem, 
     }
     ptx::wgmma_commit_group();
     ptx::wgmma_wait_group<1>();
-    if (kb > 0 && lane0) ptx::mbarrier_arrive(&empty[(it - 1) % kStages]);
+    if (kb > 0 && lane0) release<kPair>(&empty[(it - 1) % kStages]);
   }
   ptx::wgmma_wait_group<0>();
   ptx::wgmma_fence_operand(acc);
-  if (lane0) ptx::mbarrier_arrive(&empty[(it - 1) % kStages]);
+  if (lane0) release<kPair>(&empty[(it - 1) % kStages]);
 }
 
 // The K loop of a consumer warpgroup whose 64 rows are all padding: it only releases the stages (after they
 // landed, so that its arrivals stay in the stage's current phase).
+template <bool kPair>
 __device__ __forceinline__ void idle_loop(const KernelParams& kp, uint64_t* full, uint64_t* empty, uint32_t& it) {
   for (int kb = 0; kb < kp.k_blocks; ++kb, ++it) {
     const int s = static_cast<int>(it % kStages);
     ptx::mbarrier_wait_parity(&full[s], (it / kStages) & 1);
-    if (threadIdx.x % kWarpSize == 0) ptx::mbarrier_arrive(&empty[s]);
+    if (threadIdx.x % kWarpSize == 0) release<kPair>(&empty[s]);
   }
 }
 
@@ -232,8 +275,10 @@ __device__ __forceinline__ void idle_loop(const KernelParams& kp, uint64_t* full
 // `epilogue.rows(w, wg)` (the thread's row indexes and whatever else the stores need from global memory, loaded
 // before the K loop so that their latency hides behind it), the K loop, and `epilogue.store(w, wg, rows, acc)`
 // (stores from registers; padding rows and columns past n skipped).
-// kGateUp: B is w13's gate / up halves; kGatherA: A is gathered from hidden (else TMA boxes of rows in tile order).
-template <typename T, bool kGateUp, bool kGatherA, class Epilogue>
+// kGateUp: B is w13's gate / up halves; kGatherA: A is gathered from hidden (else TMA boxes of rows in tile order);
+// kPair: launched in 2-CTA clusters that share B (produce): barriers initialised before, and every thread of both
+// CTAs at, a cluster barrier at the start and at the end (no CTA leaves while its peer may still signal it).
+template <typename T, bool kGateUp, bool kGatherA, bool kPair, class Epilogue>
 __device__ __forceinline__ void run_persistent_gemm(const KernelParams& kp, const Epilogue& epilogue) {
   Q35_DYNAMIC_SMEM_1024(uint8_t, smem);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);  // [kStages] smem: stage landed
@@ -241,47 +286,55 @@ __device__ __forceinline__ void run_persistent_gemm(const KernelParams& kp, cons
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       ptx::mbarrier_init(&full[s], kGatherA ? 1 + kGatherWarps * kWarpSize : 1);
-      ptx::mbarrier_init(&empty[s], kConsumers * kWarpgroupThreads / kWarpSize);
+      ptx::mbarrier_init(&empty[s], (kPair ? 2 : 1) * kConsumers * kWarpgroupThreads / kWarpSize);
     }
     ptx::fence_mbarrier_init();
   }
-  __syncthreads();
+  if constexpr (kPair) {
+    ptx::cluster_sync();
+  } else {
+    __syncthreads();
+  }
   const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / kWarpgroupThreads, 0);  // uniform
   if (warpgroup == 0) {
     ptx::setmaxnreg_dec<kProducerRegs>();
     const int pw = static_cast<int>(threadIdx.x) / kWarpSize;  // (uniform)
-    if (pw == 0 || kGatherA) produce<T, kGateUp, kGatherA>(kp, smem, full, empty, pw);
-    return;
-  }
-  ptx::setmaxnreg_inc<kConsumerRegs>();
-  const int wg = warpgroup - 1;
-  float acc[kAcc];
-  uint32_t it = 0;
-  WorkItem w;
-  for (int64_t item = blockIdx.x; fetch_item(kp, item, w); item += gridDim.x) {
-    if (wg == 0 || w.upper) {
-      const auto rows = epilogue.rows(w, wg);
-      mainloop<T>(kp, smem, full, empty, wg, it, acc);
-      epilogue.store(w, wg, rows, acc);
-    } else {
-      idle_loop(kp, full, empty, it);
+    if (pw == 0 || kGatherA) produce<T, kGateUp, kGatherA, kPair>(kp, smem, full, empty, pw);
+  } else {
+    ptx::setmaxnreg_inc<kConsumerRegs>();
+    const int wg = warpgroup - 1;
+    float acc[kAcc];
+    uint32_t it = 0;
+    WorkItem w;
+    for (int64_t item = first_item<kPair>(); fetch_item<kPair>(kp, item, w); item += item_stride<kPair>()) {
+      if (wg == 0 ? w.lower : w.upper) {
+        const auto rows = epilogue.rows(w, wg);
+        mainloop<T, kPair>(kp, smem, full, empty, wg, it, acc);
+        epilogue.store(w, wg, rows, acc);
+      } else {
+        idle_loop<kPair>(kp, full, empty, it);
+      }
     }
   }
+  if constexpr (kPair) ptx::cluster_sync();
 }
 
-// Host side: the persistent grid (at most one CTA per item) and the checks shared by both launchers.
-inline dim3 persistent_grid(const KernelParams& kp) {
-  const int64_t ctas = kp.p.num_ctas < kp.num_items ? kp.p.num_ctas : kp.num_items;
-  return dim3(static_cast<unsigned>(ctas > 0 ? ctas : 1));
+// Host side: the persistent grid (at most one CTA per item; kPair: one 2-CTA cluster per item, an even count) and
+// the checks shared by both launchers.
+inline dim3 persistent_grid(const KernelParams& kp, bool pair = false) {
+  const int64_t per_item = pair ? 2 : 1;
+  int64_t ctas = kp.p.num_ctas < per_item * kp.num_items ? kp.p.num_ctas : per_item * kp.num_items;
+  if (pair) ctas -= ctas % 2;
+  return dim3(static_cast<unsigned>(ctas > per_item ? ctas : per_item));
 }
 
 template <typename T>
 inline bool sm90a_args_ok(const MoeGemmParams& p) {
   constexpr int kVec = kVecBytes / static_cast<int>(sizeof(T));
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kVecBytes == 0; };
-  return !std::is_same_v<T, float> && p.block_m == kBlockM && p.n >= 0 && p.n % kVec == 0 &&
-         p.k > 0 && p.k % kVec == 0 && p.a_row_stride % kVec == 0 && p.top_k >= 1 &&
-         p.num_experts >= 0 && p.num_ctas >= 1 && p.max_tiles >= 0 && p.max_tiles * kBlockM < (int64_t{1} << 31) &&
+  return !std::is_same_v<T, float> && (p.block_m == kBlockM || p.block_m == kPairBlockM) && p.n >= 0 &&
+         p.n % kVec == 0 && p.k > 0 && p.k % kVec == 0 && p.a_row_stride % kVec == 0 && p.top_k >= 1 &&
+         p.num_experts >= 0 && p.num_ctas >= 1 && p.max_tiles >= 0 && p.max_tiles * p.block_m < (int64_t{1} << 31) &&
          aligned(p.a_ptr) && aligned(p.b_ptr) && aligned(p.c_ptr);
 }
 

@@ -20,7 +20,9 @@ Stages of ``torch.ops.qwen35_native.fused_moe`` for P = N * k (token, expert) pa
     moe_combine(expert_out, topk_ids, expert_offset, E, hidden, shared_out, shared_gate_w, out [N, H])
         out[n] = sum of the local pairs' rows (fp32) + sigmoid(hidden[n] . shared_gate_w) * shared_out[n].
 block_m: 16 (decode tiles), 64 (prefill tiles, mma.sync) or 128 (prefill tiles of the sm_90a kernels: TMA + wgmma,
-persistent; an sm_90 GPU, or the emulator at arch sm_90, see ``sm90a_path``); 64 and 128 for 16-bit dtypes only. The
+persistent; an sm_90 GPU, or the emulator at arch sm_90, see ``sm90a_path``) or 256 (the same kernels in 2-CTA
+clusters, one CTA per 128 rows, each weight tile TMA-multicast to both: ``QWEN35_MOE_CLUSTER=1`` makes ``fused_moe``
+take them; not yet run on a GPU); 64 to 256 for 16-bit dtypes only. The
 choice of block_m is the choice of kernels: ``fused_moe`` picks 128 for prefill where the sm_90a kernels run, else 64
 (``pick_block_m`` mirrors it); the stage ops run whatever block_m their caller aligned with.
 """
@@ -34,6 +36,7 @@ MAX_ROUTE_EXPERTS = 1024   # csrc/kernels/moe/moe_route.cuh
 MAX_TOP_K = 32
 MAX_LOCAL_EXPERTS = 1024   # csrc/kernels/moe/moe_align.cuh
 DECODE_BLOCK_M, PREFILL_BLOCK_M, SM90A_BLOCK_M = 16, 64, 128
+SM90A_PAIR_BLOCK_M = 256   # the sm_90a kernels in 2-CTA clusters sharing each weight tile
 PREFILL_MIN_ROWS_PER_EXPERT = 48   # csrc/kernels/moe/moe_gemm.cuh
 
 
