@@ -130,3 +130,21 @@ def reference_align(ids, expert_offset, num_local_experts, block_m):
         tile_experts[t: t + n] = e
         t += n
     return sorted_pairs, tile_experts
+
+
+# Prefill-sized MoE of the released models (N tokens, E experts, top-k, H, I per rank) for the -m gpu tests.
+GPU_MODEL_SHAPES = {"397b-tp1": (8192, 512, 10, 4096, 1024), "397b-tp8": (8192, 512, 10, 4096, 128),
+                    "35b-a3b": (8192, 256, 8, 2048, 512)}
+
+
+def model_shape_inputs(name: str):
+    """(x, w13, w2, weights, ids) of GPU_MODEL_SHAPES[name] on the GPU, bf16, routed by the routing kernel."""
+    from qwen35_native import ops
+
+    N, E, k, H, inter = GPU_MODEL_SHAPES[name]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(N, H, device="cuda", generator=g).bfloat16()
+    w13 = torch.randn(E, 2 * inter, H, device="cuda", dtype=torch.bfloat16, generator=g).div_(H ** 0.5)
+    w2 = torch.randn(E, H, inter, device="cuda", dtype=torch.bfloat16, generator=g).div_(inter ** 0.5)
+    weights, ids = ops.moe_route(torch.randn(N, E, device="cuda", generator=g), k)
+    return x, w13, w2, weights, ids

@@ -8,9 +8,9 @@ poisoned outputs, exact small integers, all tokens on one expert) run for block_
 
 import pytest
 import torch
-from moe_helpers import DEVICES, make_moe_inputs, skip_unless_block_m_runs
+from moe_helpers import DEVICES, GPU_MODEL_SHAPES, make_moe_inputs, model_shape_inputs, skip_unless_block_m_runs
 
-from qwen35_native import emulator, ops
+from qwen35_native import emulator
 from qwen35_native.ops.moe_stages import fused_moe_kernel, sm90a_path
 from utils import assert_bit_identical, run_under_schedules
 
@@ -71,17 +71,11 @@ def test_block_m_256_needs_the_sm90a_kernels(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["397b-tp1", "397b-tp8", "35b-a3b"])
+@pytest.mark.parametrize("name", sorted(GPU_MODEL_SHAPES))
 def test_pairs_on_model_shapes_gpu(name):
     """On the hardware (TMA multicast, cluster-scope arrivals): bit-identical to the one-CTA kernels."""
     if not sm90a_path("cuda"):
         pytest.skip("needs an sm_90 GPU (H100/H200)")
-    N, E, k, H, inter = {"397b-tp1": (8192, 512, 10, 4096, 1024), "397b-tp8": (8192, 512, 10, 4096, 128),
-                         "35b-a3b": (8192, 256, 8, 2048, 512)}[name]
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(N, H, device="cuda", generator=g).bfloat16()
-    w13 = torch.randn(E, 2 * inter, H, device="cuda", dtype=torch.bfloat16, generator=g).div_(H ** 0.5)
-    w2 = torch.randn(E, H, inter, device="cuda", dtype=torch.bfloat16, generator=g).div_(inter ** 0.5)
-    weights, ids = ops.moe_route(torch.randn(N, E, device="cuda", generator=g), k)
+    x, w13, w2, weights, ids = model_shape_inputs(name)
     one = fused_moe_kernel(x, w13, w2, weights, ids, block_m=128)
     assert torch.equal(fused_moe_kernel(x, w13, w2, weights, ids, block_m=256), one), name

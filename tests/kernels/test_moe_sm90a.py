@@ -14,10 +14,12 @@ import pytest
 import torch
 from moe_helpers import (
     DEVICES,
+    GPU_MODEL_SHAPES,
     REL_TOL_16BIT,
     assert_matches_mirror,
     make_moe_inputs,
     mirror_fused_moe,
+    model_shape_inputs,
     rel_err,
     skip_unless_block_m_runs,
 )
@@ -111,8 +113,7 @@ def test_sm90a_rejects_badmake_moe_inputs():
 
 # ---- on an sm_90 GPU: the real prefill shapes ----
 
-GPU_SHAPES = {"397b-tp1": (8192, 512, 10, 4096, 1024), "35b-a3b": (8192, 256, 8, 2048, 512),
-              "397b-tp8": (8192, 512, 10, 4096, 128)}
+GPU_SHAPES = GPU_MODEL_SHAPES
 
 
 def _assert_within_two_ulps(actual, expected, what):
@@ -149,11 +150,7 @@ def test_sm90a_vs_sm80_and_fp32_on_model_shapes_gpu(name, monkeypatch):
     if not sm90a_path("cuda"):
         pytest.skip("needs an sm_90 GPU (H100/H200)")
     N, E, k, H, inter = GPU_SHAPES[name]
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(N, H, device="cuda", generator=g).bfloat16()
-    w13 = torch.randn(E, 2 * inter, H, device="cuda", dtype=torch.bfloat16, generator=g).div_(H ** 0.5)
-    w2 = torch.randn(E, H, inter, device="cuda", dtype=torch.bfloat16, generator=g).div_(inter ** 0.5)
-    weights, ids = ops.moe_route(torch.randn(N, E, device="cuda", generator=g), k)
+    x, w13, w2, weights, ids = model_shape_inputs(name)
     act90, y90 = _stage_outputs(x, w13, w2, weights, ids, 128)
     act80, y80 = _stage_outputs(x, w13, w2, weights, ids, 64)
     _assert_within_two_ulps(act90, act80, f"{name}: act of the sm_90a gate_up vs the sm_80 one ([pair, j])")

@@ -8,9 +8,9 @@ path; the errors. On an sm_90 GPU (-m gpu): the same identities on the 397B / 35
 
 import pytest
 import torch
-from moe_helpers import DEVICES, make_moe_inputs, skip_unless_block_m_runs
+from moe_helpers import DEVICES, GPU_MODEL_SHAPES, make_moe_inputs, model_shape_inputs, skip_unless_block_m_runs
 
-from qwen35_native import emulator, ops
+from qwen35_native import emulator
 from qwen35_native.ops.moe_stages import fused_moe_kernel, moe_align, sm90a_path
 from utils import GuardedTensor, assert_bit_identical, poisoned_empty, run_under_schedules
 
@@ -117,8 +117,8 @@ def test_sorted_rows_errors():
         OPS.moe_permute(x, pairs, tiles, 0, 4, 128, rows)
     with pytest.raises(RuntimeError, match="moe_permute: sorted_pairs must be in"):
         OPS.moe_permute(x, pairs + 1000, tiles, 2, 4, 128, rows)
-    with pytest.raises(RuntimeError, match=r"moe_gate_up: sorted_rows is read by the sm_90a kernel only "
-                                           r"\(block_m 128\), got block_m 64"):
+    with pytest.raises(RuntimeError, match=r"moe_gate_up: sorted_rows is read by the sm_90a kernels only "
+                                           r"\(block_m 128 or 256\), got block_m 64"):
         p64, t64 = moe_align(ids, 0, 4, 64)
         OPS.moe_gate_up(x, w13, p64, t64, 2, 64, act[: p64.numel()], rows[: p64.numel()])
     with pytest.raises(RuntimeError, match=r"moe_gate_up: sorted_rows must have shape \[max_tiles \* block_m, H\]"):
@@ -129,23 +129,15 @@ def test_sorted_rows_errors():
 
 # ---- on an sm_90 GPU: the real prefill shapes ----
 
-GPU_SHAPES = {"397b-tp1": (8192, 512, 10, 4096, 1024), "397b-tp8": (8192, 512, 10, 4096, 128),
-              "35b-a3b": (8192, 256, 8, 2048, 512)}
-
-
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", sorted(GPU_SHAPES))
+@pytest.mark.parametrize("name", sorted(GPU_MODEL_SHAPES))
 def test_sorted_rows_on_model_shapes_gpu(name, monkeypatch):
     """The same shared-memory contents reach the same wgmmas whichever way they were loaded: bit-identical act
     and fused_moe outputs on the hardware too."""
     if not sm90a_path("cuda"):
         pytest.skip("needs an sm_90 GPU (H100/H200)")
-    N, E, k, H, inter = GPU_SHAPES[name]
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(N, H, device="cuda", generator=g).bfloat16()
-    w13 = torch.randn(E, 2 * inter, H, device="cuda", dtype=torch.bfloat16, generator=g).div_(H ** 0.5)
-    w2 = torch.randn(E, H, inter, device="cuda", dtype=torch.bfloat16, generator=g).div_(inter ** 0.5)
-    weights, ids = ops.moe_route(torch.randn(N, E, device="cuda", generator=g), k)
+    N, E, k, H, inter = GPU_MODEL_SHAPES[name]
+    x, w13, w2, weights, ids = model_shape_inputs(name)
     pairs, tiles = moe_align(ids, 0, E, 128)
     rows = poisoned_empty((pairs.numel(), H), x.dtype, device="cuda")
     OPS.moe_permute(x, pairs, tiles, k, E, 128, rows)

@@ -13,13 +13,8 @@ using namespace moe_sm90a;
 template <typename T>
 struct YEpilogue {
   const MoeGemmParams& p;
-  struct Rows {
-    int pair[2];  // of the thread's rows row_lo and row_lo + 8 (-1: padding); only used after the K loop
-  };
-  __device__ __forceinline__ Rows rows(const WorkItem& w, int wg) const {
-    const int64_t row_lo = thread_row_lo(w, wg);
-    return {{p.sorted_pairs_ptr[row_lo], p.sorted_pairs_ptr[row_lo + 8]}};
-  }
+  using Rows = ThreadRows;  // only used after the K loop
+  __device__ __forceinline__ Rows rows(const WorkItem& w, int wg) const { return thread_rows(p, w, wg); }
   // (the routing weights are loaded here: a load that depends on the pair before the K loop would wait for it)
   __device__ __forceinline__ void store(const WorkItem& w, int wg, const Rows& r, const float (&acc)[kAcc]) const {
     const float weight[2] = {r.pair[0] >= 0 ? p.topk_weights_ptr[r.pair[0]] : 0.0f,

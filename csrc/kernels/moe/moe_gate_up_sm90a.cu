@@ -15,13 +15,8 @@ using namespace moe_sm90a;
 template <typename T>
 struct ActEpilogue {
   const MoeGemmParams& p;
-  struct Rows {
-    int pair[2];  // of the thread's rows row_lo and row_lo + 8 (-1: padding); only compared after the K loop
-  };
-  __device__ __forceinline__ Rows rows(const WorkItem& w, int wg) const {
-    const int64_t row_lo = thread_row_lo(w, wg);
-    return {{p.sorted_pairs_ptr[row_lo], p.sorted_pairs_ptr[row_lo + 8]}};
-  }
+  using Rows = ThreadRows;  // only compared after the K loop
+  __device__ __forceinline__ Rows rows(const WorkItem& w, int wg) const { return thread_rows(p, w, wg); }
   __device__ __forceinline__ void store(const WorkItem& w, int wg, const Rows& r, const float (&acc)[kAcc]) const {
     T* __restrict__ act = static_cast<T*>(p.c_ptr);
     const int inter = p.n;

@@ -113,6 +113,15 @@ __device__ __forceinline__ int64_t thread_row_lo(const WorkItem& w, int wg) {
   return w.row0 + wg * kWgRows + ptx::wgmma_acc_row(static_cast<int>(threadIdx.x) % kWarpgroupThreads, 0);
 }
 
+// The pairs of those rows (-1: padding): what both epilogues load before the K loop (Epilogue::rows).
+struct ThreadRows {
+  int pair[2];
+};
+__device__ __forceinline__ ThreadRows thread_rows(const MoeGemmParams& p, const WorkItem& w, int wg) {
+  const int64_t row_lo = thread_row_lo(w, wg);
+  return {{p.sorted_pairs_ptr[row_lo], p.sorted_pairs_ptr[row_lo + 8]}};
+}
+
 template <typename T>
 __device__ __forceinline__ void wgmma_m64n256k16(float (&acc)[kAcc], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   if constexpr (std::is_same_v<T, __half>) {
