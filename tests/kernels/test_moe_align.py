@@ -78,7 +78,7 @@ def test_moe_align_guarded_outputs_every_entry_written(device, two_orders):
 def test_moe_align_rejects_bad_inputs():
     ids = torch.zeros(4, 2, dtype=torch.int32)
     pairs, tiles = torch.empty(8 * 16, dtype=torch.int32), torch.empty(8, dtype=torch.int32)
-    with pytest.raises(RuntimeError, match="moe_align: block_m must be 16, 64 or 128 for BFloat16, got 32"):
+    with pytest.raises(RuntimeError, match="moe_align: block_m must be 16, 64, 128 or 256 for BFloat16, got 32"):
         torch.ops.qwen35_native.moe_align(ids, 0, 8, 32, pairs, tiles)
     with pytest.raises(RuntimeError, match=r"moe_align: the number of local experts must be in \[0, 1024\], got 2000"):
         torch.ops.qwen35_native.moe_align(ids, 0, 2000, 16, pairs, tiles)
