@@ -12,7 +12,8 @@ from utils import GuardedTensor, assert_bit_identical
 # (N, k, E_total, expert_offset, E_local, block_m)
 CASES = [(1, 10, 512, 0, 512, 16), (3, 2, 8, 0, 8, 16), (64, 10, 64, 0, 64, 16), (257, 1, 8, 0, 8, 64),
          (257, 10, 512, 0, 512, 16), (257, 2, 64, 16, 24, 64), (64, 10, 512, 448, 64, 16), (5, 3, 16, 8, 8, 64),
-         (257, 4, 8, 0, 8, 128), (300, 2, 64, 16, 24, 128)]   # block_m 128: the sm_90a tiles
+         (257, 4, 8, 0, 8, 128), (300, 2, 64, 16, 24, 128),   # block_m 128: the sm_90a tiles
+         (600, 3, 8, 0, 8, 256), (130, 2, 64, 16, 24, 256)]   # block_m 256: their 2-CTA clusters
 
 
 def _ids(N, k, E, seed, device):
