@@ -81,10 +81,34 @@ def _with_env(fn, on: bool):
     return run
 
 
+def stage_calls(x, w13, w2, weights, ids, bm, touched) -> tuple[dict, tuple]:
+    """fused_moe's four stage ops on moe_align's tiles of block_m bm, each with its FLOPs and bytes (touched
+    weights + rows in and out): ({op: (fn, flops, bytes)}, (pairs, tiles, act)), in running order."""
+    E, H, inter = w13.shape[0], x.shape[1], w13.shape[1] // 2
+    P, k = ids.numel(), ids.shape[1]
+    ops = torch.ops.qwen35_native
+    pairs, tiles = moe_align(ids, 0, E, bm)
+    act = torch.empty(pairs.numel(), inter, dtype=x.dtype, device=x.device)
+    y = torch.empty(P, H, dtype=x.dtype, device=x.device)
+    aligned = (torch.empty_like(pairs), torch.empty_like(tiles))
+    calls = {
+        "moe_align": (partial(ops.moe_align, ids, 0, E, bm, *aligned), 0.0,
+                      P * 4 + (pairs.numel() + tiles.numel()) * 4),
+        "moe_gate_up": (partial(ops.moe_gate_up, x, w13, pairs, tiles, k, bm, act), 2.0 * P * 2 * inter * H,
+                        touched * 2 * inter * H * 2 + (P * H + P * inter) * 2),
+        "moe_down": (partial(ops.moe_down, act, w2, weights, pairs, tiles, bm, y), 2.0 * P * H * inter,
+                     touched * H * inter * 2 + (P * inter + P * H) * 2),
+        "moe_combine": (partial(ops.moe_combine, y, ids, 0, E, None, None, None, torch.empty_like(x)), 0.0,
+                        (P * H + x.numel()) * 2),
+    }
+    return calls, (pairs, tiles, act)
+
+
 def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
-    """The sm80 (block_m 64), sm90a and sm90a-sorted (block_m 128) kernel paths on the same inputs: gate_up and
-    down alone (on moe_align's tiles) and fused_moe. TFLOP/s of the real (token, expert) pairs; bytes: touched
-    weights + rows (sorted: + the copy's write and read of the rows)."""
+    """Our kernel paths on the same inputs -- sm80 (block_m 64), sm90a and sm90a-sorted (128), sm90a-pair and
+    sm90a-pair-sorted (256) -- each stage alone (stage_calls; a stage that is the same kernel as an earlier path's
+    is not timed again) and fused_moe. TFLOP/s of the real (token, expert) pairs; bytes: touched weights + rows
+    (sorted: + the copy's write and read of the rows)."""
     E, H, inter = w13.shape[0], x.shape[1], w13.shape[1] // 2
     P, k = ids.numel(), ids.shape[1]
     touched = int(torch.unique(ids).numel())
@@ -94,39 +118,27 @@ def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
     rows, first = [], {}
     ops = torch.ops.qwen35_native
     for label, bm, sorted_rows in paths:
-        pairs, tiles = moe_align(ids, 0, E, bm)
-        act = torch.empty(pairs.numel(), inter, dtype=x.dtype, device=device)
-        y = torch.empty(P, H, dtype=x.dtype, device=device)
+        stages, (pairs, tiles, act) = stage_calls(x, w13, w2, weights, ids, bm, touched)
         copy_bytes = 2 * P * H * 2 if sorted_rows else 0
-        if sorted_rows:
+        fused = _with_env(partial(fused_moe_kernel, x, w13, w2, weights, ids, block_m=bm), sorted_rows)
+        stages["fused_moe"] = (fused, 2.0 * P * 3 * H * inter, touched * 3 * H * inter * 2 + 2 * x.numel() * 2
+                               + copy_bytes)
+        if label != "sm80":   # the same kernel on the same pairs for every path
+            del stages["moe_combine"]
+        if sorted_rows:   # gate_up including the copy into tile order, and the copy alone
             a_rows = torch.empty(pairs.numel(), H, dtype=x.dtype, device=device)
             permute = partial(ops.moe_permute, x, pairs, tiles, k, E, bm, a_rows)
 
             def gate_up(permute=permute, pairs=pairs, tiles=tiles, act=act, a_rows=a_rows):
                 permute()
                 ops.moe_gate_up(x, w13, pairs, tiles, k, bm, act, a_rows)
-        else:
-            gate_up = partial(ops.moe_gate_up, x, w13, pairs, tiles, k, bm, act)
-        stages = {
-            "moe_gate_up": (gate_up, 2.0 * P * 2 * inter * H,
-                            touched * 2 * inter * H * 2 + (P * H + P * inter) * 2 + copy_bytes),
-            "moe_down": (partial(ops.moe_down, act, w2, weights, pairs, tiles, bm, y), 2.0 * P * H * inter,
-                         touched * H * inter * 2 + (P * inter + P * H) * 2),
-            "fused_moe": (_with_env(partial(fused_moe_kernel, x, w13, w2, weights, ids, block_m=bm), sorted_rows),
-                          2.0 * P * 3 * H * inter, touched * 3 * H * inter * 2 + 2 * x.numel() * 2 + copy_bytes),
-        }
-        if sorted_rows:
+
+            _, flops, nbytes = stages["moe_gate_up"]
+            stages["moe_gate_up"] = (gate_up, flops, nbytes + copy_bytes)
             stages["moe_permute"] = (permute, 0.0, P * H * 2 + copy_bytes // 2)
+            del stages["moe_align"]   # the same as the path without sorted rows
             if bm == 128:
                 del stages["moe_down"]   # the same kernel as sm90a's
-        else:   # the rest of fused_moe, so that its time is accounted stage by stage
-            align_out = (torch.empty_like(pairs), torch.empty_like(tiles))
-            stages["moe_align"] = (partial(ops.moe_align, ids, 0, E, bm, *align_out), 0.0, ids.numel() * 4
-                                   + (pairs.numel() + tiles.numel()) * 4)
-            if label == "sm80":   # the same kernel on the same pairs for every path
-                out = torch.empty_like(x)
-                stages["moe_combine"] = (partial(ops.moe_combine, y, ids, 0, E, None, None, None, out), 0.0,
-                                         (P * H + x.numel()) * 2)
         for op, (fn, flops, nbytes) in stages.items():
             us = _time(fn, device, reps)
             peer, base = first.get(op, ("", None))   # the first path that ran the op (sm80): the others' peer
@@ -186,35 +198,21 @@ def expert_rows(name, E, k, H, inter, tokens, device, reps) -> list[Row]:
                 rows.append(Row(op=op, shape=shape, dtype="bf16", impl="q35 graph",
                                 median_us=bench_graph(fn)["median_us"], bytes=nbytes, flops=nflops, notes=note))
         if n <= GRAPH_MAX_TOKENS:
-            rows += decode_stage_rows(shape, x, w13, w2, weights, ids, note, reps)
+            rows += decode_stage_rows(shape, x, w13, w2, weights, ids, touched, note, reps)
     return rows
 
 
-def decode_stage_rows(shape, x, w13, w2, weights, ids, note, reps) -> list[Row]:
+def decode_stage_rows(shape, x, w13, w2, weights, ids, touched, note, reps) -> list[Row]:
     """fused_moe's four decode kernels (block_m 16) one by one, each replayed alone in a CUDA graph (timed plainly
     on the CPU): which of them keeps the decode step above its bytes floor (PERF_TARGETS "MoE, decode"). A replay
     of one small kernel also carries the graph's launch cost, so the four do not add up to the graphed fused_moe
     exactly."""
-    E, H, inter = w13.shape[0], x.shape[1], w13.shape[1] // 2
-    P, k = ids.numel(), ids.shape[1]
-    ops = torch.ops.qwen35_native
-    touched = int(torch.unique(ids).numel())
-    pairs, tiles = moe_align(ids, 0, E, 16)
-    act = torch.empty(pairs.numel(), inter, dtype=x.dtype, device=x.device)
-    y = torch.empty(P, H, dtype=x.dtype, device=x.device)
-    out = torch.empty_like(x)
-    aligned = (torch.empty_like(pairs), torch.empty_like(tiles))
-    align_bytes = P * 4 + (pairs.numel() + tiles.numel()) * 4
-    stages = [("moe_align", partial(ops.moe_align, ids, 0, E, 16, *aligned), align_bytes),
-              ("moe_gate_up", partial(ops.moe_gate_up, x, w13, pairs, tiles, k, 16, act),
-               touched * 2 * inter * H * 2),
-              ("moe_down", partial(ops.moe_down, act, w2, weights, pairs, tiles, 16, y), touched * H * inter * 2),
-              ("moe_combine", partial(ops.moe_combine, y, ids, 0, E, None, None, None, out), (P * H + x.numel()) * 2)]
+    stages, _ = stage_calls(x, w13, w2, weights, ids, 16, touched)
     cuda = x.device.type == "cuda"
     timed = (lambda fn: bench_graph(fn)["median_us"]) if cuda else (lambda fn: _time(fn, "cpu", reps))
     impl = "q35 bm=16 graph (alone)" if cuda else "q35 bm=16"
     return [Row(op=op, shape=shape, dtype="bf16", impl=impl, median_us=timed(fn), bytes=nbytes, notes=note)
-            for op, fn, nbytes in stages]
+            for op, (fn, _, nbytes) in stages.items()]
 
 
 def route_rows(E, k, tokens, device, reps) -> list[Row]:

@@ -33,8 +33,9 @@ def probe(emu_ops, blocks, cluster, threads, variant=OK, device="cpu"):
     return ids.cpu(), peer.cpu()
 
 
-def sm90_gpu():
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+def require_sm90_gpu():
+    if not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)):
+        pytest.skip("needs an sm_90 GPU (H100/H200)")
 
 
 @pytest.mark.parametrize(("blocks", "cluster", "threads"), [(3, 1, 32), (4, 2, 64), (8, 4, 96), (16, 8, 32)])
@@ -113,8 +114,7 @@ def test_multicast_errors(emu_ops):
 @pytest.mark.gpu
 @pytest.mark.parametrize(("blocks", "cluster", "threads"), [(264, 2, 64), (264, 4, 128), (128, 8, 32)])
 def test_gpu_cluster_probe(emu_ops, blocks, cluster, threads):
-    if not sm90_gpu():
-        pytest.skip("needs an sm_90 GPU (H100/H200)")
+    require_sm90_gpu()
     ids, peer = probe(emu_ops, blocks, cluster, threads, device="cuda")
     want_ids, want_peer = expected_probe(blocks, cluster, threads)
     assert torch.equal(ids, want_ids)
@@ -124,7 +124,6 @@ def test_gpu_cluster_probe(emu_ops, blocks, cluster, threads):
 @pytest.mark.gpu
 @pytest.mark.parametrize(("cluster", "clusters", "rows"), [(2, 66, 8), (4, 33, 64), (8, 8, 16)])
 def test_gpu_tma_multicast(emu_ops, cluster, clusters, rows):
-    if not sm90_gpu():
-        pytest.skip("needs an sm_90 GPU (H100/H200)")
+    require_sm90_gpu()
     out, want = multicast(emu_ops, cluster, clusters, rows, device="cuda")
     assert torch.equal(out, want)
