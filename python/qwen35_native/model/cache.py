@@ -8,11 +8,15 @@ the caches in place.
   leading sequences with one new token and a cached context form the decode part (``num_decodes``) and run the
   decode ops; list decode steps first to use them. Everything else runs the prefill ops, which are correct for any
   mix (a decode step listed after a prefill chunk is simply a one-token prefill continuing from its cache).
+  Speculative decoding verifies drafts with ``decode_width = w > 1``: the leading sequences then each feed w tokens
+  (the pending token and w - 1 drafts) through the decode ops, one position at a time, and the GDN state after
+  position j < w - 1 is copied to the scratch slot ``spec_scratch[i, j]``, so that the engine can roll a sequence
+  back to the state after its last accepted token (``restore_spec_states``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,11 +35,12 @@ class ModelCache:
     num_blocks: int
     block_size: int
     num_slots: int
+    mtp_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # MTP layer -> (k, v)
 
     @staticmethod
-    def bytes_per_block(cfg: TextConfig, block_size: int, dtype: torch.dtype) -> int:
+    def bytes_per_block(cfg: TextConfig, block_size: int, dtype: torch.dtype, mtp_layers: int = 0) -> int:
         per_layer = 2 * block_size * cfg.num_key_value_heads * cfg.head_dim * dtype.itemsize
-        return per_layer * len(cfg.layer_indices("full_attention"))
+        return per_layer * (len(cfg.layer_indices("full_attention")) + mtp_layers)
 
     @staticmethod
     def bytes_per_slot(cfg: TextConfig, dtype: torch.dtype) -> int:
@@ -45,8 +50,9 @@ class ModelCache:
 
     @classmethod
     def allocate(cls, cfg: TextConfig, num_blocks: int, block_size: int, num_slots: int,
-                 device: torch.device | str, dtype: torch.dtype) -> ModelCache:
-        """Uninitialised caches (sequences starting from scratch never read stale contents)."""
+                 device: torch.device | str, dtype: torch.dtype, mtp_layers: int = 0) -> ModelCache:
+        """Uninitialised caches (sequences starting from scratch never read stale contents); ``mtp_layers``: KV
+        caches of the MTP head's layers too (speculative decoding), paged like the others."""
         if min(num_blocks, block_size, num_slots) < 1:
             raise ValueError(f"num_blocks, block_size and num_slots must be >= 1, got {num_blocks}, {block_size}, "
                              f"{num_slots}")
@@ -58,7 +64,17 @@ class ModelCache:
         gdn = cfg.layer_indices("linear_attention")
         conv = {i: torch.empty(conv_shape, dtype=dtype, device=device) for i in gdn}
         ssm = {i: torch.empty(ssm_shape, dtype=torch.float32, device=device) for i in gdn}
-        return cls(kv, conv, ssm, num_blocks, block_size, num_slots)
+        mtp_kv = {j: (torch.empty(kv_shape, dtype=dtype, device=device), torch.empty(kv_shape, dtype=dtype,
+                                                                                 device=device))
+                  for j in range(mtp_layers)}
+        return cls(kv, conv, ssm, num_blocks, block_size, num_slots, mtp_kv)
+
+    def copy_gdn_states(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """GDN conv and recurrent states of slots ``src`` -> slots ``dst`` (int64 [n] on the cache's device), every
+        layer: rolls sequences back to the state a verification step left in a scratch slot."""
+        for i in self.conv:
+            self.conv[i].index_copy_(0, dst, self.conv[i].index_select(0, src))
+            self.ssm[i].index_copy_(0, dst, self.ssm[i].index_select(0, src))
 
 
 @dataclass
@@ -75,12 +91,28 @@ class ForwardBatch:
     num_decodes: int                  # host int: leading sequences that are single-token decode steps
     prefill_cu_seqlens: torch.Tensor  # int32 [N - num_decodes + 1] offsets of the rest, from their first token
     num_tokens: int                   # host int: T
+    decode_width: int = 1             # host int: tokens per decode sequence (w > 1: speculative verification)
+    spec_scratch: torch.Tensor | None = None         # int32 [num_decodes, w - 1] GDN slots after positions < w - 1
+    decode_seq_lens: torch.Tensor | None = None      # int32 [num_decodes * w] keys seen by each decode token
+    decode_block_tables: torch.Tensor | None = None  # int32 [num_decodes * w, max_blocks] (rows repeated)
+
+    @property
+    def num_decode_tokens(self) -> int:
+        return self.num_decodes * self.decode_width
+
+    def decode_attention_lens(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(seq_lens, block_tables) of the decode tokens as single-token sequences: token j of a verified sequence
+        with context c sees c + j + 1 keys (its own and the drafts before it), as a decode step at that length."""
+        if self.decode_width == 1:
+            return self.seq_lens[:self.num_decodes], self.block_tables[:self.num_decodes]
+        return self.decode_seq_lens, self.decode_block_tables
 
     @classmethod
     def build(cls, query_lens: list[int], context_lens: list[int], slots: list[int], block_tables: torch.Tensor,
               block_size: int, device: torch.device | str, positions: torch.Tensor | None = None,
               logits: str | list[int] = "last", num_slots: int | None = None,
-              num_blocks: int | None = None) -> ForwardBatch:
+              num_blocks: int | None = None, decode_width: int = 1,
+              spec_scratch: list[list[int]] | None = None) -> ForwardBatch:
         """Builds and validates the metadata from host lists.
 
         Args:
@@ -89,6 +121,8 @@ class ForwardBatch:
             positions: optional int ``[3, T]`` M-RoPE positions; default ``context + i`` on all three streams.
             logits: ``"last"`` (last new token of each sequence), ``"all"``, or explicit token indices.
             num_slots, num_blocks: cache sizes, to range-check slots and block tables.
+            decode_width: w > 1 verifies drafts: the leading sequences with ``query_lens == w`` and a context are
+                the decode part (each needs ``spec_scratch``: w - 1 scratch GDN slots, distinct from every slot).
         """
         n = len(query_lens)
         if n == 0 or len(context_lens) != n or len(slots) != n:
@@ -110,9 +144,12 @@ class ForwardBatch:
                     num_blocks is not None and int(used.max()) >= num_blocks))):
                 raise ValueError(f"block_tables row {i} must hold {need} valid blocks (in [0, num_blocks="
                                  f"{num_blocks})) for {s} tokens of block size {block_size}, got {used.tolist()}")
+        if not isinstance(decode_width, int) or decode_width < 1:
+            raise ValueError(f"decode_width must be an int >= 1, got {decode_width!r}")
         num_decodes = 0
-        while num_decodes < n and query_lens[num_decodes] == 1 and context_lens[num_decodes] > 0:
+        while num_decodes < n and query_lens[num_decodes] == decode_width and context_lens[num_decodes] > 0:
             num_decodes += 1
+        scratch = _check_scratch(spec_scratch, decode_width, num_decodes, slots, num_slots)
         T = sum(query_lens)
         pos = torch.cat([torch.arange(c, c + q) for c, q in zip(context_lens, query_lens)])   # cache positions
         seq = torch.repeat_interleave(torch.arange(n), torch.tensor(query_lens))
@@ -131,9 +168,35 @@ class ForwardBatch:
             if idx.dim() != 1 or (idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= T)):
                 raise ValueError(f"logits indices must be a list of token indices in [0, {T}), got {logits}")
         dev = torch.device(device)
+        nd_tokens = num_decodes * decode_width
+        extra = {}
+        if decode_width > 1:
+            lens = [c + j + 1 for c in context_lens[:num_decodes] for j in range(decode_width)]
+            extra = dict(spec_scratch=scratch.to(dev),
+                         decode_seq_lens=torch.tensor(lens, dtype=torch.int32, device=dev),
+                         decode_block_tables=bt[:num_decodes].repeat_interleave(decode_width, dim=0))
         return cls(cu_seqlens=cu.to(dev), seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
                    has_initial_state=torch.tensor(context_lens, device=dev) > 0,
                    slots=torch.tensor(slots, dtype=torch.int32, device=dev), block_tables=bt,
                    positions=positions.to(device=dev, dtype=torch.long), slot_mapping=slot_mapping.to(dev),
                    logits_indices=None if idx is None else idx.to(dev), num_decodes=num_decodes,
-                   prefill_cu_seqlens=(cu[num_decodes:] - num_decodes).to(dev), num_tokens=T)
+                   prefill_cu_seqlens=(cu[num_decodes:] - nd_tokens).to(dev), num_tokens=T,
+                   decode_width=decode_width, **extra)
+
+
+def _check_scratch(spec_scratch, width: int, num_decodes: int, slots: list[int],
+                   num_slots: int | None) -> torch.Tensor | None:
+    if width == 1:
+        if spec_scratch is not None:
+            raise ValueError("spec_scratch is only for decode_width > 1")
+        return None
+    rows = [list(r) for r in (spec_scratch or [])]
+    if len(rows) != num_decodes or any(len(r) != width - 1 for r in rows):
+        raise ValueError(f"spec_scratch must hold decode_width - 1 = {width - 1} slots for each of the "
+                         f"{num_decodes} sequences verifying drafts, got {rows}")
+    flat = [s for r in rows for s in r]
+    if len(set(flat)) != len(flat) or set(flat) & set(slots) or (flat and (min(flat) < 0 or (
+            num_slots is not None and max(flat) >= num_slots))):
+        raise ValueError(f"spec_scratch slots must be distinct, unused by the sequences and in [0, num_slots="
+                         f"{num_slots}), got {rows}")
+    return torch.tensor(rows, dtype=torch.int32).reshape(num_decodes, width - 1)

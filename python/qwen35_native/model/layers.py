@@ -37,17 +37,37 @@ class GatedDeltaNet(nn.Module):
         proj = F.linear(x, self.in_proj)                                          # [T, conv_dim + Hv*V + 2*Hv]
         qkv, z, b, a = proj.split(self.split, dim=-1)                             # strided column blocks
         weights = (self.conv_weight, self.A_log, self.dt_bias, self.norm_weight, conv_state, ssm_state)
-        eps, nd = self.cfg.rms_norm_eps, batch.num_decodes
+        eps, nd, ndt = self.cfg.rms_norm_eps, batch.num_decodes, batch.num_decode_tokens
         parts = []
         if nd:  # one token per sequence, continuing from the cached states
-            parts.append(ops.gdn_decode(qkv[:nd], z[:nd], a[:nd], b[:nd], *weights, batch.slots[:nd], eps=eps,
-                                        backend=self.backends["gdn_decode"]))
-        if nd < batch.num_tokens:
-            parts.append(ops.gdn_prefill(qkv[nd:], z[nd:], a[nd:], b[nd:], *weights, batch.prefill_cu_seqlens,
+            parts.append(self._decode(qkv[:ndt], z[:ndt], a[:ndt], b[:ndt], weights, batch))
+        if ndt < batch.num_tokens:
+            parts.append(ops.gdn_prefill(qkv[ndt:], z[ndt:], a[ndt:], b[ndt:], *weights, batch.prefill_cu_seqlens,
                                          batch.slots[nd:], batch.has_initial_state[nd:], eps=eps,
                                          backend=self.backends["gdn_prefill"]))
         core = parts[0] if len(parts) == 1 else torch.cat(parts)                  # [T, Hv*V]
         return F.linear(core, self.out_proj)                                      # [T, H]
+
+    def _decode(self, qkv, z, a, b, weights, batch: ForwardBatch) -> torch.Tensor:
+        """Decode steps; with ``decode_width = w > 1`` (drafts to verify) position j of every sequence in turn,
+        the states after positions j < w - 1 copied to the batch's scratch slots for a roll-back."""
+        nd, w, slots = batch.num_decodes, batch.decode_width, batch.slots[:batch.num_decodes]
+
+        def step(rows: slice) -> torch.Tensor:
+            return ops.gdn_decode(qkv[rows], z[rows], a[rows], b[rows], *weights, slots, eps=self.cfg.rms_norm_eps,
+                                  backend=self.backends["gdn_decode"])
+
+        if w == 1:
+            return step(slice(None))
+        conv_state, ssm_state = weights[4], weights[5]
+        src, outs = slots.long(), []
+        for j in range(w):
+            outs.append(step(slice(j, None, w)))                                  # [nd, Hv*V]
+            if j < w - 1:
+                dst = batch.spec_scratch[:, j].long()
+                conv_state.index_copy_(0, dst, conv_state.index_select(0, src))
+                ssm_state.index_copy_(0, dst, ssm_state.index_select(0, src))
+        return torch.stack(outs, dim=1).reshape(nd * w, -1)                       # sequence-major, as the input
 
 
 class GatedAttention(nn.Module):
@@ -63,19 +83,19 @@ class GatedAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, batch: ForwardBatch, k_cache: torch.Tensor,
                 v_cache: torch.Tensor) -> torch.Tensor:
-        c, nd = self.cfg, batch.num_decodes
+        c, nd, ndt = self.cfg, batch.num_decodes, batch.num_decode_tokens
         qkv = F.linear(x, self.qkv_proj)                                          # [T, (2Hq + 2Hkv) * D]
         q, gate = ops.attention_prep(qkv, self.q_norm, self.k_norm, batch.positions, k_cache, v_cache,
                                      batch.slot_mapping, c.rotary_dim, c.mrope_section, c.rope_theta,
                                      eps=c.rms_norm_eps, backend=self.backends["attention_prep"])  # [T, Hq, D]
         parts = []
-        if nd:
-            parts.append(ops.paged_decode_attention(q[:nd], k_cache, v_cache, batch.seq_lens[:nd],
-                                                    batch.block_tables[:nd], gate[:nd],
+        if nd:  # every decode token (a verified draft too) as a one-token sequence over the keys up to its own
+            seq_lens, block_tables = batch.decode_attention_lens()
+            parts.append(ops.paged_decode_attention(q[:ndt], k_cache, v_cache, seq_lens, block_tables, gate[:ndt],
                                                     backend=self.backends["paged_decode_attention"]))
-        if nd < batch.num_tokens:
-            parts.append(ops.paged_prefill_attention(q[nd:], k_cache, v_cache, batch.prefill_cu_seqlens,
-                                                     batch.seq_lens[nd:], batch.block_tables[nd:], gate[nd:],
+        if ndt < batch.num_tokens:
+            parts.append(ops.paged_prefill_attention(q[ndt:], k_cache, v_cache, batch.prefill_cu_seqlens,
+                                                     batch.seq_lens[nd:], batch.block_tables[nd:], gate[ndt:],
                                                      backend=self.backends["paged_prefill_attention"]))
         o = parts[0] if len(parts) == 1 else torch.cat(parts)                     # [T, Hq*D], gated
         return F.linear(o, self.o_proj)                                           # [T, H]

@@ -29,8 +29,8 @@ MULTIMODAL_KWARGS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "v
 
 
 class MtpHead(nn.Module):
-    """Weights of the multi-token-prediction head (MODEL_SPEC §3h), loaded with ``load_mtp=True``; its draft
-    forward belongs to the engine's speculative decoding and is not implemented here."""
+    """The multi-token-prediction head (MODEL_SPEC §3h), loaded with ``load_mtp=True``: the draft model of the
+    engine's speculative decoding (``engine/spec_decode.py``), run through ``Qwen35ForCausalLM.forward_mtp``."""
 
     def __init__(self, cfg, dtype, device, backends):
         super().__init__()
@@ -41,6 +41,20 @@ class MtpHead(nn.Module):
         self.norm = _param(H, dtype=dtype, device=device)
         self.layers = nn.ModuleList(DecoderLayer(cfg, "full_attention", dtype, device, backends)
                                     for _ in range(cfg.mtp_num_hidden_layers))
+        self.eps, self.backends = cfg.rms_norm_eps, backends
+
+    def forward(self, embeds: torch.Tensor, hidden: torch.Tensor, batch: ForwardBatch,
+                kv: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """``x = fc([norm_e(embeds), norm_h(hidden)])`` (embedding first, as vLLM), the decoder layer(s) over the
+        batch with their own KV caches ``kv[j]``, then ``mtp.norm`` with the residual: ``[T, H]``."""
+        be = self.backends["rms_norm"]
+        e = ops.rms_norm(embeds, self.pre_fc_norm_embedding, self.eps, backend=be)
+        h = ops.rms_norm(hidden, self.pre_fc_norm_hidden, self.eps, backend=be)
+        x, residual = F.linear(torch.cat([e, h], dim=-1), self.fc), None           # [T, H]
+        for j, layer in enumerate(self.layers):
+            x, residual = layer(x, residual, batch, kv[j])
+        x, _ = ops.rms_norm(x, self.norm, self.eps, residual=residual, backend=be)
+        return x
 
 
 class Qwen35ForCausalLM(nn.Module):
@@ -70,10 +84,15 @@ class Qwen35ForCausalLM(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.embed_tokens if self.text_config.tie_word_embeddings else self.lm_head
 
-    def allocate_cache(self, num_blocks: int, block_size: int = KV_BLOCK_SIZE, num_slots: int = 1) -> ModelCache:
+    def allocate_cache(self, num_blocks: int, block_size: int = KV_BLOCK_SIZE, num_slots: int = 1,
+                       with_mtp: bool = False) -> ModelCache:
         """Paged KV cache (``num_blocks`` blocks of ``block_size`` tokens; the attention kernels want 64, see
-        ``ops/attention.py``) and ``num_slots`` GDN state slots."""
-        return ModelCache.allocate(self.cache_config, num_blocks, block_size, num_slots, self.device, self.dtype)
+        ``ops/attention.py``) and ``num_slots`` GDN state slots; ``with_mtp``: the MTP head's KV caches too."""
+        if with_mtp and self.mtp is None:
+            raise ValueError("qwen35_native: allocate_cache(with_mtp=True) needs the MTP head (load the checkpoint "
+                             "with load_mtp=True)")
+        return ModelCache.allocate(self.cache_config, num_blocks, block_size, num_slots, self.device, self.dtype,
+                                   mtp_layers=len(self.mtp.layers) if with_mtp else 0)
 
     # Token embedding and output head. Tensor parallelism replaces both on the instance (vocab-parallel lookup +
     # all-reduce, vocab-parallel lm_head + all-gather); everything else calls them, never the weights directly.
@@ -144,6 +163,25 @@ class Qwen35ForCausalLM(nn.Module):
         picked = h if batch.logits_indices is None else h[batch.logits_indices]  # [M, H]
         logits = self.compute_logits(picked)                                      # [M, vocab]
         return (logits, h) if return_hidden else logits
+
+    def forward_mtp(self, next_ids: torch.Tensor, hidden: torch.Tensor, batch: ForwardBatch,
+                    cache: ModelCache) -> torch.Tensor:
+        """The MTP head over the rows of a step that ``forward_cached(..., return_hidden=True)`` ran: row t pairs
+        ``hidden[t]`` (the target's final-normed state at position p) with the embedding of ``next_ids[t]`` (the
+        token at position p + 1) and is processed at position p (vLLM's convention), reading and writing the MTP KV
+        caches of ``cache`` (``allocate_cache(with_mtp=True)``). Returns ``[T, H]``; ``compute_logits`` of a row
+        gives the draft distribution of the token at position p + 2."""
+        if self.mtp is None:
+            raise ValueError("qwen35_native: forward_mtp needs the MTP head (load the checkpoint with load_mtp=True)")
+        if len(cache.mtp_kv) != len(self.mtp.layers):
+            raise ValueError("qwen35_native: forward_mtp needs a cache with the MTP KV caches "
+                             "(allocate_cache(with_mtp=True))")
+        if next_ids.dim() != 1 or next_ids.numel() != batch.num_tokens or tuple(hidden.shape) != (
+                batch.num_tokens, self.text_config.hidden_size):
+            raise ValueError(f"qwen35_native: forward_mtp needs next_ids [T={batch.num_tokens}] and hidden [T, "
+                             f"{self.text_config.hidden_size}], got {list(next_ids.shape)} and {list(hidden.shape)}")
+        self._check_ids(next_ids)
+        return self.mtp(self.embed(next_ids), hidden, batch, cache.mtp_kv)
 
     def _scatter_vision(self, h: torch.Tensor, index: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         T, H = h.shape
