@@ -25,6 +25,7 @@ from .sampling import HostSamplerOutput, draw_seed
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Sequence
+from .spec_decode import SpecStats, SpecStepOutput
 from .stopping import StopChecker
 
 
@@ -60,6 +61,8 @@ class LLMEngine:
                  generation_config: dict[str, Any] | None = None, eos_ids: SequenceABC[int] = (),
                  seed: int | None = None):
         self.runner, self.scheduler = runner, scheduler
+        self.speculative = getattr(runner, "speculative", None)
+        self.spec_stats = SpecStats()  # drafts proposed and accepted (speculative decoding)
         self.max_model_len = max_model_len
         self.tokenizer = tokenizer
         self.generation_config = generation_config or {}
@@ -140,19 +143,36 @@ class LLMEngine:
         plan = self.plan(out)
         if plan.is_decode_only:
             plan.free_slots = self.scheduler.slots.free_indices()
-        sampled = self.runner.execute(plan)
+        result = self.runner.execute(plan)
         self.num_steps += 1
-        for s in out.scheduled:
-            s.seq.num_computed += s.num_new
-        return [] if sampled is None else self._process(out, plan, sampled)
+        if isinstance(result, SpecStepOutput):
+            # verifying sequences lead the plan and all sample: their sample rows are 0 .. num_verify - 1
+            sampled, emitted, drafts, accepted = result.sampled, result.rows, result.drafts, result.accepted
+            self.spec_stats.num_verify_steps += bool(plan.num_verify)
+            self.spec_stats.num_drafts += sum(len(d) for d in plan.drafts)
+            self.spec_stats.num_accepted += sum(accepted[:plan.num_verify])
+        else:
+            sampled, drafts, accepted = result, None, None
+            emitted = None if sampled is None else [[k] for k in range(len(plan.sample_rows))]
+        for i, s in enumerate(out.scheduled):  # a verifying sequence keeps its pending token and accepted drafts
+            s.seq.num_computed += s.num_new if i >= plan.num_verify else accepted[i] + 1
+        return [] if sampled is None else self._process(out, plan, sampled, emitted, drafts)
 
-    @staticmethod
-    def plan(out: SchedulerOutput) -> StepPlan:
+    def plan(self, out: SchedulerOutput) -> StepPlan:
         plan = StepPlan([], [], [], [], [], [], [], [])
         offsets, multimodal = [], []
+        if self.speculative is not None:
+            plan.mtp_next = []
         for i, s in enumerate(out.scheduled):
             seq = s.seq
-            plan.token_ids += seq.tokens(seq.num_computed, seq.num_computed + s.num_new)
+            fed = seq.num_computed + (1 if s.is_verify else s.num_new)
+            plan.token_ids += seq.tokens(seq.num_computed, fed)
+            if s.is_verify:
+                plan.token_ids += seq.draft_ids
+                plan.drafts.append(list(seq.draft_ids))
+                plan.num_verify += 1
+            if plan.mtp_next is not None:  # the token after the last one fed, when the step does not sample it
+                plan.mtp_next.append(-1 if s.samples else seq.tokens(fed, fed + 1)[0])
             plan.query_lens.append(s.num_new)
             plan.context_lens.append(seq.num_computed)
             plan.slots.append(seq.slot)
@@ -169,19 +189,27 @@ class LLMEngine:
                                 if seq.needs_penalties]
         return plan
 
-    def _process(self, out: SchedulerOutput, plan: StepPlan, sampled: HostSamplerOutput) -> list[SequenceUpdate]:
+    def _process(self, out: SchedulerOutput, plan: StepPlan, sampled: HostSamplerOutput, emitted: list[list[int]],
+                 drafts: list[list[int]] | None) -> list[SequenceUpdate]:
+        """Feeds each sampled row's tokens (1, or 1 + accepted drafts) to its sequence until one finishes it."""
         now = time.perf_counter()
         updates = []
-        for k, row in enumerate(plan.sample_rows):
+        for r, row in enumerate(plan.sample_rows):
             seq = out.scheduled[row].seq
-            token = sampled.token_ids[k]
-            logprob = None
-            if seq.logprobs is not None:
-                n = seq.params.logprobs
-                logprob = TokenLogprob(token, sampled.logprobs[k], sampled.ranks[k],
-                                       list(zip(sampled.top_ids[k][:n], sampled.top_logprobs[k][:n])))
-                seq.logprobs.append(logprob)
-            finished = seq.checker.append(token)
+            tokens, logprobs, finished = [], [] if seq.logprobs is not None else None, False
+            for k in emitted[r]:
+                token = sampled.token_ids[k]
+                tokens.append(token)
+                if logprobs is not None:
+                    n = seq.params.logprobs
+                    logprobs.append(TokenLogprob(token, sampled.logprobs[k], sampled.ranks[k],
+                                                 list(zip(sampled.top_ids[k][:n], sampled.top_logprobs[k][:n]))))
+                    seq.logprobs.append(logprobs[-1])
+                finished = seq.checker.append(token)
+                if finished:
+                    break
+            if drafts is not None:
+                seq.draft_ids = [] if finished else self._usable_draft(seq, drafts[r])
             text = seq.checker.take_new_text() if self.tokenizer is not None else None
             request = seq.request
             if request.metrics.first_token_time is None:
@@ -190,10 +218,19 @@ class LLMEngine:
                 self.scheduler.finish(seq)
                 if request.finished:
                     request.metrics.finish_time = now
-            update = SequenceUpdate(request, seq, [token], text, None if logprob is None else [logprob], finished)
+            update = SequenceUpdate(request, seq, tokens, text, logprobs, finished)
             request.updates.append(update)
             updates.append(update)
         return updates
+
+    def _usable_draft(self, seq: Sequence, draft: list[int]) -> list[int]:
+        """The draft, unless verifying it would run past the context (its K/V need positions up to num_tokens - 1
+        + k) or the sequence can take only one more token anyway."""
+        room = seq.checker.max_new_tokens
+        if seq.num_tokens + len(draft) > self.max_model_len or (
+                room is not None and len(seq.output_ids) + 1 >= room):
+            return []
+        return draft
 
     def output(self, request: Request) -> RequestOutput:
         outs = [CompletionOutput(s.sample_index, list(s.output_ids), s.checker.finish_reason, s.checker.stop_reason,

@@ -43,6 +43,7 @@ from .prompts import PreparedPrompt, PromptPreparer, media_from_messages
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
 from .sizing import plan_cache
+from .spec_decode import SpeculativeConfig
 from .stopping import eos_token_ids
 
 logger = logging.getLogger("qwen35_native")
@@ -77,7 +78,8 @@ class LLM:
                  max_num_batched_tokens: int | None = None, cuda_graphs: bool | None = None,
                  cuda_graph_sizes: list[int] | None = None, seed: int | None = None,
                  tokenizer: Tokenizer | bool | None = None, generation_config: Mapping[str, Any] | None = None,
-                 progress: bool | None = None, moe_parallel: str = "tp"):
+                 progress: bool | None = None, moe_parallel: str = "tp",
+                 speculative_config: Mapping[str, Any] | None = None):
         """
         Args:
             model: a checkpoint directory, or a model already built (``q35.from_pretrained`` or random weights).
@@ -94,8 +96,15 @@ class LLM:
             progress: progress bar while loading weights (default: when stderr is a terminal).
             moe_parallel: with tensor parallelism, ``"tp"`` splits every expert's intermediate dim across the ranks,
                 ``"ep"`` splits the experts (expert parallelism).
+            speculative_config: ``{"method": "mtp", "num_speculative_tokens": 1}`` drafts with the checkpoint's MTP
+                head and verifies the drafts (``engine/spec_decode.py``): the same tokens, fewer steps when drafts
+                are accepted. Its steps run without CUDA graphs for now.
         """
         _check_tp(tensor_parallel_size, moe_parallel, model)
+        speculative = SpeculativeConfig.parse(speculative_config)
+        if speculative is not None and tensor_parallel_size > 1:
+            raise ValueError("qwen35_native.LLM: speculative decoding with tensor parallelism is not supported yet "
+                             "(the MTP head is not sharded); use tensor_parallel_size=1")
         self._tp = None
         try:
             self._init(model, device=device, dtype=dtype, backend=backend, tensor_parallel_size=tensor_parallel_size,
@@ -103,7 +112,8 @@ class LLM:
                        num_blocks=num_blocks, gpu_memory_utilization=gpu_memory_utilization,
                        max_num_batched_tokens=max_num_batched_tokens, cuda_graphs=cuda_graphs,
                        cuda_graph_sizes=cuda_graph_sizes, seed=seed, tokenizer=tokenizer,
-                       generation_config=generation_config, progress=progress, moe_parallel=moe_parallel)
+                       generation_config=generation_config, progress=progress, moe_parallel=moe_parallel,
+                       speculative=speculative)
         except BaseException:
             if self._tp is not None:  # stop the workers at once, leave the process groups
                 from ..parallel.engine import abort_rank
@@ -113,7 +123,7 @@ class LLM:
 
     def _init(self, model, *, device, dtype, backend, tensor_parallel_size, max_num_seqs, max_model_len, block_size,
               num_blocks, gpu_memory_utilization, max_num_batched_tokens, cuda_graphs, cuda_graph_sizes, seed,
-              tokenizer, generation_config, progress, moe_parallel):
+              tokenizer, generation_config, progress, moe_parallel, speculative):
         path = None
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
@@ -136,7 +146,8 @@ class LLM:
             else:
                 device = torch.device(device) if device is not None else torch.device(
                     "cuda" if torch.cuda.is_available() else "cpu")
-                model = from_pretrained(str(path), device=device, dtype=dtype, backend=backend, progress=progress)
+                model = from_pretrained(str(path), device=device, dtype=dtype, backend=backend, progress=progress,
+                                        load_mtp=speculative is not None)
         elif isinstance(model, Qwen35ForCausalLM):
             if device is not None or dtype is not None or backend is not None:
                 raise ValueError("qwen35_native.LLM: device, dtype and backend are fixed by a model passed as an "
@@ -145,20 +156,26 @@ class LLM:
             raise TypeError(f"qwen35_native.LLM: model must be a checkpoint directory or a Qwen35ForCausalLM, got "
                             f"{type(model).__name__}")
         self.model, self.path = model, path
+        if speculative is not None and model.mtp is None:
+            why = ("its config has mtp_num_hidden_layers = 0" if not model.text_config.mtp_num_hidden_layers else
+                   "it was built without its MTP head (q35.from_pretrained(..., load_mtp=True))")
+            raise ValueError(f"qwen35_native.LLM: speculative_config method 'mtp' needs the model's MTP head, and "
+                             f"{why}")
         self.tokenizer = self._load_tokenizer(tokenizer)
         if generation_config is None and path is not None and (path / "generation_config.json").is_file():
             generation_config = _read_json(path / "generation_config.json")
         self.generation_config = dict(generation_config or {})
-        graphs = cuda_graphs is not False and model.device.type == "cuda"
+        graphs = cuda_graphs is not False and model.device.type == "cuda" and speculative is None
         plan = plan_cache(model, max_num_seqs=max_num_seqs, max_model_len=max_model_len, block_size=block_size,
                           num_blocks=num_blocks, gpu_memory_utilization=gpu_memory_utilization,
-                          max_num_batched_tokens=max_num_batched_tokens, cuda_graphs=graphs)
+                          max_num_batched_tokens=max_num_batched_tokens, cuda_graphs=graphs, speculative=speculative)
         if self._tp is not None:
             plan = self._tp.agree_cache_plan(plan)
         self.cache_plan = plan
         runner = ModelRunner(model, plan.num_blocks, plan.block_size, plan.max_num_seqs, plan.max_model_len,
                              cuda_graphs=cuda_graphs,
-                             graph_batch_sizes=cuda_graph_sizes or default_graph_sizes(plan.max_num_seqs))
+                             graph_batch_sizes=cuda_graph_sizes or default_graph_sizes(plan.max_num_seqs),
+                             speculative=speculative)
         if self._tp is not None:
             from ..parallel.engine import finish_rank
 
@@ -170,8 +187,9 @@ class LLM:
                                 generation_config=self.generation_config, eos_ids=eos, seed=seed)
         self.prompts = PromptPreparer(self)
         logger.info("qwen35_native: engine ready: max_model_len %d, max_num_seqs %d, %d KV blocks x %d tokens, "
-                    "%d tokens per step, CUDA graphs %s", plan.max_model_len, plan.max_num_seqs, plan.num_blocks,
-                    plan.block_size, plan.max_num_batched_tokens, "on" if runner.graphs is not None else "off")
+                    "%d tokens per step, CUDA graphs %s, speculative decoding %s", plan.max_model_len,
+                    plan.max_num_seqs, plan.num_blocks, plan.block_size, plan.max_num_batched_tokens,
+                    "on" if runner.graphs is not None else "off", speculative or "off")
 
     def _load_tokenizer(self, tokenizer):
         if tokenizer is False:

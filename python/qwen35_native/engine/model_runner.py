@@ -24,6 +24,7 @@ from ..model.multimodal import concat_vision_embeds
 from .penalties import TokenPresence
 from .sampling import HostSamplerOutput, SamplerOutput, SamplingTensors, sample
 from .sampling_params import SamplingParams
+from .spec_decode import SpeculativeConfig, execute_speculative
 
 logger = logging.getLogger("qwen35_native")
 
@@ -46,6 +47,12 @@ class StepPlan:
     free_slots: list[int] = field(default_factory=list)  # GDN slots no sequence holds (CUDA-graph padding)
     # per sequence: its MultimodalPrompt (prompt M-RoPE positions, vision features) or None; None: text only
     multimodal: list | None = None
+    # speculative decoding (spec_decode.py): the leading ``num_verify`` sequences feed their pending token and
+    # their drafts (``drafts[i]``) and sample every one of those positions; ``mtp_next[i]``: the token after
+    # sequence i's last fed token when it is known already (a prompt chunk that does not sample), else -1
+    num_verify: int = 0
+    drafts: list[list[int]] = field(default_factory=list)
+    mtp_next: list[int] | None = None
 
     @property
     def num_decodes(self) -> int:
@@ -68,22 +75,32 @@ class StepPlan:
 
 class ModelRunner:
     def __init__(self, model, num_blocks: int, block_size: int, num_slots: int, max_model_len: int,
-                 cuda_graphs: bool | None = None, graph_batch_sizes: list[int] | None = None):
+                 cuda_graphs: bool | None = None, graph_batch_sizes: list[int] | None = None,
+                 speculative: SpeculativeConfig | None = None):
         """``cuda_graphs``: True (capture decode steps; a failed capture is an error), None (the same on CUDA, but
-        a failed capture logs a warning and the engine stays eager), False (eager only)."""
+        a failed capture logs a warning and the engine stays eager), False (eager only). ``speculative``: verify
+        MTP drafts (``spec_decode.py``; steps run eagerly)."""
         self.model = model
         self.device = model.device
         self.vocab_size = model.text_config.vocab_size
         self.block_size = block_size
         self.num_blocks, self.num_slots = num_blocks, num_slots
         self.max_blocks_per_seq = (max_model_len + block_size - 1) // block_size
-        self.cache = model.allocate_cache(num_blocks + 1, block_size, num_slots + 1)
+        self.speculative = speculative
+        # GDN slots: the sequences', one padding slot, then k scratch slots per sequence for verification steps
+        spec_k = speculative.num_speculative_tokens if speculative else 0
+        self.scratch_base = num_slots + 1
+        self.cache = model.allocate_cache(num_blocks + 1, block_size, num_slots + 1 + num_slots * spec_k,
+                                          with_mtp=speculative is not None)
         self.pad_block, self.pad_slot = num_blocks, num_slots
         self._clear_padding()
         self.presence: TokenPresence | None = None
         self.graphs = None
         if cuda_graphs is None:
-            cuda_graphs = None if self.device.type == "cuda" else False
+            cuda_graphs = None if self.device.type == "cuda" and speculative is None else False
+        if cuda_graphs is True and speculative is not None:
+            raise ValueError("qwen35_native.LLM: cuda_graphs=True cannot be combined with speculative decoding yet "
+                             "(verification steps run eagerly); pass cuda_graphs=None or False")
         if cuda_graphs is not False:
             if self.device.type != "cuda":
                 raise ValueError(f"qwen35_native.LLM: cuda_graphs=True needs a CUDA device, got {self.device}")
@@ -113,6 +130,8 @@ class ModelRunner:
         """Runs one step: the forward over the plan's tokens, then samples the ``sample_rows``. Returns the sampled
         tokens (and logprobs) in ``sample_rows`` order, or None when no row samples (prefill chunks only)."""
         self._start_presence(plan)
+        if self.speculative is not None:
+            return execute_speculative(self, plan)
         if self.graphs is not None and plan.is_decode_only and len(plan.sample_rows) == len(plan.query_lens) \
                 and not plan.feeds_prompt_of_multimodal:
             out = self.graphs.run(plan)
@@ -128,7 +147,11 @@ class ModelRunner:
         for slot, prompt_ids, output_ids in plan.presence_starts:
             self.presence.start(slot, prompt_ids, output_ids)
 
-    def build_batch(self, plan: StepPlan, logits_rows: list[int] | None) -> ForwardBatch:
+    def build_batch(self, plan: StepPlan, logits_rows: list[int] | None,
+                    logits_tokens: list[int] | None = None) -> ForwardBatch:
+        """The forward's metadata; logits for the last token of each sequence in ``logits_rows`` (None: every
+        token), or for the tokens ``logits_tokens``. A plan verifying drafts runs its leading sequences as decode
+        steps of width 1 + k, each with its k scratch GDN slots."""
         n = len(plan.query_lens)
         width = max(len(t) for t in plan.block_tables)
         table = torch.full((n, max(width, 1)), self.pad_block, dtype=torch.int32)
@@ -144,9 +167,20 @@ class ModelRunner:
         for q in plan.query_lens:
             cu.append(cu[-1] + q)
         logits = "all" if logits_rows is None else [cu[r + 1] - 1 for r in logits_rows]
+        if logits_tokens is not None:
+            logits = logits_tokens
+        spec = {}
+        if plan.num_verify:
+            k = len(plan.drafts[0])
+            spec = dict(decode_width=k + 1, spec_scratch=[self.scratch_slots(i, k) for i in range(plan.num_verify)])
         return ForwardBatch.build(plan.query_lens, plan.context_lens, plan.slots, table, self.block_size,
-                                  self.device, positions=positions, logits=logits, num_slots=self.num_slots + 1,
-                                  num_blocks=self.num_blocks + 1)
+                                  self.device, positions=positions, logits=logits, num_slots=self.cache.num_slots,
+                                  num_blocks=self.num_blocks + 1, **spec)
+
+    def scratch_slots(self, row: int, k: int) -> list[int]:
+        """The k scratch GDN slots of the ``row``-th verifying sequence of a step."""
+        base = self.scratch_base + row * k
+        return list(range(base, base + k))
 
     def _vision_embeds(self, plan: StepPlan):
         """(batch token indices, features) of the vision pad tokens this step feeds, or None."""

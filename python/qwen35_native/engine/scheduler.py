@@ -7,6 +7,8 @@ Each step has a token budget (``max_num_batched_tokens``, at least ``max_num_seq
    running) and the KV blocks of their first chunk are available; a prompt longer than the budget is prefilled in
    chunks over the following steps.
 The forward pass sees the scheduled sequences with the decode steps first (the model's decode ops take them).
+With speculative decoding, a sequence in the decode phase that holds drafts feeds them too (1 + k tokens, drafts
+dropped when the budget has no room for them); those verification steps come first of all.
 
 KV blocks are allocated as tokens enter the cache and freed as soon as a sequence finishes. When a running sequence
 needs a block and none is free, the most recently admitted running sequence is preempted: its blocks and slot are
@@ -60,9 +62,14 @@ class ScheduledSequence:
         return self.num_new == 1 and self.seq.num_computed > 0
 
     @property
+    def is_verify(self) -> bool:
+        """A decode step that also feeds the sequence's drafts (speculative decoding)."""
+        return self.num_new > 1 and self.seq.num_pending == 1 and self.seq.num_computed > 0
+
+    @property
     def samples(self) -> bool:
         """True when this step reaches the sequence's last token, so its logits give the next token."""
-        return self.seq.num_computed + self.num_new == self.seq.num_tokens
+        return self.seq.num_computed + self.num_new >= self.seq.num_tokens
 
 
 @dataclass
@@ -109,6 +116,11 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING or budget == 0:
                 continue  # preempted earlier in this loop
             num_new = min(seq.num_pending, budget)
+            if seq.num_pending == 1 and seq.draft_ids:
+                if budget > len(seq.draft_ids):
+                    num_new += len(seq.draft_ids)
+                else:
+                    seq.draft_ids = []
             if self._reserve(seq, seq.num_computed + num_new, scheduled, preempted):
                 scheduled.append(ScheduledSequence(seq, num_new))
         budget = self.max_num_batched_tokens - sum(s.num_new for s in scheduled)
@@ -127,7 +139,8 @@ class Scheduler:
             admitted.append(seq)
             scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
-        scheduled.sort(key=lambda s: not s.is_decode)  # stable: decode steps first, priority order kept
+        # stable: verification steps, then decode steps, then prefill chunks, priority order kept
+        scheduled.sort(key=lambda s: 0 if s.is_verify else 1 if s.is_decode else 2)
         return SchedulerOutput(scheduled, admitted, preempted)
 
     def _reserve(self, seq: Sequence, num_tokens: int, scheduled: list[ScheduledSequence],
@@ -150,6 +163,7 @@ class Scheduler:
         self._release(seq)
         seq.status = SequenceStatus.WAITING
         seq.num_computed = 0
+        seq.draft_ids = []
         seq.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(seq)

@@ -41,6 +41,7 @@ class Sequence:
     multimodal: Any = None  # the prompt's MultimodalPrompt (positions, vision features) when it has images/videos
     logprobs: list[TokenLogprob] | None = None
     num_preemptions: int = 0
+    draft_ids: list[int] = field(default_factory=list)  # speculative decoding: drafts for the next step
     request: Any = field(default=None, repr=False)  # the engine's Request this sample belongs to
 
     @property

@@ -52,7 +52,9 @@ def plan_cache(model, *, max_num_seqs: int | None = None, max_model_len: int | N
                block_size: int = KV_BLOCK_SIZE,
                num_blocks: int | None = None, gpu_memory_utilization: float = 0.9,
                max_num_batched_tokens: int | None = None, cuda_graphs: bool = False,
-               cpu_cache_bytes: int = CPU_CACHE_BYTES) -> CachePlan:
+               cpu_cache_bytes: int = CPU_CACHE_BYTES, speculative=None) -> CachePlan:
+    """``speculative`` (a ``SpeculativeConfig``): KV blocks also hold the MTP head's layers, and every sequence
+    has k scratch GDN slots besides its own."""
     for name, value in (("max_num_seqs", max_num_seqs), ("max_model_len", max_model_len),
                         ("num_blocks", num_blocks), ("max_num_batched_tokens", max_num_batched_tokens)):
         _positive_int(name, value)
@@ -69,9 +71,10 @@ def plan_cache(model, *, max_num_seqs: int | None = None, max_model_len: int | N
     if num_blocks is None:
         if cuda:
             num_blocks = _cuda_blocks(model, max_num_seqs, block_size, gpu_memory_utilization,
-                                      max_num_batched_tokens, cuda_graphs)
+                                      max_num_batched_tokens, cuda_graphs, speculative)
         else:
-            per_block = ModelCache.bytes_per_block(model.cache_config, block_size, model.dtype)
+            per_block = ModelCache.bytes_per_block(model.cache_config, block_size, model.dtype,
+                                                   _mtp_layers(model, speculative))
             full = max_num_seqs * ((wanted_len + block_size - 1) // block_size)
             num_blocks = max(1, min(full, cpu_cache_bytes // max(per_block, 1)))
     capacity = num_blocks * block_size
@@ -82,15 +85,21 @@ def plan_cache(model, *, max_num_seqs: int | None = None, max_model_len: int | N
     return CachePlan(num_blocks, block_size, max_num_seqs, min(wanted_len, capacity), max_num_batched_tokens)
 
 
+def _mtp_layers(model, speculative) -> int:
+    return len(model.mtp.layers) if speculative is not None and model.mtp is not None else 0
+
+
 def _cuda_blocks(model, max_num_seqs: int, block_size: int, utilization: float, max_tokens: int,
-                 cuda_graphs: bool) -> int:
+                 cuda_graphs: bool, speculative=None) -> int:
     cfg, dtype, device = model.cache_config, model.dtype, model.device   # a tensor-parallel rank's own heads
     peak = profile_step_bytes(model, max_tokens, min(max_num_seqs, max_tokens), block_size)
     graph_share = int(peak * min(1.0, max_num_seqs / max_tokens)) + (64 << 20) if cuda_graphs else 0
     free, total = torch.cuda.mem_get_info(device)
-    fixed = (max_num_seqs + 1) * (ModelCache.bytes_per_slot(cfg, dtype) + 2 * cfg.vocab_size)
+    scratch = max_num_seqs * speculative.num_speculative_tokens if speculative is not None else 0
+    fixed = (max_num_seqs + 1) * (ModelCache.bytes_per_slot(cfg, dtype) + 2 * cfg.vocab_size) + \
+        scratch * ModelCache.bytes_per_slot(cfg, dtype)
     budget = int(total * utilization) - (total - free) - peak - graph_share - fixed
-    per_block = ModelCache.bytes_per_block(cfg, block_size, dtype)
+    per_block = ModelCache.bytes_per_block(cfg, block_size, dtype, _mtp_layers(model, speculative))
     blocks = budget // max(per_block, 1) - 1  # one padding block
     gib = 1 << 30
     if blocks < 1:

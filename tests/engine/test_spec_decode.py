@@ -1,0 +1,190 @@
+"""Speculative decoding with the MTP head (engine/spec_decode.py): a speculative engine emits exactly the tokens of
+the plain engine, whatever the sampling parameters, with drafts that are accepted, rejected, or cut short by a
+stop; its MTP drafts are those of the head run over the whole sequence at once (its KV cache survives roll-backs);
+bad configurations are refused with a clear error."""
+
+import json
+import os
+
+import pytest
+import torch
+
+import qwen35_native as q35
+from qwen35_native.engine.core import LLMEngine
+from qwen35_native.engine.spec_decode import SpeculativeConfig, accepted_count
+from qwen35_native.model import ForwardBatch
+
+SPEC = {"method": "mtp", "num_speculative_tokens": 1}
+
+
+@pytest.fixture(scope="module")
+def mtp_model(tiny_dir):
+    return q35.from_pretrained(tiny_dir, backend="reference", load_mtp=True)
+
+
+@pytest.fixture(scope="module")
+def generation_config(tiny_dir):
+    with open(os.path.join(tiny_dir, "generation_config.json")) as f:
+        return json.load(f)
+
+
+def _llm(model, generation_config, spec, **kw):
+    kw.setdefault("max_num_seqs", 4)
+    return q35.LLM(model, tokenizer=False, generation_config=generation_config, seed=0,
+                   speculative_config=SPEC if spec else None, **kw)
+
+
+def _prompts():
+    g = torch.Generator().manual_seed(11)
+    return [torch.randint(0, 448, (n,), generator=g).tolist() for n in (5, 23, 9, 40)]
+
+
+def _params():
+    return [q35.SamplingParams(temperature=0, max_tokens=14, ignore_eos=True),
+            q35.SamplingParams(temperature=0.9, top_p=0.9, seed=5, max_tokens=17, ignore_eos=True, logprobs=3),
+            q35.SamplingParams(temperature=0.7, top_k=20, presence_penalty=0.8, repetition_penalty=1.3, seed=6,
+                               max_tokens=12, ignore_eos=True),
+            q35.SamplingParams(temperature=1.0, min_p=0.05, seed=7, max_tokens=15, stop_token_ids=[3, 17, 101])]
+
+
+def _same(a, b):
+    for x, y in zip(a, b):
+        for cx, cy in zip(x.outputs, y.outputs):
+            assert cx.token_ids == cy.token_ids
+            assert cx.finish_reason == cy.finish_reason
+            if cx.logprobs is not None:
+                assert [t.token_id for t in cx.logprobs] == [t.token_id for t in cy.logprobs]
+                torch.testing.assert_close(torch.tensor([t.logprob for t in cx.logprobs]),
+                                           torch.tensor([t.logprob for t in cy.logprobs]), rtol=0, atol=1e-5)
+
+
+@pytest.fixture
+def oracle(monkeypatch):
+    """Replaces the MTP drafts by the plain engine's next tokens (``answers``: prompt tuple -> output ids), right
+    where ``right(position)`` says so and off by one elsewhere, to drive acceptance and rejection."""
+    state = {"answers": {}, "right": lambda i: True}
+    real = LLMEngine._usable_draft
+
+    def usable(self, seq, draft):
+        out = state["answers"][tuple(seq.prompt_ids)]
+        i = len(seq.output_ids)  # the draft stands for output position i (the pending token is i - 1)
+        guess = out[i] if i < len(out) else 0
+        return real(self, seq, [guess if state["right"](i) else (guess + 1) % 448])
+
+    monkeypatch.setattr(LLMEngine, "_usable_draft", usable)
+    return state
+
+
+def test_mtp_drafts_give_the_plain_engines_tokens(mtp_model, generation_config):
+    prompts, params = _prompts(), _params()
+    plain = _llm(mtp_model, generation_config, False).generate(prompts, params)
+    llm = _llm(mtp_model, generation_config, True, max_num_batched_tokens=16)   # prompts prefill in chunks
+    _same(llm.generate(prompts, params), plain)
+    stats = llm.engine.spec_stats
+    assert stats.num_verify_steps > 0 and stats.num_drafts > 0
+
+
+@pytest.mark.parametrize("pattern", ["all", "every-third-wrong", "none"])
+def test_accepted_and_rejected_drafts_keep_the_tokens(mtp_model, generation_config, oracle, pattern):
+    prompts, params = _prompts(), _params()
+    plain = _llm(mtp_model, generation_config, False).generate(prompts, params)
+    oracle["answers"] = {tuple(p): r.outputs[0].token_ids for p, r in zip(prompts, plain)}
+    oracle["right"] = {"all": lambda i: True, "every-third-wrong": lambda i: i % 3 != 0,
+                       "none": lambda i: False}[pattern]
+    llm = _llm(mtp_model, generation_config, True)
+    _same(llm.generate(prompts, params), plain)
+    stats = llm.engine.spec_stats
+    if pattern == "none":
+        assert stats.num_accepted == 0 and stats.num_drafts > 0
+    else:
+        assert 0 < stats.num_accepted <= stats.num_drafts
+        assert (stats.num_accepted == stats.num_drafts) == (pattern == "all")
+    if pattern == "all":  # every draft right: about two tokens per step
+        total = sum(len(r.outputs[0].token_ids) for r in plain)
+        assert stats.num_verify_steps <= total * 0.6
+
+
+def test_preemption_and_sample_counts(mtp_model, generation_config, oracle):
+    """Sequences preempted (a cache of few blocks) restart their prompt and drafts; n > 1 samples."""
+    prompts = _prompts()[:3]
+    params = q35.SamplingParams(temperature=0.8, seed=3, max_tokens=20, ignore_eos=True, n=2)
+    plain = _llm(mtp_model, generation_config, False, num_blocks=12, block_size=8).generate(prompts, params)
+    oracle["answers"] = {}
+    for p, r in zip(prompts, plain):  # both samples share a prompt: draft from sample 0's tokens
+        oracle["answers"][tuple(p)] = r.outputs[0].token_ids
+    llm = _llm(mtp_model, generation_config, True, num_blocks=12, block_size=8)
+    got = llm.generate(prompts, params)
+    _same(got, plain)
+    assert llm.engine.scheduler.num_preemptions > 0
+
+
+def test_drafts_are_the_heads_argmax_over_the_whole_sequence(mtp_model, generation_config, monkeypatch):
+    """Every draft the engine proposes equals the MTP head's greedy token at that position when the head runs once
+    over the finished sequence: its KV cache is right across prefill chunks, verification and roll-backs."""
+    seen = []
+    real = LLMEngine._usable_draft
+
+    def record(self, seq, draft):
+        seen.append((tuple(seq.prompt_ids), len(seq.output_ids), draft[0]))
+        return real(self, seq, draft)
+
+    monkeypatch.setattr(LLMEngine, "_usable_draft", record)
+    prompts = _prompts()[:2]
+    params = q35.SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
+    out = _llm(mtp_model, generation_config, True, max_num_batched_tokens=16).generate(prompts, params)
+    model = mtp_model
+    for prompt, r in zip(prompts, out):
+        ids = torch.tensor(prompt + r.outputs[0].token_ids)
+        n = len(ids) - 1  # the last output token is never fed
+        cache = model.allocate_cache(num_blocks=8, block_size=64, num_slots=1, with_mtp=True)
+        batch = ForwardBatch.build([n], [0], [0], torch.arange(8, dtype=torch.int32)[None], 64, "cpu", logits="all")
+        _, hidden = model.forward_cached(ids[:n], batch, cache, return_hidden=True)
+        greedy = model.compute_logits(model.forward_mtp(ids[1:n + 1], hidden, batch, cache)).argmax(-1)
+        mine = [(i, d) for p, i, d in seen if p == tuple(prompt)]
+        assert mine
+        for i, d in mine:  # the draft of output i (position L + i): row L + i - 2, whose next token is the pending one
+            assert d == int(greedy[len(prompt) + i - 2]), f"draft for output position {i}"
+
+
+def test_kernel_backend_matches_plain_engine(tmp_path, oracle):
+    """The verification step on the kernels (SIMT emulator): decode ops position by position, decode attention over
+    the drafts, the roll-back; accepted and rejected drafts."""
+    from qwen35_native.tiny import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(str(tmp_path / "k"), "tiny-kernel", seed=2)
+    model = q35.from_pretrained(path, backend="kernel", load_mtp=True)
+    prompts = [[5, 9, 200, 31, 7], [1, 2, 3]]
+    params = [q35.SamplingParams(temperature=0, max_tokens=8, ignore_eos=True),
+              q35.SamplingParams(temperature=0.8, seed=1, max_tokens=5, ignore_eos=True)]
+    plain = q35.LLM(model, tokenizer=False, generation_config={}, max_num_seqs=2).generate(prompts, params)
+    oracle["answers"] = {tuple(p): r.outputs[0].token_ids for p, r in zip(prompts, plain)}
+    oracle["right"] = lambda i: i % 3 != 0
+    llm = q35.LLM(model, tokenizer=False, generation_config={}, max_num_seqs=2, speculative_config=SPEC)
+    _same(llm.generate(prompts, params), plain)
+    assert 0 < llm.engine.spec_stats.num_accepted < llm.engine.spec_stats.num_drafts
+
+
+def test_accepted_count():
+    assert accepted_count([4], [4]) == 1 and accepted_count([4], [5]) == 0
+    assert accepted_count([1, 2, 3], [1, 2, 9]) == 2 and accepted_count([], []) == 0
+
+
+def test_bad_configurations(tiny_model, mtp_model, generation_config):
+    with pytest.raises(ValueError, match="method must be one of"):
+        SpeculativeConfig.parse({"method": "eagle"})
+    with pytest.raises(ValueError, match="num_speculative_tokens=2 is not supported yet"):
+        SpeculativeConfig.parse({"method": "mtp", "num_speculative_tokens": 2})
+    with pytest.raises(ValueError, match="positive integer"):
+        SpeculativeConfig.parse({"num_speculative_tokens": 0})
+    with pytest.raises(ValueError, match="unknown speculative_config keys"):
+        SpeculativeConfig.parse({"method": "mtp", "draft_model": "x"})
+    with pytest.raises(TypeError, match="must be a dict"):
+        SpeculativeConfig.parse("mtp")
+    with pytest.raises(ValueError, match="built without its MTP head"):
+        q35.LLM(tiny_model, tokenizer=False, speculative_config=SPEC)
+    with pytest.raises(ValueError, match="cuda_graphs=True cannot be combined"):
+        q35.LLM(mtp_model, tokenizer=False, speculative_config=SPEC, cuda_graphs=True)
+    with pytest.raises(ValueError, match="tensor parallelism is not supported yet"):
+        q35.LLM("/nonexistent", tensor_parallel_size=2, speculative_config=SPEC)
+    with pytest.raises(ValueError, match="allocate_cache"):
+        tiny_model.allocate_cache(4, with_mtp=True)
