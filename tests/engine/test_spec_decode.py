@@ -36,7 +36,7 @@ def _llm(model, generation_config, spec, **kw):
 
 def _prompts():
     g = torch.Generator().manual_seed(11)
-    return [torch.randint(0, 448, (n,), generator=g).tolist() for n in (5, 23, 9, 40)]
+    return [torch.randint(0, 448, (n,), generator=g).tolist() for n in (5, 23, 9, 40, 7)]
 
 
 def _params():
@@ -44,7 +44,9 @@ def _params():
             q35.SamplingParams(temperature=0.9, top_p=0.9, seed=5, max_tokens=17, ignore_eos=True, logprobs=3),
             q35.SamplingParams(temperature=0.7, top_k=20, presence_penalty=0.8, repetition_penalty=1.3, seed=6,
                                max_tokens=12, ignore_eos=True),
-            q35.SamplingParams(temperature=1.0, min_p=0.05, seed=7, max_tokens=15, stop_token_ids=[3, 17, 101])]
+            q35.SamplingParams(temperature=1.0, min_p=0.05, seed=7, max_tokens=15, stop_token_ids=[3, 17, 101]),
+            # a strong presence penalty: the plain engine never repeats a token, a draft left out of the mask may
+            q35.SamplingParams(temperature=0, presence_penalty=5.0, max_tokens=24, ignore_eos=True)]
 
 
 def _same(a, b):
@@ -62,8 +64,8 @@ def _same(a, b):
 def oracle(monkeypatch):
     """Replaces the MTP drafts by the plain engine's next tokens (``answers``: prompt tuple -> output ids), right
     where ``right(position)`` says so and off by one elsewhere, to drive acceptance and rejection."""
-    state = {"answers": {}, "right": lambda i: True}
     real = LLMEngine._usable_draft
+    state = {"answers": {}, "right": lambda i: True, "real": real}
 
     def usable(self, seq, draft):
         out = state["answers"][tuple(seq.prompt_ids)]
@@ -118,31 +120,47 @@ def test_preemption_and_sample_counts(mtp_model, generation_config, oracle):
     assert llm.engine.scheduler.num_preemptions > 0
 
 
-def test_drafts_are_the_heads_argmax_over_the_whole_sequence(mtp_model, generation_config, monkeypatch):
-    """Every draft the engine proposes equals the MTP head's greedy token at that position when the head runs once
-    over the finished sequence: its KV cache is right across prefill chunks, verification and roll-backs."""
-    seen = []
-    real = LLMEngine._usable_draft
+@pytest.mark.parametrize("pattern", ["mtp", "oracle"])
+def test_mtp_rows_and_drafts_match_one_pass_over_the_sequence(mtp_model, generation_config, oracle, monkeypatch,
+                                                              pattern):
+    """Every MTP row a step computes with the right next token equals the head run once over the finished
+    sequence, and every draft is that pass's greedy token: the head's KV cache is right across prefill chunks,
+    verification steps and roll-backs (``oracle``: drafts forced right except every third, so that both happen;
+    the head's own drafts are still the ones checked)."""
+    model, rows, drafts = mtp_model, [], []
+    real_mtp, draft_with = model.forward_mtp, LLMEngine._usable_draft if pattern == "oracle" else oracle["real"]
 
-    def record(self, seq, draft):
-        seen.append((tuple(seq.prompt_ids), len(seq.output_ids), draft[0]))
-        return real(self, seq, draft)
+    def mtp(next_ids, hidden, batch, cache):
+        out = real_mtp(next_ids, hidden, batch, cache)
+        rows.extend(zip(batch.positions[0].tolist(), next_ids.tolist(), out))
+        return out
 
-    monkeypatch.setattr(LLMEngine, "_usable_draft", record)
-    prompts = _prompts()[:2]
-    params = q35.SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
-    out = _llm(mtp_model, generation_config, True, max_num_batched_tokens=16).generate(prompts, params)
-    model = mtp_model
-    for prompt, r in zip(prompts, out):
-        ids = torch.tensor(prompt + r.outputs[0].token_ids)
+    def usable(self, seq, draft):
+        drafts.append((len(seq.output_ids), draft[0]))
+        return draft_with(self, seq, draft)
+
+    monkeypatch.setattr(model, "forward_mtp", mtp)
+    monkeypatch.setattr(LLMEngine, "_usable_draft", usable)
+    params = q35.SamplingParams(temperature=0.8, seed=2, max_tokens=12, ignore_eos=True)
+    for prompt in _prompts()[:2]:   # one sequence per engine: every row of a step is this sequence's
+        rows.clear()
+        drafts.clear()
+        plain = _llm(model, generation_config, False).generate([prompt], params)[0].outputs[0].token_ids
+        oracle["answers"] = {tuple(prompt): plain}
+        oracle["right"] = lambda i: i % 3 != 0
+        out = _llm(model, generation_config, True, max_num_batched_tokens=16).generate([prompt], params)
+        ids = torch.tensor(prompt + out[0].outputs[0].token_ids)
         n = len(ids) - 1  # the last output token is never fed
         cache = model.allocate_cache(num_blocks=8, block_size=64, num_slots=1, with_mtp=True)
         batch = ForwardBatch.build([n], [0], [0], torch.arange(8, dtype=torch.int32)[None], 64, "cpu", logits="all")
         _, hidden = model.forward_cached(ids[:n], batch, cache, return_hidden=True)
-        greedy = model.compute_logits(model.forward_mtp(ids[1:n + 1], hidden, batch, cache)).argmax(-1)
-        mine = [(i, d) for p, i, d in seen if p == tuple(prompt)]
-        assert mine
-        for i, d in mine:  # the draft of output i (position L + i): row L + i - 2, whose next token is the pending one
+        full = real_mtp(ids[1:n + 1], hidden, batch, cache)
+        greedy = model.compute_logits(full).argmax(-1)
+        valid = [(p, h) for p, t, h in rows if p < n and t == int(ids[p + 1])]
+        assert len(valid) >= n
+        for p, h in valid:
+            torch.testing.assert_close(h, full[p], rtol=0, atol=2e-5, msg=f"MTP row at position {p}")
+        for i, d in drafts:  # the draft of output i (position L + i): row L + i - 2, whose next token is the pending
             assert d == int(greedy[len(prompt) + i - 2]), f"draft for output position {i}"
 
 
