@@ -45,8 +45,8 @@ def _params():
             q35.SamplingParams(temperature=0.7, top_k=20, presence_penalty=0.8, repetition_penalty=1.3, seed=6,
                                max_tokens=12, ignore_eos=True),
             q35.SamplingParams(temperature=1.0, min_p=0.05, seed=7, max_tokens=15, stop_token_ids=[3, 17, 101]),
-            # a strong presence penalty: the plain engine never repeats a token, a draft left out of the mask may
-            q35.SamplingParams(temperature=0, presence_penalty=5.0, max_tokens=24, ignore_eos=True)]
+            q35.SamplingParams(temperature=0, presence_penalty=2.0, repetition_penalty=5.0, max_tokens=24,
+                               ignore_eos=True)]
 
 
 def _same(a, b):
@@ -104,6 +104,34 @@ def test_accepted_and_rejected_drafts_keep_the_tokens(mtp_model, generation_conf
     if pattern == "all":  # every draft right: about two tokens per step
         total = sum(len(r.outputs[0].token_ids) for r in plain)
         assert stats.num_verify_steps <= total * 0.6
+
+
+def test_a_verified_position_counts_the_drafts_before_it_as_output(mtp_model, generation_config, oracle,
+                                                                   monkeypatch):
+    """The penalties of the position after a draft see the draft as generated (its token is what the plain engine
+    generated there when the draft is accepted); the sampler's output mask says so."""
+    from qwen35_native.engine import model_runner, spec_decode
+
+    plans, checked = [], []
+    real_build, real_sample = model_runner.ModelRunner.build_batch, spec_decode.sample
+
+    def build(self, plan, *args, **kwargs):
+        plans.append(plan)
+        return real_build(self, plan, *args, **kwargs)
+
+    def sample(logits, tensors, prompt_mask=None, output_mask=None):
+        plan = plans[-1]
+        for i, draft in enumerate(plan.drafts):  # verifying sequences lead: sampler rows 2i, 2i + 1 (k = 1)
+            assert output_mask[2 * i + 1, draft[0]], "the draft is not in the next position's output mask"
+            checked.append(draft[0])
+        return real_sample(logits, tensors, prompt_mask, output_mask)
+
+    monkeypatch.setattr(model_runner.ModelRunner, "build_batch", build)
+    monkeypatch.setattr(spec_decode, "sample", sample)
+    prompts, params = _prompts()[:2], q35.SamplingParams(temperature=0, presence_penalty=1.0, max_tokens=8)
+    oracle["answers"] = {tuple(p): list(range(1, 20)) for p in prompts}  # drafts 1, 2, ...: never generated
+    _llm(mtp_model, generation_config, True).generate(prompts, params)
+    assert len(checked) >= 4
 
 
 def test_preemption_and_sample_counts(mtp_model, generation_config, oracle):

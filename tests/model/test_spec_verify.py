@@ -78,7 +78,7 @@ def test_verify_step_matches_sequential_decode_steps(mtp_models, backend, width)
         step = _batch([1, 1], [c + j for c in ctx], slots, table, seq_cache)
         want = model.forward_cached(torch.stack([f[j] for f in fed]), step, seq_cache)
         assert max_abs(got[:, j], want) <= 1e-5, f"position {j}"
-        for i, layer in enumerate(cache.conv):  # the state after position j is in sequence i's scratch slot j
+        for layer in cache.conv:  # the state after position j is in scratch slot j of each sequence
             for s, rows in enumerate(scratch):
                 if j < width - 1:
                     torch.testing.assert_close(cache.ssm[layer][rows[j]], seq_cache.ssm[layer][slots[s]],
