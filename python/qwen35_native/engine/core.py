@@ -140,6 +140,10 @@ class LLMEngine:
             if self.scheduler.has_unfinished():
                 raise RuntimeError("qwen35_native: internal error: sequences wait but none could be scheduled")
             return []
+        return self.run_scheduled(out)
+
+    def run_scheduled(self, out: SchedulerOutput) -> list[SequenceUpdate]:
+        """Runs one schedule (``scheduler.schedule()``) and feeds the sampled tokens to the sequences."""
         plan = self.plan(out)
         if plan.is_decode_only:
             plan.free_slots = self.scheduler.slots.free_indices()
