@@ -15,6 +15,7 @@ Tests: tests/engine/test_cli_generate.py.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -35,6 +36,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="with --tp > 1: split every expert (tp, default) or split the experts (ep)")
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the config's)")
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
+    p.add_argument("--speculative-config", default=None, metavar="JSON",
+                   help='speculative decoding, e.g. \'{"method": "mtp", "num_speculative_tokens": 1}\' (the '
+                        'checkpoint\'s MTP head drafts; same tokens, fewer steps)')
     p.add_argument("--verbose", "-v", action="store_true", help="log loading and engine details to stderr")
 
 
@@ -81,10 +85,16 @@ def _load(args: argparse.Namespace):
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    dtype = args.dtype
+    dtype, spec = args.dtype, None
+    if args.speculative_config is not None:
+        try:
+            spec = json.loads(args.speculative_config)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--speculative-config must be a JSON object like '{{\"method\": \"mtp\", "
+                             f"\"num_speculative_tokens\": 1}}', got {args.speculative_config!r} ({e})") from e
     return q35.LLM(args.model, device=args.device, dtype=dtype, backend=args.backend, tensor_parallel_size=args.tp,
                    max_model_len=args.max_model_len, cuda_graphs=False if args.no_cuda_graphs else None,
-                   moe_parallel=args.moe_parallel)
+                   moe_parallel=args.moe_parallel, speculative_config=spec)
 
 
 def _sampling(args: argparse.Namespace):
@@ -95,14 +105,16 @@ def _sampling(args: argparse.Namespace):
                               seed=args.seed, max_tokens=args.max_tokens, stop=args.stop)
 
 
-def _summary(num_prompt: int, num_generated: int, finish_reason: str | None, metrics) -> str:
+def _summary(num_prompt: int, num_generated: int, finish_reason: str | None, metrics, llm=None) -> str:
     ttft = metrics.time_to_first_token if metrics else None
     end = metrics.finish_time if metrics and metrics.finish_time else time.perf_counter()
     decode = end - metrics.first_token_time if metrics and metrics.first_token_time else 0.0
     rate = f"{(num_generated - 1) / decode:.1f} tokens/s" if num_generated > 1 and decode > 0 else "- tokens/s"
     ttft_text = f"{ttft * 1e3:.0f} ms" if ttft is not None else "-"
+    stats = llm.engine.spec_stats if llm is not None and llm.engine.speculative is not None else None
+    drafts = f" | drafts accepted {stats.num_accepted}/{stats.num_drafts}" if stats is not None else ""
     return (f"[prompt {num_prompt} tokens | generated {num_generated} tokens ({finish_reason}) | time to first token "
-            f"{ttft_text} | {rate}]")
+            f"{ttft_text} | {rate}{drafts}]")
 
 
 def _fail(command: str, error: Exception) -> int:
@@ -146,7 +158,7 @@ def _generate(args: argparse.Namespace) -> int:
             llm.shutdown()
     if not quiet:
         print(flush=True)
-        print(_summary(last.num_prompt_tokens, generated, last.finish_reason, last.metrics), file=sys.stderr)
+        print(_summary(last.num_prompt_tokens, generated, last.finish_reason, last.metrics, llm), file=sys.stderr)
     return 0
 
 
@@ -216,5 +228,5 @@ def _chat_loop(llm, args: argparse.Namespace, params) -> int:
             sys.stdout.flush()
             last = d
         print(flush=True)
-        print(_summary(last.num_prompt_tokens, generated, last.finish_reason, last.metrics), file=sys.stderr)
+        print(_summary(last.num_prompt_tokens, generated, last.finish_reason, last.metrics, llm), file=sys.stderr)
         history.append(last.response.to_message())

@@ -52,6 +52,15 @@ def test_generate_prompt_ids_and_sampling_flags(tiny_dir, capsys):
     assert SUMMARY.search(err).group(1) == "3" and out.endswith("\n")
 
 
+def test_generate_with_mtp_speculative_decoding(tiny_dir, capsys):
+    args = ["generate", "--model", tiny_dir, "--prompt-ids", "5,6,7", "--max-tokens", "6", "--seed", "3"]
+    code, plain, err = run_main(capsys, *args)
+    assert code == 0, err
+    code, out, err = run_main(capsys, *args, "--speculative-config", '{"method": "mtp", "num_speculative_tokens": 1}')
+    assert code == 0, err
+    assert out == plain and re.search(r"tokens/s \| drafts accepted \d+/\d+\]", err), err
+
+
 @pytest.mark.parametrize("args,message", [
     (["--prompt", "hi", "--image", "no-such-cat.png"], "no-such-cat.png"),
     (["--prompt-ids", "1,2", "--image", "cat.png"], "--image/--video need a text --prompt sent through the chat"),
@@ -61,6 +70,8 @@ def test_generate_prompt_ids_and_sampling_flags(tiny_dir, capsys):
     (["--prompt-ids", "1,x"], "--prompt-ids must be comma-separated integers"),
     ([], "give exactly one of --prompt and --prompt-ids"),
     (["--prompt-ids", "1," * 5000], "context holds max_model_len"),
+    (["--prompt-ids", "1", "--speculative-config", "mtp"], "--speculative-config must be a JSON object"),
+    (["--prompt-ids", "1", "--speculative-config", '{"method": "ngram"}'], "method must be one of ['mtp']"),
 ])
 def test_generate_errors(tiny_dir, capsys, args, message):
     code, _, err = run_main(capsys, "generate", "--model", tiny_dir, *args)
