@@ -69,8 +69,8 @@ def layers_that_fit(cfg: dict, dtype: torch.dtype, budget: int) -> int:
     return min(n, fit)
 
 
-def random_model(config: Qwen35Config, dtype: torch.dtype, device: str) -> Qwen35ForCausalLM:
-    model = Qwen35ForCausalLM(config, dtype, device, resolve_backends(None))
+def random_model(config: Qwen35Config, dtype: torch.dtype, device: str, with_mtp: bool = False) -> Qwen35ForCausalLM:
+    model = Qwen35ForCausalLM(config, dtype, device, resolve_backends(None), with_mtp=with_mtp)
     gen = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
@@ -83,6 +83,8 @@ def active_decode_bytes(model: Qwen35ForCausalLM, batch: int) -> int:
     text = model.text_config
     total = 0
     for name, p in model.named_parameters():
+        if name.startswith("mtp."):  # the draft head runs only in speculative steps
+            continue
         size = p.numel() * p.element_size()
         if name.endswith((".w13", ".w2")) and "shared" not in name and text.is_moe:
             E, k = text.num_experts, text.num_experts_per_tok
@@ -151,7 +153,7 @@ def run_config(name: str, args: argparse.Namespace) -> list[Row]:
     config = with_layers(config_json(name), layers)
     scale = full / layers
     note = f"{layers} of {full} layers run, x{scale:.2f}" if layers < full else ""
-    model = random_model(config, dtype, device)
+    model = random_model(config, dtype, device, with_mtp=True)
     runs = [(b, p) for p in args.prompts for b in args.batches if b * p <= args.max_prefill_tokens]
     bs = KV_BLOCK_SIZE   # the engine's default (64): the attention kernels' fast path (16 took the per-row one)
     num_blocks = max(b * math.ceil((p + 2) / bs) for b, p in runs)
@@ -190,12 +192,39 @@ def run_config(name: str, args: argparse.Namespace) -> list[Row]:
                         notes=f"{us / 1e3:.2f} ms/token, {b / us * 1e6:.0f} tok/s; floor at peak BW in the GB/s "
                               f"column; {note}".rstrip("; "),
                         extra={"ms_per_token": us / 1e3, "tokens_per_s": b / us * 1e6, "layers": layers}))
+    rows += speculative_rows(model, llm, runs, args, name, dt, scale, note)
     llm = runner = model = None  # free the weights before the peer builds its own
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
     if not args.no_hf and not out_of_time(args, f"{name} HF transformers peer"):
         _add_peer(rows, name, config, args, device, dtype, scale)
+    return rows
+
+
+def speculative_rows(model, llm, runs, args, name: str, dt: str, scale: float, note: str) -> list[Row]:
+    """The price of speculation: an eager decode step beside an eager verification step (one MTP draft per
+    sequence: the target over 2 tokens, the roll-back, the MTP head). With random weights drafts are almost never
+    accepted, so the rows give the step times; tokens per step are 1 + the acceptance rate of real weights."""
+    device = model.device.type
+    runner = llm.engine.runner
+    spec = q35.LLM(model, max_num_seqs=runner.num_slots, max_model_len=runner.max_blocks_per_seq * runner.block_size,
+                   num_blocks=runner.num_blocks, block_size=runner.block_size, max_num_batched_tokens=args.step_tokens,
+                   tokenizer=False, generation_config={}, speculative_config={"method": "mtp"}).engine.runner
+    fill_cache(spec)
+    rows = []
+    for b, p in runs:
+        if out_of_time(args, f"{name} verify B{b} ctx{p}"):
+            continue
+        plain = decode_plan(runner, b, p)
+        verify = decode_plan(spec, b, p)
+        verify.token_ids, verify.query_lens = [1, 2] * b, [2] * b
+        verify.num_verify, verify.drafts, verify.mtp_next = b, [[2]] * b, [-1] * b
+        for impl, fn in (("q35 (eager)", lambda: runner._execute_eager(plain)),
+                         ("q35 MTP verify 1 draft (eager)", lambda: spec.execute(verify))):
+            us = bench(fn, device=device, warmup=1, reps=args.decode_reps, flush_l2=False)["median_us"] * scale
+            rows.append(Row(op="e2e decode step", shape=f"{name} B{b} ctx{p}", dtype=dt, impl=impl, median_us=us,
+                            notes=f"{us / 1e3:.2f} ms/step; {note}".rstrip("; "), extra={"ms_per_step": us / 1e3}))
     return rows
 
 
