@@ -102,11 +102,11 @@ def test_verify_step_mixed_with_a_prefill_chunk(mtp_models):
     table = _tables([12, 24], 3)
     cache = _prefilled(model, prompts, [0, 1], table)
     ref = _clone(cache)
-    fed, chunk = random_ids(2, 448, seed=1), random_ids(5, 448, seed=2)
-    batch = _batch([2, 5], [6, 9], [0, 1], table, cache, decode_width=2, spec_scratch=[[3]])
+    fed, chunk = random_ids(2, 448, seed=1), random_ids(2, 448, seed=2)   # a chunk as wide as a verification
+    batch = _batch([2, 2], [6, 9], [0, 1], table, cache, decode_width=2, spec_scratch=[[3]])
     assert batch.num_decodes == 1
     got = model.forward_cached(torch.cat([fed, chunk]), batch, cache)
-    want = model.forward_cached(torch.cat([fed, chunk]), _batch([2, 5], [6, 9], [0, 1], table, ref), ref)
+    want = model.forward_cached(torch.cat([fed, chunk]), _batch([2, 2], [6, 9], [0, 1], table, ref), ref)
     assert max_abs(got, want) <= 1e-5
 
 
@@ -114,7 +114,9 @@ def test_verify_batch_errors(mtp_models):
     cache = mtp_models["reference"].allocate_cache(num_blocks=8, block_size=BLOCK, num_slots=4)
     table = torch.tensor([[0], [1]], dtype=torch.int32)
     with pytest.raises(ValueError, match="spec_scratch must hold decode_width - 1 = 1"):
-        _batch([2, 2], [3, 3], [0, 1], table, cache, decode_width=2, spec_scratch=[[2]])
+        _batch([2, 2], [3, 3], [0, 1], table, cache, decode_width=2, spec_scratch=[[2, 3]])
+    with pytest.raises(ValueError, match="must lead, each with query_len decode_width=2 and a context"):
+        _batch([2, 3], [3, 3], [0, 1], table, cache, decode_width=2, spec_scratch=[[2], [3]])
     with pytest.raises(ValueError, match="unused by the sequences"):
         _batch([2, 2], [3, 3], [0, 1], table, cache, decode_width=2, spec_scratch=[[2], [1]])
     with pytest.raises(ValueError, match="only for decode_width > 1"):

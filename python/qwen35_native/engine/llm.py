@@ -180,7 +180,9 @@ class LLM:
             from ..parallel.engine import finish_rank
 
             runner = finish_rank(self._tp, runner)
-        scheduler = Scheduler(plan.num_blocks, plan.block_size, plan.max_num_seqs, plan.max_num_batched_tokens)
+        lookahead = speculative.num_speculative_tokens - 1 if speculative is not None else 0
+        scheduler = Scheduler(plan.num_blocks, plan.block_size, plan.max_num_seqs, plan.max_num_batched_tokens,
+                              lookahead=lookahead, max_model_len=plan.max_model_len)
         eos = eos_token_ids(self.generation_config, self.tokenizer.eos_token_id if self.tokenizer else None)
         eos += [i for i in eos_token_ids({"eos_token_id": model.text_config.eos_token_id}) if i not in eos]
         self.engine = LLMEngine(runner, scheduler, max_model_len=plan.max_model_len, tokenizer=self.tokenizer,

@@ -8,7 +8,9 @@ Each step has a token budget (``max_num_batched_tokens``, at least ``max_num_seq
    chunks over the following steps.
 The forward pass sees the scheduled sequences with the decode steps first (the model's decode ops take them).
 With speculative decoding, a sequence in the decode phase that holds drafts feeds them too (1 + k tokens, drafts
-dropped when the budget has no room for them); those verification steps come first of all.
+dropped when the budget has no room for them); those verification steps come first of all. With k > 1 drafts the
+MTP head drafts k - 1 positions past what a step feeds, so every reservation holds ``lookahead = k - 1`` more
+tokens (at most ``max_model_len``).
 
 KV blocks are allocated as tokens enter the cache and freed as soon as a sequence finishes. When a running sequence
 needs a block and none is free, the most recently admitted running sequence is preempted: its blocks and slot are
@@ -84,11 +86,13 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, num_blocks: int, block_size: int, max_num_seqs: int, max_num_batched_tokens: int):
+    def __init__(self, num_blocks: int, block_size: int, max_num_seqs: int, max_num_batched_tokens: int,
+                 lookahead: int = 0, max_model_len: int | None = None):
         if max_num_batched_tokens < max_num_seqs:
             raise ValueError(f"qwen35_native.LLM: max_num_batched_tokens must be >= max_num_seqs={max_num_seqs} (every "
                              f"running sequence decodes one token per step), got {max_num_batched_tokens}")
         self.block_size = block_size
+        self.lookahead, self.max_model_len = lookahead, max_model_len
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.blocks = FreeList(num_blocks)
@@ -105,6 +109,13 @@ class Scheduler:
 
     def blocks_for(self, num_tokens: int) -> int:
         return (num_tokens + self.block_size - 1) // self.block_size
+
+    def reserved_tokens(self, num_tokens: int) -> int:
+        """Tokens to hold blocks for when a step brings a sequence to ``num_tokens`` (plus the draft lookahead)."""
+        if not self.lookahead:
+            return num_tokens
+        total = num_tokens + self.lookahead
+        return total if self.max_model_len is None else max(num_tokens, min(total, self.max_model_len))
 
     def schedule(self) -> SchedulerOutput:
         scheduled: list[ScheduledSequence] = []
@@ -128,7 +139,7 @@ class Scheduler:
         while self.waiting and budget > 0 and self.slots.num_free and not preempted:
             seq = self.waiting[0]
             num_new = min(seq.num_pending, budget)
-            need = self.blocks_for(seq.num_computed + num_new)
+            need = self.blocks_for(self.reserved_tokens(seq.num_computed + num_new))
             if need > self.blocks.num_free:
                 break
             self.waiting.popleft()
@@ -147,7 +158,7 @@ class Scheduler:
                  preempted: list[Sequence]) -> bool:
         """Gives ``seq`` the blocks to hold ``num_tokens``, preempting from the back of the running list when
         needed. False when ``seq`` itself had to be preempted."""
-        need = self.blocks_for(num_tokens) - len(seq.blocks)
+        need = self.blocks_for(self.reserved_tokens(num_tokens)) - len(seq.blocks)
         while need > self.blocks.num_free:
             victim = self.running[-1]
             self.preempt(victim)

@@ -1,8 +1,8 @@
 """Speculative decoding with the checkpoint's MTP head (``LLM(..., speculative_config={"method": "mtp",
 "num_speculative_tokens": 1})``, vLLM's spelling).
 
-Each step, a sequence in the decode phase feeds its pending token x0 and the draft d1 the MTP head proposed for the
-position after it (k drafts in general). The target model runs them as one verification step (the decode ops,
+Each step, a sequence in the decode phase feeds its pending token x0 and the drafts d1 .. dk the MTP head proposed
+for the positions after it. The target model runs them as one verification step (the decode ops,
 position by position: ``ForwardBatch.decode_width``) and samples every position as if the drafts were its own
 tokens. Verification is **exact match**: draft d_j is accepted when it equals the token y_(j-1) the target samples
 at the position before it. Because sampling is counter-based (a row's token is a function of its logits, its
@@ -19,14 +19,18 @@ hidden state with the embedding of the token after it, MODEL_SPEC §3h) and prop
 the row of the last accepted token; prefill chunks run it too, so that the head's own KV cache covers every
 position.
 
-Not yet: more than one draft per step (the head would run recursively), CUDA graphs for verification steps (they
-run eagerly), and tensor parallelism (the MTP head is not sharded).
+With k > 1 drafts the head runs again on its own output for each further draft (vLLM's convention), at the
+positions after the last accepted token; the scheduler reserves KV blocks for those k - 1 positions too.
+
+Not yet: CUDA graphs for verification steps (they run eagerly), and tensor parallelism (the MTP head is not
+sharded).
 
 Tests: tests/engine/test_spec_decode.py, tests/model/test_spec_verify.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,9 +66,6 @@ class SpeculativeConfig:
         k = value.get("num_speculative_tokens", 1)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"qwen35_native.LLM: num_speculative_tokens must be a positive integer, got {k!r}")
-        if k != 1:
-            raise ValueError(f"qwen35_native.LLM: num_speculative_tokens={k} is not supported yet: the MTP head "
-                             f"drafts one token per step (use 1)")
         return cls(method, k)
 
 
@@ -163,7 +164,10 @@ def _accept(runner, plan, rows, sampled: HostSamplerOutput, accepted: list[int],
 
 def _draft(runner, plan, batch, hidden, cu, rows, accepted, sampled) -> list[list[int]]:
     """The MTP head over every row of the step (row t: hidden state of position p, embedding of the token at
-    p + 1); the draft of each sampled sequence from the row of its last accepted token."""
+    p + 1); the first draft of each sampled sequence from the row of its last accepted token, greedily (as vLLM's
+    MTP proposer); then k - 1 more, each from the head run on its own output one position further (vLLM's
+    convention), as far as the sequence's reserved KV blocks reach (a sequence stopped short repeats its last
+    draft: any token is a valid guess)."""
     model = runner.model
     next_ids = list(plan.token_ids[1:]) + [0]
     sampled_at = {}
@@ -182,5 +186,33 @@ def _draft(runner, plan, batch, hidden, cu, rows, accepted, sampled) -> list[lis
     if not sampled_at:
         return []
     at = torch.tensor([sampled_at[r] for r in range(len(rows))], dtype=torch.long).to(runner.device)
-    best = model.compute_logits(out[at]).argmax(dim=-1).tolist()                  # greedy drafts, as vLLM's MTP
-    return [[t] for t in best]
+    h = out[at]                                                                  # [n, H]
+    drafts = [[t] for t in model.compute_logits(h).argmax(dim=-1).tolist()]
+    seqs = list(plan.sample_rows)
+    # cache position of each draft row: the last accepted token (verified) or the chunk's last token
+    pos = [plan.context_lens[s] + (accepted[r] if s < plan.num_verify else plan.query_lens[s] - 1)
+           for r, s in enumerate(seqs)]
+    for j in range(1, runner.speculative.num_speculative_tokens):
+        live = [r for r, s in enumerate(seqs) if pos[r] + j < len(plan.block_tables[s]) * runner.block_size]
+        if live:
+            sub = _one_token_plan(plan, [seqs[r] for r in live], [pos[r] + j for r in live])
+            step = model.forward_mtp(torch.tensor([drafts[r][-1] for r in live], device=runner.device),
+                                     h[live], runner.build_batch(sub, None), runner.cache)   # [len(live), H]
+            h = h.index_copy(0, torch.tensor(live, device=runner.device), step)
+            for r, t in zip(live, model.compute_logits(step).argmax(dim=-1).tolist()):
+                drafts[r].append(t)
+        for d in drafts:
+            d.extend(d[-1:] * (j + 1 - len(d)))
+    return drafts
+
+
+def _one_token_plan(plan, seqs: list[int], context: list[int]):
+    """A plan of one token per sequence ``seqs[i]`` at cache position ``context[i]`` (its blocks, slot and M-RoPE
+    offset): the batch of a further draft step."""
+    def pick(xs):
+        return None if xs is None else [xs[s] for s in seqs]
+
+    return dataclasses.replace(plan, token_ids=[0] * len(seqs), query_lens=[1] * len(seqs), context_lens=context,
+                               slots=pick(plan.slots), block_tables=pick(plan.block_tables), sample_rows=[],
+                               sample_params=[], sample_steps=[], position_offsets=pick(plan.position_offsets),
+                               multimodal=pick(plan.multimodal), num_verify=0, drafts=[], mtp_next=None)

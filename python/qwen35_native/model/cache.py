@@ -121,8 +121,9 @@ class ForwardBatch:
             positions: optional int ``[3, T]`` M-RoPE positions; default ``context + i`` on all three streams.
             logits: ``"last"`` (last new token of each sequence), ``"all"``, or explicit token indices.
             num_slots, num_blocks: cache sizes, to range-check slots and block tables.
-            decode_width: w > 1 verifies drafts: the leading sequences with ``query_lens == w`` and a context are
-                the decode part (each needs ``spec_scratch``: w - 1 scratch GDN slots, distinct from every slot).
+            decode_width: w > 1 verifies drafts: the leading ``len(spec_scratch)`` sequences are the decode part,
+                each with ``query_lens == w``, a context, and w - 1 scratch GDN slots (``spec_scratch[i]``, distinct
+                from every sequence's slot).
         """
         n = len(query_lens)
         if n == 0 or len(context_lens) != n or len(slots) != n:
@@ -146,9 +147,17 @@ class ForwardBatch:
                                  f"{num_blocks})) for {s} tokens of block size {block_size}, got {used.tolist()}")
         if not isinstance(decode_width, int) or decode_width < 1:
             raise ValueError(f"decode_width must be an int >= 1, got {decode_width!r}")
-        num_decodes = 0
-        while num_decodes < n and query_lens[num_decodes] == decode_width and context_lens[num_decodes] > 0:
-            num_decodes += 1
+        if decode_width == 1:
+            num_decodes = 0
+            while num_decodes < n and query_lens[num_decodes] == 1 and context_lens[num_decodes] > 0:
+                num_decodes += 1
+        else:  # explicit: a prefill chunk of w tokens after the verified sequences is no verification
+            num_decodes = len(spec_scratch or [])
+            if num_decodes > n or any(q != decode_width or c == 0 for q, c in zip(query_lens[:num_decodes],
+                                                                                  context_lens[:num_decodes])):
+                raise ValueError(f"the {num_decodes} sequences verifying drafts (one row of spec_scratch each) must "
+                                 f"lead, each with query_len decode_width={decode_width} and a context, got "
+                                 f"query_lens {query_lens[:num_decodes]} and context_lens {context_lens[:num_decodes]}")
         scratch = _check_scratch(spec_scratch, decode_width, num_decodes, slots, num_slots)
         T = sum(query_lens)
         pos = torch.cat([torch.arange(c, c + q) for c, q in zip(context_lens, query_lens)])   # cache positions
