@@ -196,7 +196,7 @@ def test_mtp_rows_and_drafts_match_one_pass_over_the_sequence(mtp_model, generat
         plain = _llm(model, generation_config, 0).generate([prompt], params)[0].outputs[0].token_ids
         oracle["answers"] = {tuple(prompt): plain}
         oracle["right"] = lambda i: i % 3 != 0
-        out = _llm(model, generation_config, k, max_num_batched_tokens=16).generate([prompt], params)
+        out = _llm(model, generation_config, k, max_num_batched_tokens=16, block_size=8).generate([prompt], params)
         ids = torch.tensor(prompt + out[0].outputs[0].token_ids)
         n = len(ids) - 1  # the last output token is never fed
         cache = model.allocate_cache(num_blocks=8, block_size=64, num_slots=1, with_mtp=True)
@@ -219,7 +219,8 @@ def test_mtp_rows_and_drafts_match_one_pass_over_the_sequence(mtp_model, generat
                 assert d[1] == int(model.compute_logits(step_out).argmax(-1)), f"second draft at output {i}"
 
 
-def test_kernel_backend_matches_plain_engine(tmp_path, oracle):
+@pytest.mark.parametrize("k", [1, 2])
+def test_kernel_backend_matches_plain_engine(tmp_path, oracle, k):
     """The verification step on the kernels (SIMT emulator): decode ops position by position, decode attention over
     the drafts, the roll-back; accepted and rejected drafts."""
     from qwen35_native.tiny import write_tiny_checkpoint
@@ -232,7 +233,7 @@ def test_kernel_backend_matches_plain_engine(tmp_path, oracle):
     plain = q35.LLM(model, tokenizer=False, generation_config={}, max_num_seqs=2).generate(prompts, params)
     oracle["answers"] = {tuple(p): r.outputs[0].token_ids for p, r in zip(prompts, plain)}
     oracle["right"] = lambda i: i % 3 != 0
-    llm = q35.LLM(model, tokenizer=False, generation_config={}, max_num_seqs=2, speculative_config=SPEC)
+    llm = q35.LLM(model, tokenizer=False, generation_config={}, max_num_seqs=2, speculative_config=spec(k))
     _same(llm.generate(prompts, params), plain)
     assert 0 < llm.engine.spec_stats.num_accepted < llm.engine.spec_stats.num_drafts
 
