@@ -232,7 +232,7 @@ def test_kernel_backend_matches_plain_engine(tmp_path, oracle, k):
               q35.SamplingParams(temperature=0.8, seed=1, max_tokens=5, ignore_eos=True)]
     plain = q35.LLM(model, tokenizer=False, generation_config={}, max_num_seqs=2).generate(prompts, params)
     oracle["answers"] = {tuple(p): r.outputs[0].token_ids for p, r in zip(prompts, plain)}
-    oracle["right"] = lambda i: i % 3 != 0
+    oracle["right"] = lambda i: i % 2 == 0
     llm = q35.LLM(model, tokenizer=False, generation_config={}, max_num_seqs=2, speculative_config=spec(k))
     _same(llm.generate(prompts, params), plain)
     assert 0 < llm.engine.spec_stats.num_accepted < llm.engine.spec_stats.num_drafts
