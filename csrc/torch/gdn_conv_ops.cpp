@@ -62,7 +62,7 @@ void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& weig
 
 void run_conv(const char* op, const at::Tensor& x, const at::Tensor& weight, const at::Tensor* cu_seqlens,
               const at::Tensor* conv_state, const at::Tensor* slots, const at::Tensor* has_initial, bool silu,
-              bool update, at::Tensor& y) {
+              bool update, at::Tensor& y, const at::Tensor* out_slots) {
   CausalConv1dParams p{};
   p.num_tokens = x.size(0);
   p.channels = x.size(1);
@@ -73,6 +73,7 @@ void run_conv(const char* op, const at::Tensor& x, const at::Tensor& weight, con
   p.cu_seqlens_ptr = cu_seqlens ? cu_seqlens->data_ptr() : nullptr;
   p.slots_ptr = slots ? slots->data_ptr() : nullptr;
   p.has_initial_ptr = has_initial ? has_initial->data_ptr<bool>() : nullptr;
+  p.out_slots_ptr = out_slots ? out_slots->data_ptr() : nullptr;
   p.conv_state_ptr = conv_state ? conv_state->data_ptr() : nullptr;
   p.y_ptr = y.data_ptr();
   p.x_row_stride = p.num_tokens > 1 ? x.stride(0) : p.channels;

@@ -158,6 +158,6 @@ void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& weig
                      bool update);
 void run_conv(const char* op, const at::Tensor& x, const at::Tensor& weight, const at::Tensor* cu_seqlens,
               const at::Tensor* conv_state, const at::Tensor* slots, const at::Tensor* has_initial, bool silu,
-              bool update, at::Tensor& y);
+              bool update, at::Tensor& y, const at::Tensor* out_slots = nullptr);
 
 }  // namespace q35::glue::gdn

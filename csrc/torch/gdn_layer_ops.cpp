@@ -113,17 +113,26 @@ void gdn_prefill_impl(const at::Tensor& x, const at::Tensor& z, const at::Tensor
 void gdn_decode_impl(const at::Tensor& x, const at::Tensor& z, const at::Tensor& a, const at::Tensor& b,
                      const at::Tensor& conv_weight, const at::Tensor& a_log, const at::Tensor& dt_bias,
                      const at::Tensor& norm_weight, at::Tensor& conv_state, at::Tensor& ssm_state,
-                     const at::Tensor& slots, double eps, at::Tensor& out) {
+                     const at::Tensor& slots, double eps, at::Tensor& out,
+                     const std::optional<at::Tensor>& out_slots) {
   constexpr const char* op = "gdn_decode";
   const LayerDims d = check_layer_args(op, x, z, a, b, a_log, dt_bias, norm_weight, ssm_state);
   check_conv_args(op, x, conv_weight, nullptr, &conv_state, &slots, nullptr, true);
   TORCH_CHECK(ssm_state.size(0) == conv_state.size(0), "qwen35_native.", op,
               ": ssm_state and conv_state must have the same number of slots");
   check_out(op, "out", out, x, {d.tokens, d.hv * kHeadDim}, x.scalar_type());
+  if (out_slots) {  // the new states go to other slots (speculative verification); same form as slots
+    check_same_device(op, "out_slots", *out_slots, x, "mixed_qkv");
+    check_dtype(op, "out_slots", *out_slots, {slots.scalar_type()});
+    check_shape(op, "out_slots", *out_slots, {d.tokens}, "[N] (the dtype of slots)");
+    TORCH_CHECK(out_slots->is_contiguous(), "qwen35_native.", op, ": out_slots must be contiguous");
+  }
   at::Tensor y = at::empty({d.tokens, d.conv_dim}, x.options());
-  run_conv(op, x, conv_weight, nullptr, &conv_state, &slots, nullptr, true, true, y);
+  run_conv(op, x, conv_weight, nullptr, &conv_state, &slots, nullptr, true, true, y,
+           out_slots ? &*out_slots : nullptr);
   GdnRecurrentParams p{};
   fill_layer(p, d, y, z, a, b, a_log, dt_bias, norm_weight, ssm_state, slots, out, eps);
+  if (out_slots) p.state_out_slots = out_slots->data_ptr();
   p.num_seqs = d.tokens;
   p.tokens_per_seq = 1;
   at::Tensor counters;

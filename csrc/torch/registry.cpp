@@ -35,7 +35,7 @@ TORCH_LIBRARY(qwen35_native, m) {
         "Tensor(c!) out) -> ()");
   m.def("gdn_decode(Tensor mixed_qkv, Tensor z, Tensor a, Tensor b, Tensor conv_weight, Tensor A_log, "
         "Tensor dt_bias, Tensor norm_weight, Tensor(a!) conv_state, Tensor(b!) ssm_state, Tensor slots, float eps, "
-        "Tensor(c!) out) -> ()");
+        "Tensor(c!) out, Tensor? out_slots=None) -> ()");
   // ---- moe ----
   m.def("moe_route(Tensor logits, int top_k, Tensor(a!) topk_weights, Tensor(b!) topk_ids) -> ()");
   m.def("fused_moe(Tensor hidden, Tensor w13, Tensor w2, Tensor topk_weights, Tensor topk_ids, int expert_offset, "

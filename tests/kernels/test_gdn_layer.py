@@ -21,10 +21,10 @@ def _prefill_raw(qkv, z, a, b, w, st, cu, slots, init, segment_len=0):
     return out.t
 
 
-def _decode_raw(qkv, z, a, b, w, st, slots):
+def _decode_raw(qkv, z, a, b, w, st, slots, out_slots=None):
     out = Guarded((qkv.shape[0], z.shape[1]), qkv.dtype, qkv.device)
     torch.ops.qwen35_native.gdn_decode(qkv, z, a, b, *w.values(), st["conv_state"], st["ssm_state"], slots, 1e-6,
-                                       out.t)
+                                       out.t, out_slots)
     out.check("gdn_decode out")
     return out.t
 
@@ -82,6 +82,56 @@ def test_decode_matches_reference(batch, device):
     assert rel(out, ref) <= 1e-2, rel(out, ref)
     assert torch.equal(st["conv_state"].cpu(), ref_st["conv_state"])
     assert rel(st["ssm_state"].cpu(), ref_st["ssm_state"]) <= 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_decode_to_other_slots(device, two_orders):
+    """out_slots (speculative verification): the new states land there, the slots read stay as they were, a
+    sequence whose out slot is its own slot updates in place, and the other slots are not touched; the same
+    states and outputs as the in-place step."""
+    skip_without_cuda(device)
+    qkv, z, a, b, w, st = layer_inputs(5, 2, 8, slots=12, seed=9, device=device)
+    slots = torch.tensor([3, 0, 7, 9, 1], dtype=torch.int64, device=device)
+    out_slots = torch.tensor([4, 0, 11, 2, 6], dtype=torch.int64, device=device)   # sequence 1 in place
+    before = _cpu_copy(st)
+    in_place = _cpu_copy(st)
+    want = ops.gdn_decode_reference(*_cpu(qkv, z, a, b), *_cpu(*w.values()), in_place["conv_state"],
+                                    in_place["ssm_state"], slots.cpu())
+
+    def run():
+        s = {key: t.clone() for key, t in st.items()}
+        return _decode_raw(qkv, z, a, b, w, s, slots, out_slots), s["conv_state"], s["ssm_state"]
+    got, conv, ssm = two_orders(run) if device == "cpu" else run()
+    assert rel(got, want) <= 1e-2, rel(got, want)
+    moved, kept = [0, 2, 3, 4], [5, 8, 10]   # sequences whose state moved; slots nobody touches
+    src, dst = slots.cpu()[moved], out_slots.cpu()[moved]
+    assert torch.equal(conv.cpu()[dst], in_place["conv_state"][src])
+    assert rel(ssm.cpu()[dst], in_place["ssm_state"][src]) <= 1e-5
+    assert torch.equal(conv.cpu()[0], in_place["conv_state"][0])                   # the in-place sequence
+    for t, key in ((conv, "conv_state"), (ssm, "ssm_state")):
+        assert torch.equal(t.cpu()[src], before[key][src])                         # what was read is left as it was
+        assert torch.equal(t.cpu()[kept], before[key][kept])
+    ref_st = _cpu_copy(st)  # the reference with out_slots agrees with all of the above
+    ops.gdn_decode_reference(*_cpu(qkv, z, a, b), *_cpu(*w.values()), ref_st["conv_state"], ref_st["ssm_state"],
+                             slots.cpu(), out_slots=out_slots.cpu())
+    assert torch.equal(conv.cpu(), ref_st["conv_state"]) and rel(ssm.cpu(), ref_st["ssm_state"]) <= 1e-5
+
+
+def test_decode_out_slots_errors():
+    qkv, z, a, b, w, st = layer_inputs(2, 1, 2, slots=4, seed=1)
+
+    def call(out_slots):
+        ops.gdn_decode(qkv, z, a, b, *w.values(), st["conv_state"], st["ssm_state"], torch.tensor([0, 1]),
+                       out_slots=out_slots, backend="kernel")
+
+    with pytest.raises(ValueError, match="out_slots must equal slots or name slots no sequence reads"):
+        call(torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="out_slots must have the dtype of slots"):
+        call(torch.tensor([2, 3], dtype=torch.int32))
+    with pytest.raises(ValueError, match="out_slots must not repeat a slot"):
+        call(torch.tensor([2, 2]))
+    with pytest.raises(ValueError, match=r"out_slots values must be in \[0, num_slots=4\)"):
+        call(torch.tensor([2, 4]))
 
 
 def test_layer_two_orders(two_orders):

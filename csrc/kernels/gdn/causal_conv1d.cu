@@ -172,7 +172,8 @@ __global__ void __launch_bounds__(kFwdThreads, 1) causal_conv1d_fwd_kernel(Causa
   }
 }
 
-// Computes: y[n] = act(conv over (conv_state[slots[n]], x[n])); conv_state[slots[n]] shifted by x[n] in place.
+// Computes: y[n] = act(conv over (conv_state[slots[n]], x[n])); conv_state[slots[n]] shifted by x[n] is written
+//           to conv_state[out_slots[n]] (in place without out_slots; speculative verification chains slots).
 // Args:     x [N, C] T (row stride x_row_stride); weight [C, W]; slots [N]; conv_state [slots, C, W-1] T.
 // Grid:     x = sequence n; y = channel blocks of kUpdateThreads * kVec channels.
 // Block:    kUpdateThreads threads, each kVec channels (reads its state before writing it).
@@ -186,7 +187,9 @@ __global__ void __launch_bounds__(kUpdateThreads) causal_conv1d_update_kernel(Ca
   float w[kW][kVec];
   load_weights<T, kW, kVec>(p, c0, w);
   const int64_t slot = gdn::load_index(p.slots_ptr, n, p.slots_int64);
+  const int64_t out_slot = p.out_slots_ptr ? gdn::load_index(p.out_slots_ptr, n, p.slots_int64) : slot;
   T* my_state = static_cast<T*>(p.conv_state_ptr) + (slot * p.channels + c0) * (kW - 1);  // [kVec, W-1]
+  T* new_state = static_cast<T*>(p.conv_state_ptr) + (out_slot * p.channels + c0) * (kW - 1);
   float win[kW][kVec];
 #pragma unroll
   for (int j = 0; j < kW - 1; ++j) {
@@ -198,7 +201,7 @@ __global__ void __launch_bounds__(kUpdateThreads) causal_conv1d_update_kernel(Ca
 #pragma unroll
   for (int j = 0; j < kW - 1; ++j) {
 #pragma unroll
-    for (int v = 0; v < kVec; ++v) my_state[v * (kW - 1) + j] = from_float<T>(win[j + 1][v]);
+    for (int v = 0; v < kVec; ++v) new_state[v * (kW - 1) + j] = from_float<T>(win[j + 1][v]);
   }
 }
 

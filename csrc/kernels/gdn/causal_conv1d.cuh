@@ -26,6 +26,7 @@ struct CausalConv1dParams {
   const void* cu_seqlens_ptr;      // [N+1] int32/int64 (prefill; nullptr: one sequence [0, T])
   const void* slots_ptr;           // [N] int32/int64 cache slot of each sequence (nullptr: no conv state)
   const bool* has_initial_ptr;     // [N] prefill: continue from the slot's state (nullptr: all false)
+  const void* out_slots_ptr;       // [N] update: slot the new state goes to, same dtype as slots (nullptr: in place)
   // in/out
   void* conv_state_ptr;  // [num_slots, C, W-1] T contiguous (nullptr in prefill: zeros before, nothing written)
   // outputs

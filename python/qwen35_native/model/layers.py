@@ -50,23 +50,19 @@ class GatedDeltaNet(nn.Module):
 
     def _decode(self, qkv, z, a, b, weights, batch: ForwardBatch) -> torch.Tensor:
         """Decode steps; with ``decode_width = w > 1`` (drafts to verify) position j of every sequence in turn,
-        the states after positions j < w - 1 copied to the batch's scratch slots for a roll-back."""
+        chained through the scratch slots: position 0 reads the sequence's slot and writes scratch 0, position j
+        reads scratch j - 1 and writes scratch j, the last writes the sequence's slot. So the state after every
+        position but the last stays in a scratch slot for a roll-back, and nothing is copied."""
         nd, w, slots = batch.num_decodes, batch.decode_width, batch.slots[:batch.num_decodes]
 
-        def step(rows: slice) -> torch.Tensor:
-            return ops.gdn_decode(qkv[rows], z[rows], a[rows], b[rows], *weights, slots, eps=self.cfg.rms_norm_eps,
-                                  backend=self.backends["gdn_decode"])
+        def step(rows: slice, src: torch.Tensor, dst: torch.Tensor | None = None) -> torch.Tensor:
+            return ops.gdn_decode(qkv[rows], z[rows], a[rows], b[rows], *weights, src, eps=self.cfg.rms_norm_eps,
+                                  backend=self.backends["gdn_decode"], out_slots=dst)
 
         if w == 1:
-            return step(slice(None))
-        conv_state, ssm_state = weights[4], weights[5]
-        src, outs = slots.long(), []
-        for j in range(w):
-            outs.append(step(slice(j, None, w)))                                  # [nd, Hv*V]
-            if j < w - 1:
-                dst = batch.spec_scratch[:, j].long()
-                conv_state.index_copy_(0, dst, conv_state.index_select(0, src))
-                ssm_state.index_copy_(0, dst, ssm_state.index_select(0, src))
+            return step(slice(None), slots)
+        chain = [slots] + [batch.spec_scratch[:, j].contiguous() for j in range(w - 1)] + [slots]
+        outs = [step(slice(j, None, w), chain[j], chain[j + 1]) for j in range(w)]   # each [nd, Hv*V]
         return torch.stack(outs, dim=1).reshape(nd * w, -1)                       # sequence-major, as the input
 
 

@@ -177,7 +177,16 @@ def gdn_prefill_reference(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_
 
 
 def gdn_decode_reference(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state, ssm_state,
-                         slots, eps=1e-6):
+                         slots, eps=1e-6, out_slots=None):
+    if out_slots is not None:  # in place at slots, then the new states moved to out_slots and the old ones back
+        moved = out_slots.long() != slots.long()
+        src, dst = slots.long()[moved], out_slots.long()[moved]
+        old = conv_state[src].clone(), ssm_state[src].clone()
+        out = gdn_decode_reference(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state,
+                                   ssm_state, slots, eps)
+        conv_state[dst], ssm_state[dst] = conv_state[src], ssm_state[src]
+        conv_state[src], ssm_state[src] = old
+        return out
     Hk, Hv, K, V = _dims(mixed_qkv, A_log, norm_weight, ssm_state)
     N = mixed_qkv.shape[0]
     y = causal_conv1d_update_reference(mixed_qkv, conv_state, conv_weight, slots)
@@ -275,21 +284,41 @@ def gdn_prefill(mixed_qkv: torch.Tensor, z: torch.Tensor, a: torch.Tensor, b: to
 def gdn_decode(mixed_qkv: torch.Tensor, z: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                conv_weight: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor, norm_weight: torch.Tensor,
                conv_state: torch.Tensor, ssm_state: torch.Tensor, slots: torch.Tensor, eps: float = 1e-6,
-               backend: str | None = None) -> torch.Tensor:
+               backend: str | None = None, out_slots: torch.Tensor | None = None) -> torch.Tensor:
     """One GDN layer's token mixing for one new token of each of N sequences continuing from their cached states.
 
     Same math as :func:`gdn_prefill` with ``T == N``, one token per sequence, ``has_initial_state`` all true:
     conv update and recurrent step, both states updated in place at ``slots`` ``[N]``. Returns ``[N, Hv*V]``.
+    ``out_slots`` ``[N]`` (the dtype of slots): write the new states there instead and leave ``slots`` as they
+    were (speculative verification chains a sequence's positions through scratch slots); each entry either equals
+    its ``slots`` entry (in place) or is no sequence's slot.
     """
     op = "gdn_decode"
     _sizes(op, mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state, ssm_state)
     _check_batch(op, mixed_qkv, conv_state, None, slots, None)
+    if out_slots is not None:
+        _check_out_slots(op, mixed_qkv, conv_state, slots, out_slots)
     supported, why = _layer_kernel_support(mixed_qkv, conv_weight, conv_state, ssm_state, prefill=False)
     if use_kernel(op, backend, mixed_qkv.device, supported, why):
         out = torch.empty(z.shape, dtype=z.dtype, device=z.device)
         torch.ops.qwen35_native.gdn_decode(
             _cols(mixed_qkv), _cols(z), _cols(a), _cols(b), conv_weight.contiguous(), A_log.contiguous(),
-            dt_bias.contiguous(), norm_weight.contiguous(), conv_state, ssm_state, slots.contiguous(), float(eps), out)
+            dt_bias.contiguous(), norm_weight.contiguous(), conv_state, ssm_state, slots.contiguous(), float(eps), out,
+            None if out_slots is None else out_slots.contiguous())
         return out
     return gdn_decode_reference(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state,
-                                ssm_state, slots, eps)
+                                ssm_state, slots, eps, out_slots)
+
+
+def _check_out_slots(op, mixed_qkv, conv_state, slots, out_slots):
+    _checks.check_same_device(op, "out_slots", out_slots, mixed_qkv, "mixed_qkv")
+    _checks.check_indices(op, "out_slots", out_slots, slots.numel(), conv_state.shape[0], "num_slots")
+    if out_slots.dtype != slots.dtype:
+        _checks.fail(op, f"out_slots must have the dtype of slots ({str(slots.dtype)[6:]}), got "
+                         f"{str(out_slots.dtype)[6:]}")
+    _checks.check_unique(op, "out_slots", out_slots)
+    if out_slots.device.type == "cpu":  # a new state must not land on another sequence's old one before it is read
+        mine, taken = out_slots.tolist(), slots.tolist()
+        if any(o != s and o in set(taken) for o, s in zip(mine, taken)):
+            _checks.fail(op, f"out_slots must equal slots or name slots no sequence reads, got out_slots {mine} "
+                             f"for slots {taken}")
