@@ -10,8 +10,8 @@ the caches in place.
   mix (a decode step listed after a prefill chunk is simply a one-token prefill continuing from its cache).
   Speculative decoding verifies drafts with ``decode_width = w > 1``: the leading sequences then each feed w tokens
   (the pending token and w - 1 drafts) through the decode ops, one position at a time, and the GDN state after
-  position j < w - 1 is copied to the scratch slot ``spec_scratch[i, j]``, so that the engine can roll a sequence
-  back to the state after its last accepted token (``restore_spec_states``).
+  position j < w - 1 is written to the scratch slot ``spec_scratch[i, j]`` (the decode op's ``out_slots``), so that
+  the engine can roll a sequence back to the state after its last accepted token (``copy_gdn_states``).
 """
 
 from __future__ import annotations
