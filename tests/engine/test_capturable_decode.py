@@ -81,3 +81,32 @@ def test_decode_step_has_no_host_sync_or_transfer(tiny_kernel_dir, kind, monkeyp
     assert logits.is_cuda and logits.shape == (3, model.text_config.vocab_size)
     assert out.token_ids.is_cuda and out.token_ids.shape == (3,)
     assert traffic.ops == [], f"host <-> device traffic inside the decode step: {traffic.ops}"
+
+
+@pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")
+def test_verification_step_and_mtp_have_no_host_sync_or_transfer(tiny_kernel_dir, monkeypatch):
+    """Speculative decoding's device work (engine/spec_decode.py) is capturable too, the groundwork for running it
+    in CUDA graphs: a verification forward of 3 sequences x (pending token + 2 drafts) through the decode ops with
+    scratch GDN slots, the sampler over every position, and the MTP head over the rows."""
+    model = q35.from_pretrained(tiny_kernel_dir, backend="kernel", dtype=torch.bfloat16, load_mtp=True)
+    table = torch.tensor([[0, 1], [2, 3], [4, 5]], dtype=torch.int32)
+    batch = ForwardBatch.build([3, 3, 3], [5, 70, 9], [0, 1, 2], table, BLOCK, "cpu", logits="all",
+                               decode_width=3, spec_scratch=[[3, 4], [5, 6], [7, 8]])
+    params = [SamplingParams(temperature=0.8, top_k=5, seed=1).resolved()] * 9
+    packed, flags = SamplingTensors.pack(params, list(range(9)), model.text_config.vocab_size)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    _to_fake_cuda(model, mode)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    traffic = HostDeviceTraffic()
+    with mode:
+        cache = model.allocate_cache(6, BLOCK, 9, with_mtp=True)
+        batch = dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to("cuda")
+                                              for f in dataclasses.fields(batch)
+                                              if isinstance(getattr(batch, f.name), torch.Tensor)})
+        ids, rows = torch.arange(3, 12).to("cuda"), packed.to("cuda")
+        with traffic, torch.inference_mode():
+            logits, hidden = model.forward_cached(ids, batch, cache, return_hidden=True)
+            out = sample(logits, SamplingTensors.from_packed(rows, flags, model.text_config.vocab_size))
+            drafts = model.compute_logits(model.forward_mtp(out.token_ids, hidden, batch, cache)).argmax(-1)
+    assert out.token_ids.shape == (9,) and drafts.is_cuda and drafts.shape == (9,)
+    assert traffic.ops == [], f"host <-> device traffic inside the verification step: {traffic.ops}"

@@ -238,6 +238,17 @@ def test_kernel_backend_matches_plain_engine(tmp_path, oracle, k):
     assert 0 < llm.engine.spec_stats.num_accepted < llm.engine.spec_stats.num_drafts
 
 
+def test_from_a_checkpoint_directory(tiny_dir, generation_config):
+    """A checkpoint path loads the MTP head when speculative decoding is asked for."""
+    params = q35.SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    kw = dict(tokenizer=False, generation_config=generation_config, max_num_seqs=2)
+    llm = q35.LLM(tiny_dir, speculative_config=spec(2), **kw)
+    assert llm.model.mtp is not None and llm.engine.spec_stats.num_drafts == 0
+    assert llm.generate([[4, 5, 6]], params)[0].token_ids == q35.LLM(tiny_dir, **kw).generate([[4, 5, 6]], params)[
+        0].token_ids
+    assert llm.engine.spec_stats.num_drafts > 0
+
+
 def test_accepted_count():
     assert accepted_count([4], [4]) == 1 and accepted_count([4], [5]) == 0
     assert accepted_count([1, 2, 3], [1, 2, 9]) == 2 and accepted_count([], []) == 0

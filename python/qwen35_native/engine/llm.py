@@ -156,7 +156,7 @@ class LLM:
             raise TypeError(f"qwen35_native.LLM: model must be a checkpoint directory or a Qwen35ForCausalLM, got "
                             f"{type(model).__name__}")
         self.model, self.path = model, path
-        if speculative is not None and model.mtp is None:
+        if speculative is not None and (model.mtp is None or not len(model.mtp.layers)):
             why = ("its config has mtp_num_hidden_layers = 0" if not model.text_config.mtp_num_hidden_layers else
                    "it was built without its MTP head (q35.from_pretrained(..., load_mtp=True))")
             raise ValueError(f"qwen35_native.LLM: speculative_config method 'mtp' needs the model's MTP head, and "

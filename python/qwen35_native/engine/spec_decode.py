@@ -13,12 +13,12 @@ distribution p, the acceptance rate of rejection sampling with a greedy draft (v
 so nothing is lost against it either.
 
 After verification, a sequence that accepted a < k drafts is rolled back: its KV entries past the accepted tokens
-are simply overwritten later, its GDN states are copied back from the scratch slot that holds the state after the
-last accepted token (``ModelCache.copy_gdn_states``; the verification step wrote the state after each position
-but the last to a scratch slot, chaining the decode op's ``out_slots``, so an accepted step copies nothing). Then the MTP head runs over the step's rows (each row's
-hidden state with the embedding of the token after it, MODEL_SPEC §3h) and proposes the next draft greedily from
-the row of the last accepted token; prefill chunks run it too, so that the head's own KV cache covers every
-position.
+are simply overwritten later, and its GDN states are copied back from the scratch slot that holds the state after
+the last accepted token (``ModelCache.copy_gdn_states``). The verification step wrote the state after each position
+but the last to a scratch slot by chaining the decode op's ``out_slots``, so a step that accepts every draft copies
+nothing. Then the MTP head runs over the step's rows (each row's hidden state with the embedding of the token after
+it, MODEL_SPEC §3h) and proposes the next drafts greedily from the row of the last accepted token; prefill chunks
+run it too, so that the head's own KV cache covers every position.
 
 With k > 1 drafts the head runs again on its own output for each further draft (vLLM's convention), at the
 positions after the last accepted token; the scheduler reserves KV blocks for those k - 1 positions too.

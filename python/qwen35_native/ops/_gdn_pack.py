@@ -101,5 +101,5 @@ def _gdn_prefill_fake(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weig
 
 @torch.library.register_fake("qwen35_native::gdn_decode")
 def _gdn_decode_fake(mixed_qkv, z, a, b, conv_weight, A_log, dt_bias, norm_weight, conv_state, ssm_state, slots,
-                     eps, out):
+                     eps, out, out_slots=None):
     return None
