@@ -145,7 +145,7 @@ class LLMEngine:
     def run_scheduled(self, out: SchedulerOutput) -> list[SequenceUpdate]:
         """Runs one schedule (``scheduler.schedule()``) and feeds the sampled tokens to the sequences."""
         plan = self.plan(out)
-        if plan.is_decode_only:
+        if plan.is_decode_only or plan.num_verify == len(plan.query_lens):  # CUDA graphs pad with free slots
             plan.free_slots = self.scheduler.slots.free_indices()
         result = self.runner.execute(plan)
         self.num_steps += 1

@@ -98,7 +98,8 @@ class LLM:
                 ``"ep"`` splits the experts (expert parallelism).
             speculative_config: ``{"method": "mtp", "num_speculative_tokens": 1}`` drafts with the checkpoint's MTP
                 head and verifies the drafts (``engine/spec_decode.py``): the same tokens, fewer steps when drafts
-                are accepted. Its steps run without CUDA graphs for now.
+                are accepted. With CUDA graphs, steps where every sequence verifies drafts run in graphs
+                (``engine/spec_graphs.py``).
         """
         _check_tp(tensor_parallel_size, moe_parallel, model)
         speculative = SpeculativeConfig.parse(speculative_config)
@@ -165,7 +166,7 @@ class LLM:
         if generation_config is None and path is not None and (path / "generation_config.json").is_file():
             generation_config = _read_json(path / "generation_config.json")
         self.generation_config = dict(generation_config or {})
-        graphs = cuda_graphs is not False and model.device.type == "cuda" and speculative is None
+        graphs = cuda_graphs is not False and model.device.type == "cuda"
         plan = plan_cache(model, max_num_seqs=max_num_seqs, max_model_len=max_model_len, block_size=block_size,
                           num_blocks=num_blocks, gpu_memory_utilization=gpu_memory_utilization,
                           max_num_batched_tokens=max_num_batched_tokens, cuda_graphs=graphs, speculative=speculative)
@@ -191,7 +192,8 @@ class LLM:
         logger.info("qwen35_native: engine ready: max_model_len %d, max_num_seqs %d, %d KV blocks x %d tokens, "
                     "%d tokens per step, CUDA graphs %s, speculative decoding %s", plan.max_model_len,
                     plan.max_num_seqs, plan.num_blocks, plan.block_size, plan.max_num_batched_tokens,
-                    "on" if runner.graphs is not None else "off", speculative or "off")
+                    "on" if runner.graphs is not None or getattr(runner, "spec_graphs", None) is not None else "off",
+                    speculative or "off")
 
     def _load_tokenizer(self, tokenizer):
         if tokenizer is False:

@@ -95,19 +95,21 @@ class ModelRunner:
         self.pad_block, self.pad_slot = num_blocks, num_slots
         self._clear_padding()
         self.presence: TokenPresence | None = None
-        self.graphs = None
+        self.graphs = self.spec_graphs = None
         if cuda_graphs is None:
-            cuda_graphs = None if self.device.type == "cuda" and speculative is None else False
-        if cuda_graphs is True and speculative is not None:
-            raise ValueError("qwen35_native.LLM: cuda_graphs=True cannot be combined with speculative decoding yet "
-                             "(verification steps run eagerly); pass cuda_graphs=None or False")
+            cuda_graphs = None if self.device.type == "cuda" else False
         if cuda_graphs is not False:
             if self.device.type != "cuda":
                 raise ValueError(f"qwen35_native.LLM: cuda_graphs=True needs a CUDA device, got {self.device}")
-            from .cuda_graphs import DecodeGraphs
+            sizes = graph_batch_sizes or default_graph_sizes(num_slots)
+            if speculative is not None:  # every decode step verifies drafts: those steps are the graphs
+                from .spec_graphs import SpecGraphs
 
-            self.graphs = DecodeGraphs(self, graph_batch_sizes or default_graph_sizes(num_slots),
-                                       strict=cuda_graphs is True)
+                self.spec_graphs = SpecGraphs(self, sizes, strict=cuda_graphs is True)
+            else:
+                from .cuda_graphs import DecodeGraphs
+
+                self.graphs = DecodeGraphs(self, sizes, strict=cuda_graphs is True)
 
     def _clear_padding(self) -> None:
         """Zeroes the padding block and every GDN slot: padding rows of CUDA-graph batches run on the padding slot
@@ -122,7 +124,7 @@ class ModelRunner:
 
     @property
     def graphs_active(self) -> bool:
-        return self.graphs is not None and self.graphs.enabled
+        return any(g is not None and g.enabled for g in (self.graphs, self.spec_graphs))
 
     # ------------------------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -131,7 +133,8 @@ class ModelRunner:
         tokens (and logprobs) in ``sample_rows`` order, or None when no row samples (prefill chunks only)."""
         self._start_presence(plan)
         if self.speculative is not None:
-            return execute_speculative(self, plan)
+            out = self.spec_graphs.run(plan) if self.spec_graphs is not None else None
+            return out if out is not None else execute_speculative(self, plan)
         if self.graphs is not None and plan.is_decode_only and len(plan.sample_rows) == len(plan.query_lens) \
                 and not plan.feeds_prompt_of_multimodal:
             out = self.graphs.run(plan)
