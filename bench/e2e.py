@@ -203,9 +203,10 @@ def run_config(name: str, args: argparse.Namespace) -> list[Row]:
 
 
 def speculative_rows(model, llm, runs, args, name: str, dt: str, scale: float, note: str) -> list[Row]:
-    """The price of speculation: an eager decode step beside an eager verification step (one MTP draft per
-    sequence: the target over 2 tokens, the roll-back, the MTP head). With random weights drafts are almost never
-    accepted, so the rows give the step times; tokens per step are 1 + the acceptance rate of real weights."""
+    """The price of speculation: an eager decode step beside a verification step (one MTP draft per sequence: the
+    target over 2 tokens, the roll-back, the MTP head; in CUDA graphs where they capture). With random weights
+    drafts are almost never accepted, so the rows give the step times; tokens per step are 1 + the acceptance rate
+    of real weights. Compare with the graphed decode step row above."""
     device = model.device.type
     runner = llm.engine.runner
     spec = q35.LLM(model, max_num_seqs=runner.num_slots, max_model_len=runner.max_blocks_per_seq * runner.block_size,
@@ -220,8 +221,9 @@ def speculative_rows(model, llm, runs, args, name: str, dt: str, scale: float, n
         verify = decode_plan(spec, b, p)
         verify.token_ids, verify.query_lens = [1, 2] * b, [2] * b
         verify.num_verify, verify.drafts, verify.mtp_next = b, [[2]] * b, [-1] * b
+        mode = "graphs" if spec.graphs_active else "eager"
         for impl, fn in (("q35 (eager)", lambda: runner._execute_eager(plain)),
-                         ("q35 MTP verify 1 draft (eager)", lambda: spec.execute(verify))):
+                         (f"q35 MTP verify 1 draft ({mode})", lambda: spec.execute(verify))):
             us = bench(fn, device=device, warmup=1, reps=args.decode_reps, flush_l2=False)["median_us"] * scale
             rows.append(Row(op="e2e decode step", shape=f"{name} B{b} ctx{p}", dtype=dt, impl=impl, median_us=us,
                             notes=f"{us / 1e3:.2f} ms/step; {note}".rstrip("; "), extra={"ms_per_step": us / 1e3}))

@@ -74,20 +74,24 @@ def test_static_speculative_steps_match_the_plain_engine(setup, k, monkeypatch):
 
 @pytest.mark.parametrize("k", [1, 2])
 def test_static_drafts_equal_the_eager_paths(setup, k, monkeypatch):
-    """The MTP head's own drafts (no oracle): the static path proposes what the eager path proposes, step by step,
-    so its head KV cache, first-draft rows and further draft steps are the same computation."""
+    """The MTP head's own drafts: the static path proposes what the eager path proposes, step by step, so its head
+    KV cache, first-draft rows and further draft steps are the same computation. The drafts fed back are the plain
+    engine's tokens where (i + j) % 4 != 3 (else off by one), so that accepted and rejected drafts both occur."""
+    plain = _llm(setup, 0).generate(PROMPTS[:3], _params()[:3])
+    answers = {tuple(p): r.token_ids for p, r in zip(PROMPTS, plain)}
     seen = {"eager": [], "static": []}
     real = LLMEngine._usable_draft
     for mode, graphs in (("eager", None), ("static", [2, 4])):
         def record(self, seq, draft, mode=mode):
-            seen[mode].append((tuple(seq.prompt_ids), len(seq.output_ids), list(draft)))
-            return real(self, seq, draft)
+            i, out = len(seq.output_ids), answers[tuple(seq.prompt_ids)]
+            seen[mode].append((tuple(seq.prompt_ids), i, list(draft)))
+            guess = [out[i + j] if i + j < len(out) else 0 for j in range(len(draft))]
+            return real(self, seq, [g if (i + j) % 4 != 3 else g + 1 for j, g in enumerate(guess)])
 
         monkeypatch.setattr(LLMEngine, "_usable_draft", record)
-        out = _llm(setup, k, graphs=graphs).generate(PROMPTS[:3], _params()[:3])
-        if mode == "eager":
-            eager_out = out
-    _same(out, eager_out)
+        llm = _llm(setup, k, graphs=graphs)
+        _same(llm.generate(PROMPTS[:3], _params()[:3]), plain)
+        assert llm.engine.spec_stats.num_accepted > 0
     assert sorted(seen["static"]) == sorted(seen["eager"]) and len(seen["eager"]) > 6
 
 

@@ -23,8 +23,10 @@ run it too, so that the head's own KV cache covers every position.
 With k > 1 drafts the head runs again on its own output for each further draft (vLLM's convention), at the
 positions after the last accepted token; the scheduler reserves KV blocks for those k - 1 positions too.
 
-Not yet: CUDA graphs for verification steps (they run eagerly), and tensor parallelism (the MTP head is not
-sharded).
+On CUDA, steps in which every sequence verifies drafts run in two CUDA graphs (``spec_graphs.py``); other steps
+(prefill chunks, sequences without drafts) run this module's eager path.
+
+Not yet: tensor parallelism (the MTP head is not sharded).
 
 Tests: tests/engine/test_spec_decode.py, tests/model/test_spec_verify.py.
 """
