@@ -254,7 +254,7 @@ def test_accepted_count():
     assert accepted_count([1, 2, 3], [1, 2, 9]) == 2 and accepted_count([], []) == 0
 
 
-def test_bad_configurations(tiny_model, mtp_model, generation_config):
+def test_bad_configurations(tiny_model):
     with pytest.raises(ValueError, match="method must be one of"):
         SpeculativeConfig.parse({"method": "eagle"})
     assert SpeculativeConfig.parse({"num_speculative_tokens": 3}) == SpeculativeConfig("mtp", 3)
@@ -266,8 +266,6 @@ def test_bad_configurations(tiny_model, mtp_model, generation_config):
         SpeculativeConfig.parse("mtp")
     with pytest.raises(ValueError, match="built without its MTP head"):
         q35.LLM(tiny_model, tokenizer=False, speculative_config=SPEC)
-    with pytest.raises(ValueError, match="cuda_graphs=True cannot be combined"):
-        q35.LLM(mtp_model, tokenizer=False, speculative_config=SPEC, cuda_graphs=True)
     with pytest.raises(ValueError, match="tensor parallelism is not supported yet"):
         q35.LLM("/nonexistent", tensor_parallel_size=2, speculative_config=SPEC)
     with pytest.raises(ValueError, match="allocate_cache"):

@@ -79,7 +79,7 @@ class ModelRunner:
                  speculative: SpeculativeConfig | None = None):
         """``cuda_graphs``: True (capture decode steps; a failed capture is an error), None (the same on CUDA, but
         a failed capture logs a warning and the engine stays eager), False (eager only). ``speculative``: verify
-        MTP drafts (``spec_decode.py``; steps run eagerly)."""
+        MTP drafts (``spec_decode.py``; with CUDA graphs, ``spec_graphs.py`` holds the verification steps)."""
         self.model = model
         self.device = model.device
         self.vocab_size = model.text_config.vocab_size
@@ -115,7 +115,7 @@ class ModelRunner:
         """Zeroes the padding block and every GDN slot: padding rows of CUDA-graph batches run on the padding slot
         and on slots no sequence holds, and must compute on finite values (a NaN routed through a MoE kernel is
         not something to rely on). Sequences never read a slot's old contents."""
-        for k, v in self.cache.kv.values():
+        for k, v in [*self.cache.kv.values(), *self.cache.mtp_kv.values()]:
             k[self.pad_block].zero_()
             v[self.pad_block].zero_()
         for i in self.cache.conv:
@@ -130,7 +130,8 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, plan: StepPlan) -> HostSamplerOutput | None:
         """Runs one step: the forward over the plan's tokens, then samples the ``sample_rows``. Returns the sampled
-        tokens (and logprobs) in ``sample_rows`` order, or None when no row samples (prefill chunks only)."""
+        tokens (and logprobs) in ``sample_rows`` order, or None when no row samples (prefill chunks only); with
+        speculative decoding a ``SpecStepOutput`` (tokens per row, accepted drafts, next drafts)."""
         self._start_presence(plan)
         if self.speculative is not None:
             out = self.spec_graphs.run(plan) if self.spec_graphs is not None else None

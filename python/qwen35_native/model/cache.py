@@ -147,17 +147,7 @@ class ForwardBatch:
                                  f"{num_blocks})) for {s} tokens of block size {block_size}, got {used.tolist()}")
         if not isinstance(decode_width, int) or decode_width < 1:
             raise ValueError(f"decode_width must be an int >= 1, got {decode_width!r}")
-        if decode_width == 1:
-            num_decodes = 0
-            while num_decodes < n and query_lens[num_decodes] == 1 and context_lens[num_decodes] > 0:
-                num_decodes += 1
-        else:  # explicit: a prefill chunk of w tokens after the verified sequences is no verification
-            num_decodes = len(spec_scratch or [])
-            if num_decodes > n or any(q != decode_width or c == 0 for q, c in zip(query_lens[:num_decodes],
-                                                                                  context_lens[:num_decodes])):
-                raise ValueError(f"the {num_decodes} sequences verifying drafts (one row of spec_scratch each) must "
-                                 f"lead, each with query_len decode_width={decode_width} and a context, got "
-                                 f"query_lens {query_lens[:num_decodes]} and context_lens {context_lens[:num_decodes]}")
+        num_decodes = _count_decodes(query_lens, context_lens, decode_width, spec_scratch)
         scratch = _check_scratch(spec_scratch, decode_width, num_decodes, slots, num_slots)
         T = sum(query_lens)
         pos = torch.cat([torch.arange(c, c + q) for c, q in zip(context_lens, query_lens)])   # cache positions
@@ -191,6 +181,23 @@ class ForwardBatch:
                    logits_indices=None if idx is None else idx.to(dev), num_decodes=num_decodes,
                    prefill_cu_seqlens=(cu[num_decodes:] - nd_tokens).to(dev), num_tokens=T,
                    decode_width=decode_width, **extra)
+
+
+def _count_decodes(query_lens: list[int], context_lens: list[int], width: int, spec_scratch) -> int:
+    """Leading sequences that run the decode ops: one-token steps with a context, or with ``width`` > 1 exactly the
+    ``len(spec_scratch)`` verifying ones (a prefill chunk of ``width`` tokens after them is no verification)."""
+    n = len(query_lens)
+    if width == 1:
+        count = 0
+        while count < n and query_lens[count] == 1 and context_lens[count] > 0:
+            count += 1
+        return count
+    count = len(spec_scratch or [])
+    if count > n or any(q != width or c == 0 for q, c in zip(query_lens[:count], context_lens[:count])):
+        raise ValueError(f"the {count} sequences verifying drafts (one row of spec_scratch each) must lead, each "
+                         f"with query_len decode_width={width} and a context, got query_lens {query_lens[:count]} "
+                         f"and context_lens {context_lens[:count]}")
+    return count
 
 
 def _check_scratch(spec_scratch, width: int, num_decodes: int, slots: list[int],
