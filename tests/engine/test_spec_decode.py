@@ -270,3 +270,27 @@ def test_bad_configurations(tiny_model):
         q35.LLM("/nonexistent", tensor_parallel_size=2, speculative_config=SPEC)
     with pytest.raises(ValueError, match="allocate_cache"):
         tiny_model.allocate_cache(4, with_mtp=True)
+
+
+def test_images_and_their_m_rope_positions(tiny_dir, oracle):
+    """Image prompts (vision features in the prefill, decode positions shifted by rope_delta) verify drafts at the
+    shifted positions, eagerly and on the static CUDA-graph path: the plain engine's tokens."""
+    import numpy as np
+
+    from qwen35_native.engine.spec_graphs import SpecGraphs
+
+    def chat(seed, text):
+        picture = (np.random.RandomState(seed).rand(40, 56, 3) * 255).astype(np.uint8)
+        return [{"role": "user", "content": [{"type": "image", "image": picture}, {"type": "text", "text": text}]}]
+
+    convs, params = [chat(0, "What is this?"), chat(1, "And this one?")], q35.SamplingParams(
+        temperature=0, max_tokens=9, ignore_eos=True)
+    plain = q35.LLM(tiny_dir, backend="reference", max_num_seqs=2).chat(convs, params)
+    oracle["answers"] = {tuple(r.prompt_token_ids): r.token_ids for r in plain}
+    oracle["right"] = lambda i: i % 4 != 3
+    for graphs in (None, [1, 2]):
+        llm = q35.LLM(tiny_dir, backend="reference", max_num_seqs=2, speculative_config=spec(2))
+        if graphs:
+            llm.engine.runner.spec_graphs = SpecGraphs(llm.engine.runner, graphs, capture=False)
+        assert [r.token_ids for r in llm.chat(convs, params)] == [r.token_ids for r in plain]
+        assert 0 < llm.engine.spec_stats.num_accepted < llm.engine.spec_stats.num_drafts
