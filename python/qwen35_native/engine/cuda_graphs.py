@@ -108,20 +108,9 @@ class DecodeGraphs:
             self.graphs[(G, flags)] = (None, None)
             self.replays += 1
             return self._body(G, flags)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            out = self._body(G, flags)  # this step's result, and the warm-up before capture
-        current = torch.cuda.current_stream()
-        current.wait_stream(stream)
-        try:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-                static_out = self._body(G, flags)
-        except Exception as e:  # any capture failure: report it, then stay eager (or raise when strict)
-            torch.cuda.set_stream(current)  # torch.cuda.graph leaves its capture stream current when capture fails
-            torch.cuda.synchronize()
-            self._disable(G, e)
+        out, graph, static_out = warm_up_and_capture(lambda: self._body(G, flags), self.pool)
+        if graph is None:  # any capture failure: report it, then stay eager (or raise when strict)
+            self._disable(G, static_out)
             return out
         self.graphs[(G, flags)] = (graph, static_out)
         logger.info("qwen35_native: captured the decode step for batch size %d in a CUDA graph", G)
@@ -184,6 +173,28 @@ class DecodeGraphs:
         host_rows_buf[:b].copy_(host_rows)
         host_rows_buf[b:].copy_(pad_rows(pad, r.vocab_size))
         self.sampler_rows[:G].copy_(self.host_rows[:G * 8].view(G, 8), non_blocking=True)
+
+
+def warm_up_and_capture(body, pool):
+    """Runs ``body`` eagerly on a side stream (this step's result, and the warm-up that initialises cuBLAS
+    workspaces and the like), then captures it into a CUDA graph (capture executes nothing, so no state changes).
+    Returns ``(eager result, graph, graph's static result)``, or ``(eager result, None, the exception)`` when the
+    capture failed."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        out = body()
+    current = torch.cuda.current_stream()
+    current.wait_stream(stream)
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+            static_out = body()
+    except Exception as e:
+        torch.cuda.set_stream(current)  # torch.cuda.graph leaves its capture stream current when capture fails
+        torch.cuda.synchronize()
+        return out, None, e
+    return out, graph, static_out
 
 
 def describe_failure(error: BaseException, depth: int = 3) -> str:

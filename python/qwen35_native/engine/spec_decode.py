@@ -140,12 +140,12 @@ def execute_speculative(runner, plan) -> SpecStepOutput:
             at = torch.tensor(extra_seen, dtype=torch.long).to(runner.device)
             output_mask[at[:, 0], at[:, 1]] = True
         sampled = sample(logits, tensors, prompt_mask, output_mask).to_host()
-        _accept(runner, plan, rows, sampled, accepted, k)
+        accept_drafts(runner, plan, rows, sampled, accepted, k)
     drafts = _draft(runner, plan, batch, hidden, cu, rows, accepted, sampled)
     return SpecStepOutput(sampled, [r[:a + 1] for r, a in zip(rows, accepted)], accepted, drafts)
 
 
-def _accept(runner, plan, rows, sampled: HostSamplerOutput, accepted: list[int], k: int) -> None:
+def accept_drafts(runner, plan, rows, sampled: HostSamplerOutput, accepted: list[int], k: int) -> None:
     """Accepted drafts per verifying row; rolls the rejected ones' GDN states back; records emitted tokens for the
     penalties."""
     src, dst = [], []

@@ -6,7 +6,7 @@ A step is two graphs around one host decision:
    sampler over every position (the penalties of position j count the drafts before it: a scatter of static draft
    marks);
 2. on the host: the sampled tokens, the accepted drafts, the roll-back copies and the penalty state (as the eager
-   path: ``spec_decode._accept``);
+   path: ``spec_decode.accept_drafts``);
 3. **draft** (key: G): the MTP head over the G x (1 + k) rows with the sampled tokens as next tokens, the first
    draft from the row of each sequence's last accepted token (a static index), then k - 1 one-token steps of the
    head on its own output; a sequence whose reserved KV blocks end earlier computes those rows on the padding block
@@ -28,9 +28,9 @@ import logging
 import torch
 
 from ..model import ForwardBatch
-from .cuda_graphs import describe_failure
+from .cuda_graphs import describe_failure, warm_up_and_capture
 from .sampling import SamplerOutput, SamplingTensors, pad_rows, sample
-from .spec_decode import SpecStepOutput, _accept
+from .spec_decode import SpecStepOutput, accept_drafts
 
 logger = logging.getLogger("qwen35_native")
 
@@ -99,7 +99,7 @@ class SpecGraphs:
         sampled = result.to_host()
         rows = [list(range(i * w, (i + 1) * w)) for i in range(b)]
         accepted = [0] * b
-        _accept(r, plan, rows, sampled, accepted, k)
+        accept_drafts(r, plan, rows, sampled, accepted, k)
         live = self._fill_draft(plan, G, sampled, accepted)
         drafts = self._replay(("draft", G), lambda: self._draft(G))[:b].tolist()
         for i in range(b):  # a sequence whose blocks end early repeats its last computed draft
@@ -116,23 +116,12 @@ class SpecGraphs:
             self.graphs[key] = (None, None)
             self.replays += 1
             return body()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            out = body()  # this step's result, and the warm-up before capture
-        current = torch.cuda.current_stream()
-        current.wait_stream(stream)
-        try:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-                static_out = body()
-        except Exception as e:
-            torch.cuda.set_stream(current)
-            torch.cuda.synchronize()
+        out, graph, static_out = warm_up_and_capture(body, self.pool)
+        if graph is None:
             reason = f"CUDA graph capture of the speculative step ({key[0]}, batch size {key[1]}) failed: " \
-                     f"{describe_failure(e)}"
+                     f"{describe_failure(static_out)}"
             if self.strict:
-                raise RuntimeError(f"qwen35_native.LLM: {reason}; pass cuda_graphs=None or False") from e
+                raise RuntimeError(f"qwen35_native.LLM: {reason}; pass cuda_graphs=None or False") from static_out
             self.enabled, self.disabled_reason = False, reason
             logger.warning("qwen35_native: %s; speculative steps run eagerly", reason)
             return out
