@@ -59,7 +59,8 @@ class SpecGraphs:
         self.prefill_cu_seqlens = torch.zeros(1, **i32)
         self.sampler_rows = pad_rows(T, V).to(dev)
         self.row_slots = torch.zeros(T, **long)
-        self.mark_ids, self.mark_valid = torch.zeros(T, k, **long), torch.zeros(T, k, **i32)
+        # position j's marks: the drafts before it (1) and zeros that leave the mask as it is; uint8 for amax
+        self.mark_ids, self.mark_valid = torch.zeros(T, k, **long), torch.zeros(T, k, dtype=torch.uint8, device=dev)
         self.hidden = torch.zeros(T, H, dtype=runner.model.dtype, device=dev)
         self.next_ids, self.draft_rows = torch.zeros(T, **long), torch.zeros(G, **long)
         # the further draft steps j = 1 .. k - 1: one token per sequence
@@ -147,10 +148,9 @@ class SpecGraphs:
         self.hidden[:T].copy_(hidden)
         tensors = SamplingTensors.from_packed(self.sampler_rows[:T], flags, r.vocab_size)
         prompt_mask, output_mask = r.penalty_masks(tensors, self.row_slots[:T])
-        if output_mask is not None:  # position j has generated the drafts before it
-            marks = torch.zeros(output_mask.shape, dtype=torch.int32, device=output_mask.device)
-            marks.scatter_add_(1, self.mark_ids[:T], self.mark_valid[:T])
-            output_mask = output_mask | (marks > 0)
+        if output_mask is not None:  # position j has generated the drafts before it (a gathered copy: in place)
+            output_mask.view(torch.uint8).scatter_reduce_(1, self.mark_ids[:T], self.mark_valid[:T],
+                                                          reduce="amax")
         return sample(logits, tensors, prompt_mask, output_mask)
 
     def _draft(self, G: int) -> torch.Tensor:
@@ -202,7 +202,7 @@ class SpecGraphs:
         self.row_slots[:T].copy_(torch.tensor([s for s in slots for _ in range(w)]))
         self.mark_ids[:T].copy_(torch.tensor([m + [0] * (k - len(m)) for m in marks]))
         self.mark_valid[:T].copy_(torch.tensor([[1] * len(m) + [0] * (k - len(m)) for m in marks],
-                                               dtype=torch.int32))
+                                               dtype=torch.uint8))
 
     def _fill_draft(self, plan, G: int, sampled, accepted: list[int]) -> list[int]:
         """Static inputs of the draft graph; returns how many drafts each sequence's blocks have room for."""
