@@ -59,8 +59,9 @@ class SpecGraphs:
         self.prefill_cu_seqlens = torch.zeros(1, **i32)
         self.sampler_rows = pad_rows(T, V).to(dev)
         self.row_slots = torch.zeros(T, **long)
-        # position j's marks: the drafts before it (1) and zeros that leave the mask as it is; uint8 for amax
-        self.mark_ids, self.mark_valid = torch.zeros(T, k, **long), torch.zeros(T, k, dtype=torch.uint8, device=dev)
+        # position j's marks (see _fill_verify): k cells per row, each set or written back as it is
+        self.mark_ids = torch.zeros(T, k, **long)
+        self.mark_valid = torch.zeros(T, k, dtype=torch.bool, device=dev)
         self.hidden = torch.zeros(T, H, dtype=runner.model.dtype, device=dev)
         self.next_ids, self.draft_rows = torch.zeros(T, **long), torch.zeros(G, **long)
         # the further draft steps j = 1 .. k - 1: one token per sequence
@@ -149,8 +150,8 @@ class SpecGraphs:
         tensors = SamplingTensors.from_packed(self.sampler_rows[:T], flags, r.vocab_size)
         prompt_mask, output_mask = r.penalty_masks(tensors, self.row_slots[:T])
         if output_mask is not None:  # position j has generated the drafts before it (a gathered copy: in place)
-            output_mask.view(torch.uint8).scatter_reduce_(1, self.mark_ids[:T], self.mark_valid[:T],
-                                                          reduce="amax")
+            ids = self.mark_ids[:T]
+            output_mask.scatter_(1, ids, output_mask.gather(1, ids) | self.mark_valid[:T])
         return sample(logits, tensors, prompt_mask, output_mask)
 
     def _draft(self, G: int) -> torch.Tensor:
@@ -200,9 +201,10 @@ class SpecGraphs:
         rows[:b * w] = host_rows
         self.sampler_rows[:T].copy_(rows.to(dev))
         self.row_slots[:T].copy_(torch.tensor([s for s in slots for _ in range(w)]))
-        self.mark_ids[:T].copy_(torch.tensor([m + [0] * (k - len(m)) for m in marks]))
-        self.mark_valid[:T].copy_(torch.tensor([[1] * len(m) + [0] * (k - len(m)) for m in marks],
-                                               dtype=torch.uint8))
+        # a row with drafts to mark repeats its first one (every write to a cell sets it); a row without writes
+        # column 0 back as it is: no cell gets two different values from one scatter
+        self.mark_ids[:T].copy_(torch.tensor([m + m[:1] * (k - len(m)) if m else [0] * k for m in marks]))
+        self.mark_valid[:T].copy_(torch.tensor([[bool(m)] * k for m in marks]))
 
     def _fill_draft(self, plan, G: int, sampled, accepted: list[int]) -> list[int]:
         """Static inputs of the draft graph; returns how many drafts each sequence's blocks have room for."""
