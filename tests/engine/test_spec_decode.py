@@ -266,8 +266,6 @@ def test_bad_configurations(tiny_model):
         SpeculativeConfig.parse("mtp")
     with pytest.raises(ValueError, match="built without its MTP head"):
         q35.LLM(tiny_model, tokenizer=False, speculative_config=SPEC)
-    with pytest.raises(ValueError, match="tensor parallelism is not supported yet"):
-        q35.LLM("/nonexistent", tensor_parallel_size=2, speculative_config=SPEC)
     with pytest.raises(ValueError, match="allocate_cache"):
         tiny_model.allocate_cache(4, with_mtp=True)
 

@@ -103,9 +103,6 @@ class LLM:
         """
         _check_tp(tensor_parallel_size, moe_parallel, model)
         speculative = SpeculativeConfig.parse(speculative_config)
-        if speculative is not None and tensor_parallel_size > 1:
-            raise ValueError("qwen35_native.LLM: speculative decoding with tensor parallelism is not supported yet "
-                             "(the MTP head is not sharded); use tensor_parallel_size=1")
         self._tp = None
         try:
             self._init(model, device=device, dtype=dtype, backend=backend, tensor_parallel_size=tensor_parallel_size,
@@ -137,13 +134,15 @@ class LLM:
                 from ..parallel.engine import load_rank
 
                 self._tp, model = load_rank(str(path), tensor_parallel_size, device, dtype=dtype, backend=backend,
-                                            moe_parallel=moe_parallel, progress=progress, llm_args=dict(
+                                            moe_parallel=moe_parallel, progress=progress,
+                                            load_mtp=speculative is not None, llm_args=dict(
                                                 dtype=dtype, backend=backend, moe_parallel=moe_parallel,
                                                 max_num_seqs=max_num_seqs, max_model_len=max_model_len,
                                                 block_size=block_size, num_blocks=num_blocks,
                                                 gpu_memory_utilization=gpu_memory_utilization,
                                                 max_num_batched_tokens=max_num_batched_tokens,
-                                                cuda_graphs=cuda_graphs, cuda_graph_sizes=cuda_graph_sizes))
+                                                cuda_graphs=cuda_graphs, cuda_graph_sizes=cuda_graph_sizes,
+                                                speculative_config=None if speculative is None else vars(speculative)))
             else:
                 device = torch.device(device) if device is not None else torch.device(
                     "cuda" if torch.cuda.is_available() else "cpu")

@@ -26,7 +26,8 @@ positions after the last accepted token; the scheduler reserves KV blocks for th
 On CUDA, steps in which every sequence verifies drafts run in two CUDA graphs (``spec_graphs.py``); other steps
 (prefill chunks, sequences without drafts) run this module's eager path.
 
-Not yet: tensor parallelism (the MTP head is not sharded).
+With tensor parallelism every rank holds its shard of the head (split like any decoder layer) and runs the same
+step on the plan rank 0 sends; the sampled tokens, hence the acceptances and drafts, agree on every rank.
 
 Tests: tests/engine/test_spec_decode.py, tests/model/test_spec_verify.py.
 """

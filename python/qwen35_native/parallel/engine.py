@@ -17,7 +17,8 @@ from .session import TPSession
 
 # LLM arguments a started worker takes over from rank 0 (the rest concern rank 0's tokenizer and outputs)
 WORKER_ARGS = ("dtype", "backend", "moe_parallel", "max_num_seqs", "max_model_len", "block_size", "num_blocks",
-               "gpu_memory_utilization", "max_num_batched_tokens", "cuda_graphs", "cuda_graph_sizes")
+               "gpu_memory_utilization", "max_num_batched_tokens", "cuda_graphs", "cuda_graph_sizes",
+               "speculative_config")
 
 
 def worker_kwargs(args: dict) -> dict:
@@ -28,7 +29,7 @@ def worker_kwargs(args: dict) -> dict:
 
 
 def load_rank(path: str, world: int, device, *, dtype, backend, moe_parallel: str, progress,
-              llm_args: dict) -> tuple[TPSession, object]:
+              llm_args: dict, load_mtp: bool = False) -> tuple[TPSession, object]:
     """Checks that ``world`` ranks can split the model (before starting anything), starts or joins the world, and
     loads this rank's shard. Returns (session, model)."""
     config = Qwen35Config.from_file(path)
@@ -36,7 +37,7 @@ def load_rank(path: str, world: int, device, *, dtype, backend, moe_parallel: st
     session = start(world, device, path, worker_kwargs(llm_args))
     try:
         model = load_sharded(path, session.ctx, dtype=dtype, backend=backend, moe_parallel=moe_parallel,
-                             progress=progress if session.is_leader else False)
+                             progress=progress if session.is_leader else False, load_mtp=load_mtp)
         report(session, "loaded")
     except BaseException:
         abort_rank(session)
