@@ -39,6 +39,8 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speculative-config", default=None, metavar="JSON",
                    help='speculative decoding, e.g. \'{"method": "mtp", "num_speculative_tokens": 1}\' (the '
                         'checkpoint\'s MTP head drafts; same tokens, fewer steps)')
+    p.add_argument("--enable-prefix-caching", action="store_true",
+                   help="reuse the cache of a prompt's earlier prefix (a chat's next turn); same tokens")
     p.add_argument("--verbose", "-v", action="store_true", help="log loading and engine details to stderr")
 
 
@@ -94,7 +96,8 @@ def _load(args: argparse.Namespace):
                              f"\"num_speculative_tokens\": 1}}', got {args.speculative_config!r} ({e})") from e
     return q35.LLM(args.model, device=args.device, dtype=dtype, backend=args.backend, tensor_parallel_size=args.tp,
                    max_model_len=args.max_model_len, cuda_graphs=False if args.no_cuda_graphs else None,
-                   moe_parallel=args.moe_parallel, speculative_config=spec)
+                   moe_parallel=args.moe_parallel, speculative_config=spec,
+                   enable_prefix_caching=args.enable_prefix_caching)
 
 
 def _sampling(args: argparse.Namespace):
@@ -113,6 +116,9 @@ def _summary(num_prompt: int, num_generated: int, finish_reason: str | None, met
     ttft_text = f"{ttft * 1e3:.0f} ms" if ttft is not None else "-"
     stats = llm.engine.spec_stats if llm is not None and llm.engine.speculative is not None else None
     drafts = f" | drafts accepted {stats.num_accepted}/{stats.num_drafts}" if stats is not None else ""
+    prefix = llm.engine.prefix_stats if llm is not None else None
+    if prefix is not None:
+        drafts += f" | prompt tokens cached {prefix.num_hit_tokens}/{prefix.num_queried_tokens}"
     return (f"[prompt {num_prompt} tokens | generated {num_generated} tokens ({finish_reason}) | time to first token "
             f"{ttft_text} | {rate}{drafts}]")
 

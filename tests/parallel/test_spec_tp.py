@@ -34,3 +34,18 @@ def test_speculative_decoding_over_two_ranks(tiny_path, moe_parallel):
         stats = llm.engine.spec_stats
     assert got == want
     assert stats.num_verify_steps > 0 and stats.num_drafts > 0
+
+
+def test_prefix_caching_over_two_ranks(tiny_path):
+    """Every rank restores and saves the same GDN snapshots (the plan carries them): resumed prompts, with drafts,
+    give the single-process plain tokens."""
+    torch.set_num_threads(1)
+    prompts = [PROMPTS[1], PROMPTS[1] + [3, 1, 4, 1, 5], PROMPTS[1]]
+    one = q35.LLM(tiny_path, device="cpu", backend="reference", max_num_seqs=4, tokenizer=False)
+    want = [one.generate([p], s)[0].token_ids for p, s in zip(prompts, PARAMS)]
+    with q35.LLM(tiny_path, tensor_parallel_size=2, device="cpu", backend="reference", max_num_seqs=4,
+                 tokenizer=False, block_size=8, enable_prefix_caching=True,
+                 speculative_config={"method": "mtp", "num_speculative_tokens": 1}) as llm:
+        got = [llm.generate([p], s)[0].token_ids for p, s in zip(prompts, PARAMS)]
+        hits = llm.engine.prefix_stats.num_hit_tokens
+    assert got == want and hits == 16 + 16

@@ -73,6 +73,12 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self.num_steps = 0
 
+    @property
+    def prefix_stats(self):
+        """Prompt tokens admitted and found cached (a ``PrefixStats``), or None when prefix caching is off."""
+        prefix = getattr(self.scheduler, "prefix", None)
+        return prefix.stats if prefix is not None else None
+
     def _draw_seed(self) -> int:
         return self._rng.getrandbits(63) if self._rng is not None else draw_seed()
 
@@ -160,6 +166,8 @@ class LLMEngine:
             emitted = None if sampled is None else [[k] for k in range(len(plan.sample_rows))]
         for i, s in enumerate(out.scheduled):  # a verifying sequence keeps its pending token and accepted drafts
             s.seq.num_computed += s.num_new if i >= plan.num_verify else accepted[i] + 1
+        if out.state_saves:
+            self.scheduler.commit(out)
         return [] if sampled is None else self._process(out, plan, sampled, emitted, drafts)
 
     def plan(self, out: SchedulerOutput) -> StepPlan:
@@ -191,6 +199,8 @@ class LLMEngine:
         plan.multimodal = multimodal if any(m is not None for m in multimodal) else None
         plan.presence_starts = [(seq.slot, seq.prompt_ids, list(seq.output_ids)) for seq in out.admitted
                                 if seq.needs_penalties]
+        plan.state_restores = list(out.state_restores)
+        plan.state_saves = [(seq.slot, state) for seq, _, state in out.state_saves]
         return plan
 
     def _process(self, out: SchedulerOutput, plan: StepPlan, sampled: HostSamplerOutput, emitted: list[list[int]],

@@ -79,7 +79,7 @@ class LLM:
                  cuda_graph_sizes: list[int] | None = None, seed: int | None = None,
                  tokenizer: Tokenizer | bool | None = None, generation_config: Mapping[str, Any] | None = None,
                  progress: bool | None = None, moe_parallel: str = "tp",
-                 speculative_config: Mapping[str, Any] | None = None):
+                 speculative_config: Mapping[str, Any] | None = None, enable_prefix_caching: bool = False):
         """
         Args:
             model: a checkpoint directory, or a model already built (``q35.from_pretrained`` or random weights).
@@ -100,8 +100,14 @@ class LLM:
                 head and verifies the drafts (``engine/spec_decode.py``): the same tokens, fewer steps when drafts
                 are accepted. With CUDA graphs, steps where every sequence verifies drafts run in graphs
                 (``engine/spec_graphs.py``).
+            enable_prefix_caching: prompts that start like an earlier prompt reuse its cached KV blocks and GDN
+                state instead of computing them again (``engine/prefix_cache.py``; ``max_num_seqs`` GDN state
+                snapshots; ``llm.engine.prefix_stats`` counts the hits). The same tokens either way.
         """
         _check_tp(tensor_parallel_size, moe_parallel, model)
+        if not isinstance(enable_prefix_caching, bool):
+            raise TypeError(f"qwen35_native.LLM: enable_prefix_caching must be True or False, got "
+                            f"{enable_prefix_caching!r}")
         speculative = SpeculativeConfig.parse(speculative_config)
         self._tp = None
         try:
@@ -111,7 +117,7 @@ class LLM:
                        max_num_batched_tokens=max_num_batched_tokens, cuda_graphs=cuda_graphs,
                        cuda_graph_sizes=cuda_graph_sizes, seed=seed, tokenizer=tokenizer,
                        generation_config=generation_config, progress=progress, moe_parallel=moe_parallel,
-                       speculative=speculative)
+                       speculative=speculative, prefix_caching=enable_prefix_caching)
         except BaseException:
             if self._tp is not None:  # stop the workers at once, leave the process groups
                 from ..parallel.engine import abort_rank
@@ -121,7 +127,7 @@ class LLM:
 
     def _init(self, model, *, device, dtype, backend, tensor_parallel_size, max_num_seqs, max_model_len, block_size,
               num_blocks, gpu_memory_utilization, max_num_batched_tokens, cuda_graphs, cuda_graph_sizes, seed,
-              tokenizer, generation_config, progress, moe_parallel, speculative):
+              tokenizer, generation_config, progress, moe_parallel, speculative, prefix_caching):
         path = None
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
@@ -142,7 +148,8 @@ class LLM:
                                                 gpu_memory_utilization=gpu_memory_utilization,
                                                 max_num_batched_tokens=max_num_batched_tokens,
                                                 cuda_graphs=cuda_graphs, cuda_graph_sizes=cuda_graph_sizes,
-                                                speculative_config=None if speculative is None else vars(speculative)))
+                                                speculative_config=None if speculative is None else vars(speculative),
+                                                enable_prefix_caching=prefix_caching))
             else:
                 device = torch.device(device) if device is not None else torch.device(
                     "cuda" if torch.cuda.is_available() else "cpu")
@@ -168,31 +175,32 @@ class LLM:
         graphs = cuda_graphs is not False and model.device.type == "cuda"
         plan = plan_cache(model, max_num_seqs=max_num_seqs, max_model_len=max_model_len, block_size=block_size,
                           num_blocks=num_blocks, gpu_memory_utilization=gpu_memory_utilization,
-                          max_num_batched_tokens=max_num_batched_tokens, cuda_graphs=graphs, speculative=speculative)
+                          max_num_batched_tokens=max_num_batched_tokens, cuda_graphs=graphs, speculative=speculative,
+                          prefix_caching=prefix_caching)
         if self._tp is not None:
             plan = self._tp.agree_cache_plan(plan)
         self.cache_plan = plan
         runner = ModelRunner(model, plan.num_blocks, plan.block_size, plan.max_num_seqs, plan.max_model_len,
                              cuda_graphs=cuda_graphs,
                              graph_batch_sizes=cuda_graph_sizes or default_graph_sizes(plan.max_num_seqs),
-                             speculative=speculative)
+                             speculative=speculative, prefix_states=plan.prefix_states)
         if self._tp is not None:
             from ..parallel.engine import finish_rank
 
             runner = finish_rank(self._tp, runner)
         lookahead = speculative.num_speculative_tokens - 1 if speculative is not None else 0
         scheduler = Scheduler(plan.num_blocks, plan.block_size, plan.max_num_seqs, plan.max_num_batched_tokens,
-                              lookahead=lookahead, max_model_len=plan.max_model_len)
+                              lookahead=lookahead, max_model_len=plan.max_model_len, prefix_states=plan.prefix_states)
         eos = eos_token_ids(self.generation_config, self.tokenizer.eos_token_id if self.tokenizer else None)
         eos += [i for i in eos_token_ids({"eos_token_id": model.text_config.eos_token_id}) if i not in eos]
         self.engine = LLMEngine(runner, scheduler, max_model_len=plan.max_model_len, tokenizer=self.tokenizer,
                                 generation_config=self.generation_config, eos_ids=eos, seed=seed)
         self.prompts = PromptPreparer(self)
         logger.info("qwen35_native: engine ready: max_model_len %d, max_num_seqs %d, %d KV blocks x %d tokens, "
-                    "%d tokens per step, CUDA graphs %s, speculative decoding %s", plan.max_model_len,
+                    "%d tokens per step, CUDA graphs %s, speculative decoding %s, prefix caching %s", plan.max_model_len,
                     plan.max_num_seqs, plan.num_blocks, plan.block_size, plan.max_num_batched_tokens,
                     "on" if runner.graphs is not None or getattr(runner, "spec_graphs", None) is not None else "off",
-                    speculative or "off")
+                    speculative or "off", f"on ({plan.prefix_states} state snapshots)" if plan.prefix_states else "off")
 
     def _load_tokenizer(self, tokenizer):
         if tokenizer is False:

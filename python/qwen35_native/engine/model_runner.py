@@ -53,6 +53,10 @@ class StepPlan:
     num_verify: int = 0
     drafts: list[list[int]] = field(default_factory=list)
     mtp_next: list[int] | None = None
+    # prefix caching (prefix_cache.py): GDN states copied (snapshot index, slot) before the forward and (slot,
+    # snapshot index) after it
+    state_restores: list[tuple[int, int]] = field(default_factory=list)
+    state_saves: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def num_decodes(self) -> int:
@@ -76,10 +80,11 @@ class StepPlan:
 class ModelRunner:
     def __init__(self, model, num_blocks: int, block_size: int, num_slots: int, max_model_len: int,
                  cuda_graphs: bool | None = None, graph_batch_sizes: list[int] | None = None,
-                 speculative: SpeculativeConfig | None = None):
+                 speculative: SpeculativeConfig | None = None, prefix_states: int = 0):
         """``cuda_graphs``: True (capture decode steps; a failed capture is an error), None (the same on CUDA, but
         a failed capture logs a warning and the engine stays eager), False (eager only). ``speculative``: verify
-        MTP drafts (``spec_decode.py``; with CUDA graphs, ``spec_graphs.py`` holds the verification steps)."""
+        MTP drafts (``spec_decode.py``; with CUDA graphs, ``spec_graphs.py`` holds the verification steps).
+        ``prefix_states``: GDN slots for the state snapshots of prefix caching (``prefix_cache.py``)."""
         self.model = model
         self.device = model.device
         self.vocab_size = model.text_config.vocab_size
@@ -87,10 +92,12 @@ class ModelRunner:
         self.num_blocks, self.num_slots = num_blocks, num_slots
         self.max_blocks_per_seq = (max_model_len + block_size - 1) // block_size
         self.speculative = speculative
-        # GDN slots: the sequences', one padding slot, then k scratch slots per sequence for verification steps
+        # GDN slots: the sequences', one padding slot, then k scratch slots per sequence for verification steps,
+        # then the prefix cache's snapshots
         spec_k = speculative.num_speculative_tokens if speculative else 0
         self.scratch_base = num_slots + 1
-        self.cache = model.allocate_cache(num_blocks + 1, block_size, num_slots + 1 + num_slots * spec_k,
+        self.prefix_base = self.scratch_base + num_slots * spec_k
+        self.cache = model.allocate_cache(num_blocks + 1, block_size, self.prefix_base + prefix_states,
                                           with_mtp=speculative is not None)
         self.pad_block, self.pad_slot = num_blocks, num_slots
         self._clear_padding()
@@ -133,6 +140,12 @@ class ModelRunner:
         tokens (and logprobs) in ``sample_rows`` order, or None when no row samples (prefill chunks only); with
         speculative decoding a ``SpecStepOutput`` (tokens per row, accepted drafts, next drafts)."""
         self._start_presence(plan)
+        self._copy_states([self.prefix_base + i for i, _ in plan.state_restores], [s for _, s in plan.state_restores])
+        out = self._execute(plan)
+        self._copy_states([s for s, _ in plan.state_saves], [self.prefix_base + i for _, i in plan.state_saves])
+        return out
+
+    def _execute(self, plan: StepPlan):
         if self.speculative is not None:
             out = self.spec_graphs.run(plan) if self.spec_graphs is not None else None
             return out if out is not None else execute_speculative(self, plan)
@@ -142,6 +155,11 @@ class ModelRunner:
             if out is not None:
                 return out
         return self._execute_eager(plan)
+
+    def _copy_states(self, src: list[int], dst: list[int]) -> None:
+        if src:
+            index = torch.tensor(src + dst, dtype=torch.long).to(self.device)
+            self.cache.copy_gdn_states(index[:len(src)], index[len(src):])
 
     def _start_presence(self, plan: StepPlan) -> None:
         if not plan.presence_starts:

@@ -18,40 +18,22 @@ freed and it goes back to the front of the waiting queue, to be recomputed (prom
 again. Its tokens do not change: sampling is counter-based on (seed, step). A sequence alone always fits, because
 ``max_model_len`` is capped by the cache's capacity, so preemption always makes progress.
 
+With prefix caching (``prefix_cache.py``) a waiting sequence is admitted after its longest cached prefix (shared
+blocks, its GDN state restored from a snapshot), a prefill chunk that would run past the prompt's save point ends
+there, and ``commit`` registers what a step saved. Cached blocks nobody uses count as free.
+
 Tests: tests/engine/test_scheduler.py.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .prefix_cache import BlockPool, FreeList, PrefixCache
 from .sequence import Sequence, SequenceStatus
 
-
-class FreeList:
-    """Free indices of a fixed pool (KV blocks or GDN slots); most recently freed first."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._free = list(range(size - 1, -1, -1))
-
-    @property
-    def num_free(self) -> int:
-        return len(self._free)
-
-    def take(self, count: int) -> list[int]:
-        if count > len(self._free):
-            raise RuntimeError(f"qwen35_native: internal error: {count} indices requested, {len(self._free)} free")
-        taken = self._free[len(self._free) - count:][::-1]
-        del self._free[len(self._free) - count:]
-        return taken
-
-    def free_indices(self) -> list[int]:
-        return list(self._free)
-
-    def give(self, indices: list[int]) -> None:
-        self._free.extend(reversed(indices))
+__all__ = ["FreeList", "ScheduledSequence", "Scheduler", "SchedulerOutput"]
 
 
 @dataclass
@@ -79,6 +61,10 @@ class SchedulerOutput:
     scheduled: list[ScheduledSequence]  # decode steps first
     admitted: list[Sequence]  # newly given a slot this step (the runner resets their per-slot state)
     preempted: list[Sequence]
+    # prefix caching: (snapshot, slot) copied before the forward for sequences resuming a cached prefix, and
+    # (sequence, save point, snapshot): the sequence's state copied after the forward, which reaches the point
+    state_restores: list[tuple[int, int]] = field(default_factory=list)
+    state_saves: list[tuple[Sequence, int, int]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -87,7 +73,8 @@ class SchedulerOutput:
 
 class Scheduler:
     def __init__(self, num_blocks: int, block_size: int, max_num_seqs: int, max_num_batched_tokens: int,
-                 lookahead: int = 0, max_model_len: int | None = None):
+                 lookahead: int = 0, max_model_len: int | None = None, prefix_states: int = 0):
+        """``prefix_states``: GDN state snapshots for prefix caching (``prefix_cache.py``); 0 turns it off."""
         if max_num_batched_tokens < max_num_seqs:
             raise ValueError(f"qwen35_native.LLM: max_num_batched_tokens must be >= max_num_seqs={max_num_seqs} (every "
                              f"running sequence decodes one token per step), got {max_num_batched_tokens}")
@@ -95,7 +82,8 @@ class Scheduler:
         self.lookahead, self.max_model_len = lookahead, max_model_len
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
-        self.blocks = FreeList(num_blocks)
+        self.blocks = BlockPool(num_blocks)
+        self.prefix = PrefixCache(self.blocks, block_size, prefix_states) if prefix_states else None
         self.slots = FreeList(max_num_seqs)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order: the last one is preempted first
@@ -126,7 +114,7 @@ class Scheduler:
             budget = self.max_num_batched_tokens - sum(s.num_new for s in scheduled)  # preemption may refund
             if seq.status is not SequenceStatus.RUNNING or budget == 0:
                 continue  # preempted earlier in this loop
-            num_new = min(seq.num_pending, budget)
+            num_new = self._cut_at_save_point(seq, seq.num_computed, min(seq.num_pending, budget))
             if seq.num_pending == 1 and seq.draft_ids:
                 if budget > len(seq.draft_ids):
                     num_new += len(seq.draft_ids)
@@ -134,25 +122,60 @@ class Scheduler:
                     seq.draft_ids = []
             if self._reserve(seq, seq.num_computed + num_new, scheduled, preempted):
                 scheduled.append(ScheduledSequence(seq, num_new))
-        budget = self.max_num_batched_tokens - sum(s.num_new for s in scheduled)
-        admitted = []
-        while self.waiting and budget > 0 and self.slots.num_free and not preempted:
-            seq = self.waiting[0]
-            num_new = min(seq.num_pending, budget)
-            need = self.blocks_for(self.reserved_tokens(seq.num_computed + num_new))
-            if need > self.blocks.num_free:
-                break
-            self.waiting.popleft()
-            seq.slot = self.slots.take(1)[0]
-            seq.blocks = self.blocks.take(need)
-            seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
-            admitted.append(seq)
-            scheduled.append(ScheduledSequence(seq, num_new))
-            budget -= num_new
+        out = SchedulerOutput(scheduled, [], preempted)
+        if not preempted:
+            self._admit(out)
         # stable: verification steps, then decode steps, then prefill chunks, priority order kept
         scheduled.sort(key=lambda s: 0 if s.is_verify else 1 if s.is_decode else 2)
-        return SchedulerOutput(scheduled, admitted, preempted)
+        if self.prefix is not None:
+            self._plan_saves(out)
+        return out
+
+    def _admit(self, out: SchedulerOutput) -> None:
+        """Admits waiting sequences in order while the budget, a slot and their first chunk's blocks allow; with
+        prefix caching a sequence starts after its longest cached prefix."""
+        budget = self.max_num_batched_tokens - out.num_tokens
+        while self.waiting and budget > 0 and self.slots.num_free:
+            seq = self.waiting[0]
+            hit = self.prefix.match(seq) if self.prefix is not None else None
+            start, shared = (hit.num_tokens, hit.blocks) if hit is not None else (0, [])
+            num_new = self._cut_at_save_point(seq, start, min(seq.num_tokens - start, budget))
+            need = self.blocks_for(self.reserved_tokens(start + num_new)) - len(shared)
+            if need + sum(self.blocks.is_unused(b) for b in shared) > self.blocks.num_free:
+                break  # shared blocks nobody uses are counted free until this sequence takes them
+            self.waiting.popleft()
+            if self.prefix is not None:
+                self.prefix.use(seq, hit)
+            seq.slot = self.slots.take(1)[0]
+            seq.blocks = list(shared) + self.blocks.take(need)
+            seq.num_computed = start
+            if hit is not None:
+                out.state_restores.append((hit.state, seq.slot))
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            out.admitted.append(seq)
+            out.scheduled.append(ScheduledSequence(seq, num_new))
+            budget -= num_new
+
+    def _cut_at_save_point(self, seq: Sequence, computed: int, num_new: int) -> int:
+        """A prefill chunk that would run past the sequence's save point ends there (prefix caching)."""
+        if self.prefix is None or seq.draft_ids:
+            return num_new
+        point = self.prefix.save_point(seq)
+        return point - computed if computed < point < computed + num_new else num_new
+
+    def _plan_saves(self, out: SchedulerOutput) -> None:
+        for s in out.scheduled:
+            point = 0 if s.is_verify else self.prefix.save_point(s.seq)
+            if point and s.seq.num_computed + s.num_new == point:
+                state = self.prefix.reserve_state()
+                if state is not None:
+                    out.state_saves.append((s.seq, point, state))
+
+    def commit(self, out: SchedulerOutput) -> None:
+        """After the step ran (the sequences' ``num_computed`` advanced): registers the saved prefixes."""
+        for seq, point, state in out.state_saves:
+            self.prefix.commit(seq, point, state)
 
     def _reserve(self, seq: Sequence, num_tokens: int, scheduled: list[ScheduledSequence],
                  preempted: list[Sequence]) -> bool:

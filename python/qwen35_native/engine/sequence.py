@@ -42,6 +42,7 @@ class Sequence:
     logprobs: list[TokenLogprob] | None = None
     num_preemptions: int = 0
     draft_ids: list[int] = field(default_factory=list)  # speculative decoding: drafts for the next step
+    prefix_hashes: list[bytes] | None = None  # prefix caching: hashes of the prompt's blocks (prefix_cache.py)
     request: Any = field(default=None, repr=False)  # the engine's Request this sample belongs to
 
     @property

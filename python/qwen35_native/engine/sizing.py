@@ -38,6 +38,7 @@ class CachePlan:
     max_num_seqs: int
     max_model_len: int
     max_num_batched_tokens: int
+    prefix_states: int = 0  # GDN state snapshots of prefix caching (one per sequence slot)
 
 
 def _positive_int(name: str, value, allow_none: bool = True) -> None:
@@ -52,9 +53,9 @@ def plan_cache(model, *, max_num_seqs: int | None = None, max_model_len: int | N
                block_size: int = KV_BLOCK_SIZE,
                num_blocks: int | None = None, gpu_memory_utilization: float = 0.9,
                max_num_batched_tokens: int | None = None, cuda_graphs: bool = False,
-               cpu_cache_bytes: int = CPU_CACHE_BYTES, speculative=None) -> CachePlan:
+               cpu_cache_bytes: int = CPU_CACHE_BYTES, speculative=None, prefix_caching: bool = False) -> CachePlan:
     """``speculative`` (a ``SpeculativeConfig``): KV blocks also hold the MTP head's layers, and every sequence
-    has k scratch GDN slots besides its own."""
+    has k scratch GDN slots besides its own. ``prefix_caching``: ``max_num_seqs`` more GDN slots hold snapshots."""
     for name, value in (("max_num_seqs", max_num_seqs), ("max_model_len", max_model_len),
                         ("num_blocks", num_blocks), ("max_num_batched_tokens", max_num_batched_tokens)):
         _positive_int(name, value)
@@ -71,7 +72,8 @@ def plan_cache(model, *, max_num_seqs: int | None = None, max_model_len: int | N
     if num_blocks is None:
         if cuda:
             num_blocks = _cuda_blocks(model, max_num_seqs, block_size, gpu_memory_utilization,
-                                      max_num_batched_tokens, cuda_graphs, speculative)
+                                      max_num_batched_tokens, cuda_graphs, speculative,
+                                      max_num_seqs if prefix_caching else 0)
         else:
             per_block = ModelCache.bytes_per_block(model.cache_config, block_size, model.dtype,
                                                    _mtp_layers(model, speculative))
@@ -82,7 +84,8 @@ def plan_cache(model, *, max_num_seqs: int | None = None, max_model_len: int | N
         raise ValueError(f"qwen35_native.LLM: max_model_len={max_model_len} needs more KV cache than there is "
                          f"({num_blocks} blocks x {block_size} tokens = {capacity} tokens); raise num_blocks or "
                          f"gpu_memory_utilization, or lower max_model_len")
-    return CachePlan(num_blocks, block_size, max_num_seqs, min(wanted_len, capacity), max_num_batched_tokens)
+    return CachePlan(num_blocks, block_size, max_num_seqs, min(wanted_len, capacity), max_num_batched_tokens,
+                     max_num_seqs if prefix_caching else 0)
 
 
 def _mtp_layers(model, speculative) -> int:
@@ -90,12 +93,13 @@ def _mtp_layers(model, speculative) -> int:
 
 
 def _cuda_blocks(model, max_num_seqs: int, block_size: int, utilization: float, max_tokens: int,
-                 cuda_graphs: bool, speculative=None) -> int:
+                 cuda_graphs: bool, speculative=None, prefix_states: int = 0) -> int:
     cfg, dtype, device = model.cache_config, model.dtype, model.device   # a tensor-parallel rank's own heads
     peak = profile_step_bytes(model, max_tokens, min(max_num_seqs, max_tokens), block_size)
     graph_share = int(peak * min(1.0, max_num_seqs / max_tokens)) + (64 << 20) if cuda_graphs else 0
     free, total = torch.cuda.mem_get_info(device)
     scratch = max_num_seqs * speculative.num_speculative_tokens if speculative is not None else 0
+    scratch += prefix_states  # snapshot slots cost what a sequence's GDN slot costs
     fixed = (max_num_seqs + 1) * (ModelCache.bytes_per_slot(cfg, dtype) + 2 * cfg.vocab_size) + \
         scratch * ModelCache.bytes_per_slot(cfg, dtype)
     budget = int(total * utilization) - (total - free) - peak - graph_share - fixed

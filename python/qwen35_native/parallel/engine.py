@@ -18,7 +18,7 @@ from .session import TPSession
 # LLM arguments a started worker takes over from rank 0 (the rest concern rank 0's tokenizer and outputs)
 WORKER_ARGS = ("dtype", "backend", "moe_parallel", "max_num_seqs", "max_model_len", "block_size", "num_blocks",
                "gpu_memory_utilization", "max_num_batched_tokens", "cuda_graphs", "cuda_graph_sizes",
-               "speculative_config")
+               "speculative_config", "enable_prefix_caching")
 
 
 def worker_kwargs(args: dict) -> dict:
