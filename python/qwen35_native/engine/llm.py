@@ -197,8 +197,9 @@ class LLM:
                                 generation_config=self.generation_config, eos_ids=eos, seed=seed)
         self.prompts = PromptPreparer(self)
         logger.info("qwen35_native: engine ready: max_model_len %d, max_num_seqs %d, %d KV blocks x %d tokens, "
-                    "%d tokens per step, CUDA graphs %s, speculative decoding %s, prefix caching %s", plan.max_model_len,
-                    plan.max_num_seqs, plan.num_blocks, plan.block_size, plan.max_num_batched_tokens,
+                    "%d tokens per step, CUDA graphs %s, speculative decoding %s, prefix caching %s",
+                    plan.max_model_len, plan.max_num_seqs, plan.num_blocks, plan.block_size,
+                    plan.max_num_batched_tokens,
                     "on" if runner.graphs is not None or getattr(runner, "spec_graphs", None) is not None else "off",
                     speculative or "off", f"on ({plan.prefix_states} state snapshots)" if plan.prefix_states else "off")
 
