@@ -92,6 +92,18 @@ def test_chat_reads_turns_from_a_pipe(tiny_dir):
     assert int(turns[1][0]) > int(turns[0][0]) + 5   # the second prompt carries the first turn as history
 
 
+def test_chat_with_prefix_caching_resumes_the_history(tiny_dir):
+    """The second turn's prompt extends the first: with --enable-prefix-caching it resumes from the first turn's
+    cached blocks (KV block size 64) and prints the same text."""
+    args = ("chat", "--model", tiny_dir, "--max-tokens", "4", "--seed", "1", "--backend", "reference")
+    stdin = "Tell me about " + "the sea and the sky, " * 12 + "please.\n\nAnd then?\n/exit\n"
+    plain, cached = qwen35(*args, stdin=stdin), qwen35(*args, "--enable-prefix-caching", stdin=stdin)
+    assert plain.returncode == 0 and cached.returncode == 0, cached.stderr
+    assert cached.stdout == plain.stdout and "cached" not in plain.stderr
+    hits = [(int(a), int(b)) for a, b in re.findall(r"prompt tokens cached (\d+)/(\d+)\]", cached.stderr)]
+    assert len(hits) == 2 and hits[0][0] == 0 and hits[1][0] >= 64 and hits[1][1] > hits[0][1], cached.stderr
+
+
 def test_generate_with_image_and_video_files(tiny_dir, tmp_path, capsys):
     """--image PATH and --video DIR_OF_FRAMES give the tokens of llm.chat on the same content parts."""
     import numpy as np

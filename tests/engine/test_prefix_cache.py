@@ -103,6 +103,9 @@ def test_snapshots_are_found_only_with_every_block_and_evicted_lru():
     cache.commit(seqs[0], 24, states[0])
     cache.commit(seqs[1], 24, states[1])
     assert cache.save_point(seqs[0]) == 0 and cache.match(Seq(seqs[0].prompt_ids)).num_tokens == 24
+    twin = Seq(seqs[0].prompt_ids, seqs[2].blocks)          # saved the same prefix in the same step: its snapshot
+    cache.commit(twin, 24, 7)                               # goes back to the free ones (none were left)
+    assert cache.reserve_state() == 7 and cache.match(Seq(seqs[0].prompt_ids)).blocks == seqs[0].blocks[:3]
     hit = cache.match(Seq(seqs[0].prompt_ids))
     cache.use(Seq(seqs[0].prompt_ids), hit)                 # seq 0's snapshot is now the newer one
     assert not pool.is_unused(hit.blocks[0])
@@ -180,6 +183,26 @@ def test_eviction_and_preemption_under_a_small_cache(tiny_model, plain):
     assert llm.engine.prefix_stats.num_hit_tokens > 0
     scheduler = llm.engine.scheduler
     assert scheduler.blocks.num_free == scheduler.blocks.size and scheduler.blocks.num_cached > 0
+
+
+def test_admission_counts_the_cached_blocks_it_takes(tiny_model):
+    """A hit's blocks that nobody uses are counted free: taking them leaves fewer for the rest, so a sequence whose
+    hit and new blocks do not both fit waits (here until the running one finishes) instead of failing."""
+    base, other = _prompts()[0], _prompts()[3] + _prompts()[3][:9]              # 37 and 30 tokens
+    params = q35.SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+    want = [_llm(tiny_model, False).generate([p], params)[0].token_ids for p in (other, base + [4] * 20)]
+    llm = _llm(tiny_model, True, max_num_seqs=2, num_blocks=8, max_num_batched_tokens=96)
+    llm.generate([base], params)                    # blocks 0-3 cached, nobody uses them
+    engine = llm.engine
+    requests = [engine.add_request(p, params) for p in (other, base + [4] * 20)]
+    # `other`'s first chunk (to its save point 24) takes 3 of the 4 uncached blocks: the one left and the 4 cached
+    # ones are 5 free blocks, but B needs its 4 cached blocks and 3 new ones (to its save point 56): B waits
+    engine.step()
+    assert len(engine.scheduler.running) == 1 and len(engine.scheduler.waiting) == 1
+    while engine.has_unfinished():
+        engine.step()
+    assert [engine.output(r).token_ids for r in requests] == want
+    assert engine.prefix_stats.num_hit_tokens == 32
 
 
 def test_a_next_token_that_differs_means_no_hit(tiny_model):
