@@ -156,8 +156,9 @@ def run_config(name: str, args: argparse.Namespace) -> list[Row]:
     model = random_model(config, dtype, device, with_mtp=True)
     runs = [(b, p) for p in args.prompts for b in args.batches if b * p <= args.max_prefill_tokens]
     bs = KV_BLOCK_SIZE   # the engine's default (64): the attention kernels' fast path (16 took the per-row one)
-    num_blocks = max(b * math.ceil((p + 2) / bs) for b, p in runs)
-    llm = q35.LLM(model, max_num_seqs=max(args.batches), max_model_len=max(args.prompts) + 8, num_blocks=num_blocks,
+    room = 40  # tokens past the longest prompt: decode steps, and the next turn of prefix_rows
+    num_blocks = max(b * math.ceil((p + room) / bs) for b, p in runs)
+    llm = q35.LLM(model, max_num_seqs=max(args.batches), max_model_len=max(args.prompts) + room, num_blocks=num_blocks,
                   block_size=bs, max_num_batched_tokens=args.step_tokens, tokenizer=False, generation_config={})
     rows, dt = [], "bf16" if dtype == torch.bfloat16 else "fp32"
     one = q35.SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
@@ -193,6 +194,7 @@ def run_config(name: str, args: argparse.Namespace) -> list[Row]:
                               f"column; {note}".rstrip("; "),
                         extra={"ms_per_token": us / 1e3, "tokens_per_s": b / us * 1e6, "layers": layers}))
     rows += speculative_rows(model, llm, runs, args, name, dt, scale, note)
+    rows += prefix_rows(model, llm, args, name, dt, scale, note)
     llm = runner = model = None  # free the weights before the peer builds its own
     gc.collect()
     if device == "cuda":
@@ -202,6 +204,13 @@ def run_config(name: str, args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def engine_like(model, runner, args, **kwargs) -> q35.LLM:
+    """A second engine on ``model`` with the caches and step budget of ``runner``'s, plus ``kwargs``."""
+    return q35.LLM(model, max_num_seqs=runner.num_slots, max_model_len=runner.max_blocks_per_seq * runner.block_size,
+                   num_blocks=runner.num_blocks, block_size=runner.block_size, max_num_batched_tokens=args.step_tokens,
+                   tokenizer=False, generation_config={}, **kwargs)
+
+
 def speculative_rows(model, llm, runs, args, name: str, dt: str, scale: float, note: str) -> list[Row]:
     """The price of speculation: an eager decode step beside a verification step (one MTP draft per sequence: the
     target over 2 tokens, the roll-back, the MTP head; in CUDA graphs where they capture). With random weights
@@ -209,9 +218,7 @@ def speculative_rows(model, llm, runs, args, name: str, dt: str, scale: float, n
     of real weights. Compare with the graphed decode step row above."""
     device = model.device.type
     runner = llm.engine.runner
-    spec = q35.LLM(model, max_num_seqs=runner.num_slots, max_model_len=runner.max_blocks_per_seq * runner.block_size,
-                   num_blocks=runner.num_blocks, block_size=runner.block_size, max_num_batched_tokens=args.step_tokens,
-                   tokenizer=False, generation_config={}, speculative_config={"method": "mtp"}).engine.runner
+    spec = engine_like(model, runner, args, speculative_config={"method": "mtp"}).engine.runner
     fill_cache(spec)
     rows = []
     for b, p in runs:
@@ -227,6 +234,41 @@ def speculative_rows(model, llm, runs, args, name: str, dt: str, scale: float, n
             us = bench(fn, device=device, warmup=1, reps=args.decode_reps, flush_l2=False)["median_us"] * scale
             rows.append(Row(op="e2e decode step", shape=f"{name} B{b} ctx{p}", dtype=dt, impl=impl, median_us=us,
                             notes=f"{us / 1e3:.2f} ms/step; {note}".rstrip("; "), extra={"ms_per_step": us / 1e3}))
+    return rows
+
+
+def prefix_rows(model, llm, args, name: str, dt: str, scale: float, note: str) -> list[Row]:
+    """Prefix caching: time to first token of a chat's next turn (a prompt of P tokens seen before, plus up to 32
+    new ones) with the cache (it resumes at the earlier prompt's save point) and without; and of a first prompt with
+    the cache on (its chunk ends at the save point, the rest runs one step later) beside off."""
+    runner = llm.engine.runner
+    p = max(args.prompts)
+    tail = min(32, llm.engine.max_model_len - p - 1)   # a prompt must leave room for a token
+    if out_of_time(args, f"{name} prefix caching P{p}") or tail < 1:
+        return []
+    cached = engine_like(model, runner, args, enable_prefix_caching=True)
+    vocab, one = model.text_config.vocab_size, q35.SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+
+    def ttft(engine, prompt) -> float:
+        sync()
+        t0 = time.perf_counter()
+        engine.generate([prompt], one)
+        return time.perf_counter() - t0
+
+    rows, first = [], torch.randint(0, vocab, (p,)).tolist()
+    for engine in (llm, cached):
+        engine.generate([first], one)   # the earlier turn
+    for what, prompt in (("first prompt", lambda: torch.randint(0, vocab, (p,)).tolist()),
+                         ("next turn", lambda: first + torch.randint(0, vocab, (tail,)).tolist())):
+        for impl, engine in (("q35 LLM", llm), ("q35 LLM prefix caching", cached)):
+            hits = cached.engine.prefix_stats.num_hit_tokens
+            us = sorted(ttft(engine, prompt()) for _ in range(args.prefill_reps))[args.prefill_reps // 2] * 1e6
+            hits = (cached.engine.prefix_stats.num_hit_tokens - hits) // args.prefill_reps
+            shape = f"{name} B1xP{p}" + (f"+{tail}" if what == "next turn" else "")
+            rows.append(Row(op=f"e2e time to first token, {what}", shape=shape, dtype=dt, impl=impl,
+                            median_us=us * scale, notes=f"{hits} prompt tokens cached; {note}".rstrip("; "),
+                            extra={"prefix_hit_tokens": hits}))
     return rows
 
 
@@ -268,7 +310,7 @@ def main() -> None:
     add_common_args(parser)
     args = parser.parse_args()
     if args.dry_run:
-        args.configs, args.batches, args.prompts = ["tiny-moe"], [1, 2], [16, 40]
+        args.configs, args.batches, args.prompts = ["tiny-moe"], [1, 2], [16, 72]   # 72: one KV block to resume
         args.prefill_reps, args.decode_reps, args.step_tokens = 1, 2, 32
     torch.manual_seed(0)
     args.start = time.perf_counter()
