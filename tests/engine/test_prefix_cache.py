@@ -98,11 +98,11 @@ def test_snapshots_are_found_only_with_every_block_and_evicted_lru():
     cache = PrefixCache(pool, BS, num_states=2)
     seqs = [Seq(list(range(i, i + 30)), pool.take(4)) for i in (0, 100, 200)]
     for s in seqs:                                          # save points at 24 (3 blocks with a next token)
-        assert cache.save_point(s) == 24
+        assert cache.save_points(s) == [24]
     states = [cache.reserve_state() for _ in range(2)]
     cache.commit(seqs[0], 24, states[0])
     cache.commit(seqs[1], 24, states[1])
-    assert cache.save_point(seqs[0]) == 0 and cache.match(Seq(seqs[0].prompt_ids)).num_tokens == 24
+    assert cache.save_points(seqs[0]) == [] and cache.match(Seq(seqs[0].prompt_ids)).num_tokens == 24
     twin = Seq(seqs[0].prompt_ids, seqs[2].blocks)          # saved the same prefix in the same step: its snapshot
     cache.commit(twin, 24, 7)                               # goes back to the free ones (none were left)
     assert cache.reserve_state() == 7 and cache.match(Seq(seqs[0].prompt_ids)).blocks == seqs[0].blocks[:3]
@@ -151,6 +151,31 @@ def test_the_chunk_before_the_save_point_and_the_resumed_first_chunk(tiny_model)
         assert engine.output(request).token_ids
     assert chunks == [[(0, 32), ("restore", 0, "save", 1)], [(32, 5)], [(37, 1)],
                       [(32, 5), ("restore", 1, "save", 0)], [(37, 1)]]
+
+
+def test_a_shared_system_prompt_is_resumed_from_the_third_prompt_on(tiny_model):
+    """Three prompts share 29 tokens (3 full blocks whose next token is shared too). The first caches its blocks
+    (and its own state at 40); the second leaves those blocks at 24, its branch point, and saves its state there;
+    the third resumes at 24."""
+    g = torch.Generator().manual_seed(8)
+    system = torch.randint(0, 448, (29,), generator=g).tolist()
+    prompts = [system + torch.randint(0, 448, (12,), generator=g).tolist() for _ in range(3)]
+    params = q35.SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    want = [_llm(tiny_model, False).generate([p], params)[0].token_ids for p in prompts]
+    llm = _llm(tiny_model, True)
+    engine, got, chunks = llm.engine, [], []
+    for prompt in prompts:
+        request = engine.add_request(prompt, params)
+        chunks.append([])
+        while engine.has_unfinished():
+            out = engine.scheduler.schedule()
+            chunks[-1] += [(s.seq.num_computed, s.num_new) for s in out.scheduled if s.seq.num_computed < len(prompt)]
+            engine.run_scheduled(out)
+        got.append(engine.output(request).token_ids)
+        assert engine.scheduler.prefix.save_points(request.seqs[0]) == []
+    assert got == want
+    assert chunks == [[(0, 40), (40, 1)], [(0, 24), (24, 16), (40, 1)], [(24, 16), (40, 1)]]
+    assert engine.prefix_stats.num_hit_tokens == 24
 
 
 def test_shared_blocks_are_never_written(tiny_model):

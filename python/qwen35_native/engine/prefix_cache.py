@@ -4,19 +4,22 @@ Attention layers need the K/V of every earlier position; a KV block is shared by
 known (vLLM's automatic prefix caching). The Gated DeltaNet layers carry their whole past in one state per
 sequence, so a prefix can only be resumed where that state was kept: at a block boundary at which a snapshot of
 the sequence's GDN states (conv and recurrent, every layer) was copied into one of ``num_states`` extra GDN slots.
-Each prompt keeps one, at its *save point* ``P``: the last block boundary before its last token. The scheduler
-ends a prefill chunk exactly at ``P`` (so the tokens after it run one step later), the runner copies the slot's
-state after that step's forward, and then the blocks before ``P`` and the snapshot are registered under the
-prefix's hash. A later prompt that shares those blocks resumes at ``P``: its first ``P`` tokens are neither
-computed nor stored again (vLLM's "align" mode for hybrid models works the same way). Uses: a repeated prompt,
-the next turn of a chat (its prompt extends the previous one), best-of and evaluation runs, and a preempted
-sequence recomputing its own prompt.
+Each prompt keeps one at its *save point* ``P``, the last block boundary before its last token, and one at its
+*branch point*, where it leaves the blocks earlier prompts cached (the end of a shared system prompt, rounded down
+to a block). The scheduler ends a prefill chunk exactly at such a point (the tokens after it run one step later),
+the runner copies the slot's state after that step's forward, and then the blocks before the point and the
+snapshot are registered under the prefix's hash. A later prompt that shares those blocks resumes there: its
+first tokens are neither computed nor stored again (vLLM's "align" mode for hybrid models works the same way).
+Uses: a repeated prompt, the next turn of a chat (its prompt extends the previous one), a system prompt shared
+from the third prompt on (the first caches blocks, the second the state where it branches off), best-of and
+evaluation runs, and a preempted sequence recomputing its own prompt.
 
 Exactness. Block ``j``'s hash chains the hash of block ``j - 1``, the block's tokens and the token after the block:
 the MTP head's row at a block's last position embeds that next token, and its K/V live in the same block. Every
 position whose K/V or state is reused therefore saw the same tokens at the same positions, so a resumed sequence
-computes what it would have computed from scratch, chunked at ``P``. A multimodal prompt caches only blocks
-before its first vision token (text positions there are the plain 0, 1, 2, ...).
+computes what it would have computed from scratch with its prefill chunked at that point (the same values up to
+floating-point rounding, as for any chunked prefill). A multimodal prompt caches only blocks before its first
+vision token (text positions there are the plain 0, 1, 2, ...).
 
 Memory. Blocks whose last user finished stay cached until a new block is needed (least recently released first:
 they are counted as free). Snapshots are evicted least recently used first when a new save point needs a slot.
@@ -196,10 +199,16 @@ class PrefixCache:
             self.pool.acquire(block)
         self._states.move_to_end(self.hashes(seq)[hit.num_tokens // self.block_size - 1])
 
-    def save_point(self, seq) -> int:
-        """Where ``seq`` should save its state (0: nowhere, or already saved)."""
+    def save_points(self, seq) -> list[int]:
+        """Block boundaries at which ``seq`` saves its state, ascending, leaving out those already saved: where its
+        prompt leaves the cached blocks of earlier prompts (its *branch point*: after a shared system prompt, say,
+        so that the next prompt sharing it resumes there) and its save point (the last block boundary before the
+        prompt's last token)."""
         hashes = self.hashes(seq)
-        return len(hashes) * self.block_size if hashes and hashes[-1] not in self._states else 0
+        branch = 0
+        while branch < len(hashes) and self.pool.lookup(hashes[branch]) is not None:
+            branch += 1
+        return [n * self.block_size for n in sorted({branch, len(hashes)} - {0}) if hashes[n - 1] not in self._states]
 
     def reserve_state(self) -> int | None:
         """A snapshot for a new save point: a free one, else the least recently used one (dropped)."""

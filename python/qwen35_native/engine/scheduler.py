@@ -158,19 +158,21 @@ class Scheduler:
             budget -= num_new
 
     def _cut_at_save_point(self, seq: Sequence, computed: int, num_new: int) -> int:
-        """A prefill chunk that would run past the sequence's save point ends there (prefix caching)."""
-        if self.prefix is None or seq.draft_ids:
+        """A prefill chunk that would run past one of the sequence's save points ends there (prefix caching)."""
+        if self.prefix is None or computed + 1 >= len(seq.prompt_ids):  # save points lie inside the prompt
             return num_new
-        point = self.prefix.save_point(seq)
-        return point - computed if computed < point < computed + num_new else num_new
+        for point in self.prefix.save_points(seq):
+            if computed < point < computed + num_new:
+                return point - computed
+        return num_new
 
     def _plan_saves(self, out: SchedulerOutput) -> None:
         for s in out.scheduled:
-            point = 0 if s.is_verify else self.prefix.save_point(s.seq)
-            if point and s.seq.num_computed + s.num_new == point:
+            end = s.seq.num_computed + s.num_new
+            if not s.is_verify and end < len(s.seq.prompt_ids) and end in self.prefix.save_points(s.seq):
                 state = self.prefix.reserve_state()
                 if state is not None:
-                    out.state_saves.append((s.seq, point, state))
+                    out.state_saves.append((s.seq, end, state))
 
     def commit(self, out: SchedulerOutput) -> None:
         """After the step ran (the sequences' ``num_computed`` advanced): registers the saved prefixes."""
