@@ -102,7 +102,8 @@ class LLM:
                 (``engine/spec_graphs.py``).
             enable_prefix_caching: prompts that start like an earlier prompt reuse its cached KV blocks and GDN
                 state instead of computing them again (``engine/prefix_cache.py``; ``max_num_seqs`` GDN state
-                snapshots; ``llm.engine.prefix_stats`` counts the hits). The same tokens either way.
+                snapshots; ``llm.engine.prefix_stats`` counts the hits). The same tokens either way, up to the
+                rounding of a prefill chunked where the cached prefix ends.
         """
         _check_tp(tensor_parallel_size, moe_parallel, model)
         if not isinstance(enable_prefix_caching, bool):
