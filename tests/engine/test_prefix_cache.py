@@ -126,9 +126,10 @@ def test_resumed_prompts_give_the_tokens_of_an_engine_without_the_cache(tiny_mod
     got = [_outputs(llm.generate([p], s)) for p, s in zip(_prompts(), _params())]
     assert got == plain
     stats = llm.engine.prefix_stats
-    # base saves at 32; the extension resumes at 32 and saves at 40; base again at 32; the tail prompt shares 2
-    # blocks, but no snapshot ends there; n = 2 samples of it: the first saves at 32, the second (same step) cannot
-    assert stats.num_hit_tokens == 32 + 32 and stats.num_queried_tokens == sum(
+    # base saves at 32; the extension resumes at 32 and saves at 40; base again at 32; `other` saves at 16; the tail
+    # prompt leaves base's blocks after 8 (its branch point) and saves there and at 32; its second sample (n = 2)
+    # waits for the first to get there and resumes at 32
+    assert stats.num_hit_tokens == 32 + 32 + 32 and stats.num_queried_tokens == sum(
         len(p) * s.n for p, s in zip(_prompts(), _params()))
     assert 0 < stats.hit_rate < 1
     assert _llm(tiny_model, False).engine.prefix_stats is None
@@ -176,6 +177,29 @@ def test_a_shared_system_prompt_is_resumed_from_the_third_prompt_on(tiny_model):
     assert got == want
     assert chunks == [[(0, 40), (40, 1)], [(0, 24), (24, 16), (40, 1)], [(24, 16), (40, 1)]]
     assert engine.prefix_stats.num_hit_tokens == 24
+
+
+def test_samples_of_one_request_compute_their_prompt_once(tiny_model):
+    """n = 4: the first sample prefills the prompt to its save point; the other three wait, while a later request is
+    admitted past them, and then resume there. Tokens as without the cache."""
+    prompt, short = _prompts()[0], _prompts()[3][:5]
+    params = q35.SamplingParams(temperature=0.9, seed=4, n=4, max_tokens=5, ignore_eos=True)
+    greedy = q35.SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
+    plain = _llm(tiny_model, False, max_num_batched_tokens=40)
+    want = [_outputs(plain.generate([prompt], params)), _outputs(plain.generate([short], greedy))]
+    llm = _llm(tiny_model, True, max_num_seqs=5, max_num_batched_tokens=40)
+    engine, fed = llm.engine, 0
+    requests = [engine.add_request(prompt, params), engine.add_request(short, greedy)]
+    out = engine.scheduler.schedule()
+    assert [s.seq.request for s in out.scheduled] == requests   # sample 0 and the later request
+    while True:
+        fed += sum(s.num_new for s in out.scheduled if s.seq.request is requests[0] and s.seq.num_computed < 37)
+        engine.run_scheduled(out)
+        if not engine.has_unfinished():
+            break
+        out = engine.scheduler.schedule()
+    assert [_outputs([engine.output(r)]) for r in requests] == want
+    assert fed == 37 + 3 * 5 and engine.prefix_stats.num_hit_tokens == 3 * 32
 
 
 def test_shared_blocks_are_never_written(tiny_model):

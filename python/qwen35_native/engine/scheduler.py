@@ -19,8 +19,10 @@ again. Its tokens do not change: sampling is counter-based on (seed, step). A se
 ``max_model_len`` is capped by the cache's capacity, so preemption always makes progress.
 
 With prefix caching (``prefix_cache.py``) a waiting sequence is admitted after its longest cached prefix (shared
-blocks, its GDN state restored from a snapshot), a prefill chunk that would run past the prompt's save point ends
-there, and ``commit`` registers what a step saved. Cached blocks nobody uses count as free.
+blocks, its GDN state restored from a snapshot), a prefill chunk that would run past one of the prompt's save
+points ends there, and ``commit`` registers what a step saved. Cached blocks nobody uses count as free. The other
+samples of a request (n > 1) wait while its first sample computes their common prompt, and then resume from it;
+later requests may be admitted past them meanwhile.
 
 Tests: tests/engine/test_scheduler.py.
 """
@@ -133,17 +135,21 @@ class Scheduler:
 
     def _admit(self, out: SchedulerOutput) -> None:
         """Admits waiting sequences in order while the budget, a slot and their first chunk's blocks allow; with
-        prefix caching a sequence starts after its longest cached prefix."""
-        budget = self.max_num_batched_tokens - out.num_tokens
-        while self.waiting and budget > 0 and self.slots.num_free:
-            seq = self.waiting[0]
+        prefix caching a sequence starts after its longest cached prefix, and one whose sibling sample is computing
+        their common prompt is passed over until that sibling saved it."""
+        budget, i = self.max_num_batched_tokens - out.num_tokens, 0
+        while i < len(self.waiting) and budget > 0 and self.slots.num_free:
+            seq = self.waiting[i]
+            if self.prefix is not None and self._sibling_computes_prompt(seq):
+                i += 1
+                continue
             hit = self.prefix.match(seq) if self.prefix is not None else None
             start, shared = (hit.num_tokens, hit.blocks) if hit is not None else (0, [])
             num_new = self._cut_at_save_point(seq, start, min(seq.num_tokens - start, budget))
             need = self.blocks_for(self.reserved_tokens(start + num_new)) - len(shared)
             if need + sum(self.blocks.is_unused(b) for b in shared) > self.blocks.num_free:
                 break  # shared blocks nobody uses are counted free until this sequence takes them
-            self.waiting.popleft()
+            del self.waiting[i]
             if self.prefix is not None:
                 self.prefix.use(seq, hit)
             seq.slot = self.slots.take(1)[0]
@@ -156,6 +162,12 @@ class Scheduler:
             out.admitted.append(seq)
             out.scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
+
+    def _sibling_computes_prompt(self, seq: Sequence) -> bool:
+        """True while another sample of ``seq``'s request prefills the prompt up to a save point not yet saved:
+        ``seq`` then resumes there instead of computing the same tokens beside it (n > 1)."""
+        points = self.prefix.save_points(seq) if seq.request is not None else []
+        return bool(points) and any(r.request is seq.request and r.num_computed < points[-1] for r in self.running)
 
     def _cut_at_save_point(self, seq: Sequence, computed: int, num_new: int) -> int:
         """A prefill chunk that would run past one of the sequence's save points ends there (prefix caching)."""
