@@ -21,6 +21,7 @@ from typing import Any
 
 from .model_runner import ModelRunner, StepPlan
 from .outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
+from .prompt_logprobs import PromptScoring
 from .sampling import HostSamplerOutput, draw_seed
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerOutput
@@ -123,7 +124,8 @@ class LLMEngine:
             checker = StopChecker(p, self.eos_ids, self.tokenizer, max_new_tokens=room)
             seqs.append(Sequence(next(self._seq_ids), request_id, i, ids, p, checker,
                                  logprobs=[] if p.logprobs is not None else None, multimodal=multimodal,
-                                 position_offset=0 if multimodal is None else multimodal.rope_delta))
+                                 position_offset=0 if multimodal is None else multimodal.rope_delta,
+                                 prompt_logprobs=None if p.prompt_logprobs is None else [None] * len(ids)))
         request = Request(request_id, prompt, ids, params, seqs, RequestMetrics(time.perf_counter()))
         for seq in seqs:
             seq.request = request
@@ -155,6 +157,10 @@ class LLMEngine:
             plan.free_slots = self.scheduler.slots.free_indices()
         result = self.runner.execute(plan)
         self.num_steps += 1
+        if plan.prompt_scoring:
+            for s, scored in zip(plan.prompt_scoring, self.runner.take_prompt_logprobs()):
+                seq = out.scheduled[s.row].seq
+                seq.prompt_logprobs[s.first + 1:s.first + 1 + len(scored)] = scored
         if isinstance(result, SpecStepOutput):
             # verifying sequences lead the plan and all sample: their sample rows are 0 .. num_verify - 1
             sampled, emitted, drafts, accepted = result.sampled, result.rows, result.drafts, result.accepted
@@ -185,6 +191,11 @@ class LLMEngine:
                 plan.num_verify += 1
             if plan.mtp_next is not None:  # the token after the last one fed, when the step does not sample it
                 plan.mtp_next.append(-1 if s.samples else seq.tokens(fed, fed + 1)[0])
+            if seq.prompt_logprobs is not None and seq.num_computed < len(seq.prompt_ids) - 1:
+                last = min(seq.num_computed + s.num_new, len(seq.prompt_ids) - 1)   # positions scored: < last
+                plan.prompt_scoring.append(PromptScoring(i, seq.num_computed, len(plan.token_ids) - s.num_new,
+                                                         seq.prompt_ids[seq.num_computed + 1:last + 1],
+                                                         seq.params.prompt_logprobs))
             plan.query_lens.append(s.num_new)
             plan.context_lens.append(seq.num_computed)
             plan.slots.append(seq.slot)
@@ -250,4 +261,6 @@ class LLMEngine:
         outs = [CompletionOutput(s.sample_index, list(s.output_ids), s.checker.finish_reason, s.checker.stop_reason,
                                  s.logprobs, s.checker.text if self.tokenizer is not None else None)
                 for s in request.seqs]
-        return RequestOutput(request.prompt, request.prompt_ids, outs, request.metrics)
+        first = request.seqs[0].prompt_logprobs
+        return RequestOutput(request.prompt, request.prompt_ids, outs, request.metrics,
+                             None if first is None else list(first))

@@ -22,6 +22,7 @@ from ..model import ForwardBatch
 from ..model.mrope import sequence_positions
 from ..model.multimodal import concat_vision_embeds
 from .penalties import TokenPresence
+from .prompt_logprobs import score_prompt_rows
 from .sampling import HostSamplerOutput, SamplerOutput, SamplingTensors, sample
 from .sampling_params import SamplingParams
 from .spec_decode import SpeculativeConfig, execute_speculative
@@ -57,6 +58,8 @@ class StepPlan:
     # snapshot index) after it
     state_restores: list[tuple[int, int]] = field(default_factory=list)
     state_saves: list[tuple[int, int]] = field(default_factory=list)
+    # prompt logprobs (prompt_logprobs.py): batch rows to score, per sequence that asks
+    prompt_scoring: list = field(default_factory=list)
 
     @property
     def num_decodes(self) -> int:
@@ -102,6 +105,7 @@ class ModelRunner:
         self.pad_block, self.pad_slot = num_blocks, num_slots
         self._clear_padding()
         self.presence: TokenPresence | None = None
+        self._scored_prompts: list = []  # the last step's prompt logprobs (take_prompt_logprobs)
         self.graphs = self.spec_graphs = None
         if cuda_graphs is None:
             cuda_graphs = None if self.device.type == "cuda" else False
@@ -155,6 +159,15 @@ class ModelRunner:
             if out is not None:
                 return out
         return self._execute_eager(plan)
+
+    def take_prompt_logprobs(self) -> list:
+        """The prompt logprobs the last ``execute`` computed, one list per ``plan.prompt_scoring`` entry."""
+        out, self._scored_prompts = self._scored_prompts, []
+        return out
+
+    def score_prompts(self, plan: StepPlan, hidden: torch.Tensor) -> None:
+        if plan.prompt_scoring:
+            self._scored_prompts = score_prompt_rows(self.model, hidden, plan.prompt_scoring)
 
     def _copy_states(self, src: list[int], dst: list[int]) -> None:
         if src:
@@ -217,8 +230,11 @@ class ModelRunner:
 
     def _execute_eager(self, plan: StepPlan) -> HostSamplerOutput | None:
         batch = self.build_batch(plan, plan.sample_rows)  # no sampled rows: prefill chunks only, no logits
-        logits = self.model.forward_cached(self._ids(plan), batch, self.cache,
+        logits = self.model.forward_cached(self._ids(plan), batch, self.cache, return_hidden=bool(plan.prompt_scoring),
                                            vision_embeds=self._vision_embeds(plan))   # [M, vocab]
+        if plan.prompt_scoring:
+            logits, hidden = logits
+            self.score_prompts(plan, hidden)
         if not plan.sample_rows:
             return None
         tensors = SamplingTensors.build(plan.sample_params, plan.sample_steps, self.vocab_size, self.device)

@@ -73,6 +73,8 @@ class RequestOutput:
     prompt_token_ids: list[int]
     outputs: list[CompletionOutput]
     metrics: RequestMetrics
+    # ``prompt_logprobs``: per prompt token, its logprob given the tokens before it (None for the first token)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     @property
     def text(self) -> str:

@@ -12,6 +12,8 @@ Conventions (vLLM's):
 - ``max_tokens`` None means "until the context is full" (the engine caps it by the model's context length).
 - ``logprobs`` N >= 0 returns the sampled token's logprob and rank plus the N most likely tokens, all from the raw
   ``log_softmax`` of the model's logits (before penalties and temperature).
+- ``prompt_logprobs`` N >= 0 returns the same for every prompt token after the first (``RequestOutput.
+  prompt_logprobs``, None at position 0); computed once per request, by its first sample (``prompt_logprobs.py``).
 - ``stop_token_ids`` always stop; the eos ids (generation_config ``eos_token_id``) stop unless ``ignore_eos``.
 - ``stop`` strings end generation when they appear in the detokenized output; they are not included in the text
   unless ``include_stop_str_in_output``.
@@ -67,6 +69,7 @@ class SamplingParams:
     ignore_eos: bool = False
     n: int = 1
     logprobs: int | None = None
+    prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     _resolved: bool = field(default=False, init=False, repr=False, compare=False)
@@ -111,8 +114,10 @@ class SamplingParams:
             raise _err("max_tokens", "must be an integer >= 1 or None", self.max_tokens)
         if not _is_int(self.n) or self.n < 1:
             raise _err("n", "must be an integer >= 1", self.n)
-        if self.logprobs is not None and (not _is_int(self.logprobs) or self.logprobs < 0):
-            raise _err("logprobs", "must be an integer >= 0 or None", self.logprobs)
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 0):
+                raise _err(name, "must be an integer >= 0 or None", value)
         if self.seed is not None and not _is_int(self.seed):
             raise _err("seed", "must be an integer or None", self.seed)
         for name in ("ignore_eos", "skip_special_tokens", "include_stop_str_in_output"):
@@ -163,11 +168,12 @@ class SamplingParams:
 
     def for_sample(self, index: int, default_seed: int | None = None) -> SamplingParams:
         """The parameters of sample ``index`` of ``n``: ``n=1`` and seed ``seed + index`` (vLLM's convention), or
-        ``default_seed`` when this request has no seed (the engine draws one per sample)."""
+        ``default_seed`` when this request has no seed (the engine draws one per sample). Only sample 0 scores the
+        prompt (``prompt_logprobs``)."""
         if not _is_int(index) or not 0 <= index < self.n:
             raise _err("index", f"must be in [0, n={self.n})", index)
         seed = self.seed + index if self.seed is not None else default_seed
-        out = dataclasses.replace(self, n=1, seed=seed)
+        out = dataclasses.replace(self, n=1, seed=seed, prompt_logprobs=self.prompt_logprobs if index == 0 else None)
         object.__setattr__(out, "_resolved", self._resolved)
         return out
 

@@ -143,7 +143,7 @@ class Scheduler:
             if self.prefix is not None and self._sibling_computes_prompt(seq):
                 i += 1
                 continue
-            hit = self.prefix.match(seq) if self.prefix is not None else None
+            hit = self.prefix.match(seq) if self.prefix is not None and not seq.scores_prompt else None
             start, shared = (hit.num_tokens, hit.blocks) if hit is not None else (0, [])
             num_new = self._cut_at_save_point(seq, start, min(seq.num_tokens - start, budget))
             need = self.blocks_for(self.reserved_tokens(start + num_new)) - len(shared)

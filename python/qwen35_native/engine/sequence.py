@@ -43,6 +43,7 @@ class Sequence:
     num_preemptions: int = 0
     draft_ids: list[int] = field(default_factory=list)  # speculative decoding: drafts for the next step
     prefix_hashes: list[bytes] | None = None  # prefix caching: hashes of the prompt's blocks (prefix_cache.py)
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # per prompt position, when asked (prompt_logprobs.py)
     request: Any = field(default=None, repr=False)  # the engine's Request this sample belongs to
 
     @property
@@ -57,6 +58,11 @@ class Sequence:
     def num_pending(self) -> int:
         """Tokens not yet in the cache (1 for a sequence in the decode phase)."""
         return self.num_tokens - self.num_computed
+
+    @property
+    def scores_prompt(self) -> bool:
+        """True while prompt positions wait for their logprobs (``prompt_logprobs``)."""
+        return self.prompt_logprobs is not None and None in self.prompt_logprobs[1:]
 
     @property
     def needs_penalties(self) -> bool:

@@ -132,6 +132,7 @@ def execute_speculative(runner, plan) -> SpecStepOutput:
     batch = runner.build_batch(plan, None, logits_tokens=tokens)
     logits, hidden = model.forward_cached(runner._ids(plan), batch, runner.cache, return_hidden=True,
                                           vision_embeds=runner._vision_embeds(plan))
+    runner.score_prompts(plan, hidden)
     sampled, accepted = None, [0] * len(rows)
     if tokens:
         tensors = SamplingTensors.build(params, steps, runner.vocab_size, runner.device)
