@@ -37,8 +37,12 @@ def _check(model, prompt, scored, num_top, atol=2e-5):
 
 
 @pytest.mark.parametrize("budget", [64, 8])
-def test_prompt_logprobs_equal_one_full_forward(tiny_model, budget):
-    """At once, and in chunks of 8 (each chunk scores its own positions, the last chunk one fewer)."""
+def test_prompt_logprobs_equal_one_full_forward(tiny_model, budget, monkeypatch):
+    """At once, and in chunks of 8 (each chunk scores its own positions, the last chunk one fewer); the logits
+    projected 5 rows at a time."""
+    from qwen35_native.engine import prompt_logprobs
+
+    monkeypatch.setattr(prompt_logprobs, "ROWS_PER_PASS", 5)
     params = q35.SamplingParams(temperature=0, max_tokens=3, ignore_eos=True, prompt_logprobs=4)
     out = _llm(tiny_model, max_num_batched_tokens=budget).generate([PROMPT, PROMPT[:9]], params)
     for prompt, r in zip((PROMPT, PROMPT[:9]), out):
