@@ -112,8 +112,9 @@ class Scheduler:
         preempted: list[Sequence] = []
         decodes = [s for s in self.running if s.num_pending == 1]
         prefills = [s for s in self.running if s.num_pending > 1]
+        used = 0  # tokens of ``scheduled`` (recounted when a preemption drops some)
         for seq in decodes + prefills:
-            budget = self.max_num_batched_tokens - sum(s.num_new for s in scheduled)  # preemption may refund
+            budget = self.max_num_batched_tokens - used
             if seq.status is not SequenceStatus.RUNNING or budget == 0:
                 continue  # preempted earlier in this loop
             num_new = self._cut_at_save_point(seq, seq.num_computed, min(seq.num_pending, budget))
@@ -122,8 +123,13 @@ class Scheduler:
                     num_new += len(seq.draft_ids)
                 else:
                     seq.draft_ids = []
+            num_preempted = len(preempted)
             if self._reserve(seq, seq.num_computed + num_new, scheduled, preempted):
                 scheduled.append(ScheduledSequence(seq, num_new))
+            if len(preempted) != num_preempted:
+                used = sum(s.num_new for s in scheduled)
+            elif scheduled and scheduled[-1].seq is seq:
+                used += num_new
         out = SchedulerOutput(scheduled, [], preempted)
         if not preempted:
             self._admit(out)
