@@ -103,7 +103,7 @@ def decode_plan(runner, batch: int, context: int) -> StepPlan:
                     slots=list(range(batch)), block_tables=[list(range(i * per_seq, (i + 1) * per_seq))
                                                             for i in range(batch)],
                     sample_rows=list(range(batch)), sample_params=[greedy] * batch, sample_steps=[0] * batch,
-                    free_slots=list(range(batch, runner.num_slots)))
+                    free_slots=list(range(batch, runner.num_slots)), table_keys=list(range(batch)))
 
 
 def fill_cache(runner) -> None:

@@ -179,6 +179,7 @@ class LLMEngine:
     def plan(self, out: SchedulerOutput) -> StepPlan:
         plan = StepPlan([], [], [], [], [], [], [], [])
         offsets, multimodal = [], []
+        plan.table_keys = []
         if self.speculative is not None:
             plan.mtp_next = []
         for i, s in enumerate(out.scheduled):
@@ -200,6 +201,7 @@ class LLMEngine:
             plan.context_lens.append(seq.num_computed)
             plan.slots.append(seq.slot)
             plan.block_tables.append(seq.blocks)
+            plan.table_keys.append((seq.seq_id, seq.num_preemptions))  # its blocks only grow until preempted
             offsets.append(seq.position_offset)
             multimodal.append(seq.multimodal)
             if s.samples:

@@ -162,10 +162,11 @@ class DecodeGraphs:
         self.seq_lens[:G].copy_(dev_meta[3])
         self.slots[:G].copy_(dev_meta[4])
         # Only the columns in use are copied; the kernels read a row's first ceil(seq_len / block_size) entries.
-        w = max(len(t) for t in plan.block_tables)
-        rows = [t + [r.pad_block] * (w - len(t)) for t in plan.block_tables] + [[r.pad_block] * w] * pad
+        table = r.tables.table(plan.slots, plan.block_tables, plan.table_keys)     # [b, w], padding-block filled
+        w = table.shape[1]
         host_table = self.host_table[:G * w]
-        host_table.view(G, w).copy_(torch.tensor(rows, dtype=torch.int32))
+        host_table.view(G, w)[:b].copy_(table)
+        host_table.view(G, w)[b:].fill_(r.pad_block)
         dev_table = self.dev_table[:G * w]
         dev_table.copy_(host_table, non_blocking=True)
         self.block_tables[:G, :w].copy_(dev_table.view(G, w))

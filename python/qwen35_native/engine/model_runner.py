@@ -21,6 +21,7 @@ import torch
 from ..model import ForwardBatch
 from ..model.mrope import sequence_positions
 from ..model.multimodal import concat_vision_embeds
+from .block_tables import BlockTableMirror
 from .penalties import TokenPresence
 from .prompt_logprobs import score_prompt_rows
 from .sampling import HostSamplerOutput, SamplerOutput, SamplingTensors, sample
@@ -60,6 +61,8 @@ class StepPlan:
     state_saves: list[tuple[int, int]] = field(default_factory=list)
     # prompt logprobs (prompt_logprobs.py): batch rows to score, per sequence that asks
     prompt_scoring: list = field(default_factory=list)
+    # per sequence, what identifies its block list across steps (block_tables.py); None: rebuild the tables
+    table_keys: list | None = None
 
     @property
     def num_decodes(self) -> int:
@@ -103,6 +106,7 @@ class ModelRunner:
         self.cache = model.allocate_cache(num_blocks + 1, block_size, self.prefix_base + prefix_states,
                                           with_mtp=speculative is not None)
         self.pad_block, self.pad_slot = num_blocks, num_slots
+        self.tables = BlockTableMirror(num_slots + 1, self.max_blocks_per_seq, self.pad_block)
         self._clear_padding()
         self.presence: TokenPresence | None = None
         self._scored_prompts: list = []  # the last step's prompt logprobs (take_prompt_logprobs)
@@ -188,10 +192,7 @@ class ModelRunner:
         token), or for the tokens ``logits_tokens``. A plan verifying drafts runs its leading sequences as decode
         steps of width 1 + k, each with its k scratch GDN slots."""
         n = len(plan.query_lens)
-        width = max(len(t) for t in plan.block_tables)
-        table = torch.full((n, max(width, 1)), self.pad_block, dtype=torch.int32)
-        for i, blocks in enumerate(plan.block_tables):
-            table[i, :len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
+        table = self.tables.table(plan.slots, plan.block_tables, plan.table_keys)
         positions = None
         if plan.position_offsets is not None or plan.multimodal is not None:
             offsets = plan.position_offsets or [0] * n

@@ -218,6 +218,7 @@ def _one_token_plan(plan, seqs: list[int], context: list[int]):
         return None if xs is None else [xs[s] for s in seqs]
 
     return dataclasses.replace(plan, token_ids=[0] * len(seqs), query_lens=[1] * len(seqs), context_lens=context,
-                               slots=pick(plan.slots), block_tables=pick(plan.block_tables), sample_rows=[],
+                               slots=pick(plan.slots), block_tables=pick(plan.block_tables),
+                               table_keys=pick(plan.table_keys), sample_rows=[],
                                sample_params=[], sample_steps=[], position_offsets=pick(plan.position_offsets),
                                multimodal=pick(plan.multimodal), num_verify=0, drafts=[], mtp_next=None)

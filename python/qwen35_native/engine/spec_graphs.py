@@ -179,9 +179,9 @@ class SpecGraphs:
         w, T = k + 1, G * (k + 1)
         offsets = plan.position_offsets or [0] * b
         ctx = list(plan.context_lens) + [0] * (G - b)
-        tables = [list(t) for t in plan.block_tables] + [[r.pad_block]] * (G - b)
-        width = max(len(t) for t in tables)
-        tables = [t + [r.pad_block] * (width - len(t)) for t in tables]
+        table = r.tables.table(plan.slots, plan.block_tables, plan.table_keys)     # [b, width]
+        width = table.shape[1]
+        tables = list(plan.block_tables) + [[r.pad_block]] * (G - b)
         ids = list(plan.token_ids) + [0] * ((G - b) * w)
         pos = [ctx[i] + j + (offsets[i] if i < b else 0) for i in range(G) for j in range(w)]
         mapping = [tables[i][(ctx[i] + j) // bs] * bs + (ctx[i] + j) % bs for i in range(G) for j in range(w)]
@@ -194,7 +194,8 @@ class SpecGraphs:
         self.seq_lens[:G].copy_(torch.tensor([c + w for c in ctx], dtype=torch.int32))
         self.slots[:G].copy_(torch.tensor(slots, dtype=torch.int32))
         self.scratch[:G].copy_(torch.tensor([r.scratch_slots(i, k) for i in range(G)], dtype=torch.int32))
-        self.block_tables[:G, :width].copy_(torch.tensor(tables, dtype=torch.int32))
+        self.block_tables[:b, :width].copy_(table)
+        self.block_tables[b:G, :width].fill_(r.pad_block)
         self.token_lens[:T].copy_(torch.tensor([c + j + 1 for c in ctx for j in range(w)], dtype=torch.int32))
         self.token_tables[:T, :width].copy_(self.block_tables[:G, :width].repeat_interleave(w, dim=0))
         rows = pad_rows(T, r.vocab_size)
