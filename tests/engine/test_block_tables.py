@@ -11,9 +11,9 @@ from qwen35_native.engine.block_tables import BlockTableMirror
 PAD = 999
 
 
-def reference(tables):
+def reference(tables, pad=PAD):
     width = max([1] + [len(t) for t in tables])
-    return torch.tensor([t + [PAD] * (width - len(t)) for t in tables], dtype=torch.int32).reshape(len(tables), width)
+    return torch.tensor([t + [pad] * (width - len(t)) for t in tables], dtype=torch.int32).reshape(len(tables), width)
 
 
 def test_random_steps_match_the_lists():
@@ -55,3 +55,35 @@ def test_plans_that_are_not_one_row_per_slot():
     assert mirror.table([1, 1], [[1], [2, 3]], [(0, 0), (1, 0)]).tolist() == [[1, PAD], [2, 3]]
     assert mirror.table([5], [[4]], None).tolist() == [[4]]
     assert mirror.table([0], [[]], [(3, 0)]).tolist() == [[PAD]]
+
+
+def test_a_shorter_list_under_the_same_key_is_rewritten():
+    mirror = BlockTableMirror(1, 4, PAD)
+    mirror.table([0], [[1, 2, 3]], [(0, 0)])
+    assert mirror.table([0], [[4]], [(0, 0)]).tolist() == [[4]]
+
+
+def test_the_engine_only_appends_under_a_key(make_llm):
+    """The invariant the mirror relies on, through preemptions and prefix hits: while a plan names a sequence by
+    the same key, its block list only grows; and every step's table equals its lists."""
+    import qwen35_native as q35
+
+    llm = make_llm(tokenizer=False, max_num_seqs=3, num_blocks=9, block_size=8, max_num_batched_tokens=16,
+                   enable_prefix_caching=True)
+    mirror, seen = llm.engine.runner.tables, {}
+    real = mirror.table
+
+    def checked(slots, tables, keys=None):
+        for key, blocks in zip(keys or [], tables):
+            old = seen.get(key, [])
+            assert blocks[:len(old)] == old, f"blocks of {key} changed"
+            seen[key] = list(blocks)
+        out = real(slots, tables, keys)
+        assert torch.equal(out, reference(tables, mirror.pad_block))
+        return out
+
+    mirror.table = checked
+    prompts = [[(5 * i + j) % 300 for j in range(20 + 3 * i)] for i in range(5)] * 2
+    params = q35.SamplingParams(temperature=0, max_tokens=14, ignore_eos=True)
+    llm.generate(prompts, params)
+    assert llm.engine.scheduler.num_preemptions > 0 and llm.engine.prefix_stats.num_hit_tokens > 0
