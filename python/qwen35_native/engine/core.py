@@ -158,7 +158,11 @@ class LLMEngine:
         result = self.runner.execute(plan)
         self.num_steps += 1
         if plan.prompt_scoring:
-            for s, scored in zip(plan.prompt_scoring, self.runner.take_prompt_logprobs()):
+            results = self.runner.take_prompt_logprobs()
+            if len(results) != len(plan.prompt_scoring):
+                raise RuntimeError("qwen35_native: internal error: the step did not score the prompt positions it "
+                                   "was asked to (prompt_logprobs)")
+            for s, scored in zip(plan.prompt_scoring, results):
                 seq = out.scheduled[s.row].seq
                 seq.prompt_logprobs[s.first + 1:s.first + 1 + len(scored)] = scored
         if isinstance(result, SpecStepOutput):
