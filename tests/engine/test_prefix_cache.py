@@ -324,3 +324,37 @@ def test_snapshot_slots_are_allocated_after_the_sequences(tiny_model):
     runner = llm.engine.runner
     assert llm.cache_plan.prefix_states == 3 and runner.prefix_base == 4
     assert all(c.shape[0] == 4 + 3 for c in runner.cache.conv.values())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_workloads_match_an_engine_without_the_cache(tiny_model, seed):
+    """Prompts built from three shared prefixes plus random tails, repeats and extensions, n of 1 or 2, arriving
+    between steps into an engine with few blocks, few snapshots and a small budget (evictions, preemptions, cuts):
+    every request gets the tokens of the engine without the cache."""
+    import random
+
+    rng = random.Random(seed)
+    systems = [[rng.randrange(448) for _ in range(rng.randrange(5, 30))] for _ in range(3)]
+    prompts = []
+    for _ in range(14):
+        r = rng.random()
+        if prompts and r < 0.25:
+            prompts.append(list(rng.choice(prompts)))                                       # a repeat
+        elif prompts and r < 0.45:
+            prompts.append(rng.choice(prompts) + [rng.randrange(448) for _ in range(rng.randrange(1, 12))])
+        else:
+            prompts.append(rng.choice(systems) + [rng.randrange(448) for _ in range(rng.randrange(1, 25))])
+    params = [q35.SamplingParams(temperature=0 if rng.random() < 0.5 else 0.8, seed=i, n=rng.choice([1, 1, 2]),
+                                 max_tokens=rng.randrange(2, 9), ignore_eos=True) for i in range(len(prompts))]
+    want = [_outputs(_llm(tiny_model, False).generate([p], s)) for p, s in zip(prompts, params)]
+    llm = _llm(tiny_model, True, max_num_seqs=3, num_blocks=16, max_num_batched_tokens=rng.choice([12, 24, 40]))
+    engine, requests = llm.engine, []
+    for p, s in zip(prompts, params):
+        requests.append(engine.add_request(p, s))
+        for _ in range(rng.randrange(0, 4)):
+            if engine.has_unfinished():
+                engine.step()
+    while engine.has_unfinished():
+        engine.step()
+    assert [_outputs([engine.output(r)]) for r in requests] == want
+    assert engine.prefix_stats.num_hit_tokens > 0
