@@ -182,7 +182,7 @@ class LLMEngine:
 
     def plan(self, out: SchedulerOutput) -> StepPlan:
         plan = StepPlan([], [], [], [], [], [], [], [])
-        offsets, multimodal = [], []
+        offsets, multimodal, rules = [], [], []
         plan.table_keys = []
         if self.speculative is not None:
             plan.mtp_next = []
@@ -212,6 +212,8 @@ class LLMEngine:
                 plan.sample_rows.append(i)
                 plan.sample_params.append(seq.params)
                 plan.sample_steps.append(len(seq.output_ids))
+                rules.append(self._min_tokens_rule(seq))
+        plan.min_tokens = rules if any(r is not None for r in rules) else None
         plan.position_offsets = offsets if any(offsets) else None
         plan.multimodal = multimodal if any(m is not None for m in multimodal) else None
         plan.presence_starts = [(seq.slot, seq.prompt_ids, list(seq.output_ids)) for seq in out.admitted
@@ -219,6 +221,14 @@ class LLMEngine:
         plan.state_restores = list(out.state_restores)
         plan.state_saves = [(seq.slot, state) for seq, _, state in out.state_saves]
         return plan
+
+    def _min_tokens_rule(self, seq: Sequence) -> tuple[int, list[int]] | None:
+        """(min_tokens, the ids that would stop the sequence) while it has fewer outputs than that, else None."""
+        p = seq.params
+        if len(seq.output_ids) >= p.min_tokens:
+            return None
+        ids = list(dict.fromkeys([*p.stop_token_ids, *([] if p.ignore_eos else self.eos_ids)]))
+        return (p.min_tokens, ids) if ids else None
 
     def _process(self, out: SchedulerOutput, plan: StepPlan, sampled: HostSamplerOutput, emitted: list[list[int]],
                  drafts: list[list[int]] | None) -> list[SequenceUpdate]:

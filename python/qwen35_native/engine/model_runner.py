@@ -24,7 +24,7 @@ from ..model.multimodal import concat_vision_embeds
 from .block_tables import BlockTableMirror
 from .penalties import TokenPresence
 from .prompt_logprobs import score_prompt_rows
-from .sampling import HostSamplerOutput, SamplerOutput, SamplingTensors, sample
+from .sampling import HostSamplerOutput, SamplerOutput, SamplingTensors, min_tokens_bans, sample
 from .sampling_params import SamplingParams
 from .spec_decode import SpeculativeConfig, execute_speculative
 
@@ -63,6 +63,9 @@ class StepPlan:
     prompt_scoring: list = field(default_factory=list)
     # per sequence, what identifies its block list across steps (block_tables.py); None: rebuild the tables
     table_keys: list | None = None
+    # per sampled row, (min_tokens, ids it must not sample before that many outputs) or None; None when no row has
+    # one still to reach (such steps never run as CUDA graphs)
+    min_tokens: list | None = None
 
     @property
     def num_decodes(self) -> int:
@@ -155,10 +158,11 @@ class ModelRunner:
 
     def _execute(self, plan: StepPlan):
         if self.speculative is not None:
-            out = self.spec_graphs.run(plan) if self.spec_graphs is not None else None
+            graphs = self.spec_graphs is not None and plan.min_tokens is None
+            out = self.spec_graphs.run(plan) if graphs else None
             return out if out is not None else execute_speculative(self, plan)
         if self.graphs is not None and plan.is_decode_only and len(plan.sample_rows) == len(plan.query_lens) \
-                and not plan.feeds_prompt_of_multimodal:
+                and not plan.feeds_prompt_of_multimodal and plan.min_tokens is None:
             out = self.graphs.run(plan)
             if out is not None:
                 return out
@@ -238,7 +242,8 @@ class ModelRunner:
             self.score_prompts(plan, hidden)
         if not plan.sample_rows:
             return None
-        tensors = SamplingTensors.build(plan.sample_params, plan.sample_steps, self.vocab_size, self.device)
+        tensors = SamplingTensors.build(plan.sample_params, plan.sample_steps, self.vocab_size, self.device,
+                                        banned=min_tokens_bans(plan.min_tokens, plan.sample_steps))
         slots = torch.tensor([plan.slots[r] for r in plan.sample_rows], dtype=torch.long).to(self.device)
         out = sample(logits, tensors, *self.penalty_masks(tensors, slots))
         self.record_sampled(slots, out)

@@ -4,7 +4,8 @@ One call samples one token for each of B rows from logits [B, V] (any float dtyp
 with its own parameters. The order of operations is vLLM's (v1 sampler):
 
 1. raw logprobs = log_softmax(logits) if any row asks for logprobs (what ``logprobs`` reports);
-2. penalties: repetition, then presence (see ``penalties.py`` for which tokens count);
+2. penalties: repetition, then presence (see ``penalties.py`` for which tokens count); then the banned tokens of
+   a row (``min_tokens``: its stop tokens and eos ids) set to -inf;
 3. greedy rows (temperature < 1e-5) take argmax of the penalised logits, ties to the lowest id;
 4. the other rows: divide by temperature; min-p (drop tokens whose probability is below min_p x the largest);
    top-k (keep logits >= the k-th largest, so ties at the boundary are kept); top-p (keep the smallest set of most
@@ -111,6 +112,7 @@ class SamplingTensors:
     max_logprobs: int | None  # largest ``logprobs`` over rows; None when no row asks
     max_top_k: int | None  # largest top-k of the sampling rows when all of them use top-k, else None
     vocab_size: int
+    banned: torch.Tensor | None = None  # int64 [2, K]: (row, token) pairs that must not be sampled (min_tokens)
 
     @property
     def batch_size(self) -> int:
@@ -169,12 +171,30 @@ class SamplingTensors:
 
     @classmethod
     def build(cls, params: Sequence[SamplingParams], steps: Sequence[int], vocab_size: int,
-              device: torch.device | str = "cpu") -> SamplingTensors:
-        """``pack`` then ``from_packed`` after one host-to-device copy."""
+              device: torch.device | str = "cpu", banned: Sequence[Sequence[int]] | None = None) -> SamplingTensors:
+        """``pack`` then ``from_packed`` after one host-to-device copy. ``banned[b]``: token ids row b must not
+        sample this step (:func:`min_tokens_bans`)."""
         host, flags = cls.pack(params, steps, vocab_size)
         pin = torch.device(device).type == "cuda"
         packed = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
-        return cls.from_packed(packed, flags, vocab_size)
+        out = cls.from_packed(packed, flags, vocab_size)
+        pairs = [(b, t) for b, ids in enumerate(banned or []) for t in ids]
+        if pairs:
+            if any(not 0 <= t < vocab_size for _, t in pairs):
+                raise ValueError(f"qwen35_native.SamplingTensors.build: banned token ids must be in [0, "
+                                 f"{vocab_size}), got {sorted({t for _, t in pairs})}")
+            out.banned = torch.tensor(pairs, dtype=torch.long).t().contiguous().to(device, non_blocking=pin)
+        return out
+
+
+def min_tokens_bans(rules: Sequence[tuple[int, Sequence[int]] | None] | None,
+                    steps: Sequence[int]) -> list[list[int]] | None:
+    """Per row, the ids it must not sample at output position ``steps[b]``: ``rules[b] = (min_tokens, ids)`` bans
+    ``ids`` while ``steps[b] < min_tokens``. None when no row bans anything."""
+    if rules is None:
+        return None
+    bans = [list(rule[1]) if rule is not None and step < rule[0] else [] for rule, step in zip(rules, steps)]
+    return bans if any(bans) else None
 
 
 @dataclass
@@ -235,11 +255,14 @@ def _check_logits(logits: torch.Tensor, tensors: SamplingTensors) -> None:
 
 def penalized_logits(logits: torch.Tensor, tensors: SamplingTensors, prompt_mask: torch.Tensor | None = None,
                      output_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Steps 2: fp32 logits after the penalties (what greedy rows take the argmax of)."""
+    """Steps 2: fp32 logits after the penalties and bans (what greedy rows take the argmax of)."""
     _check_logits(logits, tensors)
     x = logits.float()
-    return apply_penalties(x, tensors.presence if tensors.any_presence else None,
-                           tensors.repetition if tensors.any_repetition else None, prompt_mask, output_mask)
+    x = apply_penalties(x, tensors.presence if tensors.any_presence else None,
+                        tensors.repetition if tensors.any_repetition else None, prompt_mask, output_mask)
+    if tensors.banned is not None:  # out of place: x may still be the caller's logits
+        x = x.index_put((tensors.banned[0], tensors.banned[1]), torch.tensor(float("-inf"), device=x.device))
+    return x
 
 
 def _stages(tensors: SamplingTensors):

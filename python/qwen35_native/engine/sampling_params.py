@@ -15,6 +15,8 @@ Conventions (vLLM's):
 - ``prompt_logprobs`` N >= 0 returns the same for every prompt token after the first (``RequestOutput.
   prompt_logprobs``, None at position 0); computed once per request, by its first sample (``prompt_logprobs.py``).
 - ``stop_token_ids`` always stop; the eos ids (generation_config ``eos_token_id``) stop unless ``ignore_eos``.
+- ``min_tokens`` N: the first N tokens can be neither a stop token nor an eos id (their logits are set to -inf
+  before sampling; logprobs stay raw) and no stop string ends the output before N tokens.
 - ``stop`` strings end generation when they appear in the detokenized output; they are not included in the text
   unless ``include_stop_str_in_output``.
 - ``seed``: same seed + same inputs = same tokens, whatever else is in the batch. Sample i of ``n`` uses
@@ -63,6 +65,7 @@ class SamplingParams:
     presence_penalty: float | None = None
     repetition_penalty: float | None = None
     max_tokens: int | None = None
+    min_tokens: int = 0
     seed: int | None = None
     stop: str | Sequence[str] | None = None
     stop_token_ids: Sequence[int] | None = None
@@ -112,6 +115,10 @@ class SamplingParams:
             raise _err("top_k", "must be an integer >= -1 (0 or -1: off)", self.top_k)
         if self.max_tokens is not None and (not _is_int(self.max_tokens) or self.max_tokens < 1):
             raise _err("max_tokens", "must be an integer >= 1 or None", self.max_tokens)
+        if not _is_int(self.min_tokens) or self.min_tokens < 0:
+            raise _err("min_tokens", "must be an integer >= 0", self.min_tokens)
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise _err("min_tokens", f"must be <= max_tokens={self.max_tokens}", self.min_tokens)
         if not _is_int(self.n) or self.n < 1:
             raise _err("n", "must be an integer >= 1", self.n)
         for name in ("logprobs", "prompt_logprobs"):

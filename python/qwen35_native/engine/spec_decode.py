@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from .sampling import HostSamplerOutput, SamplingTensors, sample
+from .sampling import HostSamplerOutput, SamplingTensors, min_tokens_bans, sample
 
 METHODS = ("mtp",)
 
@@ -117,9 +117,9 @@ def execute_speculative(runner, plan) -> SpecStepOutput:
     cu = [0]
     for q in plan.query_lens:
         cu.append(cu[-1] + q)
-    tokens, params, steps, slots, rows = [], [], [], [], []
+    tokens, params, steps, slots, rows, rules = [], [], [], [], [], []
     extra_seen = []  # (sampler row, draft token): a verified position counts the drafts before it as output
-    for seq, p, step in zip(plan.sample_rows, plan.sample_params, plan.sample_steps):
+    for r, (seq, p, step) in enumerate(zip(plan.sample_rows, plan.sample_params, plan.sample_steps)):
         width = k + 1 if seq < nv else 1
         rows.append(list(range(len(tokens), len(tokens) + width)))
         for j in range(width):
@@ -129,13 +129,15 @@ def execute_speculative(runner, plan) -> SpecStepOutput:
             params.append(p)
             steps.append(step + j)
             slots.append(plan.slots[seq])
+            rules.append(plan.min_tokens[r] if plan.min_tokens is not None else None)
     batch = runner.build_batch(plan, None, logits_tokens=tokens)
     logits, hidden = model.forward_cached(runner._ids(plan), batch, runner.cache, return_hidden=True,
                                           vision_embeds=runner._vision_embeds(plan))
     runner.score_prompts(plan, hidden)
     sampled, accepted = None, [0] * len(rows)
     if tokens:
-        tensors = SamplingTensors.build(params, steps, runner.vocab_size, runner.device)
+        tensors = SamplingTensors.build(params, steps, runner.vocab_size, runner.device,
+                                        banned=min_tokens_bans(rules, steps))
         slot_ids = torch.tensor(slots, dtype=torch.long).to(runner.device)
         prompt_mask, output_mask = runner.penalty_masks(tensors, slot_ids)
         if output_mask is not None and extra_seen:

@@ -9,7 +9,8 @@ Checked after every sampled token, in vLLM's order:
    ``stop_reason`` the string; ``text`` is cut before it (after it with ``include_stop_str_in_output``). The tokens
    stay in ``token_ids``.
 3. the length limit: ``max_tokens`` or the room left in the context, whichever is smaller: finish_reason "length".
-A stop token on the last allowed step reports "stop".
+A stop token on the last allowed step reports "stop". Before ``min_tokens`` tokens, neither stop tokens nor stop
+strings end the output (vLLM's order; the sampler does not sample stop tokens or eos ids then).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class StopChecker:
         if self.finished:
             raise RuntimeError(f"qwen35_native.StopChecker: sequence already finished ({self.finish_reason})")
         self.token_ids.append(token_id)
-        if token_id in self._stop_ids or (token_id in self._eos and not self.params.ignore_eos):
+        may_stop = len(self.token_ids) >= self.params.min_tokens
+        if may_stop and (token_id in self._stop_ids or (token_id in self._eos and not self.params.ignore_eos)):
             self.finish_reason = "stop"
             self.stop_reason = token_id if token_id in self._stop_ids else None
             if self._detok is not None:
@@ -92,7 +94,7 @@ class StopChecker:
             return
         start = max(0, len(self.text) - self._holdback)  # a stop string may straddle the old and new text
         self.text += delta
-        if self.finished or not self.params.stop:
+        if self.finished or not self.params.stop or len(self.token_ids) < self.params.min_tokens:
             return
         hits = [(i, s) for s in self.params.stop if (i := self.text.find(s, start)) >= 0]
         if hits:
