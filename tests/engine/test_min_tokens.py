@@ -50,6 +50,28 @@ def test_greedy_tokens_skip_the_banned_ids_until_min_tokens(make_llm, tiny_model
     assert not set(want[:4]) & set(stop + eos)
 
 
+def test_eos_ids_are_banned_unless_ignore_eos(make_llm, tiny_model):
+    """The checkpoint's eos id (here the greedy first token) is banned like a stop token; with ignore_eos it is not
+    (it does not stop the output either)."""
+    first = _first_tokens(make_llm, 6)
+    llm = q35.LLM(tiny_model, tokenizer=False, generation_config={"eos_token_id": first[0]})
+    greedy = q35.SamplingParams(temperature=0, max_tokens=6)
+    assert llm.generate([PROMPT], greedy)[0].token_ids == first[:1]
+    got = llm.generate([PROMPT], q35.SamplingParams(temperature=0, max_tokens=6, min_tokens=3))[0].token_ids
+    assert got == greedy_reference(tiny_model, PROMPT, 6, 3, [first[0]], {first[0]}) and got[0] != first[0]
+    assert llm.generate([PROMPT], q35.SamplingParams(temperature=0, max_tokens=6, min_tokens=3, ignore_eos=True))[
+        0].token_ids == first
+
+
+def test_the_ban_ends_at_min_tokens():
+    from qwen35_native.engine.sampling import min_tokens_bans
+
+    rules = [(3, [5, 9]), None, (1, [2])]
+    assert min_tokens_bans(rules, [2, 0, 0]) == [[5, 9], [], [2]]
+    assert min_tokens_bans(rules, [3, 0, 0]) == [[], [], [2]]
+    assert min_tokens_bans(rules, [3, 0, 1]) is None and min_tokens_bans(None, [0]) is None
+
+
 def test_ignore_eos_bans_only_the_stop_tokens(make_llm, tiny_model):
     llm = make_llm(tokenizer=False)
     stop = _first_tokens(make_llm, 2)[1:]
@@ -86,6 +108,12 @@ def test_with_speculative_decoding_and_on_the_static_graph_path(tiny_dir, make_l
     assert 0 < runner.graphs.replays < len(want) - 4   # only the steps past min_tokens
 
 
+def test_the_checker_ignores_stop_tokens_before_min_tokens():
+    checker = StopChecker(SamplingParams(stop_token_ids=[4], max_tokens=9, min_tokens=2), eos_ids=[6])
+    assert not checker.append(4) and not checker.finished
+    assert checker.append(6) and checker.finish_reason == "stop" and checker.token_ids == [4, 6]
+
+
 def test_stop_strings_wait_for_min_tokens(tokenizer):
     ids = tokenizer.encode("ab cd ab cd")
     early = StopChecker(SamplingParams(stop=["ab"], max_tokens=50), tokenizer=tokenizer)
@@ -108,3 +136,11 @@ def test_bad_values(kwargs, message):
 
 
 SamplingParams = q35.SamplingParams
+
+
+def test_banned_ids_out_of_the_vocabulary_are_refused():
+    from qwen35_native.engine.sampling import SamplingTensors
+
+    params = [q35.SamplingParams(temperature=0).resolved()]
+    with pytest.raises(ValueError, match=r"banned token ids must be in \[0, 10\), got \[10\]"):
+        SamplingTensors.build(params, [0], 10, banned=[[10]])
