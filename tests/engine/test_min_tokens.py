@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import qwen35_native as q35
-from qwen35_native.engine import StopChecker
+from qwen35_native.engine import SamplingParams, StopChecker
 from qwen35_native.engine.cuda_graphs import DecodeGraphs
 
 PROMPT = [(29 * i + 5) % 448 for i in range(11)]
@@ -134,8 +134,6 @@ def test_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         q35.SamplingParams(**kwargs)
 
-
-SamplingParams = q35.SamplingParams
 
 
 def test_banned_ids_out_of_the_vocabulary_are_refused():
