@@ -32,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("self-check", help="run the kernels against their references on this machine")
     p.set_defaults(func=_self_check)
     from .cli_generate import add_generation_parsers
+    from .cli_serve import add_serve_parser
     from .tiny import add_make_tiny_parser
 
     add_generation_parsers(sub)
+    add_serve_parser(sub)
     add_make_tiny_parser(sub)
     return parser
 

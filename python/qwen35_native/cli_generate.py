@@ -23,7 +23,7 @@ import time
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _add_engine_args(p: argparse.ArgumentParser) -> None:
+def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint directory (config.json, safetensors, tokenizer files)")
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=_DTYPES, help="model dtype (default: the checkpoint's)")
@@ -63,7 +63,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
 def add_generation_parsers(sub) -> None:
     """Registers ``generate`` and ``chat`` on an argparse subparsers object."""
     p = sub.add_parser("generate", help="generate text from a prompt, streaming")
-    _add_engine_args(p)
+    add_engine_args(p)
     p.add_argument("--prompt", default=None, help="prompt text (sent as one user turn of the chat template)")
     p.add_argument("--prompt-ids", default=None, help="comma-separated prompt token ids (no tokenizer needed)")
     p.add_argument("--raw", action="store_true", help="send --prompt as plain text, without the chat template")
@@ -76,13 +76,13 @@ def add_generation_parsers(sub) -> None:
     _add_sampling_args(p, max_tokens=256)
     p.set_defaults(func=_generate)
     p = sub.add_parser("chat", help="interactive multi-turn chat (reads stdin), streaming")
-    _add_engine_args(p)
+    add_engine_args(p)
     _add_sampling_args(p, max_tokens=1024)
     p.set_defaults(func=_chat)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def _load(args: argparse.Namespace):
+def load_llm(args: argparse.Namespace):
     import qwen35_native as q35
 
     if args.verbose:
@@ -141,7 +141,7 @@ def _generate(args: argparse.Namespace) -> int:
     llm = None
     try:
         params = _sampling(args)
-        llm = _load(args)
+        llm = load_llm(args)
         prompt = prompt_ids if prompt_ids is not None else args.prompt
         if prompt_ids is None and not args.raw and llm.tokenizer is not None and \
                 llm.tokenizer.chat_template is not None:
@@ -188,7 +188,7 @@ def _chat_prompt(llm, args: argparse.Namespace):
 def _chat(args: argparse.Namespace) -> int:
     try:
         params = _sampling(args)
-        llm = _load(args)
+        llm = load_llm(args)
         if llm.tokenizer is None or llm.tokenizer.chat_template is None:
             llm.shutdown()
             raise ValueError(f"{args.model} has no tokenizer or chat template; use qwen35 generate --prompt-ids")

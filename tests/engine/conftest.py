@@ -77,3 +77,25 @@ def make_llm(tiny_dir, tiny_model, tiny_tokenizer):
                        generation_config=generation_config, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def served(tiny_dir, tiny_model, tiny_tokenizer):
+    """(OpenAI server on port 0 named "tiny", reference LLM): two engines on the session's tiny model; the
+    server's is driven by its own thread (tests/engine/test_serve*.py)."""
+    import json
+
+    import qwen35_native as q35
+    from qwen35_native.serve import OpenAIServer
+
+    with open(f"{tiny_dir}/generation_config.json") as f:
+        generation_config = json.load(f)
+
+    def llm():
+        return q35.LLM(tiny_model, tokenizer=tiny_tokenizer, generation_config=generation_config, max_num_seqs=8)
+
+    server = OpenAIServer(llm(), port=0, served_model_name="tiny").start()
+    try:
+        yield server, llm()
+    finally:
+        server.shutdown()

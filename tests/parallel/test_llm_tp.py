@@ -66,6 +66,27 @@ def test_generation_equals_single_process(llms):
     assert chat == ref_chat and len(chat) == GREEDY.max_tokens
 
 
+def test_openai_server_on_two_ranks(llms):
+    """The server's engine thread (not the main thread) drives rank 0; the worker follows its plans."""
+    from openai_client import png_data_url, post, stream, stream_texts
+    from qwen35_native.serve import OpenAIServer
+
+    one, tp = llms
+    picture = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_data_url()}},
+                                            {"type": "text", "text": "What is in the picture?"}]}]
+    with OpenAIServer(tp, port=0).start() as server:
+        status, out = post(server.url, "/v1/completions", {"prompt": PROMPTS[0], "max_tokens": 6, "temperature": 0.8,
+                                                             "top_p": 0.9, "seed": 3, "ignore_eos": True})
+        status, events = stream(server.url, "/v1/chat/completions", {"messages": picture, "max_tokens": 6,
+                                                                     "temperature": 0, "ignore_eos": True})
+    assert status == 200
+    assert out["choices"][0]["text"] == one.generate(PROMPTS[0], SAMPLED)[0].text
+    reply = one.chat(picture, GREEDY)
+    assert stream_texts(events, "reasoning_content").get(0, "") == (reply.reasoning or "")
+    assert stream_texts(events, "content")[0] == reply.text
+    assert tp.generate(PROMPTS[2], GREEDY)[0].token_ids == one.generate(PROMPTS[2], GREEDY)[0].token_ids
+
+
 def test_a_dying_worker_is_a_clear_error_and_shutdown_cleans_up(llms):
     _, tp = llms
     worker = tp._tp.workers.procs[1]

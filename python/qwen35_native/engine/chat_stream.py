@@ -55,6 +55,6 @@ def chat_deltas(deltas: Iterator[GenerationDelta], requests: list, opened: list[
                                        seq.checker.stop_reason, seq.logprobs, seq.checker.text)
                 response = chat_completion(out, opened[d.prompt_index], tools)
             yield ChatDelta(d.prompt_index, d.sample_index, d.token_ids, reasoning, text, d.finish_reason, response,
-                            d.num_prompt_tokens, d.metrics)
+                            d.num_prompt_tokens, d.metrics, d.logprobs)
     finally:
         deltas.close()  # frees the cache of requests still running when the caller stops early

@@ -51,6 +51,15 @@ logger = logging.getLogger("qwen35_native")
 __all__ = ["LLM"]
 
 
+def take_deltas(request: Request, index: int) -> Iterator[GenerationDelta]:
+    """The request's updates not yet consumed, as deltas of prompt ``index`` (consumes them)."""
+    while request.updates:
+        u = request.updates.popleft()
+        yield GenerationDelta(index, u.seq.sample_index, u.token_ids, u.text,
+                              u.seq.checker.finish_reason if u.finished else None, u.logprobs,
+                              len(request.prompt_ids), request.metrics)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -256,8 +265,10 @@ class LLM:
         raise ValueError(f"qwen35_native.LLM: sampling_params must be None, one SamplingParams, or a list of one per "
                          f"prompt ({count}), got {sampling_params!r}")
 
-    def _add(self, prompts: list[PreparedPrompt], params: list) -> list[Request]:
-        """Queues every prompt, or none: a bad one (checked before any runs) aborts those already queued."""
+    def add_requests(self, prompts: list[PreparedPrompt], params: list) -> list[Request]:
+        """Queues one request per prepared prompt (``self.prompts.prepare``, :meth:`prepare_chat`) and returns them;
+        ``llm.engine.step()`` then advances every queued request. All or none: a bad one (checked before any runs)
+        aborts those already queued."""
         resolved = [self.engine.resolve(p) for p in params]
         requests: list[Request] = []
         try:
@@ -292,7 +303,7 @@ class LLM:
 
     def _generate(self, prompts, sampling_params, stream):
         items = self.prompts.prepare_all(prompts)
-        requests = self._add(items, self._params(sampling_params, len(items)))
+        requests = self.add_requests(items, self._params(sampling_params, len(items)))
         if stream:
             return self._stream(requests)
         self._run(requests)
@@ -302,11 +313,7 @@ class LLM:
         try:
             while True:
                 for index, r in enumerate(requests):
-                    while r.updates:
-                        u = r.updates.popleft()
-                        yield GenerationDelta(index, u.seq.sample_index, u.token_ids, u.text,
-                                              u.seq.checker.finish_reason if u.finished else None, u.logprobs,
-                                              len(r.prompt_ids), r.metrics)
+                    yield from take_deltas(r, index)
                 if all(r.finished for r in requests):
                     return
                 self.engine.step()
@@ -333,21 +340,28 @@ class LLM:
                                                     chat_template, template_kwargs), stream)
         return self._chat(messages, sampling_params, enable_thinking, tools, stream, chat_template, template_kwargs)
 
-    def _chat(self, messages, sampling_params, enable_thinking, tools, stream, chat_template, template_kwargs):
+    def prepare_chat(self, conversation: Sequence[Mapping[str, Any]], *, enable_thinking: bool = True,
+                     tools: Sequence[Mapping[str, Any]] | None = None, chat_template: str | None = None,
+                     **template_kwargs: Any) -> tuple[PreparedPrompt, bool]:
+        """One conversation rendered with the chat template and turned into a prompt (vision inputs preprocessed),
+        and whether the rendered prompt opened a think block (the reply then starts inside it)."""
         tokenizer = self.require_tokenizer("chat")
+        text = tokenizer.apply_chat_template(conversation, tools=tools, add_generation_prompt=True,
+                                             chat_template=chat_template, enable_thinking=enable_thinking,
+                                             **template_kwargs)
+        media = media_from_messages(conversation)
+        prompt = {"prompt": text, "multi_modal_data": media} if media["image"] or media["video"] else text
+        item = self.prompts.prepare(prompt, add_special_tokens=False)
+        item.text = text  # the rendered conversation (before vision tokens are spelled out)
+        return item, prompt_opens_think(text)
+
+    def _chat(self, messages, sampling_params, enable_thinking, tools, stream, chat_template, template_kwargs):
+        self.require_tokenizer("chat")
         conversations, single = normalize_conversations(messages)
-        rendered = [tokenizer.apply_chat_template(c, tools=tools, add_generation_prompt=True,
-                                                  chat_template=chat_template, enable_thinking=enable_thinking,
-                                                  **template_kwargs) for c in conversations]
-        items = []
-        for conversation, text in zip(conversations, rendered):
-            media = media_from_messages(conversation)
-            prompt = {"prompt": text, "multi_modal_data": media} if media["image"] or media["video"] else text
-            item = self.prompts.prepare(prompt, add_special_tokens=False)
-            item.text = text  # the rendered conversation (before vision tokens are spelled out)
-            items.append(item)
-        opened = [prompt_opens_think(text) for text in rendered]
-        requests = self._add(items, self._params(sampling_params, len(items)))
+        prepared = [self.prepare_chat(c, enable_thinking=enable_thinking, tools=tools, chat_template=chat_template,
+                                      **template_kwargs) for c in conversations]
+        items, opened = [p[0] for p in prepared], [p[1] for p in prepared]
+        requests = self.add_requests(items, self._params(sampling_params, len(items)))
         if stream:
             return chat_deltas(self._stream(requests), requests, opened, tools)
         self._run(requests)

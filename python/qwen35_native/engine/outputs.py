@@ -179,6 +179,7 @@ class ChatDelta:
     response: ChatCompletion | None = None
     num_prompt_tokens: int = 0
     metrics: RequestMetrics | None = field(default=None, repr=False)
+    logprobs: list[TokenLogprob] | None = None  # of ``token_ids``, when ``logprobs`` was requested
 
     @property
     def finished(self) -> bool:

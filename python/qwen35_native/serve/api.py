@@ -1,0 +1,258 @@
+"""The OpenAI endpoints on an :class:`EngineLoop`: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``.
+
+Each handler parses the body (``protocol.py``), submits one job to the engine loop and returns either a
+:class:`JSONResponse` or a :class:`StreamResponse` whose chunks the HTTP layer sends as server-sent events.
+Closing a stream early (the client went away) cancels the job, which frees its cache at the next step.
+
+Choices are numbered as vLLM numbers them: prompt ``i``'s sample ``j`` of ``n`` is choice ``i * n + j``.
+
+Tests: tests/serve/test_server.py, test_server_chat.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..chat.reasoning import _partial_suffix
+from ..engine.chat_stream import chat_deltas, chat_response
+from .engine_loop import EngineLoop, Job
+from .protocol import ChatRequest, CompletionRequest, RequestError, parse_chat, parse_completion
+from .responses import (
+    TokenTexts,
+    chat_choice,
+    chat_finish_reason,
+    chat_logprobs,
+    completion_logprobs,
+    merge_completion_logprobs,
+    new_id,
+    now,
+    usage,
+)
+
+TOOL_CALL_START = "<tool_call>"
+
+
+@dataclass
+class JSONResponse:
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass
+class StreamResponse:
+    chunks: Iterator[dict[str, Any]]  # closing it cancels the request
+
+
+def as_request_error(kind: str, error: Exception) -> RequestError:
+    """A job's failure as the error the client gets: bad input is a 400, anything else the server's fault."""
+    if isinstance(error, RequestError):
+        return error
+    if kind == "error" and isinstance(error, (ValueError, TypeError, FileNotFoundError)):
+        return RequestError(str(error))
+    return RequestError(f"{type(error).__name__}: {error}", status=500, kind="internal_server_error")
+
+
+class OpenAIServing:
+    def __init__(self, loop: EngineLoop, model_name: str, tokenizer, max_model_len: int):
+        self.loop, self.model_name, self.tokenizer = loop, model_name, tokenizer
+        self.max_model_len = max_model_len
+        self.texts = TokenTexts(tokenizer)
+
+    def models(self) -> JSONResponse:
+        return JSONResponse(200, {"object": "list", "data": [
+            {"id": self.model_name, "object": "model", "created": now(), "owned_by": "qwen35_native",
+             "root": self.model_name, "max_model_len": self.max_model_len}]})
+
+    def _check_model(self, body: Mapping[str, Any]) -> None:
+        model = body.get("model")
+        if model is not None and model != self.model_name:
+            raise RequestError(f"The model `{model}` does not exist (this server serves `{self.model_name}`).",
+                               "model", 404, "not_found_error")
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _started(self, job: Job) -> list:
+        kind, payload = job.events.get()
+        if kind != "started":
+            raise as_request_error(kind, payload)
+        return payload
+
+    def _deltas(self, job: Job):
+        """The job's deltas as they come; returns (StopIteration value) its outputs."""
+        while True:
+            kind, payload = job.events.get()
+            if kind == "delta":
+                yield payload
+            elif kind == "done":
+                return payload
+            else:
+                raise as_request_error(kind, payload)
+
+    def _outputs(self, job: Job) -> list:
+        deltas = self._deltas(job)
+        while True:
+            try:
+                next(deltas)
+            except StopIteration as stop:
+                return stop.value
+
+    def _chunks(self, job: Job, chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """``chunks``, cancelling the job when the consumer stops early or a chunk fails."""
+        done = False
+        try:
+            yield from chunks
+            done = True
+        finally:
+            if not done:
+                self.loop.cancel(job)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def completions(self, body: Mapping[str, Any]) -> JSONResponse | StreamResponse:
+        self._check_model(body)
+        req = parse_completion(body)
+        if req.options.stream and req.options.echo and req.options.logprobs is not None:
+            raise RequestError("echo with logprobs is not supported with stream=true; send stream=false", "echo")
+
+        def prepare(llm):
+            return [llm.prompts.prepare(p) for p in req.prompts], [req.params] * len(req.prompts)
+
+        job = self.loop.submit(prepare)
+        requests = self._started(job)
+        if req.options.stream:
+            return StreamResponse(self._chunks(job, self._completion_stream(job, req, requests)))
+        return JSONResponse(200, self._completion_body(req, self._outputs(job)))
+
+    def _prompt_text(self, prompt: str | None, prompt_ids: list[int]) -> str:
+        return prompt if prompt is not None else self.tokenizer.decode(prompt_ids, skip_special_tokens=False)
+
+    def _completion_body(self, req: CompletionRequest, outputs: list) -> dict[str, Any]:
+        opts, n = req.options, req.params.n
+        choices, generated = [], 0
+        for i, out in enumerate(outputs):
+            prompt_text = self._prompt_text(out.prompt, out.prompt_token_ids) if opts.echo else ""
+            for o in out.outputs:
+                ids, text, entries = (([], "", []) if opts.drop_output else (o.token_ids, o.text, o.logprobs or []))
+                generated += len(ids)
+                logprobs = None
+                if opts.logprobs is not None:
+                    logprobs = completion_logprobs(self.texts, ids, entries, len(prompt_text))
+                    if opts.echo:
+                        scored = completion_logprobs(self.texts, out.prompt_token_ids, out.prompt_logprobs or [])
+                        logprobs = merge_completion_logprobs(scored, logprobs)
+                choices.append({"index": i * n + o.index, "text": prompt_text + text, "logprobs": logprobs,
+                                "finish_reason": "length" if opts.drop_output else o.finish_reason,
+                                "stop_reason": None if opts.drop_output else o.stop_reason})
+        prompt_tokens = sum(len(out.prompt_token_ids) for out in outputs)
+        return {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": self.model_name,
+                "choices": sorted(choices, key=lambda c: c["index"]), "usage": usage(prompt_tokens, generated)}
+
+    def _completion_stream(self, job: Job, req: CompletionRequest, requests: list) -> Iterator[dict[str, Any]]:
+        opts, n = req.options, req.params.n
+        head = {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": self.model_name}
+        offsets: dict[int, int] = {}
+        generated = 0
+        for d in self._deltas(job):
+            index = d.prompt_index * n + d.sample_index
+            text, ids, entries = ("", [], []) if opts.drop_output else (d.text or "", d.token_ids, d.logprobs or [])
+            if index not in offsets:
+                offsets[index] = 0
+                if opts.echo:
+                    r = requests[d.prompt_index]
+                    text = self._prompt_text(r.prompt, r.prompt_ids) + text
+            generated += len(ids)
+            logprobs = None
+            if opts.logprobs is not None:
+                logprobs = completion_logprobs(self.texts, ids, entries, offsets[index])
+                offsets[index] += sum(len(t) for t in logprobs["tokens"])
+            finish = ("length" if opts.drop_output else d.finish_reason) if d.finished else None
+            if text or logprobs and logprobs["tokens"] or finish:
+                yield {**head, "choices": [{"index": index, "text": text, "logprobs": logprobs,
+                                            "finish_reason": finish, "stop_reason": None}]}
+        if opts.include_usage:
+            yield {**head, "choices": [], "usage": usage(sum(len(r.prompt_ids) for r in requests), generated)}
+
+    # ------------------------------------------------------------------------------------------------------------
+    def chat(self, body: Mapping[str, Any]) -> JSONResponse | StreamResponse:
+        self._check_model(body)
+        req = parse_chat(body)
+        opened: list[bool] = []
+
+        def prepare(llm):
+            item, opens_think = llm.prepare_chat(req.messages, tools=req.options.tools, **req.options.template_kwargs)
+            opened.append(opens_think)
+            return [item], [req.params]
+
+        job = self.loop.submit(prepare)
+        requests = self._started(job)
+        if req.options.stream:
+            return StreamResponse(self._chunks(job, self._chat_stream(job, req, requests, opened)))
+        out = self._outputs(job)[0]
+        reply = chat_response(out, opened[0], req.options.tools)
+        choices = [chat_choice(c, c.index, self.texts, req.options.logprobs) for c in reply.outputs]
+        return JSONResponse(200, {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now(),
+                                  "model": self.model_name, "choices": choices,
+                                  "usage": usage(len(out.prompt_token_ids),
+                                                 sum(len(c.token_ids) for c in reply.outputs))})
+
+    def _chat_stream(self, job: Job, req: ChatRequest, requests: list, opened: list[bool]):
+        opts = req.options
+        head = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": now(),
+                "model": self.model_name}
+        answers: dict[int, AnswerStream] = {}
+        generated = 0
+        for d in chat_deltas(self._deltas(job), requests, opened, opts.tools):
+            index = d.sample_index
+            if index not in answers:
+                answers[index] = AnswerStream(hold_tool_calls=opts.tools is not None)
+                yield {**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
+                                            "logprobs": None, "finish_reason": None}]}
+            generated += len(d.token_ids)
+            delta: dict[str, Any] = {}
+            if d.reasoning:
+                delta["reasoning_content"] = d.reasoning
+            content = answers[index].feed(d.text, final=d.finished)
+            finish = None
+            if d.finished:
+                reply = d.response
+                content += answers[index].remainder(reply.text)
+                if reply.tool_calls:
+                    delta["tool_calls"] = [{"index": k, **call.to_openai()} for k, call in enumerate(reply.tool_calls)]
+                finish = chat_finish_reason(reply)
+            if content:
+                delta["content"] = content
+            logprobs = None if opts.logprobs is None or not d.logprobs else \
+                chat_logprobs(self.texts, d.logprobs, opts.logprobs)
+            if delta or logprobs or finish:
+                yield {**head, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
+                                            "finish_reason": finish}]}
+        if opts.include_usage:
+            yield {**head, "choices": [], "usage": usage(len(requests[0].prompt_ids), generated)}
+
+
+class AnswerStream:
+    """The answer text of a streamed chat reply as it may be sent: with tools, everything from the first
+    ``<tool_call>`` on is held back (the calls are sent parsed, at the end), and so is a possible partial tag."""
+
+    def __init__(self, hold_tool_calls: bool):
+        self.hold = hold_tool_calls
+        self.sent = ""
+        self._pending = ""
+        self._stopped = False
+
+    def feed(self, piece: str, final: bool = False) -> str:
+        if self._stopped:
+            return ""
+        self._pending += piece
+        start = self._pending.find(TOOL_CALL_START) if self.hold else -1
+        if start >= 0:
+            out, self._stopped, self._pending = self._pending[:start], True, ""
+        else:
+            keep = 0 if final or not self.hold else _partial_suffix(self._pending, TOOL_CALL_START)
+            out, self._pending = self._pending[:len(self._pending) - keep], self._pending[len(self._pending) - keep:]
+        self.sent += out
+        return out
+
+    def remainder(self, final_text: str) -> str:
+        """What the parsed reply's text adds to what was sent (text after the tool calls), if it extends it."""
+        return final_text[len(self.sent):] if final_text.startswith(self.sent) else ""

@@ -1,0 +1,273 @@
+"""OpenAI request bodies -> what the engine needs: prompts, ``SamplingParams`` and the response options.
+
+Fields follow the OpenAI API and vLLM's extensions of it (``top_k``, ``min_p``, ``repetition_penalty``,
+``min_tokens``, ``ignore_eos``, ``stop_token_ids``, ``skip_special_tokens``, ``include_stop_str_in_output``,
+``chat_template_kwargs``). Unset sampling fields stay unset, so the checkpoint's ``generation_config.json`` fills
+them, as in ``LLM.generate``. Fields we cannot honour are refused when set to anything but their neutral value
+(``frequency_penalty``, ``logit_bias``, ``suffix``, ``best_of`` other than ``n``, structured outputs, forced tool
+choice), rather than ignored; other unknown fields (``user``, ``metadata``, ...) are ignored, as vLLM does.
+
+Tests: tests/serve/test_protocol.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.sampling_params import SamplingParams
+
+MAX_LOGPROBS = 20  # OpenAI's limit for chat top_logprobs; vLLM's default cap for completions logprobs
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's (and vLLM's) default for /v1/completions
+
+# vLLM extensions passed to SamplingParams as they are (validated there)
+_EXTRA_SAMPLING = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", "stop_token_ids",
+                   "skip_special_tokens", "include_stop_str_in_output")
+# fields that change what the model must produce and that the engine cannot do yet
+_STRUCTURED = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
+               "functions", "function_call", "prompt_embeds", "continue_final_message")
+
+
+class RequestError(Exception):
+    """A request the server refuses; ``status`` is the HTTP status, ``param`` the offending field."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.message, self.param, self.status, self.kind = message, param, status, kind
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
+
+
+@dataclass
+class Options:
+    """What shapes the response rather than the sampling."""
+
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the token counts
+    logprobs: int | None = None  # completions: top-N per token; chat: top_logprobs (with logprobs=true)
+    echo: bool = False  # completions: the prompt text (and its logprobs) before the completion
+    drop_output: bool = False  # completions max_tokens=0 with echo: score the prompt, return no new tokens
+    tools: list | None = None
+    template_kwargs: dict = field(default_factory=dict)
+
+
+def _kind(value: Any, kind: type | tuple, name: str, what: str) -> Any:
+    if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+        raise RequestError(f"'{name}' must be {what}, got {value!r}", name)
+    return value
+
+
+def _refuse_unsupported(body: Mapping[str, Any]) -> None:
+    if body.get("frequency_penalty") not in (None, 0, 0.0):
+        raise RequestError("'frequency_penalty' is not supported by qwen35_native yet (presence_penalty and "
+                           "repetition_penalty are); send 0 or leave it out", "frequency_penalty")
+    if body.get("logit_bias"):
+        raise RequestError("'logit_bias' is not supported by qwen35_native yet; leave it out", "logit_bias")
+    for name in _STRUCTURED:
+        if body.get(name) not in (None, False):
+            raise RequestError(f"'{name}' is not supported by qwen35_native yet (no structured outputs)", name)
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, Mapping) or fmt.get("type") != "text"):
+        raise RequestError("'response_format' other than {\"type\": \"text\"} is not supported by qwen35_native yet "
+                           "(no structured outputs)", "response_format")
+    n = body.get("n", 1)
+    if body.get("best_of") not in (None, n):
+        raise RequestError(f"'best_of' must equal 'n' ({n}) or be left out: qwen35_native returns every sample",
+                           "best_of")
+
+
+def _stream_options(body: Mapping[str, Any], options: Options) -> None:
+    options.stream = bool(_kind(body.get("stream", False), bool, "stream", "a boolean"))
+    so = body.get("stream_options")
+    if so is not None:
+        if not isinstance(so, Mapping):
+            raise RequestError(f"'stream_options' must be an object, got {so!r}", "stream_options")
+        if not options.stream:
+            raise RequestError("'stream_options' is only allowed with stream=true", "stream_options")
+        options.include_usage = bool(_kind(so.get("include_usage", False), bool, "stream_options.include_usage",
+                                           "a boolean"))
+
+
+def sampling_params(body: Mapping[str, Any], max_tokens: int | None, logprobs: int | None,
+                    prompt_logprobs: int | None = None) -> SamplingParams:
+    """The request's SamplingParams; a value SamplingParams refuses becomes a RequestError naming the field."""
+    _refuse_unsupported(body)
+    kwargs: dict[str, Any] = {"max_tokens": max_tokens, "logprobs": logprobs, "prompt_logprobs": prompt_logprobs}
+    for name in ("temperature", "top_p", "presence_penalty", "seed", "stop", "n"):
+        if body.get(name) is not None:
+            kwargs[name] = body[name]
+    for name in _EXTRA_SAMPLING:
+        if body.get(name) is not None:
+            kwargs[name] = body[name]
+    if body.get("prompt_logprobs") is not None:
+        kwargs["prompt_logprobs"] = body["prompt_logprobs"]
+    if isinstance(kwargs.get("stop"), list) and len(kwargs["stop"]) == 0:
+        kwargs["stop"] = None
+    try:
+        return SamplingParams(**kwargs)
+    except ValueError as e:
+        message = str(e).replace("qwen35_native.SamplingParams: ", "")
+        raise RequestError(message, message.split(" ", 1)[0]) from None
+
+
+def _max_tokens(body: Mapping[str, Any], name: str, default: int | None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise RequestError(f"'{name}' must be an integer >= 0, got {value!r}", name)
+    return value
+
+
+def _logprobs_count(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_LOGPROBS:
+        raise RequestError(f"'{name}' must be an integer in [0, {MAX_LOGPROBS}], got {value!r}", name)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class CompletionRequest:
+    prompts: list  # each a string or a list of token ids
+    params: SamplingParams
+    options: Options
+
+
+def _prompts(value: Any) -> list:
+    def ids(v):
+        return isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+
+    if isinstance(value, str):
+        return [value]
+    if ids(value):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(p, str) or ids(p) for p in value):
+        return list(value)
+    raise RequestError(f"'prompt' must be a string, a list of token ids, or a non-empty list of those, got "
+                       f"{value!r}"[:300], "prompt")
+
+
+def parse_completion(body: Mapping[str, Any]) -> CompletionRequest:
+    """``POST /v1/completions``."""
+    if body.get("suffix"):
+        raise RequestError("'suffix' is not supported by qwen35_native (no fill-in-the-middle)", "suffix")
+    options = Options()
+    _stream_options(body, options)
+    options.echo = bool(_kind(body.get("echo", False), bool, "echo", "a boolean"))
+    options.logprobs = _logprobs_count(body.get("logprobs"), "logprobs")
+    max_tokens = _max_tokens(body, "max_tokens", COMPLETIONS_DEFAULT_MAX_TOKENS)
+    if max_tokens == 0:
+        if not options.echo:
+            raise RequestError("'max_tokens' 0 is only allowed with echo=true (scoring the prompt)", "max_tokens")
+        options.drop_output, max_tokens = True, 1  # one token is generated and not returned
+    prompt_logprobs = options.logprobs if options.echo else None
+    params = sampling_params(body, max_tokens, options.logprobs, prompt_logprobs)
+    return CompletionRequest(_prompts(body.get("prompt")), params, options)
+
+
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class ChatRequest:
+    messages: list
+    params: SamplingParams
+    options: Options
+
+
+def _media_url(part: Mapping[str, Any], name: str) -> None:
+    value = part.get(name)
+    url = value.get("url") if isinstance(value, Mapping) else value
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise RequestError(f"an '{part.get('type')}' content part must carry a data: URL (the server reads no "
+                           f"local files and fetches nothing), got {str(url)[:80]!r}", "messages")
+
+
+def _check_content(content: Any) -> None:
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise RequestError(f"a message's 'content' must be a string or a list of parts, got {content!r}"[:300],
+                           "messages")
+    for part in content:
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            continue
+        if kind in ("image_url", "image"):
+            _media_url(part, kind)
+            continue
+        raise RequestError(f"content parts must be {{'type': 'text', 'text': ...}} or {{'type': 'image_url', "
+                           f"'image_url': {{'url': 'data:...'}}}}, got {str(part)[:200]}", "messages")
+
+
+def _message(m: Any) -> dict[str, Any]:
+    """A copy the chat template can read: tool-call arguments given as JSON strings (OpenAI's form) become dicts."""
+    if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+        raise RequestError(f"each message must be an object with a 'role', got {m!r}"[:300], "messages")
+    _check_content(m.get("content"))
+    out = dict(m)
+    calls = m.get("tool_calls")
+    if calls:
+        converted = []
+        for call in calls:
+            fn = call.get("function") if isinstance(call, Mapping) else None
+            if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+                raise RequestError(f"a tool call must be {{'type': 'function', 'function': {{'name': ..., "
+                                   f"'arguments': ...}}}}, got {call!r}"[:300], "messages")
+            args = fn.get("arguments", {})
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args) if args.strip() else {}
+                except json.JSONDecodeError as e:
+                    raise RequestError(f"tool call arguments of '{fn['name']}' are not valid JSON: {e}",
+                                       "messages") from None
+            converted.append({**call, "function": {**fn, "arguments": args}})
+        out["tool_calls"] = converted
+    return out
+
+
+def _tools(body: Mapping[str, Any]) -> list | None:
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if choice not in (None, "auto", "none"):
+        raise RequestError("'tool_choice' must be \"auto\" or \"none\": forcing a tool call needs structured outputs, "
+                           "which qwen35_native does not have yet", "tool_choice")
+    if tools is None or choice == "none":  # as vLLM: tool_choice none keeps the tools out of the prompt
+        return None
+    if not isinstance(tools, list) or not all(isinstance(t, Mapping) and isinstance(t.get("function"), Mapping) and
+                                              isinstance(t["function"].get("name"), str) for t in tools):
+        raise RequestError("'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\": ..., "
+                           "\"parameters\": ...}}", "tools")
+    return list(tools) or None
+
+
+def parse_chat(body: Mapping[str, Any]) -> ChatRequest:
+    """``POST /v1/chat/completions``."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("'messages' must be a non-empty list of messages", "messages")
+    messages = [_message(m) for m in messages]
+    options = Options()
+    _stream_options(body, options)
+    if _kind(body.get("logprobs", False), bool, "logprobs", "a boolean"):
+        options.logprobs = _logprobs_count(body.get("top_logprobs"), "top_logprobs") or 0
+    elif body.get("top_logprobs") is not None:
+        raise RequestError("'top_logprobs' needs logprobs=true", "top_logprobs")
+    max_tokens = _max_tokens(body, "max_completion_tokens", None)
+    max_tokens = _max_tokens(body, "max_tokens", None) if max_tokens is None else max_tokens
+    if max_tokens == 0:
+        raise RequestError("'max_tokens' must be >= 1", "max_tokens")
+    options.tools = _tools(body)
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise RequestError(f"'chat_template_kwargs' must be an object, got {kwargs!r}", "chat_template_kwargs")
+    reserved = sorted(set(kwargs) & {"tools", "chat_template", "add_generation_prompt", "conversation", "messages"})
+    if reserved:
+        raise RequestError(f"'chat_template_kwargs' must not set {reserved}: the server sets them",
+                           "chat_template_kwargs")
+    options.template_kwargs = dict(kwargs)
+    return ChatRequest(messages, sampling_params(body, max_tokens, options.logprobs), options)
