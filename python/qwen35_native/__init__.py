@@ -2,7 +2,7 @@
 
 Public surface (DESIGN.md §4): ``ops`` (kernels with pure-torch references), ``emulator`` (thread-order control
 of the SIMT emulator that runs the CUDA sources on the CPU), ``from_pretrained`` and ``configs`` (the model),
-``multimodal`` (image / video preprocessing and prompt expansion), and the engine (``LLM``, ``SamplingParams``).
+``multimodal`` (image / video preprocessing and prompt expansion), the engine (``LLM``, ``SamplingParams``), and ``serve`` (the OpenAI-compatible HTTP server).
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)
@@ -13,13 +13,14 @@ from . import (
     emulator,
     multimodal,
     ops,
+    serve,
 )
 from ._version import __version__
 from .engine import LLM, SamplingParams
 from .model import from_pretrained
 
 __all__ = ["LLM", "__version__", "SamplingParams", "build_info", "configs", "emulator", "from_pretrained",
-           "multimodal", "ops"]
+           "multimodal", "ops", "serve"]
 
 
 def build_info() -> dict:
