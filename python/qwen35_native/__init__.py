@@ -2,7 +2,8 @@
 
 Public surface (DESIGN.md §4): ``ops`` (kernels with pure-torch references), ``emulator`` (thread-order control
 of the SIMT emulator that runs the CUDA sources on the CPU), ``from_pretrained`` and ``configs`` (the model),
-``multimodal`` (image / video preprocessing and prompt expansion), the engine (``LLM``, ``SamplingParams``), and ``serve`` (the OpenAI-compatible HTTP server).
+``multimodal`` (image / video preprocessing and prompt expansion), the engine (``LLM``, ``SamplingParams``), and
+``serve`` (the OpenAI-compatible HTTP server).
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)

@@ -51,6 +51,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
     g.add_argument("--top-k", type=int, default=None, help="0 = off")
     g.add_argument("--min-p", type=float, default=None)
     g.add_argument("--presence-penalty", type=float, default=None)
+    g.add_argument("--frequency-penalty", type=float, default=None)
     g.add_argument("--repetition-penalty", type=float, default=None)
     g.add_argument("--seed", type=int, default=None, help="same seed + same prompt = same output")
     g.add_argument("--max-tokens", type=int, default=max_tokens, help=f"tokens to generate at most "
@@ -104,7 +105,8 @@ def _sampling(args: argparse.Namespace):
     import qwen35_native as q35
 
     return q35.SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
-                              presence_penalty=args.presence_penalty, repetition_penalty=args.repetition_penalty,
+                              presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                              repetition_penalty=args.repetition_penalty,
                               seed=args.seed, max_tokens=args.max_tokens, stop=args.stop)
 
 

@@ -20,7 +20,7 @@ def mixed_params(max_tokens=6):
             q35.SamplingParams(temperature=0.9, top_k=20, top_p=0.9, seed=1, max_tokens=max_tokens + 2,
                                ignore_eos=True),
             q35.SamplingParams(temperature=0.8, min_p=0.05, seed=2, presence_penalty=1.0, repetition_penalty=1.2,
-                               max_tokens=max_tokens + 1, ignore_eos=True),
+                               max_tokens=max_tokens + 1, ignore_eos=True, frequency_penalty=0.7),
             q35.SamplingParams(temperature=0, max_tokens=max_tokens - 3, ignore_eos=True),
             q35.SamplingParams(temperature=1.0, seed=3, max_tokens=max_tokens + 4, ignore_eos=True)]
 

@@ -173,13 +173,17 @@ def test_checkpoint_directory_with_generation_config(tiny_dir):
     assert len(out.token_ids) <= 3 and isinstance(out.text, str)
 
 
-def test_penalties_count_prompt_and_output_tokens(make_llm, tiny_model):
+@pytest.mark.parametrize("frequency", [0.0, 1.25])
+def test_penalties_count_prompt_and_output_tokens(make_llm, tiny_model, frequency):
     """Greedy with penalties == argmax of the full-forward logits penalised by hand: repetition over prompt and
-    output tokens, presence over output tokens only."""
+    output tokens, frequency per occurrence in the output, presence over output tokens only."""
     prompt = [296, 143, 109, 72, 214, 427, 146, 75]   # a prompt where the penalties change a greedy choice
     params = q35.SamplingParams(temperature=0, repetition_penalty=3.0, presence_penalty=1.5, max_tokens=6,
-                                ignore_eos=True)
-    out = make_llm().generate([prompt], params)[0]
+                                ignore_eos=True, frequency_penalty=frequency)
+    llm = make_llm()
+    if frequency:  # a sequence without frequency penalty first: counts start later, for the slots started since
+        llm.generate([prompt[:3]], q35.SamplingParams(temperature=0, presence_penalty=1.0, max_tokens=2))
+    out = llm.generate([prompt], params)[0]
     ids, changed = list(prompt), 0
     with torch.no_grad():
         for token in out.token_ids:
@@ -189,7 +193,8 @@ def test_penalties_count_prompt_and_output_tokens(make_llm, tiny_model):
             penalised = torch.where(seen, torch.where(logits > 0, logits / 3.0, logits * 3.0), logits)
             generated = torch.zeros_like(seen)
             generated[ids[len(prompt):]] = True
-            penalised = penalised - 1.5 * generated
+            counts = torch.bincount(torch.tensor(ids[len(prompt):], dtype=torch.long), minlength=len(logits))
+            penalised = penalised - frequency * counts.float() - 1.5 * generated
             assert token == int(penalised.argmax())
             changed += int(penalised.argmax() != logits.argmax())
             ids.append(token)

@@ -204,29 +204,39 @@ def test_penalties_exact():
     logits = torch.tensor([[2.0, -1.0, 0.0, 4.0, -3.0, 0.5], [1.0, 1.0, -2.0, 0.0, 3.0, -0.5]])
     prompt = [[0, 1], [5]]
     output = [[3, 4, 3], [2]]
-    rep, pres = [1.5, 0.8], [0.5, -1.0]
+    rep, pres, freq = [1.5, 0.8], [0.5, -1.0], [0.75, -0.25]
     expected = logits.clone().double()
     for b in range(2):
         for v in range(6):
             x = expected[b, v].item()
             if v in prompt[b] or v in output[b]:
                 x = x / rep[b] if x > 0 else x * rep[b]
+            x -= freq[b] * output[b].count(v)  # per occurrence
             if v in output[b]:
                 x -= pres[b]  # once, however often the token appeared
             expected[b, v] = x
     presence = TokenPresence(num_slots=4, vocab_size=6)
+    presence.enable_counts()
     slots = torch.tensor([2, 0])
     for slot, p, o in zip(slots.tolist(), prompt, output):
-        presence.start(slot, p)
-        for tok in o:
+        presence.start(slot, p, o[:1])  # a resumed sequence: its first output token known at start
+        for tok in o[1:]:
             presence.append(torch.tensor([slot]), torch.tensor([tok]))
+    presence.append(torch.tensor([1, 1]), torch.tensor([5, 5]))  # two tokens of one slot in one call
+    assert presence.counts[1].tolist() == [0, 0, 0, 0, 0, 2]
     prompt_mask, output_mask = presence.masks(slots)
-    out = apply_penalties(logits, torch.tensor(pres), torch.tensor(rep), prompt_mask, output_mask)
+    counts = presence.counts_of(slots)
+    out = apply_penalties(logits, torch.tensor(pres), torch.tensor(rep), prompt_mask, output_mask,
+                          torch.tensor(freq), counts)
     torch.testing.assert_close(out.double(), expected, rtol=1e-6, atol=1e-6)
     # through the sampler: penalised greedy argmax
-    params = [_params(temperature=0.0, repetition_penalty=r, presence_penalty=p) for r, p in zip(rep, pres)]
-    ids = sample(logits, _tensors(params, 6), prompt_mask, output_mask).token_ids
+    params = [_params(temperature=0.0, repetition_penalty=r, presence_penalty=p, frequency_penalty=f)
+              for r, p, f in zip(rep, pres, freq)]
+    ids = sample(logits, _tensors(params, 6), prompt_mask, output_mask, counts).token_ids
     assert ids.tolist() == expected.argmax(-1).tolist()
+    # a slot started again (another sequence) forgets the old counts
+    presence.start(2, [1], [4])
+    assert presence.counts[2].tolist() == [0, 0, 0, 0, 1, 0]
 
 
 def test_penalties_need_masks():
@@ -235,6 +245,11 @@ def test_penalties_need_masks():
         sample(torch.zeros(1, 4), t)
     with pytest.raises(ValueError, match="output_mask must be a bool tensor"):
         sample(torch.zeros(1, 4), t, torch.zeros(1, 4, dtype=torch.bool), torch.zeros(1, 3, dtype=torch.bool))
+    t = _tensors([_params(frequency_penalty=0.5)], 4)
+    with pytest.raises(ValueError, match="output_counts must be given"):
+        sample(torch.zeros(1, 4), t)
+    with pytest.raises(ValueError, match="output_counts must be an int32 tensor"):
+        sample(torch.zeros(1, 4), t, None, None, torch.zeros(1, 4, dtype=torch.int64))
 
 
 @pytest.mark.parametrize("device", DEVICES)

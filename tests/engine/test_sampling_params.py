@@ -8,7 +8,8 @@ INVALID = [
     ("temperature", -0.1), ("temperature", float("nan")), ("temperature", float("inf")), ("temperature", "hot"),
     ("top_p", 0.0), ("top_p", 1.5), ("top_p", -0.2), ("min_p", -0.01), ("min_p", 1.01), ("top_k", -2),
     ("top_k", 2.5), ("top_k", True), ("repetition_penalty", 0.0), ("repetition_penalty", -1.0),
-    ("presence_penalty", 2.5), ("presence_penalty", -3.0), ("n", 0), ("n", 1.0), ("max_tokens", 0),
+    ("presence_penalty", 2.5), ("presence_penalty", -3.0), ("frequency_penalty", 2.01), ("frequency_penalty", "x"),
+    ("n", 0), ("n", 1.0), ("max_tokens", 0),
     ("max_tokens", -5), ("max_tokens", 3.0), ("logprobs", -1), ("seed", 1.5), ("seed", "7"), ("stop", 5),
     ("stop", [""]), ("stop", ["ok", 3]), ("stop_token_ids", [-1]), ("stop_token_ids", "12"),
     ("stop_token_ids", [1.5]), ("ignore_eos", 1),
@@ -24,7 +25,7 @@ def test_invalid_values_are_errors_naming_the_field(name, value):
 def test_valid_edge_values():
     SamplingParams(temperature=0, top_p=1.0, min_p=0.0, top_k=-1, repetition_penalty=0.5, presence_penalty=-2,
                    n=3, max_tokens=1, logprobs=0, seed=-7, stop="x", stop_token_ids=[0, 5])
-    SamplingParams(min_p=1.0, top_k=0, presence_penalty=2)
+    SamplingParams(min_p=1.0, top_k=0, presence_penalty=2, frequency_penalty=-2)
 
 
 def test_stop_normalised_to_tuples():
@@ -37,6 +38,7 @@ def test_resolved_defaults_are_vllms():
     r = SamplingParams().resolved()
     assert (r.temperature, r.top_p, r.top_k, r.min_p, r.presence_penalty, r.repetition_penalty) == \
         (1.0, 1.0, 0, 0.0, 0.0, 1.0)
+    assert r.frequency_penalty == 0.0
     assert r.max_tokens is None and r.is_resolved and not SamplingParams().is_resolved
 
 

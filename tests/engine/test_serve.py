@@ -24,11 +24,11 @@ def expected(ref, prompts, **params):
 def test_completions_equal_generate_for_every_prompt_and_sample(served):
     server, ref = served
     body = {"model": "tiny", "prompt": PROMPTS, "max_tokens": 7, "temperature": 0.9, "top_p": 0.95, "seed": 11,
-            "n": 2, "presence_penalty": 0.5, "top_k": 40}
+            "n": 2, "presence_penalty": 0.5, "top_k": 40, "frequency_penalty": 0.3}
     status, out = post(server.url, "/v1/completions", body)
     assert status == 200, out
     want = expected(ref, PROMPTS, max_tokens=7, temperature=0.9, top_p=0.95, seed=11, n=2, presence_penalty=0.5,
-                    top_k=40)
+                    top_k=40, frequency_penalty=0.3)
     assert out["object"] == "text_completion" and out["model"] == "tiny" and out["id"].startswith("cmpl-")
     assert [c["index"] for c in out["choices"]] == [0, 1, 2, 3]
     for i, r in enumerate(want):
@@ -160,7 +160,7 @@ def test_a_client_that_goes_away_frees_its_request(served):
 
 @pytest.mark.parametrize("body,status,param", [
     ({"prompt": "x", "temperature": -1}, 400, "temperature"),
-    ({"prompt": "x", "frequency_penalty": 0.5}, 400, "frequency_penalty"),
+    ({"prompt": "x", "frequency_penalty": 2.5}, 400, "frequency_penalty"),
     ({"prompt": "x", "logit_bias": {"5": 10}}, 400, "logit_bias"),
     ({"prompt": "x", "best_of": 3}, 400, "best_of"),
     ({"prompt": "x", "suffix": "y"}, 400, "suffix"),

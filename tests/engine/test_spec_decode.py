@@ -48,10 +48,10 @@ def _params():
     return [q35.SamplingParams(temperature=0, max_tokens=14, ignore_eos=True),
             q35.SamplingParams(temperature=0.9, top_p=0.9, seed=5, max_tokens=17, ignore_eos=True, logprobs=3),
             q35.SamplingParams(temperature=0.7, top_k=20, presence_penalty=0.8, repetition_penalty=1.3, seed=6,
-                               max_tokens=12, ignore_eos=True),
+                               max_tokens=12, ignore_eos=True, frequency_penalty=-0.5),
             q35.SamplingParams(temperature=1.0, min_p=0.05, seed=7, max_tokens=15, stop_token_ids=[3, 17, 101]),
             q35.SamplingParams(temperature=0, presence_penalty=2.0, repetition_penalty=5.0, max_tokens=24,
-                               ignore_eos=True)]
+                               ignore_eos=True, frequency_penalty=1.5)]
 
 
 def _same(a, b):
@@ -116,7 +116,7 @@ def test_accepted_and_rejected_drafts_keep_the_tokens(mtp_model, generation_conf
 def test_a_verified_position_counts_the_drafts_before_it_as_output(mtp_model, generation_config, oracle,
                                                                    monkeypatch):
     """The penalties of the position after a draft see the draft as generated (its token is what the plain engine
-    generated there when the draft is accepted); the sampler's output mask says so."""
+    generated there when the draft is accepted); the sampler's output mask and counts say so."""
     from qwen35_native.engine import model_runner, spec_decode
 
     plans, checked = [], []
@@ -126,16 +126,18 @@ def test_a_verified_position_counts_the_drafts_before_it_as_output(mtp_model, ge
         plans.append(plan)
         return real_build(self, plan, *args, **kwargs)
 
-    def sample(logits, tensors, prompt_mask=None, output_mask=None):
+    def sample(logits, tensors, prompt_mask=None, output_mask=None, output_counts=None):
         plan = plans[-1]
         for i, draft in enumerate(plan.drafts):  # verifying sequences lead: sampler rows 2i, 2i + 1 (k = 1)
             assert output_mask[2 * i + 1, draft[0]], "the draft is not in the next position's output mask"
+            assert output_counts[2 * i + 1, draft[0]] == output_counts[2 * i, draft[0]] + 1, "draft not counted"
             checked.append(draft[0])
-        return real_sample(logits, tensors, prompt_mask, output_mask)
+        return real_sample(logits, tensors, prompt_mask, output_mask, output_counts)
 
     monkeypatch.setattr(model_runner.ModelRunner, "build_batch", build)
     monkeypatch.setattr(spec_decode, "sample", sample)
-    prompts, params = _prompts()[:2], q35.SamplingParams(temperature=0, presence_penalty=1.0, max_tokens=8)
+    prompts, params = _prompts()[:2], q35.SamplingParams(temperature=0, presence_penalty=1.0, max_tokens=8,
+                                                         frequency_penalty=0.5)
     oracle["answers"] = {tuple(p): list(range(1, 20)) for p in prompts}  # drafts 1, 2, ...: never generated
     _llm(mtp_model, generation_config, 1).generate(prompts, params)
     assert len(checked) >= 4

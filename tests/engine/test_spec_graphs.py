@@ -23,7 +23,8 @@ def _params(n=8):
             q35.SamplingParams(temperature=0.9, top_k=20, top_p=0.9, seed=1, max_tokens=n + 2, ignore_eos=True),
             q35.SamplingParams(temperature=0.8, min_p=0.05, seed=2, presence_penalty=1.0, repetition_penalty=1.2,
                                max_tokens=n + 1, ignore_eos=True),
-            q35.SamplingParams(temperature=0, presence_penalty=2.0, max_tokens=n + 4, ignore_eos=True)]
+            q35.SamplingParams(temperature=0, presence_penalty=2.0, max_tokens=n + 4, ignore_eos=True,
+                               frequency_penalty=0.5)]
 
 
 @pytest.fixture(scope="module")

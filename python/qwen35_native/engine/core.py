@@ -216,8 +216,8 @@ class LLMEngine:
         plan.min_tokens = rules if any(r is not None for r in rules) else None
         plan.position_offsets = offsets if any(offsets) else None
         plan.multimodal = multimodal if any(m is not None for m in multimodal) else None
-        plan.presence_starts = [(seq.slot, seq.prompt_ids, list(seq.output_ids)) for seq in out.admitted
-                                if seq.needs_penalties]
+        plan.presence_starts = [(seq.slot, seq.prompt_ids, list(seq.output_ids), seq.params.frequency_penalty != 0.0)
+                                for seq in out.admitted if seq.needs_penalties]
         plan.state_restores = list(out.state_restores)
         plan.state_saves = [(seq.slot, state) for seq, _, state in out.state_saves]
         return plan

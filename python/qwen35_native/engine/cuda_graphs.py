@@ -31,7 +31,7 @@ import traceback
 import torch
 
 from ..model import ForwardBatch
-from .sampling import HostSamplerOutput, SamplerOutput, SamplingFlags, SamplingTensors, pad_rows, sample
+from .sampling import NUM_COLUMNS, HostSamplerOutput, SamplerOutput, SamplingFlags, SamplingTensors, pad_rows, sample
 
 logger = logging.getLogger("qwen35_native")
 
@@ -66,7 +66,7 @@ class DecodeGraphs:
         self.dev_meta = torch.empty(_META_ROWS * G, dtype=torch.long, device=dev)
         self.host_table = _staging(G * W, torch.int32, pin)
         self.dev_table = torch.empty(G * W, dtype=torch.int32, device=dev)
-        self.host_rows = _staging(G * 8, torch.float64, pin)
+        self.host_rows = _staging(G * NUM_COLUMNS, torch.float64, pin)
         self.pool = torch.cuda.graph_pool_handle() if capture else None
         self.graphs: dict[tuple[int, SamplingFlags], tuple[torch.cuda.CUDAGraph | None, SamplerOutput | None]] = {}
 
@@ -170,10 +170,10 @@ class DecodeGraphs:
         dev_table = self.dev_table[:G * w]
         dev_table.copy_(host_table, non_blocking=True)
         self.block_tables[:G, :w].copy_(dev_table.view(G, w))
-        host_rows_buf = self.host_rows[:G * 8].view(G, 8)
+        host_rows_buf = self.host_rows[:G * NUM_COLUMNS].view(G, NUM_COLUMNS)
         host_rows_buf[:b].copy_(host_rows)
         host_rows_buf[b:].copy_(pad_rows(pad, r.vocab_size))
-        self.sampler_rows[:G].copy_(self.host_rows[:G * 8].view(G, 8), non_blocking=True)
+        self.sampler_rows[:G].copy_(self.host_rows[:G * NUM_COLUMNS].view(G, NUM_COLUMNS), non_blocking=True)
 
 
 def warm_up_and_capture(body, pool):

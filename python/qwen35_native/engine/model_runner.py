@@ -45,7 +45,8 @@ class StepPlan:
     sample_steps: list[int]  # tokens each sampled sequence has generated so far
     position_offsets: list[int] | None = None  # M-RoPE delta per sequence (None: all 0, text only)
     # sequences starting (or restarting) in a slot that need penalty state: (slot, prompt ids, output ids)
-    presence_starts: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
+    # (slot, prompt ids, output ids, needs output counts) of sequences with penalties admitted this step
+    presence_starts: list[tuple[int, list[int], list[int], bool]] = field(default_factory=list)
     free_slots: list[int] = field(default_factory=list)  # GDN slots no sequence holds (CUDA-graph padding)
     # per sequence: its MultimodalPrompt (prompt M-RoPE positions, vision features) or None; None: text only
     multimodal: list | None = None
@@ -187,7 +188,9 @@ class ModelRunner:
             return
         if self.presence is None:  # first request with penalties: per-slot token masks from now on
             self.presence = TokenPresence(self.num_slots + 1, self.vocab_size, self.device)
-        for slot, prompt_ids, output_ids in plan.presence_starts:
+        if any(counts for *_, counts in plan.presence_starts):  # first frequency penalty: output counts too
+            self.presence.enable_counts()
+        for slot, prompt_ids, output_ids, _ in plan.presence_starts:
             self.presence.start(slot, prompt_ids, output_ids)
 
     def build_batch(self, plan: StepPlan, logits_rows: list[int] | None,
@@ -253,11 +256,14 @@ class ModelRunner:
         return torch.tensor(plan.token_ids, dtype=torch.long).to(self.device, non_blocking=True)
 
     def penalty_masks(self, tensors: SamplingTensors, slots: torch.Tensor):
-        if not (tensors.any_presence or tensors.any_repetition):
-            return None, None
+        """(prompt_mask, output_mask, output_counts) of the rows' sequences: what ``sample`` reads after the
+        tensors; None for what no row's penalties need."""
+        if not (tensors.any_presence or tensors.any_repetition or tensors.any_frequency):
+            return None, None, None
         if self.presence is None:
             raise RuntimeError("qwen35_native: internal error: a row has penalties but no token presence state")
-        return self.presence.masks(slots)
+        masks = self.presence.masks(slots) if tensors.any_presence or tensors.any_repetition else (None, None)
+        return (*masks, self.presence.counts_of(slots) if tensors.any_frequency else None)
 
     def record_sampled(self, slots: torch.Tensor, out: SamplerOutput) -> None:
         if self.presence is not None:

@@ -4,7 +4,8 @@ One call samples one token for each of B rows from logits [B, V] (any float dtyp
 with its own parameters. The order of operations is vLLM's (v1 sampler):
 
 1. raw logprobs = log_softmax(logits) if any row asks for logprobs (what ``logprobs`` reports);
-2. penalties: repetition, then presence (see ``penalties.py`` for which tokens count); then the banned tokens of
+2. penalties: repetition, frequency, then presence (see ``penalties.py`` for which tokens count); then the banned
+   tokens of
    a row (``min_tokens``: its stop tokens and eos ids) set to -inf;
 3. greedy rows (temperature < 1e-5) take argmax of the penalised logits, ties to the lowest id;
 4. the other rows: divide by temperature; min-p (drop tokens whose probability is below min_p x the largest);
@@ -60,7 +61,8 @@ def draw_seed() -> int:
 
 
 # Column order of the packed per-step parameter tensor.
-_COLUMNS = ("temperature", "top_p", "min_p", "presence", "repetition", "top_k", "uniform", "greedy")
+_COLUMNS = ("temperature", "top_p", "min_p", "presence", "repetition", "top_k", "uniform", "greedy", "frequency")
+NUM_COLUMNS = len(_COLUMNS)
 
 
 class SamplingFlags(NamedTuple):
@@ -75,10 +77,11 @@ class SamplingFlags(NamedTuple):
     any_repetition: bool
     max_logprobs: int | None  # largest ``logprobs`` over rows; None when no row asks
     max_top_k: int | None  # largest top-k of the sampling rows when all of them use top-k, else None
+    any_frequency: bool = False
 
 
 # A padding row (CUDA-graph batches padded to a captured size): greedy, every stage off.
-PAD_ROW = (1.0, 1.0, 0.0, 0.0, 1.0, 0, 0.0, 1.0)  # top_k column set to the vocab size by ``pad_rows``
+PAD_ROW = (1.0, 1.0, 0.0, 0.0, 1.0, 0, 0.0, 1.0, 0.0)  # top_k column set to the vocab size by ``pad_rows``
 
 
 def pad_rows(count: int, vocab_size: int) -> torch.Tensor:
@@ -102,6 +105,7 @@ class SamplingTensors:
     top_k: torch.Tensor  # [B] int64; V = off
     uniform: torch.Tensor  # [B] fp64, from (seed, step)
     greedy: torch.Tensor  # [B] bool
+    frequency: torch.Tensor  # [B] fp32
     all_greedy: bool
     any_greedy: bool
     any_top_k: bool
@@ -111,6 +115,7 @@ class SamplingTensors:
     any_repetition: bool
     max_logprobs: int | None  # largest ``logprobs`` over rows; None when no row asks
     max_top_k: int | None  # largest top-k of the sampling rows when all of them use top-k, else None
+    any_frequency: bool
     vocab_size: int
     banned: torch.Tensor | None = None  # int64 [2, K]: (row, token) pairs that must not be sampled (min_tokens)
 
@@ -125,7 +130,7 @@ class SamplingTensors:
     @staticmethod
     def pack(params: Sequence[SamplingParams], steps: Sequence[int],
              vocab_size: int) -> tuple[torch.Tensor, SamplingFlags]:
-        """The host side of :meth:`build`: float64 rows ``[B, 8]`` (one per request, columns ``_COLUMNS``) and
+        """The host side of :meth:`build`: float64 rows ``[B, NUM_COLUMNS]`` (one per request, columns ``_COLUMNS``) and
         the flags. ``params[b]``: row b's resolved parameters (``SamplingParams.resolved``), with a seed on every
         row that samples (``for_sample(i, default_seed=draw_seed())`` gives one); ``steps[b]``: tokens row b has
         generated so far."""
@@ -144,7 +149,7 @@ class SamplingTensors:
             top_k = vocab_size if p.top_k <= 0 else min(p.top_k, vocab_size)
             uniform = 0.0 if greedy else request_uniform(p.seed, int(step))
             rows.append((1.0 if greedy else p.temperature, p.top_p, p.min_p, p.presence_penalty,
-                         p.repetition_penalty, top_k, uniform, float(greedy)))
+                         p.repetition_penalty, top_k, uniform, float(greedy), p.frequency_penalty))
         sampling = [(p, r) for p, r in zip(params, rows) if not r[7]]
         logprobs = [p.logprobs for p in params if p.logprobs is not None]
         top_ks = [int(r[5]) for _, r in sampling]
@@ -155,18 +160,20 @@ class SamplingTensors:
             any_presence=any(p.presence_penalty != 0.0 for p in params),
             any_repetition=any(p.repetition_penalty != 1.0 for p in params),
             max_logprobs=max(logprobs) if logprobs else None,
-            max_top_k=max(top_ks) if top_ks and max(top_ks) < vocab_size else None)
+            max_top_k=max(top_ks) if top_ks and max(top_ks) < vocab_size else None,
+            any_frequency=any(p.frequency_penalty != 0.0 for p in params))
         return torch.tensor(rows, dtype=torch.float64), flags
 
     @classmethod
     def from_packed(cls, packed: torch.Tensor, flags: SamplingFlags, vocab_size: int) -> SamplingTensors:
-        """Views of a device float64 ``[B, 8]`` tensor of packed rows (``pack``'s layout) as sampler inputs. The
-        float32/bool columns are converted here, so with a static ``packed`` buffer the conversions are part of
-        whatever is captured after this call."""
+        """Views of a device float64 ``[B, NUM_COLUMNS]`` tensor of packed rows (``pack``'s layout) as sampler
+        inputs. The float32/bool columns are converted here, so with a static ``packed`` buffer the conversions are
+        part of whatever is captured after this call."""
         col = {name: packed[:, i] for i, name in enumerate(_COLUMNS)}
         return cls(temperature=col["temperature"].float(), top_p=col["top_p"].float(), min_p=col["min_p"].float(),
                    presence=col["presence"].float(), repetition=col["repetition"].float(),
                    top_k=col["top_k"].long(), uniform=col["uniform"].contiguous(), greedy=col["greedy"] > 0.5,
+                   frequency=col["frequency"].float(),
                    vocab_size=vocab_size, **flags._asdict())
 
     @classmethod
@@ -254,12 +261,14 @@ def _check_logits(logits: torch.Tensor, tensors: SamplingTensors) -> None:
 
 
 def penalized_logits(logits: torch.Tensor, tensors: SamplingTensors, prompt_mask: torch.Tensor | None = None,
-                     output_mask: torch.Tensor | None = None) -> torch.Tensor:
+                     output_mask: torch.Tensor | None = None,
+                     output_counts: torch.Tensor | None = None) -> torch.Tensor:
     """Steps 2: fp32 logits after the penalties and bans (what greedy rows take the argmax of)."""
     _check_logits(logits, tensors)
     x = logits.float()
     x = apply_penalties(x, tensors.presence if tensors.any_presence else None,
-                        tensors.repetition if tensors.any_repetition else None, prompt_mask, output_mask)
+                        tensors.repetition if tensors.any_repetition else None, prompt_mask, output_mask,
+                        tensors.frequency if tensors.any_frequency else None, output_counts)
     if tensors.banned is not None:  # out of place: x may still be the caller's logits
         x = x.index_put((tensors.banned[0], tensors.banned[1]), torch.tensor(float("-inf"), device=x.device))
     return x
@@ -277,13 +286,14 @@ def sampling_logits(penalized: torch.Tensor, tensors: SamplingTensors) -> torch.
 
 
 def sample(logits: torch.Tensor, tensors: SamplingTensors, prompt_mask: torch.Tensor | None = None,
-           output_mask: torch.Tensor | None = None) -> SamplerOutput:
+           output_mask: torch.Tensor | None = None, output_counts: torch.Tensor | None = None) -> SamplerOutput:
     """Samples one token per row. ``logits`` [B, V] on the device of ``tensors``; ``prompt_mask``/``output_mask``
     [B, V] bool (``TokenPresence.masks``) are needed only when a row has a repetition (both) or presence
-    (``output_mask``) penalty. Never synchronises with the host."""
+    (``output_mask``) penalty, ``output_counts`` [B, V] int32 (``TokenPresence.counts_of``) when a row has a
+    frequency penalty. Never synchronises with the host."""
     _check_logits(logits, tensors)
     raw_logprobs = logits.float().log_softmax(dim=-1) if tensors.max_logprobs is not None else None
-    x = penalized_logits(logits, tensors, prompt_mask, output_mask)
+    x = penalized_logits(logits, tensors, prompt_mask, output_mask, output_counts)
     greedy_ids = x.argmax(dim=-1) if tensors.any_greedy else None
     if tensors.all_greedy:
         token_ids = greedy_ids

@@ -2,8 +2,9 @@
 
 Fields left ``None`` are "unset": :meth:`SamplingParams.resolved` fills them from a checkpoint's
 ``generation_config.json`` (the keys vLLM reads: ``temperature``, ``top_p``, ``top_k``, ``min_p``,
-``repetition_penalty``, ``presence_penalty``, ``max_new_tokens``), else from vLLM's defaults: temperature 1.0,
-top_p 1.0, top_k 0 (off), min_p 0.0, presence_penalty 0.0, repetition_penalty 1.0. Like vLLM, ``do_sample`` is not
+``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``max_new_tokens``), else from vLLM's defaults:
+temperature 1.0, top_p 1.0, top_k 0 (off), min_p 0.0, presence_penalty 0.0, frequency_penalty 0.0,
+repetition_penalty 1.0. Like vLLM, ``do_sample`` is not
 read: greedy decoding is ``temperature=0``.
 
 Conventions (vLLM's):
@@ -34,11 +35,11 @@ from typing import Any
 GREEDY_TEMPERATURE = 1e-5  # vLLM's _SAMPLING_EPS: temperatures below it sample greedily
 
 _DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "presence_penalty": 0.0,
-             "repetition_penalty": 1.0}
+             "frequency_penalty": 0.0, "repetition_penalty": 1.0}
 # generation_config.json key -> SamplingParams field
 _GENERATION_CONFIG_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
-                           "presence_penalty": "presence_penalty", "repetition_penalty": "repetition_penalty",
-                           "max_new_tokens": "max_tokens"}
+                           "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+                           "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_tokens"}
 
 
 def _err(name: str, expectation: str, value: Any) -> ValueError:
@@ -63,6 +64,7 @@ class SamplingParams:
     top_k: int | None = None
     min_p: float | None = None
     presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     max_tokens: int | None = None
     min_tokens: int = 0
@@ -110,6 +112,7 @@ class SamplingParams:
         real("top_p", lambda v: 0 < v <= 1, "must be in (0, 1]")
         real("min_p", lambda v: 0 <= v <= 1, "must be in [0, 1]")
         real("presence_penalty", lambda v: -2 <= v <= 2, "must be in [-2, 2]")
+        real("frequency_penalty", lambda v: -2 <= v <= 2, "must be in [-2, 2]")
         real("repetition_penalty", lambda v: v > 0, "must be a finite number > 0")
         if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < -1):
             raise _err("top_k", "must be an integer >= -1 (0 or -1: off)", self.top_k)
@@ -135,14 +138,16 @@ class SamplingParams:
     @classmethod
     def thinking(cls, **overrides: Any) -> SamplingParams:
         """The model card's set for thinking mode: temperature 0.6, top-p 0.95, top-k 20, no penalties."""
-        base = dict(temperature=0.6, top_p=0.95, top_k=20, min_p=0.0, presence_penalty=0.0, repetition_penalty=1.0)
+        base = dict(temperature=0.6, top_p=0.95, top_k=20, min_p=0.0, presence_penalty=0.0, frequency_penalty=0.0,
+                    repetition_penalty=1.0)
         return cls(**{**base, **overrides})
 
     @classmethod
     def instruct(cls, **overrides: Any) -> SamplingParams:
         """The model card's set for non-thinking (instruct) mode: temperature 0.7, top-p 0.8, top-k 20,
         presence penalty 1.5."""
-        base = dict(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0, presence_penalty=1.5, repetition_penalty=1.0)
+        base = dict(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0, presence_penalty=1.5, frequency_penalty=0.0,
+                    repetition_penalty=1.0)
         return cls(**{**base, **overrides})
 
     def resolved(self, generation_config: Mapping[str, Any] | None = None) -> SamplingParams:

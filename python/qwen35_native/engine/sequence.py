@@ -66,7 +66,8 @@ class Sequence:
 
     @property
     def needs_penalties(self) -> bool:
-        return self.params.presence_penalty != 0.0 or self.params.repetition_penalty != 1.0
+        p = self.params
+        return p.presence_penalty != 0.0 or p.frequency_penalty != 0.0 or p.repetition_penalty != 1.0
 
     @property
     def finished(self) -> bool:

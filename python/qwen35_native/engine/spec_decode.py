@@ -139,11 +139,15 @@ def execute_speculative(runner, plan) -> SpecStepOutput:
         tensors = SamplingTensors.build(params, steps, runner.vocab_size, runner.device,
                                         banned=min_tokens_bans(rules, steps))
         slot_ids = torch.tensor(slots, dtype=torch.long).to(runner.device)
-        prompt_mask, output_mask = runner.penalty_masks(tensors, slot_ids)
-        if output_mask is not None and extra_seen:
+        prompt_mask, output_mask, output_counts = runner.penalty_masks(tensors, slot_ids)
+        if extra_seen and (output_mask is not None or output_counts is not None):  # gathered copies: in place
             at = torch.tensor(extra_seen, dtype=torch.long).to(runner.device)
-            output_mask[at[:, 0], at[:, 1]] = True
-        sampled = sample(logits, tensors, prompt_mask, output_mask).to_host()
+            if output_mask is not None:
+                output_mask[at[:, 0], at[:, 1]] = True
+            if output_counts is not None:  # a draft written twice counts twice
+                output_counts.index_put_((at[:, 0], at[:, 1]), torch.ones((), dtype=torch.int32,
+                                                                          device=runner.device), accumulate=True)
+        sampled = sample(logits, tensors, prompt_mask, output_mask, output_counts).to_host()
         accept_drafts(runner, plan, rows, sampled, accepted, k)
     drafts = _draft(runner, plan, batch, hidden, cu, rows, accepted, sampled)
     return SpecStepOutput(sampled, [r[:a + 1] for r, a in zip(rows, accepted)], accepted, drafts)

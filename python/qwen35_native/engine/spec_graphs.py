@@ -62,6 +62,7 @@ class SpecGraphs:
         # position j's marks (see _fill_verify): k cells per row, each set or written back as it is
         self.mark_ids = torch.zeros(T, k, **long)
         self.mark_valid = torch.zeros(T, k, dtype=torch.bool, device=dev)
+        self.mark_counts = torch.zeros(T, k, dtype=torch.int32, device=dev)  # 1 per draft, 0 per repeated filler
         self.hidden = torch.zeros(T, H, dtype=runner.model.dtype, device=dev)
         self.next_ids, self.draft_rows = torch.zeros(T, **long), torch.zeros(G, **long)
         # the further draft steps j = 1 .. k - 1: one token per sequence
@@ -148,11 +149,13 @@ class SpecGraphs:
         logits, hidden = r.model.forward_cached(self.ids[:T], self._verify_batch(G), r.cache, return_hidden=True)
         self.hidden[:T].copy_(hidden)
         tensors = SamplingTensors.from_packed(self.sampler_rows[:T], flags, r.vocab_size)
-        prompt_mask, output_mask = r.penalty_masks(tensors, self.row_slots[:T])
-        if output_mask is not None:  # position j has generated the drafts before it (a gathered copy: in place)
-            ids = self.mark_ids[:T]
+        prompt_mask, output_mask, output_counts = r.penalty_masks(tensors, self.row_slots[:T])
+        ids = self.mark_ids[:T]  # position j has generated the drafts before it (gathered copies: in place)
+        if output_mask is not None:
             output_mask.scatter_(1, ids, output_mask.gather(1, ids) | self.mark_valid[:T])
-        return sample(logits, tensors, prompt_mask, output_mask)
+        if output_counts is not None:
+            output_counts.scatter_add_(1, ids, self.mark_counts[:T])
+        return sample(logits, tensors, prompt_mask, output_mask, output_counts)
 
     def _draft(self, G: int) -> torch.Tensor:
         """Graph 2: the MTP head over the rows, the first draft per sequence, then k - 1 steps on its output."""
@@ -206,6 +209,7 @@ class SpecGraphs:
         # column 0 back as it is: no cell gets two different values from one scatter
         self.mark_ids[:T].copy_(torch.tensor([m + m[:1] * (k - len(m)) if m else [0] * k for m in marks]))
         self.mark_valid[:T].copy_(torch.tensor([[bool(m)] * k for m in marks]))
+        self.mark_counts[:T].copy_(torch.tensor([[int(j < len(m)) for j in range(k)] for m in marks]))
 
     def _fill_draft(self, plan, G: int, sampled, accepted: list[int]) -> list[int]:
         """Static inputs of the draft graph; returns how many drafts each sequence's blocks have room for."""

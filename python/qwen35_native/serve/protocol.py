@@ -4,8 +4,8 @@ Fields follow the OpenAI API and vLLM's extensions of it (``top_k``, ``min_p``, 
 ``min_tokens``, ``ignore_eos``, ``stop_token_ids``, ``skip_special_tokens``, ``include_stop_str_in_output``,
 ``chat_template_kwargs``). Unset sampling fields stay unset, so the checkpoint's ``generation_config.json`` fills
 them, as in ``LLM.generate``. Fields we cannot honour are refused when set to anything but their neutral value
-(``frequency_penalty``, ``logit_bias``, ``suffix``, ``best_of`` other than ``n``, structured outputs, forced tool
-choice), rather than ignored; other unknown fields (``user``, ``metadata``, ...) are ignored, as vLLM does.
+(``logit_bias``, ``suffix``, ``best_of`` other than ``n``, structured outputs, forced tool choice), rather than
+ignored; other unknown fields (``user``, ``metadata``, ...) are ignored, as vLLM does.
 
 Tests: tests/serve/test_protocol.py.
 """
@@ -62,9 +62,6 @@ def _kind(value: Any, kind: type | tuple, name: str, what: str) -> Any:
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    if body.get("frequency_penalty") not in (None, 0, 0.0):
-        raise RequestError("'frequency_penalty' is not supported by qwen35_native yet (presence_penalty and "
-                           "repetition_penalty are); send 0 or leave it out", "frequency_penalty")
     if body.get("logit_bias"):
         raise RequestError("'logit_bias' is not supported by qwen35_native yet; leave it out", "logit_bias")
     for name in _STRUCTURED:
@@ -97,7 +94,7 @@ def sampling_params(body: Mapping[str, Any], max_tokens: int | None, logprobs: i
     """The request's SamplingParams; a value SamplingParams refuses becomes a RequestError naming the field."""
     _refuse_unsupported(body)
     kwargs: dict[str, Any] = {"max_tokens": max_tokens, "logprobs": logprobs, "prompt_logprobs": prompt_logprobs}
-    for name in ("temperature", "top_p", "presence_penalty", "seed", "stop", "n"):
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop", "n"):
         if body.get(name) is not None:
             kwargs[name] = body[name]
     for name in _EXTRA_SAMPLING:
