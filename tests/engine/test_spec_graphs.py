@@ -15,7 +15,7 @@ import qwen35_native as q35
 from qwen35_native.engine.core import LLMEngine
 from qwen35_native.engine.spec_graphs import SpecGraphs
 
-PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [100, 200, 300], [42] * 19, list(range(30, 53))]
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [100, 200, 300], [42] * 19, list(range(30, 53)), [280, 369, 307, 221, 19, 403]]
 
 
 def _params(n=8):
@@ -23,8 +23,8 @@ def _params(n=8):
             q35.SamplingParams(temperature=0.9, top_k=20, top_p=0.9, seed=1, max_tokens=n + 2, ignore_eos=True),
             q35.SamplingParams(temperature=0.8, min_p=0.05, seed=2, presence_penalty=1.0, repetition_penalty=1.2,
                                max_tokens=n + 1, ignore_eos=True),
-            q35.SamplingParams(temperature=0, presence_penalty=2.0, max_tokens=n + 4, ignore_eos=True,
-                               frequency_penalty=0.5)]
+            q35.SamplingParams(temperature=0, presence_penalty=2.0, max_tokens=n + 4, ignore_eos=True),
+            q35.SamplingParams(temperature=0, frequency_penalty=1.0, max_tokens=n + 6, ignore_eos=True)]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,10 @@ def test_static_speculative_steps_match_the_plain_engine(setup, k, monkeypatch):
     assert graphs.enabled and graphs.replays >= 2   # verification and draft graphs
     assert 0 < stats.num_accepted < stats.num_drafts
     assert {key[1] for key in graphs.graphs} >= {4}   # padded sizes ran
+    # the last step's draft marks: position j of a sequence counts its j drafts before it, each once
+    counts, valid = graphs.mark_counts.cpu(), graphs.mark_valid.cpu()
+    marked = [r for r in range(counts.shape[0]) if valid[r].any()]
+    assert marked and all(counts[r].tolist() == [1] * (r % (k + 1)) + [0] * (k - r % (k + 1)) for r in marked)
 
 
 @pytest.mark.parametrize("k", [1, 2])
