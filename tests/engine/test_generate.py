@@ -173,7 +173,7 @@ def test_checkpoint_directory_with_generation_config(tiny_dir):
     assert len(out.token_ids) <= 3 and isinstance(out.text, str)
 
 
-@pytest.mark.parametrize("frequency", [0.0, 1.25])
+@pytest.mark.parametrize("frequency", [0.0, 1.25, -2.0])
 def test_penalties_count_prompt_and_output_tokens(make_llm, tiny_model, frequency):
     """Greedy with penalties == argmax of the full-forward logits penalised by hand: repetition over prompt and
     output tokens, frequency per occurrence in the output, presence over output tokens only."""
