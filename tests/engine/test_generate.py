@@ -173,12 +173,12 @@ def test_checkpoint_directory_with_generation_config(tiny_dir):
     assert len(out.token_ids) <= 3 and isinstance(out.text, str)
 
 
-@pytest.mark.parametrize("frequency", [0.0, 1.25, -2.0])
-def test_penalties_count_prompt_and_output_tokens(make_llm, tiny_model, frequency):
+@pytest.mark.parametrize("frequency,presence", [(0.0, 1.5), (1.25, 1.5), (-1.0, 0.0)])
+def test_penalties_count_prompt_and_output_tokens(make_llm, tiny_model, frequency, presence):
     """Greedy with penalties == argmax of the full-forward logits penalised by hand: repetition over prompt and
     output tokens, frequency per occurrence in the output, presence over output tokens only."""
     prompt = [296, 143, 109, 72, 214, 427, 146, 75]   # a prompt where the penalties change a greedy choice
-    params = q35.SamplingParams(temperature=0, repetition_penalty=3.0, presence_penalty=1.5, max_tokens=6,
+    params = q35.SamplingParams(temperature=0, repetition_penalty=3.0, presence_penalty=presence, max_tokens=6,
                                 ignore_eos=True, frequency_penalty=frequency)
     llm = make_llm()
     if frequency:  # a sequence without frequency penalty first: counts start later, for the slots started since
@@ -194,7 +194,7 @@ def test_penalties_count_prompt_and_output_tokens(make_llm, tiny_model, frequenc
             generated = torch.zeros_like(seen)
             generated[ids[len(prompt):]] = True
             counts = torch.bincount(torch.tensor(ids[len(prompt):], dtype=torch.long), minlength=len(logits))
-            penalised = penalised - frequency * counts.float() - 1.5 * generated
+            penalised = penalised - frequency * counts.float() - presence * generated
             assert token == int(penalised.argmax())
             changed += int(penalised.argmax() != logits.argmax())
             ids.append(token)
