@@ -113,10 +113,12 @@ def test_accepted_and_rejected_drafts_keep_the_tokens(mtp_model, generation_conf
         assert stats.num_verify_steps <= total * (1.2 / (k + 1))
 
 
+@pytest.mark.parametrize("k,answer", [(1, list(range(1, 20))), (2, [7] * 19)])
 def test_a_verified_position_counts_the_drafts_before_it_as_output(mtp_model, generation_config, oracle,
-                                                                   monkeypatch):
+                                                                   monkeypatch, k, answer):
     """The penalties of the position after a draft see the draft as generated (its token is what the plain engine
-    generated there when the draft is accepted); the sampler's output mask and counts say so."""
+    generated there when the draft is accepted); the sampler's output mask and counts say so, a draft written twice
+    counting twice."""
     from qwen35_native.engine import model_runner, spec_decode
 
     plans, checked = [], []
@@ -128,9 +130,13 @@ def test_a_verified_position_counts_the_drafts_before_it_as_output(mtp_model, ge
 
     def sample(logits, tensors, prompt_mask=None, output_mask=None, output_counts=None):
         plan = plans[-1]
-        for i, draft in enumerate(plan.drafts):  # verifying sequences lead: sampler rows 2i, 2i + 1 (k = 1)
-            assert output_mask[2 * i + 1, draft[0]], "the draft is not in the next position's output mask"
-            assert output_counts[2 * i + 1, draft[0]] == output_counts[2 * i, draft[0]] + 1, "draft not counted"
+        for i, draft in enumerate(plan.drafts):  # verifying sequences lead: sampler rows (k + 1) i + j
+            base = (k + 1) * i
+            for j in range(1, k + 1):
+                for d in set(draft[:j]):
+                    assert output_mask[base + j, d], "a draft is not in a later position's output mask"
+                    assert output_counts[base + j, d] == output_counts[base, d] + draft[:j].count(d), \
+                        "a draft is not counted once per time it was written"
             checked.append(draft[0])
         return real_sample(logits, tensors, prompt_mask, output_mask, output_counts)
 
@@ -138,8 +144,8 @@ def test_a_verified_position_counts_the_drafts_before_it_as_output(mtp_model, ge
     monkeypatch.setattr(spec_decode, "sample", sample)
     prompts, params = _prompts()[:2], q35.SamplingParams(temperature=0, presence_penalty=1.0, max_tokens=8,
                                                          frequency_penalty=0.5)
-    oracle["answers"] = {tuple(p): list(range(1, 20)) for p in prompts}  # drafts 1, 2, ...: never generated
-    _llm(mtp_model, generation_config, 1).generate(prompts, params)
+    oracle["answers"] = {tuple(p): answer for p in prompts}  # drafts that are never all right
+    _llm(mtp_model, generation_config, k).generate(prompts, params)
     assert len(checked) >= 4
 
 
