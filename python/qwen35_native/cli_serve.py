@@ -5,7 +5,7 @@
 The engine flags are those of ``qwen35 generate``. Requests' unset sampling fields take the checkpoint's
 ``generation_config.json`` values. Ctrl-C stops the server.
 
-Tests: tests/serve/test_cli_serve.py.
+Tests: tests/engine/test_serve_cli.py.
 """
 
 from __future__ import annotations

@@ -116,6 +116,7 @@ class LLMEngine:
         if multimodal is not None and multimodal.input_ids.tolist() != ids:
             raise ValueError("qwen35_native.LLM: the multimodal prompt was prepared for other token ids")
         params = self.resolve(params)
+        self._check_token_edits(params)
         room = self.max_model_len - len(ids)
         seqs = []
         request_id = next(self._request_ids)
@@ -131,6 +132,14 @@ class LLMEngine:
             seq.request = request
             self.scheduler.add(seq)
         return request
+
+    def _check_token_edits(self, params: SamplingParams) -> None:
+        for name, ids in (("logit_bias", params.logit_bias or ()),
+                          ("allowed_token_ids", params.allowed_token_ids or ())):
+            bad = sorted(i for i in ids if i >= self.vocab_size)
+            if bad:
+                raise ValueError(f"qwen35_native.SamplingParams: {name} token ids must be in [0, vocab_size="
+                                 f"{self.vocab_size}), got {bad[:8]}")
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()

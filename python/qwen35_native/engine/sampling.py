@@ -4,8 +4,8 @@ One call samples one token for each of B rows from logits [B, V] (any float dtyp
 with its own parameters. The order of operations is vLLM's (v1 sampler):
 
 1. raw logprobs = log_softmax(logits) if any row asks for logprobs (what ``logprobs`` reports);
-2. penalties: repetition, frequency, then presence (see ``penalties.py`` for which tokens count); then the banned
-   tokens of
+2. a row's ``allowed_token_ids`` (every other logit set to -inf) and ``logit_bias`` (added); then the penalties:
+   repetition, frequency, then presence (see ``penalties.py`` for which tokens count); then the banned tokens of
    a row (``min_tokens``: its stop tokens and eos ids) set to -inf;
 3. greedy rows (temperature < 1e-5) take argmax of the penalised logits, ties to the lowest id;
 4. the other rows: divide by temperature; min-p (drop tokens whose probability is below min_p x the largest);
@@ -78,6 +78,7 @@ class SamplingFlags(NamedTuple):
     max_logprobs: int | None  # largest ``logprobs`` over rows; None when no row asks
     max_top_k: int | None  # largest top-k of the sampling rows when all of them use top-k, else None
     any_frequency: bool = False
+    any_token_edits: bool = False  # a row has a logit bias or an allow-list: only ``build`` carries those
 
 
 # A padding row (CUDA-graph batches padded to a captured size): greedy, every stage off.
@@ -116,8 +117,11 @@ class SamplingTensors:
     max_logprobs: int | None  # largest ``logprobs`` over rows; None when no row asks
     max_top_k: int | None  # largest top-k of the sampling rows when all of them use top-k, else None
     any_frequency: bool
+    any_token_edits: bool
     vocab_size: int
     banned: torch.Tensor | None = None  # int64 [2, K]: (row, token) pairs that must not be sampled (min_tokens)
+    bias: tuple[torch.Tensor, torch.Tensor] | None = None  # (int64 [2, K] (row, token) pairs, fp32 [K] biases)
+    allowed: torch.Tensor | None = None  # bool [B, V]: what each row may sample (all True without an allow-list)
 
     @property
     def batch_size(self) -> int:
@@ -161,7 +165,8 @@ class SamplingTensors:
             any_repetition=any(p.repetition_penalty != 1.0 for p in params),
             max_logprobs=max(logprobs) if logprobs else None,
             max_top_k=max(top_ks) if top_ks and max(top_ks) < vocab_size else None,
-            any_frequency=any(p.frequency_penalty != 0.0 for p in params))
+            any_frequency=any(p.frequency_penalty != 0.0 for p in params),
+            any_token_edits=any(p.edits_logits for p in params))
         return torch.tensor(rows, dtype=torch.float64), flags
 
     @classmethod
@@ -187,11 +192,37 @@ class SamplingTensors:
         out = cls.from_packed(packed, flags, vocab_size)
         pairs = [(b, t) for b, ids in enumerate(banned or []) for t in ids]
         if pairs:
-            if any(not 0 <= t < vocab_size for _, t in pairs):
-                raise ValueError(f"qwen35_native.SamplingTensors.build: banned token ids must be in [0, "
-                                 f"{vocab_size}), got {sorted({t for _, t in pairs})}")
+            _check_ids("banned", [t for _, t in pairs], vocab_size)
             out.banned = torch.tensor(pairs, dtype=torch.long).t().contiguous().to(device, non_blocking=pin)
+        if flags.any_token_edits:
+            out.bias, out.allowed = _token_edits(params, vocab_size, device)
         return out
+
+
+def _check_ids(name: str, ids: Sequence[int], vocab_size: int) -> None:
+    if any(not 0 <= t < vocab_size for t in ids):
+        raise ValueError(f"qwen35_native.SamplingTensors.build: {name} token ids must be in [0, {vocab_size}), got "
+                         f"{sorted({t for t in ids if not 0 <= t < vocab_size})[:8]}")
+
+
+def _token_edits(params: Sequence[SamplingParams], vocab_size: int, device) -> tuple:
+    """(bias, allowed) of :class:`SamplingTensors` from the rows' ``logit_bias`` and ``allowed_token_ids``."""
+    bias = [(b, t, v) for b, p in enumerate(params) for t, v in (p.logit_bias or {}).items()]
+    _check_ids("logit_bias", [t for _, t, _ in bias], vocab_size)
+    bias_out = None
+    if bias:
+        pairs = torch.tensor([(b, t) for b, t, _ in bias], dtype=torch.long).t().contiguous().to(device)
+        bias_out = (pairs, torch.tensor([v for *_, v in bias], dtype=torch.float32).to(device))
+    restricted = [(b, p.allowed_token_ids) for b, p in enumerate(params) if p.allowed_token_ids is not None]
+    allowed = None
+    if restricted:
+        _check_ids("allowed_token_ids", [t for _, ids in restricted for t in ids], vocab_size)
+        allowed = torch.ones(len(params), vocab_size, dtype=torch.bool)
+        for b, ids in restricted:
+            allowed[b] = False
+            allowed[b, list(ids)] = True
+        allowed = allowed.to(device)
+    return bias_out, allowed
 
 
 def min_tokens_bans(rules: Sequence[tuple[int, Sequence[int]] | None] | None,
@@ -265,7 +296,14 @@ def penalized_logits(logits: torch.Tensor, tensors: SamplingTensors, prompt_mask
                      output_counts: torch.Tensor | None = None) -> torch.Tensor:
     """Steps 2: fp32 logits after the penalties and bans (what greedy rows take the argmax of)."""
     _check_logits(logits, tensors)
+    if tensors.any_token_edits and tensors.bias is None and tensors.allowed is None:
+        raise ValueError("qwen35_native.sample: a row has logit_bias or allowed_token_ids, which only "
+                         "SamplingTensors.build carries (from_packed has no per-row token lists)")
     x = logits.float()
+    if tensors.allowed is not None:
+        x = x.masked_fill(~tensors.allowed, float("-inf"))
+    if tensors.bias is not None:  # out of place: x may still be the caller's logits
+        x = x.index_put((tensors.bias[0][0], tensors.bias[0][1]), tensors.bias[1], accumulate=True)
     x = apply_penalties(x, tensors.presence if tensors.any_presence else None,
                         tensors.repetition if tensors.any_repetition else None, prompt_mask, output_mask,
                         tensors.frequency if tensors.any_frequency else None, output_counts)

@@ -16,6 +16,9 @@ Conventions (vLLM's):
 - ``prompt_logprobs`` N >= 0 returns the same for every prompt token after the first (``RequestOutput.
   prompt_logprobs``, None at position 0); computed once per request, by its first sample (``prompt_logprobs.py``).
 - ``stop_token_ids`` always stop; the eos ids (generation_config ``eos_token_id``) stop unless ``ignore_eos``.
+- ``logit_bias`` {token id: bias in [-100, 100]}: added to the row's logits before the penalties (vLLM's order);
+  ``allowed_token_ids``: the only ids the row may sample (the others' logits are set to -inf first). Neither
+  changes the reported logprobs, which stay raw.
 - ``min_tokens`` N: the first N tokens can be neither a stop token nor an eos id (their logits are set to -inf
   before sampling; logprobs stay raw) and no stop string ends the output before N tokens.
 - ``stop`` strings end generation when they appear in the detokenized output; they are not included in the text
@@ -71,6 +74,8 @@ class SamplingParams:
     seed: int | None = None
     stop: str | Sequence[str] | None = None
     stop_token_ids: Sequence[int] | None = None
+    logit_bias: Mapping[int, float] | None = None
+    allowed_token_ids: Sequence[int] | None = None
     ignore_eos: bool = False
     n: int = 1
     logprobs: int | None = None
@@ -98,7 +103,27 @@ class SamplingParams:
                                                                                     for i in ids):
             raise _err("stop_token_ids", "must be a list of non-negative integers", self.stop_token_ids)
         object.__setattr__(self, "stop_token_ids", tuple(ids))
+        self._normalise_token_edits()
         self._validate()
+
+    def _normalise_token_edits(self) -> None:
+        bias = self.logit_bias
+        if bias is not None:
+            if not isinstance(bias, Mapping) or not all(_is_int(k) and k >= 0 and _is_real(v) and -100 <= v <= 100
+                                                        for k, v in bias.items()):
+                raise _err("logit_bias", "must map non-negative integer token ids to numbers in [-100, 100]", bias)
+            object.__setattr__(self, "logit_bias", {int(k): float(v) for k, v in bias.items()} or None)
+        allowed = self.allowed_token_ids
+        if allowed is not None:
+            if isinstance(allowed, (str, bytes)) or not isinstance(allowed, Sequence) or not allowed or \
+                    not all(_is_int(i) and i >= 0 for i in allowed):
+                raise _err("allowed_token_ids", "must be a non-empty list of non-negative integers", allowed)
+            object.__setattr__(self, "allowed_token_ids", tuple(allowed))
+
+    @property
+    def edits_logits(self) -> bool:
+        """True when the row has a logit bias or an allow-list (the sampler then takes its eager path)."""
+        return self.logit_bias is not None or self.allowed_token_ids is not None
 
     def _validate(self) -> None:
         def real(name, ok, expectation):

@@ -6,7 +6,7 @@ Closing a stream early (the client went away) cancels the job, which frees its c
 
 Choices are numbered as vLLM numbers them: prompt ``i``'s sample ``j`` of ``n`` is choice ``i * n + j``.
 
-Tests: tests/serve/test_server.py, test_server_chat.py.
+Tests: tests/engine/test_serve.py, test_serve_chat.py; tests/parallel/test_llm_tp.py (two ranks).
 """
 
 from __future__ import annotations

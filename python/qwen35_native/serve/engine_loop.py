@@ -10,7 +10,7 @@ GenerationDelta)``, then ``("done", [RequestOutput per prompt])``. Instead, and 
 exception)`` when preparing or queueing its prompts failed (bad input), or ``("failed", exception)`` when an
 engine step failed (the server's fault; every running job gets it).
 
-Tests: tests/serve/test_engine_loop.py.
+Tests: tests/engine/test_serve.py, test_serve_chat.py; tests/parallel/test_llm_tp.py (two ranks).
 """
 
 from __future__ import annotations

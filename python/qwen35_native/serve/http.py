@@ -9,7 +9,7 @@ for bad requests and 500 for the server's failures. Streams are server-sent even
 by ``data: [DONE]``) on a connection the server closes at the end. Each connection has its own thread; one engine
 thread batches all requests (``engine_loop.py``).
 
-Tests: tests/serve/test_server.py, test_server_chat.py.
+Tests: tests/engine/test_serve.py, test_serve_chat.py; tests/parallel/test_llm_tp.py (two ranks).
 """
 
 from __future__ import annotations

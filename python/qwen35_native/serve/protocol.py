@@ -2,12 +2,12 @@
 
 Fields follow the OpenAI API and vLLM's extensions of it (``top_k``, ``min_p``, ``repetition_penalty``,
 ``min_tokens``, ``ignore_eos``, ``stop_token_ids``, ``skip_special_tokens``, ``include_stop_str_in_output``,
-``chat_template_kwargs``). Unset sampling fields stay unset, so the checkpoint's ``generation_config.json`` fills
-them, as in ``LLM.generate``. Fields we cannot honour are refused when set to anything but their neutral value
-(``logit_bias``, ``suffix``, ``best_of`` other than ``n``, structured outputs, forced tool choice), rather than
-ignored; other unknown fields (``user``, ``metadata``, ...) are ignored, as vLLM does.
+``allowed_token_ids``, ``chat_template_kwargs``). Unset sampling fields stay unset, so the checkpoint's
+``generation_config.json`` fills them, as in ``LLM.generate``. Fields we cannot honour are refused when set to
+anything but their neutral value (``suffix``, ``best_of`` other than ``n``, structured outputs, forced tool choice),
+rather than ignored; other unknown fields (``user``, ``metadata``, ...) are ignored, as vLLM does.
 
-Tests: tests/serve/test_protocol.py.
+Tests: tests/engine/test_serve.py, test_serve_chat.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's (and vLLM's) default for /v1/com
 
 # vLLM extensions passed to SamplingParams as they are (validated there)
 _EXTRA_SAMPLING = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", "stop_token_ids",
-                   "skip_special_tokens", "include_stop_str_in_output")
+                   "skip_special_tokens", "include_stop_str_in_output", "allowed_token_ids")
 # fields that change what the model must produce and that the engine cannot do yet
 _STRUCTURED = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
                "functions", "function_call", "prompt_embeds", "continue_final_message")
@@ -62,8 +62,6 @@ def _kind(value: Any, kind: type | tuple, name: str, what: str) -> Any:
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    if body.get("logit_bias"):
-        raise RequestError("'logit_bias' is not supported by qwen35_native yet; leave it out", "logit_bias")
     for name in _STRUCTURED:
         if body.get(name) not in (None, False):
             raise RequestError(f"'{name}' is not supported by qwen35_native yet (no structured outputs)", name)
@@ -102,6 +100,8 @@ def sampling_params(body: Mapping[str, Any], max_tokens: int | None, logprobs: i
             kwargs[name] = body[name]
     if body.get("prompt_logprobs") is not None:
         kwargs["prompt_logprobs"] = body["prompt_logprobs"]
+    if body.get("logit_bias"):
+        kwargs["logit_bias"] = _logit_bias(body["logit_bias"])
     if isinstance(kwargs.get("stop"), list) and len(kwargs["stop"]) == 0:
         kwargs["stop"] = None
     try:
@@ -109,6 +109,21 @@ def sampling_params(body: Mapping[str, Any], max_tokens: int | None, logprobs: i
     except ValueError as e:
         message = str(e).replace("qwen35_native.SamplingParams: ", "")
         raise RequestError(message, message.split(" ", 1)[0]) from None
+
+
+def _logit_bias(value: Any) -> dict[int, Any]:
+    """JSON object keys are strings: {"1234": -100} -> {1234: -100}."""
+    if isinstance(value, Mapping):
+        out = {}
+        for key, bias in value.items():
+            token = int(key) if isinstance(key, str) and key.isdigit() else key
+            if not isinstance(token, int) or isinstance(token, bool):
+                break
+            out[token] = bias
+        else:
+            return out
+    raise RequestError(f"'logit_bias' must map token ids to numbers in [-100, 100], got {value!r}"[:300],
+                       "logit_bias")
 
 
 def _max_tokens(body: Mapping[str, Any], name: str, default: int | None) -> int | None:

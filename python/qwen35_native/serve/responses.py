@@ -5,7 +5,7 @@ token's text is its id decoded alone (special tokens kept), so a character split
 shows as replacement characters in ``tokens`` / ``token`` (its ``bytes`` are those of that text), as in vLLM.
 JSON has no infinity: a logprob of -inf is sent as -9999.0 (vLLM's choice).
 
-Tests: tests/serve/test_responses.py, test_server.py.
+Tests: tests/engine/test_serve.py, test_serve_chat.py; tests/parallel/test_llm_tp.py (two ranks).
 """
 
 from __future__ import annotations
