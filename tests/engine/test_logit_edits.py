@@ -130,14 +130,21 @@ def test_speculative_decoding_gives_the_plain_engines_tokens(tiny_dir):
     params = [SamplingParams(temperature=0, max_tokens=10, ignore_eos=True, logit_bias={13: 5.0, 4: 2.0}),
               SamplingParams(temperature=0.9, seed=2, max_tokens=10, ignore_eos=True, allowed_token_ids=[4, 13, 21])]
 
-    def run(k):
+    def run(k, graphs=False):
+        from qwen35_native.engine.spec_graphs import SpecGraphs
+
         spec = {"method": "mtp", "num_speculative_tokens": k} if k else None
-        llm = q35.LLM(model, tokenizer=False, generation_config=generation_config, speculative_config=spec)
+        llm = q35.LLM(model, tokenizer=False, generation_config=generation_config, speculative_config=spec,
+                      max_num_seqs=4, block_size=8)
+        if graphs:  # the static path (no capture on the CPU): it must stand aside while a row edits
+            llm.engine.runner.spec_graphs = SpecGraphs(llm.engine.runner, [1, 2, 4], capture=False)
         return [o.token_ids for o in llm.generate(prompts, params)], llm
 
     plain, _ = run(0)
     got, llm = run(2)
     assert got == plain and llm.engine.spec_stats.num_drafts > 0
+    got, llm = run(2, graphs=True)
+    assert got == plain and not llm.engine.runner.spec_graphs.graphs
 
 
 def test_server_takes_string_keys(served):
