@@ -23,6 +23,8 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free port)")
     p.add_argument("--served-model-name", default=None,
                    help="the model name clients send and responses carry (default: --model as given)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on /v1/ routes (default: $QWEN35_API_KEY, else none)")
     p.set_defaults(func=_serve)
 
 
@@ -32,7 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     llm = load_llm(args)
     try:
-        server = OpenAIServer(llm, args.host, args.port, args.served_model_name or args.model)
+        server = OpenAIServer(llm, args.host, args.port, args.served_model_name or args.model, api_key=args.api_key)
         print(f"qwen35 serve: {server.model_name} on {server.url} (POST /v1/completions, /v1/chat/completions; "
               f"GET /v1/models, /health)", file=sys.stderr, flush=True)
         try:

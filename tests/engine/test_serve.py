@@ -227,3 +227,13 @@ def test_a_failed_engine_step_is_a_500_and_the_server_goes_on(served, monkeypatc
     assert status == 200 and events[-1] == "[DONE]"  # the headers went out before the failure
     assert "simulated device failure" in events[-2]["error"]["message"]
     wait_idle(server)
+
+
+def test_the_api_key_comes_from_the_environment_too(make_llm, monkeypatch):
+    from qwen35_native.serve import OpenAIServer
+
+    monkeypatch.setenv("QWEN35_API_KEY", "from-env")
+    with OpenAIServer(make_llm(), port=0).start() as server:
+        assert request(server.url, "GET", "/v1/models")[0] == 401
+        assert request(server.url, "GET", "/v1/models", headers={"Authorization": "Bearer from-env"})[0] == 200
+        assert request(server.url, "GET", "/v1/models", headers={"Authorization": "Bearer from-en"})[0] == 401

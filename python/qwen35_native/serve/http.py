@@ -3,7 +3,9 @@
     server = OpenAIServer(llm, host="127.0.0.1", port=8000)   # port 0: any free port (server.port)
     server.serve_forever()                                     # or server.start() for a background thread
 
-Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``. Every
+Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``. With an API
+key (``api_key=`` or the ``QWEN35_API_KEY`` environment variable, as vLLM's ``--api-key``), every ``/v1/`` route
+needs ``Authorization: Bearer <key>`` (else 401); ``/health`` stays open. Every
 request's body is JSON; errors come back as ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status
 for bad requests and 500 for the server's failures. Streams are server-sent events (``data: {...}`` lines, ended
 by ``data: [DONE]``) on a connection the server closes at the end. Each connection has its own thread; one engine
@@ -14,8 +16,10 @@ Tests: tests/engine/test_serve.py, test_serve_chat.py; tests/parallel/test_llm_t
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -36,8 +40,21 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         logger.info("qwen35_native.serve: %s %s", self.address_string(), format % args)
 
+    def _authorized(self, path: str) -> bool:
+        key = self.server.api_key
+        if key is None or not path.startswith("/v1/"):
+            return True
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+            return True
+        self._send_error(RequestError("a valid API key is needed: send 'Authorization: Bearer <key>'", status=401,
+                                      kind="authentication_error"))
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 (the base class's naming)
         path = self.path.split("?", 1)[0]
+        if not self._authorized(path):
+            return
         if path == "/health":
             self._send(JSONResponse(200, {}))
         elif path == "/v1/models":
@@ -49,6 +66,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         route = {"/v1/completions": self.server.api.completions,
                  "/v1/chat/completions": self.server.api.chat}.get(path)
+        if not self._authorized(path):
+            self.close_connection = True  # the body was not read
+            return
         try:
             body = self._body()
             if route is None:
@@ -125,12 +145,14 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     api: OpenAIServing
+    api_key: str | None = None
 
 
 class OpenAIServer:
     """Serves ``llm`` (a ``q35.LLM`` with a tokenizer) over HTTP until :meth:`shutdown`."""
 
-    def __init__(self, llm, host: str = "127.0.0.1", port: int = 8000, served_model_name: str | None = None):
+    def __init__(self, llm, host: str = "127.0.0.1", port: int = 8000, served_model_name: str | None = None,
+                 api_key: str | None = None):
         tokenizer = llm.require_tokenizer("the OpenAI server")
         self.model_name = served_model_name or _default_name(llm)
         self.loop = EngineLoop(llm)
@@ -140,6 +162,7 @@ class OpenAIServer:
             self.loop.close()
             raise
         self.http.api = OpenAIServing(self.loop, self.model_name, tokenizer, llm.max_model_len)
+        self.http.api_key = api_key if api_key is not None else os.environ.get("QWEN35_API_KEY") or None
         self._thread: threading.Thread | None = None
 
     @property
