@@ -127,6 +127,7 @@ def test_an_image_as_a_data_url(served):
     ({"messages": USER, "max_completion_tokens": 0}, "max_tokens"),
     ({"messages": USER, "chat_template_kwargs": {"tools": []}}, "chat_template_kwargs"),
     ({"messages": USER, "min_tokens": 5, "max_tokens": 2}, "min_tokens"),
+    ({"messages": [{"role": "system", "content": "Only a system message."}]}, None),   # the template refuses it
 ])
 def test_refused_chat_requests(served, body, param):
     server, _ = served
@@ -172,6 +173,9 @@ class FedLoop:
 
     def cancel(self, job):
         raise AssertionError("not cancelled")
+
+    def next_event(self, job):
+        return job.events.get_nowait()
 
 
 def test_streamed_tool_calls_come_parsed_in_the_last_chunk(tiny_tokenizer):

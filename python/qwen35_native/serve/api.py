@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
+
 from ..chat.reasoning import _partial_suffix
 from ..engine.chat_stream import chat_deltas, chat_response
 from .engine_loop import EngineLoop, Job
@@ -49,8 +51,8 @@ def as_request_error(kind: str, error: Exception) -> RequestError:
     """A job's failure as the error the client gets: bad input is a 400, anything else the server's fault."""
     if isinstance(error, RequestError):
         return error
-    if kind == "error" and isinstance(error, (ValueError, TypeError, FileNotFoundError)):
-        return RequestError(str(error))
+    if kind == "error" and isinstance(error, (ValueError, TypeError, FileNotFoundError, jinja2.TemplateError)):
+        return RequestError(str(error))  # raised while preparing the prompt: the request's content
     return RequestError(f"{type(error).__name__}: {error}", status=500, kind="internal_server_error")
 
 
@@ -73,7 +75,7 @@ class OpenAIServing:
 
     # ------------------------------------------------------------------------------------------------------------
     def _started(self, job: Job) -> list:
-        kind, payload = job.events.get()
+        kind, payload = self.loop.next_event(job)
         if kind != "started":
             raise as_request_error(kind, payload)
         return payload
@@ -81,7 +83,7 @@ class OpenAIServing:
     def _deltas(self, job: Job):
         """The job's deltas as they come; returns (StopIteration value) its outputs."""
         while True:
-            kind, payload = job.events.get()
+            kind, payload = self.loop.next_event(job)
             if kind == "delta":
                 yield payload
             elif kind == "done":

@@ -56,7 +56,7 @@ class EngineLoop:
 
     def submit(self, prepare: Prepare) -> Job:
         if self._closed:
-            raise RuntimeError("qwen35_native.serve: the engine loop is closed")
+            raise RuntimeError("qwen35_native.serve: the engine loop is closed (shut down, or its thread stopped)")
         job = Job(prepare)
         self._inbox.put(job)
         return job
@@ -75,8 +75,32 @@ class EngineLoop:
     def num_running(self) -> int:
         return len(self._jobs)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def next_event(self, job: Job, poll: float = 1.0) -> tuple[str, Any]:
+        """The job's next event; a ``("failed", ...)`` event if the engine thread is gone (a bug, or a
+        BaseException such as a worker process dying under tensor parallelism) instead of waiting forever."""
+        while True:
+            try:
+                return job.events.get(timeout=poll)
+            except queue.Empty:
+                if not self.alive:
+                    return "failed", RuntimeError("qwen35_native.serve: the engine thread has stopped")
+
     # ------------------------------------------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as e:  # the thread ends: what runs or waits fails now, later submits fail at once
+            logger.exception("qwen35_native.serve: the engine thread stopped")
+            self._closed = True
+            error = RuntimeError(f"qwen35_native.serve: the engine thread has stopped ({type(e).__name__}: {e})")
+            self._fail_all(error)
+            self._fail_inbox(error)
+
+    def _serve(self) -> None:
         while True:
             busy = bool(self._jobs)
             try:
@@ -86,20 +110,20 @@ class EngineLoop:
             except queue.Empty:
                 pass
             if self._closed:
-                self._fail_all(RuntimeError("qwen35_native.serve: the server is shutting down"))
-                self._fail_inbox()
+                error = RuntimeError("qwen35_native.serve: the server is shutting down")
+                self._fail_all(error)
+                self._fail_inbox(error)
                 return
-            self._drop_cancelled()
-            if not self._jobs:
-                continue
             try:
+                self._drop_cancelled()
+                if not self._jobs:
+                    continue
                 if self.llm.engine.has_unfinished():
                     self.llm.engine.step()
+                self._dispatch()
             except Exception as e:  # a failed step fails what runs; the server goes on with new requests
                 logger.exception("qwen35_native.serve: an engine step failed")
                 self._fail_all(e)
-                continue
-            self._dispatch()
 
     def _take(self, job: Job | None) -> None:
         if job is None:
@@ -131,12 +155,12 @@ class EngineLoop:
             job.events.put(("failed", error))
         self._jobs.clear()
 
-    def _fail_inbox(self) -> None:
+    def _fail_inbox(self, error: Exception) -> None:
         try:
             while True:
                 job = self._inbox.get_nowait()
                 if job is not None:
-                    job.events.put(("failed", RuntimeError("qwen35_native.serve: the server is shutting down")))
+                    job.events.put(("failed", error))
         except queue.Empty:
             pass
 
