@@ -300,3 +300,40 @@ def test_images_and_their_m_rope_positions(tiny_dir, oracle):
             llm.engine.runner.spec_graphs = SpecGraphs(llm.engine.runner, graphs, capture=False)
         assert [r.token_ids for r in llm.chat(convs, params)] == [r.token_ids for r in plain]
         assert 0 < llm.engine.spec_stats.num_accepted < llm.engine.spec_stats.num_drafts
+
+
+def test_the_mtp_head_embeds_vision_features_where_the_target_did(tiny_dir, monkeypatch):
+    """In an image prompt's prefill (chunked so that a chunk ends inside the image), the MTP row of position p takes
+    the vision features of position p + 1 when that token is an image pad token, as the target's input did, and
+    the embedding of the token otherwise."""
+    import numpy as np
+
+    from qwen35_native.engine import model_runner
+
+    llm = q35.LLM(tiny_dir, backend="reference", max_num_seqs=1, max_num_batched_tokens=6, speculative_config=spec(1))
+    model, rows, plans = llm.engine.runner.model, [], []
+    real_forward, real_build = model.mtp.forward, model_runner.ModelRunner.build_batch
+
+    def forward(x, hidden, batch, kv):
+        rows.append(x.detach().clone())
+        return real_forward(x, hidden, batch, kv)
+
+    def build(self, plan, *args, **kwargs):
+        plans.append(plan)
+        return real_build(self, plan, *args, **kwargs)
+
+    monkeypatch.setattr(model.mtp, "forward", forward)
+    monkeypatch.setattr(model_runner.ModelRunner, "build_batch", build)
+    picture = (np.random.RandomState(3).rand(40, 56, 3) * 255).astype(np.uint8)
+    reply = llm.chat([{"role": "user", "content": [{"type": "image", "image": picture},
+                                                   {"type": "text", "text": "What is it?"}]}],
+                     q35.SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    m = next(p.multimodal[0] for p in plans if p.multimodal is not None)
+    ids = m.input_ids.tolist()
+    L = len(ids)
+    fed = torch.cat(rows)[:L]   # the prefill chunks' rows, position by position
+    expected = model.embed(torch.tensor(ids[1:] + [reply.token_ids[0]]))
+    vision = m.vision_index.tolist()
+    expected[torch.tensor(vision) - 1] = m.features.to(expected.dtype)
+    assert len(vision) > 4 and any(p % 6 == 0 for p in vision[1:])   # a chunk starts inside the image
+    torch.testing.assert_close(fed, expected, rtol=0, atol=0)

@@ -225,14 +225,15 @@ class ModelRunner:
         base = self.scratch_base + row * k
         return list(range(base, base + k))
 
-    def _vision_embeds(self, plan: StepPlan):
-        """(batch token indices, features) of the vision pad tokens this step feeds, or None."""
+    def _vision_embeds(self, plan: StepPlan, shift: int = 0):
+        """(batch token indices, features) of the vision pad tokens this step feeds, or None. ``shift=1``: for the
+        MTP head, whose row of position p embeds the token at p + 1 (the chunk's last row: the next, unfed one)."""
         if not plan.feeds_prompt_of_multimodal:
             return None
         parts, offset = [], 0
         for m, c, q in zip(plan.multimodal, plan.context_lens, plan.query_lens):
             if m is not None:
-                parts.append(m.embeds_for(c, c + q, offset=offset))
+                parts.append(m.embeds_for(c + shift, c + q + shift, offset=offset))
             offset += q
         return concat_vision_embeds(parts)
 

@@ -193,7 +193,8 @@ def _draft(runner, plan, batch, hidden, cu, rows, accepted, sampled) -> list[lis
         if plan.mtp_next is not None and plan.mtp_next[seq] >= 0:
             next_ids[cu[seq + 1] - 1] = plan.mtp_next[seq]
     ids = torch.tensor(next_ids, dtype=torch.long).to(runner.device)
-    out = model.forward_mtp(ids, hidden, batch, runner.cache)                    # [T, H]
+    out = model.forward_mtp(ids, hidden, batch, runner.cache,                    # [T, H]
+                            vision_embeds=runner._vision_embeds(plan, shift=1))   # images: as the target saw them
     if not sampled_at:
         return []
     at = torch.tensor([sampled_at[r] for r in range(len(rows))], dtype=torch.long).to(runner.device)

@@ -165,12 +165,14 @@ class Qwen35ForCausalLM(nn.Module):
         return (logits, h) if return_hidden else logits
 
     def forward_mtp(self, next_ids: torch.Tensor, hidden: torch.Tensor, batch: ForwardBatch,
-                    cache: ModelCache) -> torch.Tensor:
+                    cache: ModelCache, vision_embeds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The MTP head over the rows of a step that ``forward_cached(..., return_hidden=True)`` ran: row t pairs
         ``hidden[t]`` (the target's final-normed state at position p) with the embedding of ``next_ids[t]`` (the
         token at position p + 1) and is processed at position p (vLLM's convention), reading and writing the MTP KV
         caches of ``cache`` (``allocate_cache(with_mtp=True)``). Returns ``[T, H]``; ``compute_logits`` of a row
-        gives the draft distribution of the token at position p + 2."""
+        gives the draft distribution of the token at position p + 2. ``vision_embeds`` (``(row index [K], features
+        [K, H])``): rows whose next token is a vision pad token embed its vision features instead, as the target's
+        input did (vLLM's MTP proposer does the same)."""
         if self.mtp is None:
             raise ValueError("qwen35_native: forward_mtp needs the MTP head (load the checkpoint with load_mtp=True)")
         if len(cache.mtp_kv) != len(self.mtp.layers):
@@ -181,7 +183,10 @@ class Qwen35ForCausalLM(nn.Module):
             raise ValueError(f"qwen35_native: forward_mtp needs next_ids [T={batch.num_tokens}] and hidden [T, "
                              f"{self.text_config.hidden_size}], got {list(next_ids.shape)} and {list(hidden.shape)}")
         self._check_ids(next_ids)
-        return self.mtp(self.embed(next_ids), hidden, batch, cache.mtp_kv)
+        x = self.embed(next_ids)
+        if vision_embeds is not None:
+            x = self._scatter_vision(x, *vision_embeds)
+        return self.mtp(x, hidden, batch, cache.mtp_kv)
 
     def _scatter_vision(self, h: torch.Tensor, index: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         T, H = h.shape
