@@ -64,6 +64,40 @@ def test_streamed_completions_equal_the_whole_response(served):
     assert all("usage" not in e for e in events[:-1]) and stream_texts(events) == texts
 
 
+def test_return_token_ids(served):
+    """vLLM's extension: the prompt's token ids and each choice's generated ids, whole or chunk by chunk (a chunk
+    per step, text or not)."""
+    server, ref = served
+    body = {"prompt": PROMPTS, "max_tokens": 6, "temperature": 0.8, "seed": 9, "n": 2, "return_token_ids": True}
+    want = expected(ref, PROMPTS, max_tokens=6, temperature=0.8, seed=9, n=2)
+    status, out = post(server.url, "/v1/completions", body)
+    assert status == 200, out
+    for i, r in enumerate(want):
+        for o in r.outputs:
+            choice = out["choices"][2 * i + o.index]
+            assert choice["token_ids"] == o.token_ids and choice["prompt_token_ids"] == r.prompt_token_ids
+    status, events = stream(server.url, "/v1/completions", body)
+    ids, prompts = {}, {}
+    for e in events[:-1]:
+        for c in e["choices"]:
+            ids[c["index"]] = ids.get(c["index"], []) + c["token_ids"]
+            if "prompt_token_ids" in c:
+                prompts[c["index"]] = c["prompt_token_ids"]
+    assert ids == {c["index"]: c["token_ids"] for c in out["choices"]}
+    assert prompts == {c["index"]: c["prompt_token_ids"] for c in out["choices"]}
+    carrying = [c["token_ids"] for e in events[:-1] for c in e["choices"] if c["token_ids"]]
+    assert all(len(t) == 1 for t in carrying) and len(carrying) == sum(map(len, ids.values()))   # a chunk a token
+    # chat: the rendered prompt's ids at the top, each choice's ids
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "temperature": 0,
+            "return_token_ids": True}
+    reply = ref.chat(chat["messages"], q35.SamplingParams(max_tokens=5, temperature=0))
+    status, out = post(server.url, "/v1/chat/completions", chat)
+    assert out["prompt_token_ids"] == reply.prompt_token_ids and out["choices"][0]["token_ids"] == reply.token_ids
+    status, events = stream(server.url, "/v1/chat/completions", chat)
+    assert events[0]["prompt_token_ids"] == reply.prompt_token_ids
+    assert [t for e in events[1:-1] for c in e["choices"] for t in c["token_ids"]] == reply.token_ids
+
+
 def test_logprobs_echo_and_prompt_scoring(served):
     server, ref = served
     texts = server.http.api.texts

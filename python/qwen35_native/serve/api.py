@@ -142,9 +142,12 @@ class OpenAIServing:
                     if opts.echo:
                         scored = completion_logprobs(self.texts, out.prompt_token_ids, out.prompt_logprobs or [])
                         logprobs = merge_completion_logprobs(scored, logprobs)
-                choices.append({"index": i * n + o.index, "text": prompt_text + text, "logprobs": logprobs,
-                                "finish_reason": "length" if opts.drop_output else o.finish_reason,
-                                "stop_reason": None if opts.drop_output else o.stop_reason})
+                choice = {"index": i * n + o.index, "text": prompt_text + text, "logprobs": logprobs,
+                          "finish_reason": "length" if opts.drop_output else o.finish_reason,
+                          "stop_reason": None if opts.drop_output else o.stop_reason}
+                if opts.return_token_ids:
+                    choice.update(prompt_token_ids=list(out.prompt_token_ids), token_ids=list(ids))
+                choices.append(choice)
         prompt_tokens = sum(len(out.prompt_token_ids) for out in outputs)
         return {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": self.model_name,
                 "choices": sorted(choices, key=lambda c: c["index"]), "usage": usage(prompt_tokens, generated)}
@@ -157,7 +160,8 @@ class OpenAIServing:
         for d in self._deltas(job):
             index = d.prompt_index * n + d.sample_index
             text, ids, entries = ("", [], []) if opts.drop_output else (d.text or "", d.token_ids, d.logprobs or [])
-            if index not in offsets:
+            first = index not in offsets
+            if first:
                 offsets[index] = 0
                 if opts.echo:
                     r = requests[d.prompt_index]
@@ -168,9 +172,13 @@ class OpenAIServing:
                 logprobs = completion_logprobs(self.texts, ids, entries, offsets[index])
                 offsets[index] += sum(len(t) for t in logprobs["tokens"])
             finish = ("length" if opts.drop_output else d.finish_reason) if d.finished else None
-            if text or logprobs and logprobs["tokens"] or finish:
-                yield {**head, "choices": [{"index": index, "text": text, "logprobs": logprobs,
-                                            "finish_reason": finish, "stop_reason": None}]}
+            choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish, "stop_reason": None}
+            if opts.return_token_ids:
+                choice["token_ids"] = list(ids)
+                if first:
+                    choice["prompt_token_ids"] = list(requests[d.prompt_index].prompt_ids)
+            if text or logprobs and logprobs["tokens"] or finish or opts.return_token_ids and (ids or first):
+                yield {**head, "choices": [choice]}
         if opts.include_usage:
             yield {**head, "choices": [], "usage": usage(sum(len(r.prompt_ids) for r in requests), generated)}
 
@@ -192,10 +200,14 @@ class OpenAIServing:
         out = self._outputs(job)[0]
         reply = chat_response(out, opened[0], req.options.tools)
         choices = [chat_choice(c, c.index, self.texts, req.options.logprobs) for c in reply.outputs]
-        return JSONResponse(200, {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now(),
-                                  "model": self.model_name, "choices": choices,
-                                  "usage": usage(len(out.prompt_token_ids),
-                                                 sum(len(c.token_ids) for c in reply.outputs))})
+        body = {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": self.model_name,
+                "choices": choices,
+                "usage": usage(len(out.prompt_token_ids), sum(len(c.token_ids) for c in reply.outputs))}
+        if req.options.return_token_ids:
+            body["prompt_token_ids"] = list(out.prompt_token_ids)
+            for choice, c in zip(choices, reply.outputs):
+                choice["token_ids"] = list(c.token_ids)
+        return JSONResponse(200, body)
 
     def _chat_stream(self, job: Job, req: ChatRequest, requests: list, opened: list[bool]):
         opts = req.options
@@ -207,8 +219,11 @@ class OpenAIServing:
             index = d.sample_index
             if index not in answers:
                 answers[index] = AnswerStream(hold_tool_calls=opts.tools is not None)
-                yield {**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
-                                            "logprobs": None, "finish_reason": None}]}
+                start = {**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
+                                              "logprobs": None, "finish_reason": None}]}
+                if opts.return_token_ids:
+                    start["prompt_token_ids"] = list(requests[0].prompt_ids)
+                yield start
             generated += len(d.token_ids)
             delta: dict[str, Any] = {}
             if d.reasoning:
@@ -225,9 +240,11 @@ class OpenAIServing:
                 delta["content"] = content
             logprobs = None if opts.logprobs is None or not d.logprobs else \
                 chat_logprobs(self.texts, d.logprobs, opts.logprobs)
-            if delta or logprobs or finish:
-                yield {**head, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
-                                            "finish_reason": finish}]}
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+            if opts.return_token_ids:
+                choice["token_ids"] = list(d.token_ids)
+            if delta or logprobs or finish or opts.return_token_ids and d.token_ids:
+                yield {**head, "choices": [choice]}
         if opts.include_usage:
             yield {**head, "choices": [], "usage": usage(len(requests[0].prompt_ids), generated)}
 

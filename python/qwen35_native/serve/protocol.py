@@ -2,10 +2,10 @@
 
 Fields follow the OpenAI API and vLLM's extensions of it (``top_k``, ``min_p``, ``repetition_penalty``,
 ``min_tokens``, ``ignore_eos``, ``stop_token_ids``, ``skip_special_tokens``, ``include_stop_str_in_output``,
-``allowed_token_ids``, ``chat_template_kwargs``). Unset sampling fields stay unset, so the checkpoint's
-``generation_config.json`` fills them, as in ``LLM.generate``. Fields we cannot honour are refused when set to
-anything but their neutral value (``suffix``, ``best_of`` other than ``n``, structured outputs, forced tool choice),
-rather than ignored; other unknown fields (``user``, ``metadata``, ...) are ignored, as vLLM does.
+``allowed_token_ids``, ``chat_template_kwargs``, ``return_token_ids``). Unset sampling fields stay unset, so the
+checkpoint's ``generation_config.json`` fills them, as in ``LLM.generate``. Fields we cannot honour are refused when
+set to anything but their neutral value (``suffix``, ``best_of`` other than ``n``, structured outputs, forced tool
+choice), rather than ignored; other unknown fields (``user``, ``metadata``, ...) are ignored, as vLLM does.
 
 Tests: tests/engine/test_serve.py, test_serve_chat.py.
 """
@@ -51,6 +51,7 @@ class Options:
     logprobs: int | None = None  # completions: top-N per token; chat: top_logprobs (with logprobs=true)
     echo: bool = False  # completions: the prompt text (and its logprobs) before the completion
     drop_output: bool = False  # completions max_tokens=0 with echo: score the prompt, return no new tokens
+    return_token_ids: bool = False  # vLLM's extension: the prompt's and the output's token ids in the response
     tools: list | None = None
     template_kwargs: dict = field(default_factory=dict)
 
@@ -85,6 +86,7 @@ def _stream_options(body: Mapping[str, Any], options: Options) -> None:
             raise RequestError("'stream_options' is only allowed with stream=true", "stream_options")
         options.include_usage = bool(_kind(so.get("include_usage", False), bool, "stream_options.include_usage",
                                            "a boolean"))
+    options.return_token_ids = bool(_kind(body.get("return_token_ids", False), bool, "return_token_ids", "a boolean"))
 
 
 def sampling_params(body: Mapping[str, Any], max_tokens: int | None, logprobs: int | None,
