@@ -10,7 +10,9 @@ replies), each optionally streaming (DESIGN.md §4).
     llm.chat([{"role": "user", "content": [{"type": "image", "image": "cat.jpg"}, {"type": "text", "text": "?"}]}])
 
 The engine (``llm.engine``) batches every request continuously; ``generate`` and ``chat`` run it until their own
-requests finish.
+requests finish. They may be called from several threads at once: each call's requests join the running batch,
+every engine step is taken under ``llm.engine_lock`` (by whichever waiting thread gets it first), and each call
+returns its own outputs (the OpenAI server's engine thread shares the lock the same way).
 
 Tensor parallelism (``tensor_parallel_size=N > 1``, ``qwen35_native.parallel``): from a plain Python process this
 process becomes rank 0 and starts N-1 worker processes (stopped by ``llm.shutdown()``, ``with q35.LLM(...) as
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,6 +123,7 @@ class LLM:
                             f"{enable_prefix_caching!r}")
         speculative = SpeculativeConfig.parse(speculative_config)
         self._tp = None
+        self.engine_lock = threading.RLock()  # held while a thread queues, steps or aborts requests
         try:
             self._init(model, device=device, dtype=dtype, backend=backend, tensor_parallel_size=tensor_parallel_size,
                        max_num_seqs=max_num_seqs, max_model_len=max_model_len, block_size=block_size,
@@ -271,22 +275,36 @@ class LLM:
         aborts those already queued."""
         resolved = [self.engine.resolve(p) for p in params]
         requests: list[Request] = []
-        try:
-            for prompt, p in zip(prompts, resolved):
-                requests.append(self.engine.add_request(prompt.token_ids, p, prompt.text, prompt.multimodal))
-        except Exception:
-            for r in requests:
-                self.engine.abort(r)
-            raise
+        with self.engine_lock:
+            try:
+                for prompt, p in zip(prompts, resolved):
+                    requests.append(self.engine.add_request(prompt.token_ids, p, prompt.text, prompt.multimodal))
+            except Exception:
+                self._abort(requests)
+                raise
         return requests
 
-    def _run(self, requests: list[Request]) -> None:
-        try:
-            while not all(r.finished for r in requests):
-                self.engine.step()
-        except BaseException:
+    def _abort(self, requests: list[Request]) -> None:
+        with self.engine_lock:
             for r in requests:
                 self.engine.abort(r)
+
+    def _step_until(self, done) -> None:
+        """One engine step, unless ``done()`` became true while this thread waited for the lock (another thread's
+        step may have finished this call's requests)."""
+        with self.engine_lock:
+            if not done():
+                self.engine.step()
+
+    def _run(self, requests: list[Request]) -> None:
+        def done():
+            return all(r.finished for r in requests)
+
+        try:
+            while not done():
+                self._step_until(done)
+        except BaseException:
+            self._abort(requests)
             raise
         for r in requests:
             r.updates.clear()
@@ -316,10 +334,9 @@ class LLM:
                     yield from take_deltas(r, index)
                 if all(r.finished for r in requests):
                     return
-                self.engine.step()
+                self._step_until(lambda: any(r.updates for r in requests))
         finally:  # the caller stopped early (or a step failed): free what is still running
-            for r in requests:
-                self.engine.abort(r)
+            self._abort(requests)
 
     # ------------------------------------------------------------------------------------------------------------
     def chat(self, messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],

@@ -1,9 +1,10 @@
 """The thread that owns an ``LLM`` while it serves: requests from any thread join the running batch between steps.
 
-The engine is not thread-safe, so one thread does everything with it: it prepares each submitted job's prompts
-(tokenizing, rendering chat templates, preprocessing images), queues them, steps the engine while anything runs,
-and hands each job its deltas and, when every one of its requests is done, its outputs. Other threads only put
-jobs and cancellations into an inbox and read their job's event queue.
+One thread serves every job: it prepares each submitted job's prompts (tokenizing, rendering chat templates,
+preprocessing images), queues them, steps the engine while anything runs, and hands each job its deltas and, when
+every one of its requests is done, its outputs. HTTP threads only put jobs and cancellations into an inbox and read
+their job's event queue. Engine steps are taken under ``llm.engine_lock``, so ``llm.generate`` from other threads
+still works beside the server (its requests join the same batch).
 
 Events a job receives, in order: ``("started", [Request per prompt])``, any number of ``("delta",
 GenerationDelta)``, then ``("done", [RequestOutput per prompt])``. Instead, and then nothing more: ``("error",
@@ -115,12 +116,13 @@ class EngineLoop:
                 self._fail_inbox(error)
                 return
             try:
-                self._drop_cancelled()
-                if not self._jobs:
-                    continue
-                if self.llm.engine.has_unfinished():
-                    self.llm.engine.step()
-                self._dispatch()
+                with self.llm.engine_lock:  # other threads may call llm.generate meanwhile: one step at a time
+                    self._drop_cancelled()
+                    if not self._jobs:
+                        continue
+                    if self.llm.engine.has_unfinished():
+                        self.llm.engine.step()
+                    self._dispatch()
             except Exception as e:  # a failed step fails what runs; the server goes on with new requests
                 logger.exception("qwen35_native.serve: an engine step failed")
                 self._fail_all(e)
@@ -145,9 +147,10 @@ class EngineLoop:
             self._jobs.remove(job)
 
     def _abort(self, job: Job) -> None:
-        for r in job.requests:
-            self.llm.engine.abort(r)
-            r.updates.clear()
+        with self.llm.engine_lock:
+            for r in job.requests:
+                self.llm.engine.abort(r)
+                r.updates.clear()
 
     def _fail_all(self, error: Exception) -> None:
         for job in self._jobs:
