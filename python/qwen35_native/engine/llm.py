@@ -12,7 +12,8 @@ replies), each optionally streaming (DESIGN.md §4).
 The engine (``llm.engine``) batches every request continuously; ``generate`` and ``chat`` run it until their own
 requests finish. They may be called from several threads at once: each call's requests join the running batch,
 every engine step is taken under ``llm.engine_lock`` (by whichever waiting thread gets it first), and each call
-returns its own outputs (the OpenAI server's engine thread shares the lock the same way).
+returns its own outputs (the OpenAI server's engine thread shares the lock the same way). Under torchrun the other
+ranks mirror rank 0's calls in order, so there make them from one thread.
 
 Tensor parallelism (``tensor_parallel_size=N > 1``, ``qwen35_native.parallel``): from a plain Python process this
 process becomes rank 0 and starts N-1 worker processes (stopped by ``llm.shutdown()``, ``with q35.LLM(...) as
