@@ -189,9 +189,28 @@ def test_streamed_tool_calls_come_parsed_in_the_last_chunk(tiny_tokenizer):
         ("delta", GenerationDelta(0, 0, [k + 1], p, "stop" if k == 2 else None)) for k, p in enumerate(pieces)] + \
         [("done", None)]
     api = OpenAIServing(FedLoop(events), "tiny", tiny_tokenizer, 64)
-    chunks = list(api.chat({"messages": USER, "tools": [WEATHER], "stream": True}).chunks)
+    chunks = list(api.chat({"messages": USER, "tools": [WEATHER], "stream": True}))
     deltas = [c["choices"][0]["delta"] for c in chunks]
     assert "".join(d.get("content") or "" for d in deltas) == "I will look it up. "
     assert deltas[-1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
     assert deltas[-1]["tool_calls"][0]["index"] == 0
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_a_stream_closed_before_its_first_chunk_cancels_its_request():
+    from qwen35_native.serve.api import StreamResponse
+
+    cancelled = []
+
+    def chunks():
+        yield {"a": 1}
+        yield {"b": 2}
+
+    StreamResponse(chunks(), lambda: cancelled.append("unstarted")).close()   # e.g. the headers failed to go out
+    stream = StreamResponse(chunks(), lambda: cancelled.append("midway"))
+    next(iter(stream))
+    stream.close()
+    whole = StreamResponse(chunks(), lambda: cancelled.append("whole"))
+    assert list(whole) == [{"a": 1}, {"b": 2}]
+    whole.close()
+    assert cancelled == ["unstarted", "midway"]

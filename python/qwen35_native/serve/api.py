@@ -42,9 +42,21 @@ class JSONResponse:
     body: dict[str, Any]
 
 
-@dataclass
 class StreamResponse:
-    chunks: Iterator[dict[str, Any]]  # closing it cancels the request
+    """The chunks of a streamed response. ``close()`` (whether or not iteration started) cancels the job unless
+    every chunk was taken."""
+
+    def __init__(self, chunks: Iterator[dict[str, Any]], cancel):
+        self._chunks, self._cancel, self._done = chunks, cancel, False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from self._chunks
+        self._done = True
+
+    def close(self) -> None:
+        self._chunks.close()
+        if not self._done:
+            self._cancel()
 
 
 def as_request_error(kind: str, error: Exception) -> RequestError:
@@ -99,15 +111,8 @@ class OpenAIServing:
             except StopIteration as stop:
                 return stop.value
 
-    def _chunks(self, job: Job, chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """``chunks``, cancelling the job when the consumer stops early or a chunk fails."""
-        done = False
-        try:
-            yield from chunks
-            done = True
-        finally:
-            if not done:
-                self.loop.cancel(job)
+    def _streamed(self, job: Job, chunks: Iterator[dict[str, Any]]) -> StreamResponse:
+        return StreamResponse(chunks, lambda: self.loop.cancel(job))
 
     # ------------------------------------------------------------------------------------------------------------
     def completions(self, body: Mapping[str, Any]) -> JSONResponse | StreamResponse:
@@ -122,7 +127,7 @@ class OpenAIServing:
         job = self.loop.submit(prepare)
         requests = self._started(job)
         if req.options.stream:
-            return StreamResponse(self._chunks(job, self._completion_stream(job, req, requests)))
+            return self._streamed(job, self._completion_stream(job, req, requests))
         return JSONResponse(200, self._completion_body(req, self._outputs(job)))
 
     def _prompt_text(self, prompt: str | None, prompt_ids: list[int]) -> str:
@@ -196,7 +201,7 @@ class OpenAIServing:
         job = self.loop.submit(prepare)
         requests = self._started(job)
         if req.options.stream:
-            return StreamResponse(self._chunks(job, self._chat_stream(job, req, requests, opened)))
+            return self._streamed(job, self._chat_stream(job, req, requests, opened))
         out = self._outputs(job)[0]
         reply = chat_response(out, opened[0], req.options.tools)
         choices = [chat_choice(c, c.index, self.texts, req.options.logprobs) for c in reply.outputs]

@@ -115,14 +115,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, response: StreamResponse) -> None:
         self.close_connection = True  # the end of the stream is the end of the connection
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        chunks = response.chunks
         try:
-            for chunk in chunks:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for chunk in response:
                 self._event(json.dumps(chunk, ensure_ascii=False))
             self._event("[DONE]")
         except (BrokenPipeError, ConnectionResetError):
@@ -135,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
         finally:
-            chunks.close()
+            response.close()  # cancels the request unless every chunk went out
 
     def _event(self, data: str) -> None:
         self.wfile.write(f"data: {data}\n\n".encode())
