@@ -224,6 +224,11 @@ def test_bad_bodies_routes_and_prompts(served):
     status, out = request(server.url, "POST", "/v1/completions", raw=b"[1, 2]")
     assert status == 400 and "JSON object" in out["error"]["message"]
     assert request(server.url, "POST", "/v1/embeddings", {"input": "x"})[0] == 404
+    status, out = request(server.url, "POST", "/v1/completions", raw=b"{}", headers={"Content-Length": "x"})
+    assert status == 411 and "Content-Length" in out["error"]["message"]
+    status, out = request(server.url, "POST", "/v1/completions", raw=b"{}",
+                          headers={"Content-Length": str(1 << 30)})
+    assert status == 413
     assert request(server.url, "GET", "/v2/x")[0] == 404
     assert request(server.url, "GET", "/health") == (200, {})
     status, out = request(server.url, "GET", "/v1/models")

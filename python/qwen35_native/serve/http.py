@@ -87,9 +87,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
+            self.close_connection = True  # whatever body there is stays unread
             raise RequestError("the request needs a Content-Length header (chunked bodies are not accepted)",
                                status=411) from None
         if not 0 <= length <= MAX_BODY_BYTES:
+            self.close_connection = True
             raise RequestError(f"the body must be at most {MAX_BODY_BYTES} bytes, got {length}", status=413)
         raw = self.rfile.read(length)
         try:
