@@ -17,11 +17,11 @@ from . import (
     serve,
 )
 from ._version import __version__
-from .engine import LLM, SamplingParams
+from .engine import LLM, SamplingParams, StructuredOutputs
 from .model import from_pretrained
 
-__all__ = ["LLM", "__version__", "SamplingParams", "build_info", "configs", "emulator", "from_pretrained",
-           "multimodal", "ops", "serve"]
+__all__ = ["LLM", "__version__", "SamplingParams", "StructuredOutputs", "build_info", "configs", "emulator",
+           "from_pretrained", "multimodal", "ops", "serve"]
 
 
 def build_info() -> dict:

@@ -33,6 +33,7 @@ from .sampling import (
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
 from .stopping import StopChecker, eos_token_ids
+from .structured import StructuredOutputs
 
 __all__ = [
     "LLM",
@@ -57,6 +58,7 @@ __all__ = [
     "StepPlan",
     "TokenLogprob",
     "StopChecker",
+    "StructuredOutputs",
     "TokenPresence",
     "apply_min_p",
     "apply_penalties",

@@ -28,6 +28,7 @@ from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Sequence
 from .spec_decode import SpecStats, SpecStepOutput
 from .stopping import StopChecker
+from .structured import GrammarBackend
 
 
 @dataclass(eq=False)
@@ -73,6 +74,7 @@ class LLMEngine:
         self._request_ids = itertools.count()
         self._seq_ids = itertools.count()
         self.num_steps = 0
+        self.grammars: GrammarBackend | None = None  # structured outputs: created with the first such request
 
     @property
     def prefix_stats(self):
@@ -117,6 +119,9 @@ class LLMEngine:
             raise ValueError("qwen35_native.LLM: the multimodal prompt was prepared for other token ids")
         params = self.resolve(params)
         self._check_token_edits(params)
+        spec = params.structured_outputs
+        if spec is not None:
+            self._grammar_backend().compile(spec)  # a bad schema, regex or grammar fails before anything is queued
         room = self.max_model_len - len(ids)
         seqs = []
         request_id = next(self._request_ids)
@@ -126,12 +131,21 @@ class LLMEngine:
             seqs.append(Sequence(next(self._seq_ids), request_id, i, ids, p, checker,
                                  logprobs=[] if p.logprobs is not None else None, multimodal=multimodal,
                                  position_offset=0 if multimodal is None else multimodal.rope_delta,
-                                 prompt_logprobs=None if p.prompt_logprobs is None else [None] * len(ids)))
+                                 prompt_logprobs=None if p.prompt_logprobs is None else [None] * len(ids),
+                                 matcher=None if spec is None else self.grammars.matcher(spec)))
         request = Request(request_id, prompt, ids, params, seqs, RequestMetrics(time.perf_counter()))
         for seq in seqs:
             seq.request = request
             self.scheduler.add(seq)
         return request
+
+    def _grammar_backend(self) -> GrammarBackend:
+        if self.grammars is None:
+            if self.tokenizer is None:
+                raise ValueError("qwen35_native.SamplingParams: structured_outputs needs the checkpoint's tokenizer "
+                                 "(tokenizer.json): grammars are over the tokens' text")
+            self.grammars = GrammarBackend(self.tokenizer, self.vocab_size, self.eos_ids)
+        return self.grammars
 
     def _check_token_edits(self, params: SamplingParams) -> None:
         for name, ids in (("logit_bias", params.logit_bias or ()),
@@ -223,6 +237,9 @@ class LLMEngine:
                 plan.sample_steps.append(len(seq.output_ids))
                 rules.append(self._min_tokens_rule(seq))
         plan.min_tokens = rules if any(r is not None for r in rules) else None
+        matchers = [out.scheduled[row].seq.matcher for row in plan.sample_rows]
+        if any(m is not None for m in matchers):  # structured outputs: each row's allowed next tokens
+            plan.token_bitmask = self.grammars.bitmask(matchers)
         plan.position_offsets = offsets if any(offsets) else None
         plan.multimodal = multimodal if any(m is not None for m in multimodal) else None
         plan.presence_starts = [(seq.slot, seq.prompt_ids, list(seq.output_ids), seq.params.frequency_penalty != 0.0)
@@ -256,6 +273,8 @@ class LLMEngine:
                                                  list(zip(sampled.top_ids[k][:n], sampled.top_logprobs[k][:n]))))
                     seq.logprobs.append(logprobs[-1])
                 finished = seq.checker.append(token)
+                if seq.matcher is not None and not finished:
+                    finished = self._advance_grammar(seq, token)
                 if finished:
                     break
             if drafts is not None:
@@ -273,9 +292,23 @@ class LLMEngine:
             updates.append(update)
         return updates
 
+    def _advance_grammar(self, seq: Sequence, token: int) -> bool:
+        """Feeds a sampled token to the sequence's grammar matcher; True when the grammar is complete (the sequence
+        then stops, also with ``ignore_eos``)."""
+        if not seq.matcher.accept_token(token):
+            raise RuntimeError(f"qwen35_native: internal error: token {token} was sampled but its grammar does not "
+                               f"allow it (structured_outputs)")
+        if seq.matcher.is_terminated():
+            seq.checker.force_stop()
+            return True
+        return False
+
     def _usable_draft(self, seq: Sequence, draft: list[int]) -> list[int]:
         """The draft, unless verifying it would run past the context (its K/V need positions up to num_tokens - 1
-        + k) or the sequence can take only one more token anyway."""
+        + k) or the sequence can take only one more token anyway. Sequences with a grammar take none: a draft
+        outside it could not be verified against their masks."""
+        if seq.matcher is not None:
+            return []
         room = seq.checker.max_new_tokens
         if seq.num_tokens + len(draft) > self.max_model_len or (
                 room is not None and len(seq.output_ids) + 1 >= room):

@@ -67,6 +67,8 @@ class StepPlan:
     # per sampled row, (min_tokens, ids it must not sample before that many outputs) or None; None when no row has
     # one still to reach (such steps never run as CUDA graphs)
     min_tokens: list | None = None
+    # structured outputs: int32 [len(sample_rows), ceil(vocab / 32)] allowed-token bitmask rows (all ones: free)
+    token_bitmask: torch.Tensor | None = None
 
     @property
     def num_decodes(self) -> int:
@@ -247,7 +249,8 @@ class ModelRunner:
         if not plan.sample_rows:
             return None
         tensors = SamplingTensors.build(plan.sample_params, plan.sample_steps, self.vocab_size, self.device,
-                                        banned=min_tokens_bans(plan.min_tokens, plan.sample_steps))
+                                        banned=min_tokens_bans(plan.min_tokens, plan.sample_steps),
+                                        bitmask=plan.token_bitmask)
         slots = torch.tensor([plan.slots[r] for r in plan.sample_rows], dtype=torch.long).to(self.device)
         out = sample(logits, tensors, *self.penalty_masks(tensors, slots))
         self.record_sampled(slots, out)

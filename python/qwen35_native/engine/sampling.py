@@ -37,6 +37,7 @@ import torch
 
 from .penalties import apply_penalties
 from .sampling_params import GREEDY_TEMPERATURE, SamplingParams
+from .structured import bitmask_to_bool
 from .truncation import truncate_and_draw, truncated_logits
 
 _M64 = (1 << 64) - 1
@@ -183,9 +184,11 @@ class SamplingTensors:
 
     @classmethod
     def build(cls, params: Sequence[SamplingParams], steps: Sequence[int], vocab_size: int,
-              device: torch.device | str = "cpu", banned: Sequence[Sequence[int]] | None = None) -> SamplingTensors:
+              device: torch.device | str = "cpu", banned: Sequence[Sequence[int]] | None = None,
+              bitmask: torch.Tensor | None = None) -> SamplingTensors:
         """``pack`` then ``from_packed`` after one host-to-device copy. ``banned[b]``: token ids row b must not
-        sample this step (:func:`min_tokens_bans`)."""
+        sample this step (:func:`min_tokens_bans`). ``bitmask``: int32 ``[B, ceil(V / 32)]`` allowed tokens of
+        rows with a grammar (``structured.py``; all ones on the others)."""
         host, flags = cls.pack(params, steps, vocab_size)
         pin = torch.device(device).type == "cuda"
         packed = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
@@ -196,6 +199,14 @@ class SamplingTensors:
             out.banned = torch.tensor(pairs, dtype=torch.long).t().contiguous().to(device, non_blocking=pin)
         if flags.any_token_edits:
             out.bias, out.allowed = _token_edits(params, vocab_size, device)
+        if bitmask is not None:
+            if not flags.any_token_edits or bitmask.dtype != torch.int32 or list(bitmask.shape) != \
+                    [len(params), (vocab_size + 31) // 32]:
+                raise ValueError(f"qwen35_native.SamplingTensors.build: bitmask must be int32 [{len(params)}, "
+                                 f"{(vocab_size + 31) // 32}] for rows with structured_outputs, got {bitmask.dtype} "
+                                 f"{list(bitmask.shape)}")
+            grammar = bitmask_to_bool(bitmask.to(device), vocab_size)
+            out.allowed = grammar if out.allowed is None else out.allowed & grammar
         return out
 
 

@@ -19,6 +19,8 @@ Conventions (vLLM's):
 - ``logit_bias`` {token id: bias in [-100, 100]}: added to the row's logits before the penalties (vLLM's order);
   ``allowed_token_ids``: the only ids the row may sample (the others' logits are set to -inf first). Neither
   changes the reported logprobs, which stay raw.
+- ``structured_outputs`` (:class:`StructuredOutputs`): a JSON schema, JSON object, regex, choice or grammar the
+  output must follow (``structured.py``; needs xgrammar); not together with ``min_tokens``.
 - ``min_tokens`` N: the first N tokens can be neither a stop token nor an eos id (their logits are set to -inf
   before sampling; logprobs stay raw) and no stop string ends the output before N tokens.
 - ``stop`` strings end generation when they appear in the detokenized output; they are not included in the text
@@ -34,6 +36,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from .structured import StructuredOutputs
 
 GREEDY_TEMPERATURE = 1e-5  # vLLM's _SAMPLING_EPS: temperatures below it sample greedily
 
@@ -76,6 +80,7 @@ class SamplingParams:
     stop_token_ids: Sequence[int] | None = None
     logit_bias: Mapping[int, float] | None = None
     allowed_token_ids: Sequence[int] | None = None
+    structured_outputs: StructuredOutputs | None = None
     ignore_eos: bool = False
     n: int = 1
     logprobs: int | None = None
@@ -122,8 +127,8 @@ class SamplingParams:
 
     @property
     def edits_logits(self) -> bool:
-        """True when the row has a logit bias or an allow-list (the sampler then takes its eager path)."""
-        return self.logit_bias is not None or self.allowed_token_ids is not None
+        """True when the row has a logit bias, an allow-list or a grammar (the sampler then takes its eager path)."""
+        return self.logit_bias is not None or self.allowed_token_ids is not None or self.structured_outputs is not None
 
     def _validate(self) -> None:
         def real(name, ok, expectation):
@@ -147,6 +152,12 @@ class SamplingParams:
             raise _err("min_tokens", "must be an integer >= 0", self.min_tokens)
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise _err("min_tokens", f"must be <= max_tokens={self.max_tokens}", self.min_tokens)
+        if self.structured_outputs is not None:
+            if not isinstance(self.structured_outputs, StructuredOutputs):
+                raise _err("structured_outputs", "must be a qwen35_native.StructuredOutputs", self.structured_outputs)
+            if self.min_tokens:
+                raise _err("structured_outputs", "cannot be combined with min_tokens (the grammar decides where the "
+                           "output ends)", self.structured_outputs)
         if not _is_int(self.n) or self.n < 1:
             raise _err("n", "must be an integer >= 1", self.n)
         for name in ("logprobs", "prompt_logprobs"):

@@ -45,6 +45,7 @@ class Sequence:
     prefix_hashes: list[bytes] | None = None  # prefix caching: hashes of the prompt's blocks (prefix_cache.py)
     prompt_logprobs: list[TokenLogprob | None] | None = None  # per prompt position, when asked (prompt_logprobs.py)
     request: Any = field(default=None, repr=False)  # the engine's Request this sample belongs to
+    matcher: Any = field(default=None, repr=False)  # structured outputs: its grammar matcher (structured.py)
 
     @property
     def output_ids(self) -> list[int]:

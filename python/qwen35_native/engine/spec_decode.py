@@ -117,7 +117,7 @@ def execute_speculative(runner, plan) -> SpecStepOutput:
     cu = [0]
     for q in plan.query_lens:
         cu.append(cu[-1] + q)
-    tokens, params, steps, slots, rows, rules = [], [], [], [], [], []
+    tokens, params, steps, slots, rows, rules, masks = [], [], [], [], [], [], []
     extra_seen = []  # (sampler row, draft token): a verified position counts the drafts before it as output
     for r, (seq, p, step) in enumerate(zip(plan.sample_rows, plan.sample_params, plan.sample_steps)):
         width = k + 1 if seq < nv else 1
@@ -130,14 +130,16 @@ def execute_speculative(runner, plan) -> SpecStepOutput:
             steps.append(step + j)
             slots.append(plan.slots[seq])
             rules.append(plan.min_tokens[r] if plan.min_tokens is not None else None)
+            masks.append(r)  # a row with a grammar has no drafts: one position
     batch = runner.build_batch(plan, None, logits_tokens=tokens)
     logits, hidden = model.forward_cached(runner._ids(plan), batch, runner.cache, return_hidden=True,
                                           vision_embeds=runner._vision_embeds(plan))
     runner.score_prompts(plan, hidden)
     sampled, accepted = None, [0] * len(rows)
     if tokens:
+        bitmask = None if plan.token_bitmask is None else plan.token_bitmask[masks]
         tensors = SamplingTensors.build(params, steps, runner.vocab_size, runner.device,
-                                        banned=min_tokens_bans(rules, steps))
+                                        banned=min_tokens_bans(rules, steps), bitmask=bitmask)
         slot_ids = torch.tensor(slots, dtype=torch.long).to(runner.device)
         prompt_mask, output_mask, output_counts = runner.penalty_masks(tensors, slot_ids)
         if extra_seen and (output_mask is not None or output_counts is not None):  # gathered copies: in place

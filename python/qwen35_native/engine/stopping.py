@@ -89,6 +89,15 @@ class StopChecker:
                 self.finish_reason = "length"
         return self.finished
 
+    def force_stop(self) -> None:
+        """Ends the sequence after its last token, with reason "stop" (its structured output is complete)."""
+        if self.finished:
+            return
+        if self._detok is not None:
+            self._add_text(self._detok.flush())
+        if not self.finished:
+            self.finish_reason = "stop"
+
     def _add_text(self, delta: str) -> None:
         if not delta:
             return

@@ -2,10 +2,12 @@
 
 Fields follow the OpenAI API and vLLM's extensions of it (``top_k``, ``min_p``, ``repetition_penalty``,
 ``min_tokens``, ``ignore_eos``, ``stop_token_ids``, ``skip_special_tokens``, ``include_stop_str_in_output``,
-``allowed_token_ids``, ``chat_template_kwargs``, ``return_token_ids``). Unset sampling fields stay unset, so the
-checkpoint's ``generation_config.json`` fills them, as in ``LLM.generate``. Fields we cannot honour are refused when
-set to anything but their neutral value (``suffix``, ``best_of`` other than ``n``, structured outputs, forced tool
-choice), rather than ignored; other unknown fields (``user``, ``metadata``, ...) are ignored, as vLLM does.
+``allowed_token_ids``, ``chat_template_kwargs``, ``return_token_ids``, ``structured_outputs`` and the older
+``guided_json`` / ``guided_regex`` / ``guided_choice`` / ``guided_grammar``; OpenAI's ``response_format``). Unset
+sampling fields stay unset, so the checkpoint's ``generation_config.json`` fills them, as in ``LLM.generate``.
+Fields we cannot honour are refused when set to anything but their neutral value (``suffix``, ``best_of`` other
+than ``n``, forced tool choice, ``functions``), rather than ignored; other unknown fields (``user``, ``metadata``,
+...) are ignored, as vLLM does.
 
 Tests: tests/engine/test_serve.py, test_serve_chat.py.
 """
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.sampling_params import SamplingParams
+from ..engine.structured import StructuredOutputs
 
 MAX_LOGPROBS = 20  # OpenAI's limit for chat top_logprobs; vLLM's default cap for completions logprobs
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's (and vLLM's) default for /v1/completions
@@ -26,8 +29,9 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's (and vLLM's) default for /v1/com
 _EXTRA_SAMPLING = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", "stop_token_ids",
                    "skip_special_tokens", "include_stop_str_in_output", "allowed_token_ids")
 # fields that change what the model must produce and that the engine cannot do yet
-_STRUCTURED = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
-               "functions", "function_call", "prompt_embeds", "continue_final_message")
+_UNSUPPORTED = ("functions", "function_call", "prompt_embeds", "continue_final_message")
+# vLLM's older spellings of structured outputs -> StructuredOutputs fields
+_GUIDED = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice", "guided_grammar": "grammar"}
 
 
 class RequestError(Exception):
@@ -63,13 +67,9 @@ def _kind(value: Any, kind: type | tuple, name: str, what: str) -> Any:
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    for name in _STRUCTURED:
+    for name in _UNSUPPORTED:
         if body.get(name) not in (None, False):
-            raise RequestError(f"'{name}' is not supported by qwen35_native yet (no structured outputs)", name)
-    fmt = body.get("response_format")
-    if fmt is not None and (not isinstance(fmt, Mapping) or fmt.get("type") != "text"):
-        raise RequestError("'response_format' other than {\"type\": \"text\"} is not supported by qwen35_native yet "
-                           "(no structured outputs)", "response_format")
+            raise RequestError(f"'{name}' is not supported by qwen35_native", name)
     n = body.get("n", 1)
     if body.get("best_of") not in (None, n):
         raise RequestError(f"'best_of' must equal 'n' ({n}) or be left out: qwen35_native returns every sample",
@@ -104,6 +104,9 @@ def sampling_params(body: Mapping[str, Any], max_tokens: int | None, logprobs: i
         kwargs["prompt_logprobs"] = body["prompt_logprobs"]
     if body.get("logit_bias"):
         kwargs["logit_bias"] = _logit_bias(body["logit_bias"])
+    structured = structured_outputs(body)
+    if structured is not None:
+        kwargs["structured_outputs"] = structured
     if isinstance(kwargs.get("stop"), list) and len(kwargs["stop"]) == 0:
         kwargs["stop"] = None
     try:
@@ -111,6 +114,39 @@ def sampling_params(body: Mapping[str, Any], max_tokens: int | None, logprobs: i
     except ValueError as e:
         message = str(e).replace("qwen35_native.SamplingParams: ", "")
         raise RequestError(message, message.split(" ", 1)[0]) from None
+
+
+def structured_outputs(body: Mapping[str, Any]) -> StructuredOutputs | None:
+    """``response_format`` (OpenAI: ``json_schema``, ``json_object``, ``text``), ``structured_outputs`` (vLLM: a dict
+    of one of json / regex / choice / grammar / json_object) or vLLM's older ``guided_*`` fields."""
+    found: list[tuple[str, dict]] = []
+    fmt = body.get("response_format")
+    if fmt is not None:
+        kind = fmt.get("type") if isinstance(fmt, Mapping) else None
+        schema = fmt.get("json_schema") if isinstance(fmt, Mapping) else None
+        if kind == "json_schema" and isinstance(schema, Mapping) and isinstance(schema.get("schema"), Mapping):
+            found.append(("response_format", {"json": schema["schema"]}))
+        elif kind == "json_object":
+            found.append(("response_format", {"json_object": True}))
+        elif kind != "text":
+            raise RequestError("'response_format' must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or "
+                               "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}, got "
+                               f"{fmt!r}"[:300], "response_format")
+    so = body.get("structured_outputs")
+    if so is not None:
+        if not isinstance(so, Mapping):
+            raise RequestError(f"'structured_outputs' must be an object, got {so!r}"[:300], "structured_outputs")
+        found.append(("structured_outputs", dict(so)))
+    found += [(name, {field: body[name]}) for name, field in _GUIDED.items() if body.get(name) is not None]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise RequestError(f"give one structured output, got {[name for name, _ in found]}", found[1][0])
+    name, fields = found[0]
+    try:
+        return StructuredOutputs(**fields)
+    except (TypeError, ValueError) as e:
+        raise RequestError(str(e).replace("qwen35_native.", ""), name) from None
 
 
 def _logit_bias(value: Any) -> dict[int, Any]:

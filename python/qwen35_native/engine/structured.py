@@ -1,0 +1,142 @@
+"""Structured outputs (vLLM's ``structured_outputs``): a JSON schema, any JSON object, a regular expression, a choice
+of strings or an EBNF grammar that the generated text must follow, enforced token by token with xgrammar (the
+backend vLLM uses by default; ``pip install qwen35-native[structured]``).
+
+Each constrained sequence holds a grammar matcher. Before a step samples it, the matcher's allowed next tokens
+become a bitmask row (int32, bit ``t % 32`` of word ``t // 32`` for token ``t``) that the sampler applies like an
+allow-list (every other logit set to -inf before the penalties); each sampled token then advances the matcher. When
+the grammar is complete only the end-of-sequence ids remain allowed, so the sequence stops with reason "stop".
+Constrained sequences take no speculative drafts and their steps run eagerly (no CUDA graphs).
+
+Tests: tests/engine/test_structured.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+_KINDS = ("json", "json_object", "regex", "choice", "grammar")
+INSTALL_HINT = "structured outputs need the xgrammar package: pip install 'qwen35-native[structured]'"
+
+
+def _err(expectation: str, value: Any) -> ValueError:
+    return ValueError(f"qwen35_native.StructuredOutputs: {expectation}, got {value!r}"[:400])
+
+
+@dataclass(frozen=True)
+class StructuredOutputs:
+    """Exactly one of: ``json`` (a JSON schema, as a dict or a JSON string), ``json_object=True`` (any JSON
+    object), ``regex``, ``choice`` (a list of strings: the output is one of them), ``grammar`` (EBNF, xgrammar's
+    dialect of GBNF)."""
+
+    json: Mapping[str, Any] | str | None = None
+    json_object: bool = False
+    regex: str | None = None
+    choice: Sequence[str] | None = None
+    grammar: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in _KINDS if getattr(self, k) not in (None, False)]
+        if len(given) != 1:
+            raise _err(f"give exactly one of {list(_KINDS)}", given)
+        if self.json is not None:
+            if isinstance(self.json, str):
+                try:
+                    schema = json.loads(self.json)
+                except json.JSONDecodeError as e:
+                    raise _err(f"json must be a JSON schema ({e})", self.json) from None
+            else:
+                schema = self.json
+            if not isinstance(schema, Mapping):
+                raise _err("json must be a JSON schema object", self.json)
+            object.__setattr__(self, "json", json.loads(json.dumps(schema)))  # a plain, private copy
+        if not isinstance(self.json_object, bool):
+            raise _err("json_object must be True or False", self.json_object)
+        for name in ("regex", "grammar"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise _err(f"{name} must be a non-empty string", value)
+        if self.choice is not None:
+            if isinstance(self.choice, str) or not isinstance(self.choice, Sequence) or not self.choice or \
+                    not all(isinstance(c, str) and c for c in self.choice):
+                raise _err("choice must be a non-empty list of non-empty strings", self.choice)
+            object.__setattr__(self, "choice", tuple(self.choice))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(kind, canonical text): what a compiled grammar is cached under."""
+        kind = next(k for k in _KINDS if getattr(self, k) not in (None, False))
+        value = getattr(self, kind)
+        if kind == "json":
+            value = json.dumps(value, sort_keys=True)
+        elif kind == "choice":
+            value = json.dumps(list(value))
+        return kind, str(value)
+
+
+def _choice_grammar(choices: Sequence[str]) -> str:
+    return "root ::= " + " | ".join(json.dumps(c) for c in choices)
+
+
+class GrammarBackend:
+    """Compiles grammars for one tokenizer and vocabulary (cached) and makes per-sequence matchers."""
+
+    def __init__(self, tokenizer, vocab_size: int, stop_ids: Sequence[int]):
+        try:
+            import xgrammar
+        except ImportError as e:
+            raise ValueError(f"qwen35_native: {INSTALL_HINT} ({e})") from None
+        from transformers import PreTrainedTokenizerFast
+
+        self.xgr = xgrammar
+        self.vocab_size = vocab_size
+        hf = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend)
+        info = xgrammar.TokenizerInfo.from_huggingface(hf, vocab_size=vocab_size, stop_token_ids=list(stop_ids))
+        self.compiler = xgrammar.GrammarCompiler(info, max_threads=1)
+        self.words = (vocab_size + 31) // 32
+        self._compiled: dict[tuple[str, str], Any] = {}
+
+    def compile(self, spec: StructuredOutputs):
+        key = spec.key
+        grammar = self._compiled.get(key)
+        if grammar is None:
+            kind, _ = key
+            try:
+                if kind == "json":
+                    grammar = self.compiler.compile_json_schema(json.dumps(spec.json))
+                elif kind == "json_object":  # OpenAI's json_object: an object, not any JSON value
+                    grammar = self.compiler.compile_json_schema(json.dumps({"type": "object"}))
+                elif kind == "regex":
+                    grammar = self.compiler.compile_regex(spec.regex)
+                elif kind == "choice":
+                    grammar = self.compiler.compile_grammar(_choice_grammar(spec.choice))
+                else:
+                    grammar = self.compiler.compile_grammar(spec.grammar)
+            except Exception as e:  # xgrammar raises RuntimeError on a bad schema, regex or grammar
+                raise ValueError(f"qwen35_native.SamplingParams: structured_outputs {kind} cannot be compiled: "
+                                 f"{str(e).strip()[:300]}") from None
+            self._compiled[key] = grammar
+        return grammar
+
+    def matcher(self, spec: StructuredOutputs):
+        return self.xgr.GrammarMatcher(self.compile(spec))
+
+    def bitmask(self, matchers: Sequence[Any | None]) -> torch.Tensor:
+        """int32 ``[len(matchers), words]``: each matcher's allowed next tokens; all ones for None (no constraint)."""
+        mask = torch.full((len(matchers), self.words), -1, dtype=torch.int32)
+        for row, m in enumerate(matchers):
+            if m is not None:
+                m.fill_next_token_bitmask(mask, row)
+        return mask
+
+
+def bitmask_to_bool(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """bool ``[B, vocab_size]`` from an int32 ``[B, ceil(V / 32)]`` bitmask (bit ``t % 32`` of word ``t // 32``)."""
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    bits = (bitmask.unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(bitmask.shape[0], -1)[:, :vocab_size].bool()
