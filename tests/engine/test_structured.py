@@ -116,8 +116,19 @@ def test_speculative_and_graph_paths_keep_the_plain_tokens(tiny_dir, tiny_tokeni
         return llm, [o.token_ids for o in llm.generate(prompts, params)]
 
     _, plain = run()
-    llm, spec = run(speculative_config={"method": "mtp", "num_speculative_tokens": 2})
+    from qwen35_native.engine import model_runner
+
+    verified, real_build = [], model_runner.ModelRunner.build_batch
+
+    def build(self, plan, *args, **kwargs):
+        verified.extend(key[0] for key in plan.table_keys[:plan.num_verify])
+        return real_build(self, plan, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_runner.ModelRunner, "build_batch", build)
+        llm, spec = run(speculative_config={"method": "mtp", "num_speculative_tokens": 2})
     assert spec == plain and llm.engine.spec_stats.num_drafts > 0
+    assert 0 in verified and 1 not in verified   # sequence 1 (the grammar's) never verifies drafts
     llm = q35.LLM(model, tokenizer=tiny_tokenizer, max_num_seqs=4, block_size=8)
     llm.engine.runner.graphs = DecodeGraphs(llm.engine.runner, [1, 2, 4], capture=False)
     assert [o.token_ids for o in llm.generate(prompts, params)] == plain
