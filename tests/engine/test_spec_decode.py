@@ -183,8 +183,8 @@ def test_mtp_rows_and_drafts_match_one_pass_over_the_sequence(mtp_model, generat
 
     real_mtp, draft_with = model.forward_mtp, LLMEngine._usable_draft if pattern == "oracle" else oracle["real"]
 
-    def mtp(next_ids, hidden, batch, cache):
-        out = real_mtp(next_ids, hidden, batch, cache)
+    def mtp(next_ids, hidden, batch, cache, vision_embeds=None):
+        out = real_mtp(next_ids, hidden, batch, cache, vision_embeds=vision_embeds)
         if main_pass[0]:
             rows.extend(zip(batch.positions[0].tolist(), next_ids.tolist(), out))
         main_pass[0] = False

@@ -161,6 +161,10 @@ def test_engine_errors(make_llm, monkeypatch):
         SamplingParams(structured_outputs={"regex": "a"})
     with pytest.raises(ValueError, match="needs the checkpoint's tokenizer"):
         make_llm(tokenizer=False).generate([[1, 2]], SamplingParams(structured_outputs=CASES[0][0]))
+    no_eos = make_llm()
+    no_eos.engine.eos_ids = []
+    with pytest.raises(ValueError, match="needs an end-of-sequence token id"):
+        no_eos.generate(["x"], SamplingParams(structured_outputs=CASES[0][0]))
     import sys
 
     monkeypatch.setitem(sys.modules, "xgrammar", None)   # not installed

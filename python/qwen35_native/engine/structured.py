@@ -87,6 +87,9 @@ class GrammarBackend:
     """Compiles grammars for one tokenizer and vocabulary (cached) and makes per-sequence matchers."""
 
     def __init__(self, tokenizer, vocab_size: int, stop_ids: Sequence[int]):
+        if not stop_ids:  # a complete grammar allows only these: without any, nothing could be sampled after it
+            raise ValueError("qwen35_native.SamplingParams: structured_outputs needs an end-of-sequence token id "
+                             "(generation_config.json eos_token_id)")
         try:
             import xgrammar
         except ImportError as e:
