@@ -88,7 +88,7 @@ class DecodeGraphs:
         if len(pad_slots) < G - b:
             return None
         host_rows, flags = SamplingTensors.pack(plan.sample_params, plan.sample_steps, self.runner.vocab_size)
-        if flags.any_token_edits:  # logit biases and allow-lists are per-row token lists: eager steps
+        if flags.any_token_edits:  # logit biases, allow-lists, grammars: per-row token lists, eager steps
             return None
         flags = flags._replace(any_greedy=True)
         self._fill(plan, G, host_rows, pad_slots)

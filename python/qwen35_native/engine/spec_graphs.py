@@ -94,7 +94,7 @@ class SpecGraphs:
         params = [p for p in plan.sample_params for _ in range(w)]
         steps = [s + j for s in plan.sample_steps for j in range(w)]
         host_rows, flags = SamplingTensors.pack(params, steps, r.vocab_size)
-        if flags.any_token_edits:  # logit biases and allow-lists are per-row token lists: eager steps
+        if flags.any_token_edits:  # logit biases, allow-lists, grammars: per-row token lists, eager steps
             return None
         flags = flags._replace(any_greedy=True)
         self._fill_verify(plan, G, host_rows, pad_slots)
