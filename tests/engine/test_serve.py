@@ -132,6 +132,30 @@ def test_logprobs_echo_and_prompt_scoring(served):
     assert streamed == [e.logprob for e in want.logprobs]
 
 
+def test_prompt_logprobs_in_vllms_form(served):
+    server, ref = served
+    texts = server.http.api.texts
+    want = expected(ref, PROMPTS[0], max_tokens=2, temperature=0, prompt_logprobs=2)[0]
+    status, out = post(server.url, "/v1/completions", {"prompt": PROMPTS[0], "max_tokens": 2, "temperature": 0,
+                                                         "prompt_logprobs": 2, "n": 2})
+    assert status == 200, out
+    for choice in out["choices"]:
+        got = choice["prompt_logprobs"]
+        assert got[0] is None and len(got) == len(want.prompt_token_ids)
+        for token, entry, e in zip(want.prompt_token_ids[1:], got[1:], want.prompt_logprobs[1:]):
+            # n = 2 prefills two sequences in one batch: the same values up to float rounding
+            assert entry[str(token)] == {"logprob": pytest.approx(e.logprob, abs=1e-5), "rank": e.rank,
+                                         "decoded_token": texts(token)}
+            assert [entry[str(t)]["logprob"] for t, _ in e.top] == pytest.approx([lp for _, lp in e.top], abs=1e-5)
+            assert [entry[str(t)]["rank"] for t, _ in e.top][:1] == [1]
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "prompt_logprobs": 0}
+    status, out = post(server.url, "/v1/chat/completions", chat)
+    assert status == 200 and out["prompt_logprobs"][0] is None
+    assert len(out["prompt_logprobs"]) == out["usage"]["prompt_tokens"]
+    status, out = post(server.url, "/v1/chat/completions", {**chat, "stream": True})
+    assert status == 400 and out["error"]["param"] == "prompt_logprobs"
+
+
 def test_concurrent_requests_join_one_batch_and_keep_their_outputs(served, monkeypatch):
     server, ref = served
     bodies = [{"prompt": PROMPTS[i % 2], "max_tokens": 6 + i, "temperature": 0.8, "seed": i, "ignore_eos": True}

@@ -30,6 +30,7 @@ from .responses import (
     merge_completion_logprobs,
     new_id,
     now,
+    prompt_logprobs,
     usage,
 )
 
@@ -152,6 +153,9 @@ class OpenAIServing:
                           "stop_reason": None if opts.drop_output else o.stop_reason}
                 if opts.return_token_ids:
                     choice.update(prompt_token_ids=list(out.prompt_token_ids), token_ids=list(ids))
+                if opts.prompt_logprobs:
+                    choice["prompt_logprobs"] = prompt_logprobs(self.texts, out.prompt_token_ids,
+                                                                out.prompt_logprobs or [])
                 choices.append(choice)
         prompt_tokens = sum(len(out.prompt_token_ids) for out in outputs)
         return {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": self.model_name,
@@ -208,6 +212,8 @@ class OpenAIServing:
         body = {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": self.model_name,
                 "choices": choices,
                 "usage": usage(len(out.prompt_token_ids), sum(len(c.token_ids) for c in reply.outputs))}
+        if req.options.prompt_logprobs:
+            body["prompt_logprobs"] = prompt_logprobs(self.texts, out.prompt_token_ids, out.prompt_logprobs or [])
         if req.options.return_token_ids:
             body["prompt_token_ids"] = list(out.prompt_token_ids)
             for choice, c in zip(choices, reply.outputs):

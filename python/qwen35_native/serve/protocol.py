@@ -56,6 +56,7 @@ class Options:
     echo: bool = False  # completions: the prompt text (and its logprobs) before the completion
     drop_output: bool = False  # completions max_tokens=0 with echo: score the prompt, return no new tokens
     return_token_ids: bool = False  # vLLM's extension: the prompt's and the output's token ids in the response
+    prompt_logprobs: bool = False  # vLLM's extension: the prompt tokens' logprobs in the (non-streamed) response
     tools: list | None = None
     template_kwargs: dict = field(default_factory=dict)
 
@@ -87,6 +88,9 @@ def _stream_options(body: Mapping[str, Any], options: Options) -> None:
         options.include_usage = bool(_kind(so.get("include_usage", False), bool, "stream_options.include_usage",
                                            "a boolean"))
     options.return_token_ids = bool(_kind(body.get("return_token_ids", False), bool, "return_token_ids", "a boolean"))
+    options.prompt_logprobs = body.get("prompt_logprobs") is not None
+    if options.prompt_logprobs and options.stream:
+        raise RequestError("'prompt_logprobs' is not supported with stream=true; send stream=false", "prompt_logprobs")
 
 
 def sampling_params(body: Mapping[str, Any], max_tokens: int | None, logprobs: int | None,
@@ -100,8 +104,10 @@ def sampling_params(body: Mapping[str, Any], max_tokens: int | None, logprobs: i
     for name in _EXTRA_SAMPLING:
         if body.get(name) is not None:
             kwargs[name] = body[name]
-    if body.get("prompt_logprobs") is not None:
-        kwargs["prompt_logprobs"] = body["prompt_logprobs"]
+    asked = body.get("prompt_logprobs")
+    if asked is not None:  # the larger of the asked number and echo's
+        kwargs["prompt_logprobs"] = asked if prompt_logprobs is None or not isinstance(asked, int) else \
+            max(asked, prompt_logprobs)
     if body.get("logit_bias"):
         kwargs["logit_bias"] = _logit_bias(body["logit_bias"])
     structured = structured_outputs(body)

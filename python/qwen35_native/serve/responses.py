@@ -71,6 +71,23 @@ def completion_logprobs(texts: TokenTexts, token_ids: Sequence[int], entries: Se
     return out
 
 
+def prompt_logprobs(texts: TokenTexts, token_ids: Sequence[int],
+                    entries: Sequence[TokenLogprob | None]) -> list[dict[str, Any] | None]:
+    """vLLM's ``prompt_logprobs`` form: per prompt token, None for the first, else ``{token id: {"logprob", "rank",
+    "decoded_token"}}`` for the N most likely tokens and the prompt's own."""
+    out: list[dict[str, Any] | None] = []
+    for token_id, entry in zip(token_ids, entries):
+        if entry is None:
+            out.append(None)
+            continue
+        top = {str(t): {"logprob": _lp(lp), "rank": k + 1, "decoded_token": texts(t)}
+               for k, (t, lp) in enumerate(entry.top)}
+        top.setdefault(str(token_id), {"logprob": _lp(entry.logprob), "rank": entry.rank,
+                                       "decoded_token": texts(token_id)})
+        out.append(top)
+    return out
+
+
 def merge_completion_logprobs(first: dict[str, list], second: dict[str, list]) -> dict[str, list]:
     return {key: first[key] + second[key] for key in first}
 
