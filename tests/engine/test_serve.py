@@ -321,3 +321,24 @@ def test_a_dead_engine_thread_fails_requests_instead_of_hanging(make_llm, monkey
         assert not server.loop.alive
         status, out = post(server.url, "/v1/completions", {"prompt": "y", "max_tokens": 2})
         assert status == 500 and "engine loop is closed" in out["error"]["message"]
+
+
+def test_tokenize_and_detokenize(served):
+    server, ref = served
+    status, out = post(server.url, "/tokenize", {"prompt": "Once upon a time"})
+    assert status == 200 and out["tokens"] == ref.tokenizer.encode("Once upon a time")
+    assert out["count"] == len(out["tokens"]) and out["max_model_len"] == ref.max_model_len
+    messages = [{"role": "user", "content": "Hi"}]
+    status, out = post(server.url, "/tokenize", {"messages": messages,
+                                                 "chat_template_kwargs": {"enable_thinking": False}})
+    reply = ref.chat(messages, q35.SamplingParams(max_tokens=1), enable_thinking=False)
+    assert out["tokens"] == reply.prompt_token_ids   # what /v1/chat/completions feeds the model
+    status, out = post(server.url, "/detokenize", {"tokens": reply.prompt_token_ids})
+    assert status == 200 and out["prompt"] == reply.prompt
+    for path, body, param in (("/tokenize", {}, "prompt"), ("/tokenize", {"prompt": 5}, "prompt"),
+                              ("/detokenize", {"tokens": [1, -2]}, "tokens"),
+                              ("/tokenize", {"messages": [{"role": "user", "content": [
+                                  {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]},
+                               "messages")):
+        status, out = post(server.url, path, body)
+        assert status == 400 and out["error"]["param"] == param, out

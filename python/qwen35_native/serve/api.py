@@ -20,7 +20,7 @@ import jinja2
 from ..chat.reasoning import _partial_suffix
 from ..engine.chat_stream import chat_deltas, chat_response
 from .engine_loop import EngineLoop, Job
-from .protocol import ChatRequest, CompletionRequest, RequestError, parse_chat, parse_completion
+from .protocol import ChatRequest, CompletionRequest, RequestError, expect_type, parse_chat, parse_completion
 from .responses import (
     TokenTexts,
     chat_choice,
@@ -192,6 +192,41 @@ class OpenAIServing:
             yield {**head, "choices": [], "usage": usage(sum(len(r.prompt_ids) for r in requests), generated)}
 
     # ------------------------------------------------------------------------------------------------------------
+    def tokenize(self, body: Mapping[str, Any]) -> JSONResponse:
+        """vLLM's ``POST /tokenize``: a ``prompt`` (``add_special_tokens``, default true) or chat ``messages``
+        (rendered as ``/v1/chat/completions`` renders them; text only) -> ``{"count", "max_model_len", "tokens"}``."""
+        self._check_model(body)
+        if ("prompt" in body) == ("messages" in body):
+            raise RequestError("give either 'prompt' or 'messages'", "prompt")
+        if "prompt" in body:
+            if not isinstance(body["prompt"], str):
+                raise RequestError(f"'prompt' must be a string, got {body['prompt']!r}"[:300], "prompt")
+            add = expect_type(body.get("add_special_tokens", True), bool, "add_special_tokens", "a boolean")
+            tokens = self.tokenizer.encode(body["prompt"], add_special_tokens=add)
+        else:
+            req = parse_chat({"messages": body.get("messages"), "tools": body.get("tools"),
+                              "chat_template_kwargs": body.get("chat_template_kwargs")})
+            if any(isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"])
+                   for m in req.messages):
+                raise RequestError("/tokenize takes text messages only (image tokens depend on the image's size)",
+                                   "messages")
+            try:
+                text = self.tokenizer.apply_chat_template(req.messages, tools=req.options.tools,
+                                                          add_generation_prompt=True, **req.options.template_kwargs)
+            except (ValueError, TypeError, jinja2.TemplateError) as e:
+                raise RequestError(str(e), "messages") from None
+            tokens = self.tokenizer.encode(text, add_special_tokens=False)
+        return JSONResponse(200, {"count": len(tokens), "max_model_len": self.max_model_len, "tokens": tokens})
+
+    def detokenize(self, body: Mapping[str, Any]) -> JSONResponse:
+        """vLLM's ``POST /detokenize``: ``tokens`` -> ``{"prompt": text}`` (special tokens kept)."""
+        self._check_model(body)
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                                   for t in tokens):
+            raise RequestError(f"'tokens' must be a list of token ids, got {tokens!r}"[:300], "tokens")
+        return JSONResponse(200, {"prompt": self.tokenizer.decode(tokens, skip_special_tokens=False)})
+
     def chat(self, body: Mapping[str, Any]) -> JSONResponse | StreamResponse:
         self._check_model(body)
         req = parse_chat(body)

@@ -3,7 +3,8 @@
     server = OpenAIServer(llm, host="127.0.0.1", port=8000)   # port 0: any free port (server.port)
     server.serve_forever()                                     # or server.start() for a background thread
 
-Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``. With an API
+Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``, and vLLM's
+``POST /tokenize`` and ``/detokenize``. With an API
 key (``api_key=`` or the ``QWEN35_API_KEY`` environment variable, as vLLM's ``--api-key``), every ``/v1/`` route
 needs ``Authorization: Bearer <key>`` (else 401); ``/health`` stays open. Every
 request's body is JSON; errors come back as ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status
@@ -64,8 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
-        route = {"/v1/completions": self.server.api.completions,
-                 "/v1/chat/completions": self.server.api.chat}.get(path)
+        api = self.server.api
+        route = {"/v1/completions": api.completions, "/v1/chat/completions": api.chat, "/tokenize": api.tokenize,
+                 "/detokenize": api.detokenize}.get(path)
         if not self._authorized(path):
             self.close_connection = True  # the body was not read
             return

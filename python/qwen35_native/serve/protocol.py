@@ -61,7 +61,7 @@ class Options:
     template_kwargs: dict = field(default_factory=dict)
 
 
-def _kind(value: Any, kind: type | tuple, name: str, what: str) -> Any:
+def expect_type(value: Any, kind: type | tuple, name: str, what: str) -> Any:
     if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
         raise RequestError(f"'{name}' must be {what}, got {value!r}", name)
     return value
@@ -78,16 +78,17 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
 
 
 def _stream_options(body: Mapping[str, Any], options: Options) -> None:
-    options.stream = bool(_kind(body.get("stream", False), bool, "stream", "a boolean"))
+    options.stream = bool(expect_type(body.get("stream", False), bool, "stream", "a boolean"))
     so = body.get("stream_options")
     if so is not None:
         if not isinstance(so, Mapping):
             raise RequestError(f"'stream_options' must be an object, got {so!r}", "stream_options")
         if not options.stream:
             raise RequestError("'stream_options' is only allowed with stream=true", "stream_options")
-        options.include_usage = bool(_kind(so.get("include_usage", False), bool, "stream_options.include_usage",
-                                           "a boolean"))
-    options.return_token_ids = bool(_kind(body.get("return_token_ids", False), bool, "return_token_ids", "a boolean"))
+        options.include_usage = bool(expect_type(so.get("include_usage", False), bool,
+                                                 "stream_options.include_usage", "a boolean"))
+    options.return_token_ids = bool(expect_type(body.get("return_token_ids", False), bool, "return_token_ids",
+                                                "a boolean"))
     options.prompt_logprobs = body.get("prompt_logprobs") is not None
     if options.prompt_logprobs and options.stream:
         raise RequestError("'prompt_logprobs' is not supported with stream=true; send stream=false", "prompt_logprobs")
@@ -215,7 +216,7 @@ def parse_completion(body: Mapping[str, Any]) -> CompletionRequest:
         raise RequestError("'suffix' is not supported by qwen35_native (no fill-in-the-middle)", "suffix")
     options = Options()
     _stream_options(body, options)
-    options.echo = bool(_kind(body.get("echo", False), bool, "echo", "a boolean"))
+    options.echo = bool(expect_type(body.get("echo", False), bool, "echo", "a boolean"))
     options.logprobs = _logprobs_count(body.get("logprobs"), "logprobs")
     max_tokens = _max_tokens(body, "max_tokens", COMPLETIONS_DEFAULT_MAX_TOKENS)
     if max_tokens == 0:
@@ -309,7 +310,7 @@ def parse_chat(body: Mapping[str, Any]) -> ChatRequest:
     messages = [_message(m) for m in messages]
     options = Options()
     _stream_options(body, options)
-    if _kind(body.get("logprobs", False), bool, "logprobs", "a boolean"):
+    if expect_type(body.get("logprobs", False), bool, "logprobs", "a boolean"):
         options.logprobs = _logprobs_count(body.get("top_logprobs"), "top_logprobs") or 0
     elif body.get("top_logprobs") is not None:
         raise RequestError("'top_logprobs' needs logprobs=true", "top_logprobs")
