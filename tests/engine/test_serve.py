@@ -229,6 +229,8 @@ def test_a_client_that_goes_away_frees_its_request(served):
     ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
     ({"prompt": "x", "max_tokens": -2}, 400, "max_tokens"),
     ({"prompt": "x", "logprobs": 21}, 400, "logprobs"),
+    ({"prompt": "x", "prompt_logprobs": 1000}, 400, "prompt_logprobs"),
+    ({"prompt": "x", "prompt_logprobs": True}, 400, "prompt_logprobs"),
     ({"prompt": "x", "stream_options": {"include_usage": True}}, 400, "stream_options"),
     ({"prompt": "x", "echo": True, "logprobs": 1, "stream": True}, 400, "echo"),
     ({"prompt": []}, 400, "prompt"),

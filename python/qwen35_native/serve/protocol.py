@@ -105,10 +105,9 @@ def sampling_params(body: Mapping[str, Any], max_tokens: int | None, logprobs: i
     for name in _EXTRA_SAMPLING:
         if body.get(name) is not None:
             kwargs[name] = body[name]
-    asked = body.get("prompt_logprobs")
+    asked = _logprobs_count(body.get("prompt_logprobs"), "prompt_logprobs")
     if asked is not None:  # the larger of the asked number and echo's
-        kwargs["prompt_logprobs"] = asked if prompt_logprobs is None or not isinstance(asked, int) else \
-            max(asked, prompt_logprobs)
+        kwargs["prompt_logprobs"] = asked if prompt_logprobs is None else max(asked, prompt_logprobs)
     if body.get("logit_bias"):
         kwargs["logit_bias"] = _logit_bias(body["logit_bias"])
     structured = structured_outputs(body)
