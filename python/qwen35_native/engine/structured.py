@@ -68,23 +68,20 @@ class StructuredOutputs:
             object.__setattr__(self, "choice", tuple(self.choice))
 
     @property
-    def key(self) -> tuple[str, str]:
-        """(kind, canonical text): what a compiled grammar is cached under."""
-        kind = next(k for k in _KINDS if getattr(self, k) not in (None, False))
-        value = getattr(self, kind)
-        if kind == "json":
-            value = json.dumps(value, sort_keys=True)
-        elif kind == "choice":
-            value = json.dumps(list(value))
-        return kind, str(value)
+    def kind(self) -> str:
+        return next(k for k in _KINDS if getattr(self, k) not in (None, False))
 
 
 def _choice_grammar(choices: Sequence[str]) -> str:
     return "root ::= " + " | ".join(json.dumps(c) for c in choices)
 
 
+# xgrammar keeps compiled grammars by their source; a long-running server sees many schemas, so the cache is bounded
+GRAMMAR_CACHE_BYTES = 256 << 20
+
+
 class GrammarBackend:
-    """Compiles grammars for one tokenizer and vocabulary (cached) and makes per-sequence matchers."""
+    """Compiles grammars for one tokenizer and vocabulary (xgrammar caches them) and makes per-sequence matchers."""
 
     def __init__(self, tokenizer, vocab_size: int, stop_ids: Sequence[int]):
         if not stop_ids:  # a complete grammar allows only these: without any, nothing could be sampled after it
@@ -100,31 +97,22 @@ class GrammarBackend:
         self.vocab_size = vocab_size
         hf = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend)
         info = xgrammar.TokenizerInfo.from_huggingface(hf, vocab_size=vocab_size, stop_token_ids=list(stop_ids))
-        self.compiler = xgrammar.GrammarCompiler(info, max_threads=1)
+        self.compiler = xgrammar.GrammarCompiler(info, max_threads=1, cache_limit_bytes=GRAMMAR_CACHE_BYTES)
         self.words = (vocab_size + 31) // 32
-        self._compiled: dict[tuple[str, str], Any] = {}
 
     def compile(self, spec: StructuredOutputs):
-        key = spec.key
-        grammar = self._compiled.get(key)
-        if grammar is None:
-            kind, _ = key
-            try:
-                if kind == "json":
-                    grammar = self.compiler.compile_json_schema(json.dumps(spec.json))
-                elif kind == "json_object":  # OpenAI's json_object: an object, not any JSON value
-                    grammar = self.compiler.compile_json_schema(json.dumps({"type": "object"}))
-                elif kind == "regex":
-                    grammar = self.compiler.compile_regex(spec.regex)
-                elif kind == "choice":
-                    grammar = self.compiler.compile_grammar(_choice_grammar(spec.choice))
-                else:
-                    grammar = self.compiler.compile_grammar(spec.grammar)
-            except Exception as e:  # xgrammar raises RuntimeError on a bad schema, regex or grammar
-                raise ValueError(f"qwen35_native.SamplingParams: structured_outputs {kind} cannot be compiled: "
-                                 f"{str(e).strip()[:300]}") from None
-            self._compiled[key] = grammar
-        return grammar
+        kind = spec.kind
+        try:
+            if kind == "json":
+                return self.compiler.compile_json_schema(json.dumps(spec.json))  # key order: the output's order
+            if kind == "json_object":  # OpenAI's json_object: an object, not any JSON value
+                return self.compiler.compile_json_schema(json.dumps({"type": "object"}))
+            if kind == "regex":
+                return self.compiler.compile_regex(spec.regex)
+            return self.compiler.compile_grammar(_choice_grammar(spec.choice) if kind == "choice" else spec.grammar)
+        except Exception as e:  # xgrammar raises RuntimeError on a bad schema, regex or grammar
+            raise ValueError(f"qwen35_native.SamplingParams: structured_outputs {kind} cannot be compiled: "
+                             f"{str(e).strip()[:300]}") from None
 
     def matcher(self, spec: StructuredOutputs):
         return self.xgr.GrammarMatcher(self.compile(spec))
