@@ -17,16 +17,19 @@ from pathlib import Path
 
 # op -> the path chosen automatically today on an sm_90 GPU (for the shapes the benchmarks run)
 AUTO = {
-    "gdn_chunk_prefill": "q35-sm90a",
-    "gdn_chunk_prefill weak-decay": "q35-sm90a",
-    "paged_prefill_attention": "q35 sm_90a wgmma",
+    "gdn_chunk_prefill": "q35-sm90a-prepass",
+    "gdn_chunk_prefill weak-decay": "q35-sm90a-prepass",
+    "paged_prefill_attention": "q35 sm_90a V MN-major",
 }
-# the MoE GEMMs: the sm_90a kernels from an expert intermediate size of 1024 per rank (397b-tp1), else sm_80
+# the MoE GEMMs at the benchmarks' prefill sizes: the sm_90a kernels from an expert intermediate size of 128 per
+# rank (every bench/moe.py shape), else sm_80
 MOE_OPS = ("fused_moe", "moe_gate_up", "moe_down")
-MOE_SM90A_SHAPES = ("397b-tp1",)
-# path (prefix) -> where the automatic choice would have to change to take it
+MOE_SM80_SHAPES = ()
+# path (prefix) -> where the automatic choice would have to change to take it (the first matching prefix)
 FLIP = {
     "q35-sm90a-prepass": "csrc/torch/sm90a_policy.h: gdn_prepass_auto (QWEN35_GDN_PREPASS=1 takes it today)",
+    "q35-sm90a": "csrc/torch/sm90a_policy.h: gdn_prepass_auto (QWEN35_GDN_PREPASS=0 takes it today)",
+    "q35 sm_90a wgmma": "csrc/torch/attention_ops.cpp: run_paged_prefill (impl sm90a today)",
     "q35-sm80": "csrc/torch/gdn_scan_ops.cpp: run_chunk (QWEN35_SM90A=0 takes it today)",
     "q35 sm_90a ping-pong": "csrc/torch/attention_ops.cpp: run_paged_prefill (impl sm90a-pingpong / -vmn today)",
     "q35 sm_90a V MN-major": "csrc/torch/attention_ops.cpp: run_paged_prefill (impl sm90a-vmn today)",
@@ -43,7 +46,7 @@ FLIP = {
 def auto_path(op: str, shape: str) -> str:
     """The path an sm_90 GPU takes today for (op, shape) ('' when not known)."""
     if op in MOE_OPS:
-        return "q35 sm90a bm=128" if shape.startswith(MOE_SM90A_SHAPES) else "q35 sm80 bm=64"
+        return "q35 sm80 bm=64" if MOE_SM80_SHAPES and shape.startswith(MOE_SM80_SHAPES) else "q35 sm90a bm=128"
     return AUTO.get(op, "")
 
 

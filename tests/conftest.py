@@ -26,6 +26,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _kv_caches_are_sized(monkeypatch):
+    """An engine a test builds on CUDA names ``num_blocks``: the automatic size (90 % of the device's free memory)
+    starves the other pytest-xdist workers, which then fail with out-of-memory errors of their own (an H200 run of
+    2026-11-28 lost 13 tests to one unsized engine)."""
+    from qwen35_native.engine import sizing
+
+    def unsized(*args, **kwargs):
+        raise AssertionError("a test built a CUDA engine without num_blocks=: size its KV cache (a few MB), the "
+                             "automatic size takes 90 % of the GPU that the other test workers share")
+
+    monkeypatch.setattr(sizing, "_cuda_blocks", unsized)
+
+
 @pytest.fixture
 def two_orders():
     return utils.run_under_schedules

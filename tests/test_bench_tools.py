@@ -14,17 +14,17 @@ def _row(op, shape, impl, us):
 
 
 def test_compare_paths_ranks_and_points_at_the_switch(tmp_path):
-    rows = [_row("gdn_chunk_prefill", "397b-tp8 1x32768", "q35-sm90a", 600.0),
-            _row("gdn_chunk_prefill", "397b-tp8 1x32768", "q35-sm90a-prepass", 300.0),
+    rows = [_row("gdn_chunk_prefill", "397b-tp8 1x32768", "q35-sm90a", 300.0),
+            _row("gdn_chunk_prefill", "397b-tp8 1x32768", "q35-sm90a-prepass", 600.0),   # auto
             _row("gdn_chunk_prefill", "397b-tp8 1x32768", "fla", 2000.0),          # not ours: left out
-            _row("paged_prefill_attention", "1x8192 4q/1kv", "q35 sm_90a wgmma", 400.0),
+            _row("paged_prefill_attention", "1x8192 4q/1kv", "q35 sm_90a V MN-major", 400.0),   # auto
             _row("paged_prefill_attention", "1x8192 4q/1kv", "q35 sm_90a ping-pong", 395.0),  # within 3 %
             _row("norm", "8192", "q35", 10.0),                                     # a single path: left out
-            _row("fused_moe", "397b-tp8 N=8192", "q35 sm80 bm=64", 2000.0),        # auto at I = 128: sm80
-            _row("fused_moe", "397b-tp8 N=8192", "q35 sm90a bm=128", 2100.0),
+            _row("fused_moe", "397b-tp8 N=8192", "q35 sm80 bm=64", 2000.0),
+            _row("fused_moe", "397b-tp8 N=8192", "q35 sm90a bm=128", 2100.0),      # auto at I = 128: sm90a
             _row("fused_moe", "397b-tp8 N=8192", "q35 sm90a-sorted bm=128", 1000.0),
-            _row("fused_moe", "397b-tp1 N=8192", "q35 sm80 bm=64", 900.0),         # auto at I = 1024: sm90a
-            _row("fused_moe", "397b-tp1 N=8192", "q35 sm90a bm=128", 1000.0),
+            _row("fused_moe", "397b-tp1 N=8192", "q35 sm80 bm=64", 900.0),
+            _row("fused_moe", "397b-tp1 N=8192", "q35 sm90a bm=128", 1000.0),      # auto at I = 1024: sm90a
             _row("moe_down", "397b-tp1 N=8192", "q35 sm90a bm=128", 1000.0),
             _row("moe_down", "397b-tp1 N=8192", "q35 sm90a-pair-sorted bm=256", 600.0)]
     path = tmp_path / "r.jsonl"
@@ -34,12 +34,12 @@ def test_compare_paths_ranks_and_points_at_the_switch(tmp_path):
     assert out[0].startswith("fused_moe | 397b-tp1 N=8192 | *q35 sm80 bm=64 900.0 us (1.11x)")
     assert out[1].startswith("  -> q35 sm80 bm=64 beats the automatic q35 sm90a bm=128 by 1.11x: ")
     assert "QWEN35_SM90A=0" in out[1]
-    assert out[2].startswith("fused_moe | 397b-tp8 N=8192 | *q35 sm90a-sorted bm=128 1000.0 us (2.00x)")
+    assert out[2].startswith("fused_moe | 397b-tp8 N=8192 | *q35 sm90a-sorted bm=128 1000.0 us (2.10x)")
     assert "moe_sorted_rows_auto" in out[3]
-    assert out[4] == ("gdn_chunk_prefill | 397b-tp8 1x32768 | *q35-sm90a-prepass 300.0 us (2.00x) | "
-                      " q35-sm90a 600.0 us (1.00x)")
-    assert out[5].startswith("  -> q35-sm90a-prepass beats the automatic q35-sm90a by 2.00x: ")
-    assert "gdn_prepass_auto" in out[5]
+    assert out[4] == ("gdn_chunk_prefill | 397b-tp8 1x32768 | *q35-sm90a 300.0 us (2.00x) | "
+                      " q35-sm90a-prepass 600.0 us (1.00x)")
+    assert out[5].startswith("  -> q35-sm90a beats the automatic q35-sm90a-prepass by 2.00x: ")
+    assert "QWEN35_GDN_PREPASS=0" in out[5]
     assert out[6].startswith("moe_down | 397b-tp1 N=8192 | *q35 sm90a-pair-sorted bm=256 600.0 us (1.67x)")
     assert "QWEN35_MOE_CLUSTER=1 QWEN35_MOE_SORTED_ROWS=1" in out[7]   # the longer prefix wins
     assert out[8].startswith("paged_prefill_attention | 1x8192 4q/1kv | *q35 sm_90a ping-pong 395.0 us (1.01x)")

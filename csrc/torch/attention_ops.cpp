@@ -86,7 +86,9 @@ bool sm90a_here() {
 // The paged prefill on the path `arch` names: 0 = the sm_90a kernel where it runs, fits the arguments (head_dim
 // 256, blocks of >= 64 tokens) and sm90a_auto allows it, else the mma.sync one; 80 = the mma.sync kernel; 90 = the
 // sm_90a kernel or an error; 90 + kAttnSm90a* variant bits: 91 = with its consumers in ping-pong order, 92 = V
-// read MN-major (no transpose), 93 = both (none of them timed on a GPU yet).
+// read MN-major (no transpose), 93 = both. The automatic choice takes 92: on an H200 (bench/results/
+// 2026-11-28-NVIDIA-H200-session8.md, 1x8192 causal) it ran 1.60x arch 90 with 32 q / 2 kv heads, where 93 ran
+// 1.51x, and 1.64x with 4 q / 1 kv heads, level with 93; all four give the same bits.
 template <bool kOnCuda>
 void run_paged_prefill(const AttentionPrefillParams& p, int64_t arch, const at::Tensor& q, const char* op) {
   TORCH_CHECK(arch == 0 || arch == 80 || (arch >= 90 && arch <= 93), "qwen35_native.", op,
@@ -102,7 +104,7 @@ void run_paged_prefill(const AttentionPrefillParams& p, int64_t arch, const at::
     TORCH_CHECK(here, "qwen35_native.", op, ": arch ", arch, " (the sm_90a kernel) needs ",
                 kOnCuda ? "an sm_90 GPU (H100/H200), got another device" : "the emulator at arch sm_90, got sm_80");
   }
-  const int variant = arch >= 90 ? static_cast<int>(arch - 90) : 0;
+  const int variant = arch >= 90 ? static_cast<int>(arch - 90) : kAttnSm90aVMnMajor;
   if (arch == 80 || !fits || !here || (arch == 0 && !sm90a_auto(kOnCuda))) {
     return run_prefill<kOnCuda>(p, q.scalar_type(), q, op);
   }

@@ -14,9 +14,10 @@ namespace q35::glue::moe {
 namespace {
 
 // The automatic choice takes the sm_90a grouped GEMMs on a GPU from this expert intermediate size (per rank) on.
-// H200, 8192 tokens (bench/results/2026-11-28-NVIDIA-H200.md): fused_moe 1.07x the sm_80 path at I = 1024
-// (397b-tp1), 0.97x at I = 128 (397b-tp8; its sm_90a gate_up is 0.75x there, the cause not yet profiled).
-constexpr int64_t kMoeSm90AutoMinInter = 1024;
+// H200, 8192 tokens: at first (bench/results/2026-11-28-NVIDIA-H200.md) fused_moe ran 1.07x the sm_80 path at
+// I = 1024 (397b-tp1) and 0.97x at I = 128 (397b-tp8); with gate_up's four gathering warps
+// (2026-11-28-NVIDIA-H200-session8.md) 1.27x at I = 128 (gate_up 1.48x, down 1.30x) and 1.60x at I = 1024.
+constexpr int64_t kMoeSm90AutoMinInter = 128;
 
 void check_moe_route_args(const char* op, const at::Tensor& logits, int64_t top_k, const at::Tensor& weights,
                           const at::Tensor& ids) {

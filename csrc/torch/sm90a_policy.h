@@ -4,7 +4,7 @@
 // On a GPU, by the environment variable QWEN35_SM90A:
 //   unset (default)  where the sm_90a kernel was measured faster than its sm_80 twin (`faster_here`: attention
 //                    prefill and the GDN chunk scan everywhere; the MoE grouped GEMMs from an expert intermediate
-//                    size of 1024 per rank, moe_ops.cpp). All three passed their `pytest -m gpu` tests and the
+//                    size of 128 per rank, moe_ops.cpp). All three passed their `pytest -m gpu` tests and the
 //                    emulator-vs-hardware twins of their wgmma / TMA layouts on an H200 (2026-11-28,
 //                    bench/results/2026-11-28-NVIDIA-H200.md).
 //   "1"              wherever an sm_90a kernel can run (to test or time it where the default would not choose it).
@@ -36,11 +36,12 @@ inline bool sm90a_auto(bool on_cuda, bool faster_here = true) {
 }
 
 // Whether an automatic choice that took the sm_90a GDN chunk scan runs it after the chunk-local pre-pass (the raw
-// op's arch 91, csrc/kernels/gdn/gdn_chunk_prep.cu), by the environment variable QWEN35_GDN_PREPASS: "1" yes; "0"
-// or unset no -- the pre-pass has not been timed on a GPU yet (bench/gdn.py prints both beside each other).
+// op's arch 91, csrc/kernels/gdn/gdn_chunk_prep.cu), by the environment variable QWEN35_GDN_PREPASS: "1" or unset
+// yes; "0" no (the fused scan, arch 90). H200 (bench/results/2026-11-28-NVIDIA-H200-session8.md): the pre-pass
+// path was 1.22x-1.34x the fused scan at 397b tp1 / tp8, 1x8192 / 1x32768, and 2.1x with weak decay.
 inline bool gdn_prepass_auto() {
   return env_switch("QWEN35_GDN_PREPASS",
-                    "0 (the fused sm_90a GDN scan), 1 (after the chunk-local pre-pass) or unset (0)") == 1;
+                    "0 (the fused sm_90a GDN scan), 1 (after the chunk-local pre-pass) or unset (1)") != 0;
 }
 
 // Whether an automatic choice that took the sm_90a MoE GEMMs (block_m 128) first copies the token rows into tile

@@ -103,8 +103,8 @@ CASES: dict[str, Case] = {
 # More path settings to check on an sm_90 GPU for some cases: (environment, what it selects).
 HOPPER_SETTINGS = [({"QWEN35_SM90A": "1"}, "the sm_90a kernel"), ({"QWEN35_SM90A": "0"}, "the sm_80 kernel")]
 EXTRA_HOPPER_SETTINGS = {
-    "chunk_gated_delta_rule": [({"QWEN35_SM90A": "1", "QWEN35_GDN_PREPASS": "1"},
-                                "the sm_90a kernel after the pre-pass")],
+    "chunk_gated_delta_rule": [({"QWEN35_SM90A": "1", "QWEN35_GDN_PREPASS": "0"},
+                                "the fused sm_90a kernel (no pre-pass)")],
     "fused_moe": [({"QWEN35_SM90A": "1", "QWEN35_MOE_SORTED_ROWS": "1"}, "the sm_90a kernels on sorted rows"),
                   ({"QWEN35_SM90A": "1", "QWEN35_MOE_CLUSTER": "1"}, "the sm_90a kernels in 2-CTA clusters")],
 }

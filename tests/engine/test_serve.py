@@ -307,6 +307,28 @@ def test_the_api_key_comes_from_the_environment_too(make_llm, monkeypatch):
         assert request(server.url, "GET", "/v1/models", headers={"Authorization": "Bearer from-en"})[0] == 401
 
 
+def test_a_burst_of_connections_waits_in_the_backlog(make_llm):
+    """64 clients connecting before the server accepts any (a benchmark's burst at concurrency 64) are all served;
+    with socketserver's backlog of 5 they were reset."""
+    import http.client
+
+    from qwen35_native.serve import OpenAIServer
+
+    with OpenAIServer(make_llm(), port=0) as server:   # listening, not accepting yet
+        conns = [http.client.HTTPConnection(server.host, server.port, timeout=30) for _ in range(64)]
+        for conn in conns:
+            conn.connect()
+            conn.request("GET", "/health")
+        server.start()
+        statuses = []
+        for conn in conns:
+            response = conn.getresponse()
+            statuses.append(response.status)
+            response.read()
+            conn.close()
+        assert statuses == [200] * 64
+
+
 def test_a_dead_engine_thread_fails_requests_instead_of_hanging(make_llm, monkeypatch):
     from qwen35_native.serve import OpenAIServer
 

@@ -93,13 +93,13 @@ def test_bad_sm90a_setting_is_a_clear_error(monkeypatch):
 
 
 def test_prepass_setting(monkeypatch):
-    """QWEN35_GDN_PREPASS (csrc/torch/sm90a_policy.h): "1" makes the automatic choice run the sm_90a scan after
-    the pre-pass (arch 91), "0" / unset the fused one (arch 90); where the sm_90a kernel does not run it changes
+    """QWEN35_GDN_PREPASS (csrc/torch/sm90a_policy.h): "1" / unset makes the automatic choice run the sm_90a scan
+    after the pre-pass (arch 91), "0" the fused one (arch 90); where the sm_90a kernel does not run it changes
     nothing (the mma.sync kernel); any other value is an error naming the accepted ones."""
     q, k, v, g, beta, state = make_scan_inputs([70], 1, 2, True, seed=12)
     cu = cu_of([70])
     want = {arch: chunk_raw(q, k, v, g, beta, state, cu, arch=arch) for arch in (SM90A, PREPASS)}
-    for setting, arch in (("1", PREPASS), ("0", SM90A), (None, SM90A)):
+    for setting, arch in (("1", PREPASS), ("0", SM90A), (None, PREPASS)):
         if setting is None:
             monkeypatch.delenv("QWEN35_GDN_PREPASS", raising=False)
         else:
@@ -152,14 +152,13 @@ def _prefill(qkv, z, a, b, w, st, cu, slots, init, segment_len):
     return out.t
 
 
-@pytest.mark.parametrize("prepass", [None, "1"], ids=["fused", "prepass"])
+@pytest.mark.parametrize("prepass", ["0", "1"], ids=["fused", "prepass"])
 @pytest.mark.parametrize("segment_len", [0, 128], ids=["whole", "split"])
 def test_sm90a_layer_prefill_equals_sm80(segment_len, prepass, monkeypatch):
     """gdn_prefill (raw gates, L2 norm, gated RMSNorm fused, states by slot in place) picks the kernel from the
-    arch: the emulator's default sm_90 runs the sm_90a kernel (after the chunk-local pre-pass with
-    QWEN35_GDN_PREPASS=1), sm_80 the mma.sync one; same bits, and the reference agrees."""
-    if prepass is not None:
-        monkeypatch.setenv("QWEN35_GDN_PREPASS", prepass)
+    arch: the emulator's default sm_90 runs the sm_90a kernel (after the chunk-local pre-pass unless
+    QWEN35_GDN_PREPASS=0), sm_80 the mma.sync one; same bits, and the reference agrees."""
+    monkeypatch.setenv("QWEN35_GDN_PREPASS", prepass)
     qkv, z, a, b, w, st = layer_inputs(200, hk=1, hv=2, slots=3, seed=7, decay_scale=5e-3)
     cu = cu_of([130, 70])
     slots = torch.tensor([2, 0], dtype=torch.int32)

@@ -165,9 +165,9 @@ def test_sm90a_vs_sm80_and_fp32_on_model_shapes_gpu(name, monkeypatch):
     y_ref *= weights.reshape(-1)[sample, None]
     _assert_within_two_ulps(y90[sample], y_ref, f"{name}: sm_90a expert_out vs fp32 of its act ([sampled pair, h])")
     # automatic choice on a GPU (csrc/torch/sm90a_policy.h, moe_ops.cpp): by default the sm_90a kernels from an
-    # expert intermediate size of 1024 (where they were measured faster), QWEN35_SM90A=1 always, =0 never
+    # expert intermediate size of 128 (where they were measured faster), QWEN35_SM90A=1 always, =0 never
     with_bm = partial(fused_moe_kernel, x, w13, w2, weights, ids)
-    default_bm = 128 if inter >= 1024 else 64
+    default_bm = 128 if inter >= 128 else 64
     for setting, bm in ((None, default_bm), ("1", 128), ("0", 64)):
         set_sm90a(monkeypatch, setting)
         assert torch.equal(ops.fused_moe(x, w13, w2, weights, ids), with_bm(block_m=bm)), \

@@ -103,7 +103,8 @@ inline int decode_num_splits(int64_t ctas_per_split, int64_t max_kv_tokens, int 
 // variant, bits (same results whichever): kAttnSm90aPingPong -- the two consumer warpgroups take turns issuing
 // their GEMMs (FlashAttention-3's ping-pong order, named barriers), so that one's softmax runs while the other's
 // GEMMs do; kAttnSm90aVMnMajor -- P V reads V MN-major from its TMA stage (wgmma imm-trans-b) instead of a V^T
-// written by the transposer warps (LOW: the MN-major layouts are not yet checked on a GPU).
+// written by the transposer warps (its MN-major wgmma layouts matched an H200 element by element,
+// tests/emu/test_wgmma.py -m gpu; the automatic choice, csrc/torch/attention_ops.cpp).
 constexpr int kAttnSm90aPingPong = 1;
 constexpr int kAttnSm90aVMnMajor = 2;
 inline bool attention_sm90a_supports(const AttentionPrefillParams& p) {
