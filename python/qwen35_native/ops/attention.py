@@ -127,11 +127,11 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         seq_lens: int32/int64 ``[N]`` tokens of each sequence in the cache, new ones included.
         block_tables: int32 ``[N, max_blocks]``.
         gate: optional ``[T, Hq*D]`` output gate (``o * sigmoid(gate)``); scale defaults to ``D ** -0.5``.
-        impl: which kernel: None/"auto" (the sm_90a one on an sm_90 GPU or the emulator at arch sm_90 when
-            block_size >= 64, else the mma.sync one), "sm80" (mma.sync, any GPU), "sm90a" (or an error),
-            "sm90a-pingpong" (the sm_90a kernel with its two consumer warpgroups issuing their GEMMs in turn, as
-            FlashAttention-3), "sm90a-vmn" (P V reads V MN-major, no transpose; its layouts not yet checked on a
-            GPU), "sm90a-pingpong-vmn" (both): same results, not yet timed on a GPU, so never chosen automatically.
+        impl: which kernel: None/"auto" ("sm90a-vmn" on an sm_90 GPU or the emulator at arch sm_90 when
+            block_size >= 64, else the mma.sync one), "sm80" (mma.sync, any GPU), "sm90a" (V transposed by
+            helper warps; or an error), "sm90a-vmn" (P V reads V MN-major, no transpose: 1.6x "sm90a" on an H200),
+            "sm90a-pingpong" (the two consumer warpgroups issue their GEMMs in turn, as FlashAttention-3),
+            "sm90a-pingpong-vmn" (both): all four sm_90a ones give the same results.
     Returns:
         ``[T, Hq*D]`` in q's dtype.
     """
