@@ -23,16 +23,21 @@ def _ncu(*args: str) -> str:
     return r.stdout
 
 
-def kernel_names(report: str) -> list[str]:
-    """Distinct kernel names in the report, in launch order (from the raw CSV page)."""
-    rows = list(csv.DictReader(io.StringIO(_ncu("-i", report, "--page", "raw", "--csv",
-                                                 "--metrics", "gpu__time_duration.sum"))))
-    names: list[str] = []
-    for row in rows:
-        name = row.get("Kernel Name") or row.get("Function Name") or ""
-        if name and name not in names:
-            names.append(name)
-    return names
+def kernel_names(report: str) -> list[tuple[str, str]]:
+    """Distinct kernels in the report, in launch order: (mangled name, name to print). Filters use the mangled
+    name: the raw page's demangled names are shortened (the 2026-11-28 H200 report printed
+    "void unnamed>::gdn_chunk_kernel<...>" for a kernel in q35::cuda::(anonymous namespace)), and a shortened name
+    matches no kernel, which left every kernel without source rows."""
+    def names(base: str) -> list[str]:
+        rows = csv.DictReader(io.StringIO(_ncu("-i", report, "--page", "raw", "--csv", "--print-kernel-base", base,
+                                               "--metrics", "gpu__time_duration.sum")))
+        return [row.get("Kernel Name") or row.get("Function Name") or "" for row in rows]
+
+    out: list[tuple[str, str]] = []
+    for mangled, shown in zip(names("mangled"), names("demangled")):
+        if mangled and mangled not in (m for m, _ in out):
+            out.append((mangled, shown))
+    return out
 
 
 def _number(text: str) -> float:
@@ -42,10 +47,9 @@ def _number(text: str) -> float:
         return 0.0
 
 
-def hotspots(report: str, kernel: str, top: int) -> list[str]:
-    text = _ncu("-i", report, "--page", "source", "--csv", "--print-source", "cuda", "--kernel-name-base", "demangled",
-                "--kernel-name", kernel,
-                "--launch-count", "1")
+def hotspots(report: str, mangled: str, top: int) -> list[str]:
+    text = _ncu("-i", report, "--page", "source", "--csv", "--print-source", "cuda", "--kernel-name-base", "mangled",
+                "--kernel-name", mangled, "--launch-count", "1")
     lines = [ln for ln in text.splitlines() if ln.startswith('"')]
     rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
     if not rows:
@@ -77,10 +81,10 @@ def main() -> int:
     except (RuntimeError, FileNotFoundError) as e:
         print(f"!! cannot read {args.report}: {e}")
         return 1
-    for name in names:
-        print(f"== {name}")
+    for mangled, shown in names:
+        print(f"== {shown}")
         try:
-            print("\n".join(hotspots(args.report, name, args.top)))
+            print("\n".join(hotspots(args.report, mangled, args.top)))
         except RuntimeError as e:
             print(f"  (ncu source page unavailable: {e})")
     return 0

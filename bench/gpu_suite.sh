@@ -79,11 +79,16 @@ stage_sanitize() {
 # Nsight Compute over bench/profile_kernels.py (one measured launch per kernel and path; about 2 minutes): the
 # details page (speed of light, occupancy, warp states, scheduler) and each kernel's hottest source lines.
 stage_profile() {
-  if [ $dry = 1 ]; then $PY bench/profile_kernels.py --dry-run; $PY bench/_profile_decode_step.py --dry-run; return; fi
+  if [ $dry = 1 ]; then
+    $PY bench/profile_kernels.py --dry-run; $PY bench/_profile_decode_step.py --dry-run
+    $PY bench/_profile_decode_step.py --dry-run --prefill 32; return
+  fi
   local out=${OUT_DIR:-bench/results}
   mkdir -p "$out"
   # first, without ncu: one engine decode step kernel by kernel (torch.profiler)
-  $PY bench/_profile_decode_step.py 2>/dev/null | tee "$out/decode-step-kernels.txt" || echo "!! decode-step profile failed"
+  { $PY bench/_profile_decode_step.py || echo "!! decode-step profile failed"
+    $PY bench/_profile_decode_step.py --prefill 1024 || echo "!! prefill-step profile failed"; } 2>/dev/null \
+    | tee "$out/decode-step-kernels.txt"
   command -v ncu > /dev/null || { echo "!! ncu not found"; return 1; }
   ncu --clock-control none --profile-from-start off --nvtx --import-source yes \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
@@ -132,13 +137,15 @@ stage_quick() {
   run_bench 90 bench/attention.py --prefill 8192 --batch 1 64 --context 32768
   run_bench 90 bench/moe.py --shapes 397b-tp8 397b-tp1 --tokens 1 64 8192 --reps 10
   run_bench 90 bench/e2e.py --configs 35b-a3b --batches 1 8 --prompts 1024 --time-budget 60 --no-hf
-  local t; t=$(limit 60)
-  if [ "$t" -ge 20 ]; then  # where the decode step's time goes, kernel by kernel
+  local t; t=$(limit 100)
+  if [ "$t" -ge 20 ]; then  # where a decode step's and a prefill step's time goes, kernel by kernel
     echo "== bench/_profile_decode_step.py (limit $t s)"
-    timeout "$t" $PY bench/_profile_decode_step.py $([ $dry = 1 ] && echo --dry-run) \
-        > "$out/decode-step-kernels.txt" 2>/dev/null \
-      || echo "!! decode-step profile failed or timed out"
-    head -n 20 "$out/decode-step-kernels.txt"
+    # one decode step, then one 1024-token prefill step, into the same file (the tool brings back 8 files)
+    { timeout $((t / 2)) $PY bench/_profile_decode_step.py $([ $dry = 1 ] && echo --dry-run) \
+        || echo "!! decode-step profile failed or timed out"
+      timeout $((t / 2)) $PY bench/_profile_decode_step.py --prefill 1024 $([ $dry = 1 ] && echo --dry-run) \
+        || echo "!! prefill-step profile failed or timed out"; } > "$out/decode-step-kernels.txt" 2>/dev/null
+    cat "$out/decode-step-kernels.txt"
   fi
   run_bench 40 bench/norm.py --tokens 1 8192 --hidden 4096
   # flash-linear-attention side by side (when importable) last: its first calls compile and autotune (~1-2 min)

@@ -92,3 +92,16 @@ def test_decode_step_profile_lists_the_kernels_of_a_step():
     assert len(rows) == 4 and rows[-1].endswith("more)"), out   # the top 3, then the rest
     shares = [float(line.split()[1].rstrip("%")) for line in rows]
     assert abs(sum(shares) - 100.0) < 0.5 and shares[0] >= shares[1] >= shares[2], out
+
+
+def test_prefill_step_profile_says_its_wall_time_and_kernels():
+    """--prefill N: one step prefilling an N-token prompt (capped at 32 on the CPU), its wall time beside the sum of
+    its kernel (here: operator) times."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "_profile_decode_step.py"), "--dry-run", "--steps", "1",
+                          "--top", "2", "--prefill", "1024"], capture_output=True, text=True, check=True,
+                         timeout=300).stdout.splitlines()
+    assert out[0].startswith("== tiny-moe prefill 1x32: 4 of 4 layers, eager, 1 steps; wall time "), out
+    wall = float(out[0].split("wall time ")[1].split()[0])
+    kernels = float(out[1].split("prefill step: ")[1].split()[0])
+    assert kernels > 0 and wall > 0, out
+    assert len([line for line in out[3:] if line.strip()]) == 3, out

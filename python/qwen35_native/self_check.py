@@ -4,9 +4,9 @@ on small random inputs (a few seconds on the CPU, where the kernels run under th
 On an sm_90 GPU each case that has a Hopper (sm_90a) kernel runs three times: with the default path choice, with
 ``QWEN35_SM90A=1`` (the sm_90a kernel) and with ``QWEN35_SM90A=0`` (its ``mma.sync`` twin), so one command tells
 whether both kernels agree with the references on this GPU; the GDN chunk scan a fourth time as the fused scan
-without its chunk-local pre-pass (``QWEN35_GDN_PREPASS=0``), the MoE experts a fourth time with gate_up on rows copied into tile order
-(``QWEN35_MOE_SORTED_ROWS=1``) and a fifth in 2-CTA clusters (``QWEN35_MOE_CLUSTER=1``). Prints one line per
-case; exit status 1 when any case is off by more than its bound.
+without its chunk-local pre-pass (``QWEN35_GDN_PREPASS=0``), the MoE experts a fourth time with gate_up on rows
+copied into tile order (``QWEN35_MOE_SORTED_ROWS=1``) and a fifth in 2-CTA clusters (``QWEN35_MOE_CLUSTER=1``).
+Prints one line per case; exit status 1 when any case is off by more than its bound.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def test_an_image_as_a_data_url(served):
      "messages"),
     ({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}]},
      "messages"),
-    ({"messages": USER, "tool_choice": "required", "tools": [WEATHER]}, "tool_choice"),
+    ({"messages": USER, "tool_choice": {"type": "function"}, "tools": [WEATHER]}, "tool_choice"),
     ({"messages": USER, "tools": [{"type": "function"}]}, "tools"),
     ({"messages": USER, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
      "response_format"),

@@ -110,10 +110,13 @@ class LLMEngine:
         return params if params.is_resolved else params.resolved(self.generation_config)
 
     def add_request(self, prompt_ids: SequenceABC[int], params: SamplingParams | None = None,
-                    prompt: str | None = None, multimodal=None) -> Request:
+                    prompt: str | None = None, multimodal=None, grammar_after: int | None = None) -> Request:
         """Queues one prompt (token ids); returns the :class:`Request` whose sequences the steps advance.
         ``multimodal``: the prompt's ``MultimodalPrompt`` (``model.prepare_multimodal``) when it has images or
-        videos: its M-RoPE positions, ``rope_delta`` and vision features go with every sample."""
+        videos: its M-RoPE positions, ``rope_delta`` and vision features go with every sample. ``grammar_after``:
+        with ``structured_outputs``, a token id (``</think>``) before which the grammar does not apply: a chat
+        reply that starts inside a think block reasons freely and is constrained from the token after it (vLLM's
+        structured outputs with a reasoning parser)."""
         ids = self.check_prompt(prompt_ids)
         if multimodal is not None and multimodal.input_ids.tolist() != ids:
             raise ValueError("qwen35_native.LLM: the multimodal prompt was prepared for other token ids")
@@ -132,7 +135,8 @@ class LLMEngine:
                                  logprobs=[] if p.logprobs is not None else None, multimodal=multimodal,
                                  position_offset=0 if multimodal is None else multimodal.rope_delta,
                                  prompt_logprobs=None if p.prompt_logprobs is None else [None] * len(ids),
-                                 matcher=None if spec is None else self.grammars.matcher(spec)))
+                                 matcher=None if spec is None else self.grammars.matcher(spec),
+                                 grammar_after=None if spec is None else grammar_after))
         request = Request(request_id, prompt, ids, params, seqs, RequestMetrics(time.perf_counter()))
         for seq in seqs:
             seq.request = request
@@ -237,7 +241,8 @@ class LLMEngine:
                 plan.sample_steps.append(len(seq.output_ids))
                 rules.append(self._min_tokens_rule(seq))
         plan.min_tokens = rules if any(r is not None for r in rules) else None
-        matchers = [out.scheduled[row].seq.matcher for row in plan.sample_rows]
+        seqs = [out.scheduled[row].seq for row in plan.sample_rows]
+        matchers = [seq.matcher if seq.grammar_active else None for seq in seqs]
         if any(m is not None for m in matchers):  # structured outputs: each row's allowed next tokens
             plan.token_bitmask = self.grammars.bitmask(matchers)
         plan.position_offsets = offsets if any(offsets) else None
@@ -273,8 +278,10 @@ class LLMEngine:
                                                  list(zip(sampled.top_ids[k][:n], sampled.top_logprobs[k][:n]))))
                     seq.logprobs.append(logprobs[-1])
                 finished = seq.checker.append(token)
-                if seq.matcher is not None and not finished:
+                if seq.grammar_active and not finished:
                     finished = self._advance_grammar(seq, token)
+                elif seq.matcher is not None and token == seq.grammar_after:
+                    seq.grammar_after = None  # the think block closed: the grammar applies from the next token
                 if finished:
                     break
             if drafts is not None:

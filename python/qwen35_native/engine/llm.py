@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from ..chat import Tokenizer, prompt_opens_think
+from ..chat import THINK_END, Tokenizer, prompt_opens_think
 from ..model import Qwen35ForCausalLM, from_pretrained
 from ..model.cache import KV_BLOCK_SIZE
 from .chat_stream import chat_deltas, chat_response, normalize_conversations
@@ -270,16 +270,21 @@ class LLM:
         raise ValueError(f"qwen35_native.LLM: sampling_params must be None, one SamplingParams, or a list of one per "
                          f"prompt ({count}), got {sampling_params!r}")
 
-    def add_requests(self, prompts: list[PreparedPrompt], params: list) -> list[Request]:
+    def add_requests(self, prompts: list[PreparedPrompt], params: list,
+                     opened_think: Sequence[bool] | None = None) -> list[Request]:
         """Queues one request per prepared prompt (``self.prompts.prepare``, :meth:`prepare_chat`) and returns them;
         ``llm.engine.step()`` then advances every queued request. All or none: a bad one (checked before any runs)
-        aborts those already queued."""
+        aborts those already queued. ``opened_think``: per prompt, whether it opened a think block
+        (:meth:`prepare_chat`): its ``structured_outputs`` then apply after the reply's ``</think>``."""
         resolved = [self.engine.resolve(p) for p in params]
+        think_end = self.tokenizer.token_to_id(THINK_END) if self.tokenizer is not None else None
+        opened_think = opened_think or [False] * len(prompts)
         requests: list[Request] = []
         with self.engine_lock:
             try:
-                for prompt, p in zip(prompts, resolved):
-                    requests.append(self.engine.add_request(prompt.token_ids, p, prompt.text, prompt.multimodal))
+                for prompt, p, opened in zip(prompts, resolved, opened_think):
+                    requests.append(self.engine.add_request(prompt.token_ids, p, prompt.text, prompt.multimodal,
+                                                            grammar_after=think_end if opened else None))
             except Exception:
                 self._abort(requests)
                 raise
@@ -379,7 +384,7 @@ class LLM:
         prepared = [self.prepare_chat(c, enable_thinking=enable_thinking, tools=tools, chat_template=chat_template,
                                       **template_kwargs) for c in conversations]
         items, opened = [p[0] for p in prepared], [p[1] for p in prepared]
-        requests = self.add_requests(items, self._params(sampling_params, len(items)))
+        requests = self.add_requests(items, self._params(sampling_params, len(items)), opened)
         if stream:
             return chat_deltas(self._stream(requests), requests, opened, tools)
         self._run(requests)

@@ -207,6 +207,8 @@ class SamplingTensors:
                                  f"{list(bitmask.shape)}")
             grammar = bitmask_to_bool(bitmask.to(device), vocab_size)
             out.allowed = grammar if out.allowed is None else out.allowed & grammar
+        if out.bias is None and out.allowed is None:  # e.g. grammars that wait for </think>: nothing to edit now
+            out.any_token_edits = False
         return out
 
 

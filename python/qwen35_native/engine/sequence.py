@@ -46,6 +46,13 @@ class Sequence:
     prompt_logprobs: list[TokenLogprob | None] | None = None  # per prompt position, when asked (prompt_logprobs.py)
     request: Any = field(default=None, repr=False)  # the engine's Request this sample belongs to
     matcher: Any = field(default=None, repr=False)  # structured outputs: its grammar matcher (structured.py)
+    # structured outputs of a reply that starts inside a think block: the token that closes it (</think>); until
+    # it is sampled the grammar waits (the reasoning is free), then it applies and this becomes None
+    grammar_after: int | None = None
+
+    @property
+    def grammar_active(self) -> bool:
+        return self.matcher is not None and self.grammar_after is None
 
     @property
     def output_ids(self) -> list[int]:

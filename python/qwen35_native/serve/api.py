@@ -33,6 +33,7 @@ from .responses import (
     prompt_logprobs,
     usage,
 )
+from .tool_choice import apply_forced
 
 TOOL_CALL_START = "<tool_call>"
 
@@ -235,15 +236,20 @@ class OpenAIServing:
         def prepare(llm):
             item, opens_think = llm.prepare_chat(req.messages, tools=req.options.tools, **req.options.template_kwargs)
             opened.append(opens_think)
-            return [item], [req.params]
+            return [item], [req.params], opened
 
         job = self.loop.submit(prepare)
         requests = self._started(job)
         if req.options.stream:
             return self._streamed(job, self._chat_stream(job, req, requests, opened))
         out = self._outputs(job)[0]
-        reply = chat_response(out, opened[0], req.options.tools)
-        choices = [chat_choice(c, c.index, self.texts, req.options.logprobs) for c in reply.outputs]
+        forced = req.options.forced_tools
+        reply = chat_response(out, opened[0], None if forced else req.options.tools)
+        if forced is not None:
+            for c in reply.outputs:
+                apply_forced(c, forced)
+        named = forced is not None and forced.name is not None
+        choices = [chat_choice(c, c.index, self.texts, req.options.logprobs, named) for c in reply.outputs]
         body = {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": self.model_name,
                 "choices": choices,
                 "usage": usage(len(out.prompt_token_ids), sum(len(c.token_ids) for c in reply.outputs))}
@@ -261,10 +267,11 @@ class OpenAIServing:
                 "model": self.model_name}
         answers: dict[int, AnswerStream] = {}
         generated = 0
-        for d in chat_deltas(self._deltas(job), requests, opened, opts.tools):
+        forced = opts.forced_tools
+        for d in chat_deltas(self._deltas(job), requests, opened, None if forced else opts.tools):
             index = d.sample_index
-            if index not in answers:
-                answers[index] = AnswerStream(hold_tool_calls=opts.tools is not None)
+            if index not in answers:  # a forced call's JSON answer is held back whole: the calls go out parsed
+                answers[index] = AnswerStream(hold_tool_calls=opts.tools is not None, hold_all=forced is not None)
                 start = {**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                               "logprobs": None, "finish_reason": None}]}
                 if opts.return_token_ids:
@@ -278,10 +285,12 @@ class OpenAIServing:
             finish = None
             if d.finished:
                 reply = d.response
+                if forced is not None:
+                    apply_forced(reply, forced)
                 content += answers[index].remainder(reply.text)
                 if reply.tool_calls:
                     delta["tool_calls"] = [{"index": k, **call.to_openai()} for k, call in enumerate(reply.tool_calls)]
-                finish = chat_finish_reason(reply)
+                finish = chat_finish_reason(reply, forced is not None and forced.name is not None)
             if content:
                 delta["content"] = content
             logprobs = None if opts.logprobs is None or not d.logprobs else \
@@ -299,14 +308,15 @@ class AnswerStream:
     """The answer text of a streamed chat reply as it may be sent: with tools, everything from the first
     ``<tool_call>`` on is held back (the calls are sent parsed, at the end), and so is a possible partial tag."""
 
-    def __init__(self, hold_tool_calls: bool):
+    def __init__(self, hold_tool_calls: bool, hold_all: bool = False):
         self.hold = hold_tool_calls
+        self.hold_all = hold_all  # a forced tool call: nothing goes out before the reply is parsed
         self.sent = ""
         self._pending = ""
         self._stopped = False
 
     def feed(self, piece: str, final: bool = False) -> str:
-        if self._stopped:
+        if self._stopped or self.hold_all:
             return ""
         self._pending += piece
         start = self._pending.find(TOOL_CALL_START) if self.hold else -1

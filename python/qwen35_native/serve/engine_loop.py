@@ -27,8 +27,9 @@ from ..engine.llm import take_deltas
 
 logger = logging.getLogger("qwen35_native")
 
-# prepare(llm) -> (prepared prompts, one SamplingParams per prompt); runs on the engine thread
-Prepare = Callable[[Any], tuple[list, list]]
+# prepare(llm) -> (prepared prompts, one SamplingParams per prompt[, per prompt whether it opened a think block:
+# its structured outputs then apply after the reply's </think>]); runs on the engine thread
+Prepare = Callable[[Any], tuple]
 
 
 @dataclass(eq=False)
@@ -133,8 +134,8 @@ class EngineLoop:
         if job.cancelled.is_set():
             return
         try:
-            prompts, params = job.prepare(self.llm)
-            job.requests = self.llm.add_requests(prompts, params)
+            prompts, params, *opened_think = job.prepare(self.llm)
+            job.requests = self.llm.add_requests(prompts, params, *opened_think)
         except Exception as e:  # bad input: only this job fails
             job.events.put(("error", e))
             return

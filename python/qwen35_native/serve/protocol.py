@@ -5,8 +5,9 @@ Fields follow the OpenAI API and vLLM's extensions of it (``top_k``, ``min_p``, 
 ``allowed_token_ids``, ``chat_template_kwargs``, ``return_token_ids``, ``structured_outputs`` and the older
 ``guided_json`` / ``guided_regex`` / ``guided_choice`` / ``guided_grammar``; OpenAI's ``response_format``). Unset
 sampling fields stay unset, so the checkpoint's ``generation_config.json`` fills them, as in ``LLM.generate``.
-Fields we cannot honour are refused when set to anything but their neutral value (``suffix``, ``best_of`` other
-than ``n``, forced tool choice, ``functions``), rather than ignored; other unknown fields (``user``, ``metadata``,
+``tool_choice`` "required" or a named function constrains the reply (tool_choice.py). Fields we cannot honour are
+refused when set to anything but their neutral value (``suffix``, ``best_of`` other than ``n``, ``functions``),
+rather than ignored; other unknown fields (``user``, ``metadata``,
 ...) are ignored, as vLLM does.
 
 Tests: tests/engine/test_serve.py, test_serve_chat.py.
@@ -14,6 +15,7 @@ Tests: tests/engine/test_serve.py, test_serve_chat.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 
 from ..engine.sampling_params import SamplingParams
 from ..engine.structured import StructuredOutputs
+from .tool_choice import ForcedTools, forced_tools
 
 MAX_LOGPROBS = 20  # OpenAI's limit for chat top_logprobs; vLLM's default cap for completions logprobs
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's (and vLLM's) default for /v1/completions
@@ -58,6 +61,7 @@ class Options:
     return_token_ids: bool = False  # vLLM's extension: the prompt's and the output's token ids in the response
     prompt_logprobs: bool = False  # vLLM's extension: the prompt tokens' logprobs in the (non-streamed) response
     tools: list | None = None
+    forced_tools: ForcedTools | None = None  # tool_choice "required" or a named function (tool_choice.py)
     template_kwargs: dict = field(default_factory=dict)
 
 
@@ -286,19 +290,22 @@ def _message(m: Any) -> dict[str, Any]:
     return out
 
 
-def _tools(body: Mapping[str, Any]) -> list | None:
+def _tools(body: Mapping[str, Any]) -> tuple[list | None, ForcedTools | None]:
+    """(the tools the prompt shows, the forced choice of tool_choice "required" or a named function)."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
-    if choice not in (None, "auto", "none"):
-        raise RequestError("'tool_choice' must be \"auto\" or \"none\": forcing a tool call needs structured outputs, "
-                           "which qwen35_native does not have yet", "tool_choice")
-    if tools is None or choice == "none":  # as vLLM: tool_choice none keeps the tools out of the prompt
-        return None
-    if not isinstance(tools, list) or not all(isinstance(t, Mapping) and isinstance(t.get("function"), Mapping) and
-                                              isinstance(t["function"].get("name"), str) for t in tools):
-        raise RequestError("'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\": ..., "
-                           "\"parameters\": ...}}", "tools")
-    return list(tools) or None
+    if tools is not None and choice != "none":
+        if not isinstance(tools, list) or not all(isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)
+                                                  and isinstance(t["function"].get("name"), str) for t in tools):
+            raise RequestError("'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\": ..., "
+                               "\"parameters\": ...}}", "tools")
+        tools = list(tools) or None
+    else:  # as vLLM: tool_choice none keeps the tools out of the prompt
+        tools = None
+    try:
+        return tools, forced_tools(choice, tools)
+    except ValueError as e:
+        raise RequestError(str(e), "tool_choice") from None
 
 
 def parse_chat(body: Mapping[str, Any]) -> ChatRequest:
@@ -317,7 +324,7 @@ def parse_chat(body: Mapping[str, Any]) -> ChatRequest:
     max_tokens = _max_tokens(body, "max_tokens", None) if max_tokens is None else max_tokens
     if max_tokens == 0:
         raise RequestError("'max_tokens' must be >= 1", "max_tokens")
-    options.tools = _tools(body)
+    options.tools, options.forced_tools = _tools(body)
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, Mapping):
         raise RequestError(f"'chat_template_kwargs' must be an object, got {kwargs!r}", "chat_template_kwargs")
@@ -326,4 +333,10 @@ def parse_chat(body: Mapping[str, Any]) -> ChatRequest:
         raise RequestError(f"'chat_template_kwargs' must not set {reserved}: the server sets them",
                            "chat_template_kwargs")
     options.template_kwargs = dict(kwargs)
-    return ChatRequest(messages, sampling_params(body, max_tokens, options.logprobs), options)
+    params = sampling_params(body, max_tokens, options.logprobs)
+    if options.forced_tools is not None:
+        if params.structured_outputs is not None:
+            raise RequestError("a forced 'tool_choice' constrains the reply already: leave out 'response_format', "
+                               "'structured_outputs' and 'guided_*'", "tool_choice")
+        params = dataclasses.replace(params, structured_outputs=options.forced_tools.structured_outputs())
+    return ChatRequest(messages, params, options)

@@ -107,9 +107,11 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_finish_reason(reply: ChatCompletion) -> str | None:
-    """OpenAI's "tool_calls" when the reply ended by itself with tool calls."""
-    return "tool_calls" if reply.tool_calls and reply.finish_reason == "stop" else reply.finish_reason
+def chat_finish_reason(reply: ChatCompletion, named_choice: bool = False) -> str | None:
+    """OpenAI's "tool_calls" when the reply ended by itself with tool calls, except for a call forced by a named
+    tool_choice (OpenAI and vLLM say "stop" then)."""
+    called = reply.tool_calls and reply.finish_reason == "stop" and not named_choice
+    return "tool_calls" if called else reply.finish_reason
 
 
 def chat_message(reply: ChatCompletion) -> dict[str, Any]:
@@ -120,7 +122,8 @@ def chat_message(reply: ChatCompletion) -> dict[str, Any]:
     return message
 
 
-def chat_choice(reply: ChatCompletion, index: int, texts: TokenTexts, top: int | None) -> dict[str, Any]:
+def chat_choice(reply: ChatCompletion, index: int, texts: TokenTexts, top: int | None,
+                named_choice: bool = False) -> dict[str, Any]:
     return {"index": index, "message": chat_message(reply),
             "logprobs": None if top is None or reply.logprobs is None else chat_logprobs(texts, reply.logprobs, top),
-            "finish_reason": chat_finish_reason(reply)}
+            "finish_reason": chat_finish_reason(reply, named_choice)}
