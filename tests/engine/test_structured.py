@@ -140,11 +140,36 @@ def test_a_complete_grammar_stops_even_with_ignore_eos(make_llm):
     assert out.finish_reason == "stop" and out.text in ("yes", "no", "maybe so")
 
 
+def test_disable_any_whitespace_gives_compact_json(make_llm, served):
+    """JSON allows any whitespace between tokens, and random weights wander in it until the length limit; with
+    disable_any_whitespace (vLLM's option) the same greedy requests finish, in json.dumps' own layout."""
+    from openai_client import post
+
+    llm = make_llm()
+    prompts = ["Answer:", "x", "The answer is"]
+    for compact in (False, True):
+        spec = StructuredOutputs(json=SCHEMA, disable_any_whitespace=compact)
+        outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=60, structured_outputs=spec))
+        if compact:
+            for out in outs:
+                assert out.finish_reason == "stop" and out.text == json.dumps(json.loads(out.text)), out.text
+                assert CASES[2][1](out.text)
+        else:   # some wander: cut by the length limit, or spaced out of json.dumps' layout
+            assert sum(o.finish_reason == "length" or re.search(r"[\r\n\t]|  ", o.text) is not None
+                       for o in outs) >= 2, [o.text for o in outs]
+    server, _ = served
+    status, out = post(server.url, "/v1/completions", {"prompt": prompts, "temperature": 0, "max_tokens": 60,
+                                                         "structured_outputs": {"json": SCHEMA,
+                                                                                "disable_any_whitespace": True}})
+    assert status == 200 and all(c["finish_reason"] == "stop" and CASES[2][1](c["text"]) for c in out["choices"])
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({}, "give exactly one of"), ({"regex": "a", "choice": ["b"]}, "give exactly one of"),
     ({"json": "{not json"}, "json must be a JSON schema"), ({"json": [1]}, "json must be a JSON schema object"),
     ({"choice": []}, "choice must be a non-empty list"), ({"choice": ["a", ""]}, "choice must be a non-empty list"),
     ({"regex": ""}, "regex must be a non-empty string"), ({"json_object": 1}, "json_object must be True"),
+    ({"json_object": True, "disable_any_whitespace": "yes"}, "disable_any_whitespace must be True or False"),
 ])
 def test_bad_specs(kwargs, message):
     with pytest.raises(ValueError, match=message):

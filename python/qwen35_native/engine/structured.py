@@ -32,13 +32,16 @@ def _err(expectation: str, value: Any) -> ValueError:
 class StructuredOutputs:
     """Exactly one of: ``json`` (a JSON schema, as a dict or a JSON string), ``json_object=True`` (any JSON
     object), ``regex``, ``choice`` (a list of strings: the output is one of them), ``grammar`` (EBNF, xgrammar's
-    dialect of GBNF)."""
+    dialect of GBNF). ``disable_any_whitespace=True`` (vLLM's option; JSON kinds only): JSON with single spaces
+    after ``,`` and ``:`` and no other whitespace, where JSON itself allows any amount (which a model can wander
+    in)."""
 
     json: Mapping[str, Any] | str | None = None
     json_object: bool = False
     regex: str | None = None
     choice: Sequence[str] | None = None
     grammar: str | None = None
+    disable_any_whitespace: bool = False
 
     def __post_init__(self) -> None:
         given = [k for k in _KINDS if getattr(self, k) not in (None, False)]
@@ -55,8 +58,9 @@ class StructuredOutputs:
             if not isinstance(schema, Mapping):
                 raise _err("json must be a JSON schema object", self.json)
             object.__setattr__(self, "json", json.loads(json.dumps(schema)))  # a plain, private copy
-        if not isinstance(self.json_object, bool):
-            raise _err("json_object must be True or False", self.json_object)
+        for name in ("json_object", "disable_any_whitespace"):
+            if not isinstance(getattr(self, name), bool):
+                raise _err(f"{name} must be True or False", getattr(self, name))
         for name in ("regex", "grammar"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -103,10 +107,11 @@ class GrammarBackend:
     def compile(self, spec: StructuredOutputs):
         kind = spec.kind
         try:
-            if kind == "json":
-                return self.compiler.compile_json_schema(json.dumps(spec.json))  # key order: the output's order
+            spaces = not spec.disable_any_whitespace
+            if kind == "json":  # key order: the output's order
+                return self.compiler.compile_json_schema(json.dumps(spec.json), any_whitespace=spaces)
             if kind == "json_object":  # OpenAI's json_object: an object, not any JSON value
-                return self.compiler.compile_json_schema(json.dumps({"type": "object"}))
+                return self.compiler.compile_json_schema(json.dumps({"type": "object"}), any_whitespace=spaces)
             if kind == "regex":
                 return self.compiler.compile_regex(spec.regex)
             return self.compiler.compile_grammar(_choice_grammar(spec.choice) if kind == "choice" else spec.grammar)
