@@ -146,6 +146,20 @@ def test_cuda_engine_matches_cpu_engine(tiny_dir):
 
 
 @pytest.mark.gpu
+def test_token_edits_on_cuda_match_the_cpu_engine(tiny_dir):
+    """logit_bias and allowed_token_ids (per-row token lists, eager steps; with CUDA graphs on, the steps that
+    carry them stand aside) give the CPU engine's tokens."""
+    params = [q35.SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logit_bias={17: 5.0, 99: -100.0}),
+              q35.SamplingParams(temperature=0.9, seed=4, max_tokens=6, ignore_eos=True,
+                                 allowed_token_ids=[3, 17, 99, 230, 301]),
+              *mixed_params()[:3]]
+    cpu = q35.LLM(tiny_dir, device="cpu", backend="reference").generate(PROMPTS, params)
+    cuda = _cuda_llm(tiny_dir, cuda_graphs=None).generate(PROMPTS, params)
+    assert_same_outputs(cuda, cpu, atol=1e-3)
+    assert set(cuda[1].token_ids) <= {3, 17, 99, 230, 301}
+
+
+@pytest.mark.gpu
 def test_cuda_graphs_match_eager(kernel_dir):
     # bfloat16: the attention kernels take no float32 (the checkpoint's dtype), and the pure-torch reference they
     # fall back to syncs with the host, so float32 decode steps cannot be captured and stay eager

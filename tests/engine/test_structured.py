@@ -140,6 +140,22 @@ def test_a_complete_grammar_stops_even_with_ignore_eos(make_llm):
     assert out.finish_reason == "stop" and out.text in ("yes", "no", "maybe so")
 
 
+@pytest.mark.gpu
+def test_on_cuda_the_grammar_holds_and_matches_the_cpu_engine(tiny_dir, tiny_tokenizer):
+    """The bitmask unpacked and applied on the device: the CPU engine's tokens, each accepted by a matcher."""
+    kw = dict(tokenizer=tiny_tokenizer, max_num_seqs=4, max_num_batched_tokens=256, num_blocks=64)
+    params = [SamplingParams(temperature=t, seed=2, max_tokens=40, structured_outputs=spec)
+              for t in (0.0, 0.9) for spec, _ in CASES[:3]]
+    prompts = ["Answer:", "x", "Q: what? A:"] * 2
+    cpu = q35.LLM(tiny_dir, device="cpu", backend="reference", **kw).generate(prompts, params)
+    llm = q35.LLM(tiny_dir, device="cuda", **kw)
+    cuda = llm.generate(prompts, params)
+    assert [o.token_ids for o in cuda] == [o.token_ids for o in cpu]
+    for out, p in zip(cuda, params):
+        matcher = _independent_matcher(llm, p.structured_outputs)
+        assert all(matcher.accept_token(t) for t in out.token_ids)
+
+
 def test_disable_any_whitespace_gives_compact_json(make_llm, served):
     """JSON allows any whitespace between tokens, and random weights wander in it until the length limit; with
     disable_any_whitespace (vLLM's option) the same greedy requests finish, in json.dumps' own layout."""
