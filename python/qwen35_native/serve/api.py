@@ -76,6 +76,9 @@ class OpenAIServing:
         self.max_model_len = max_model_len
         self.texts = TokenTexts(tokenizer)
 
+    def metrics_text(self) -> str:
+        return self.loop.metrics.render(self.loop.llm.engine)
+
     def models(self) -> JSONResponse:
         return JSONResponse(200, {"object": "list", "data": [
             {"id": self.model_name, "object": "model", "created": now(), "owned_by": "qwen35_native",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.llm import take_deltas
+from .metrics import ServerMetrics
 
 logger = logging.getLogger("qwen35_native")
 
@@ -50,6 +51,7 @@ class EngineLoop:
                              "generate() calls); start it from a plain process with tensor_parallel_size=N, which "
                              "starts the worker processes itself")
         self.llm = llm
+        self.metrics = ServerMetrics()
         self._inbox: queue.Queue = queue.Queue()
         self._jobs: list[Job] = []
         self._closed = False
@@ -150,6 +152,7 @@ class EngineLoop:
     def _abort(self, job: Job) -> None:
         with self.llm.engine_lock:
             for r in job.requests:
+                self.metrics.record(r, aborted=not r.finished)
                 self.llm.engine.abort(r)
                 r.updates.clear()
 
@@ -174,5 +177,7 @@ class EngineLoop:
                 for delta in take_deltas(r, index):
                     job.events.put(("delta", delta))
             if all(r.finished for r in job.requests):
+                for r in job.requests:
+                    self.metrics.record(r)
                 job.events.put(("done", [self.llm.engine.output(r) for r in job.requests]))
                 self._jobs.remove(job)

@@ -3,10 +3,10 @@
     server = OpenAIServer(llm, host="127.0.0.1", port=8000)   # port 0: any free port (server.port)
     server.serve_forever()                                     # or server.start() for a background thread
 
-Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``, and vLLM's
-``POST /tokenize`` and ``/detokenize``. With an API
-key (``api_key=`` or the ``QWEN35_API_KEY`` environment variable, as vLLM's ``--api-key``), every ``/v1/`` route
-needs ``Authorization: Bearer <key>`` (else 401); ``/health`` stays open. Every
+Routes: ``GET /health``, ``GET /metrics`` (Prometheus, metrics.py), ``GET /v1/models``, ``POST /v1/completions``,
+``POST /v1/chat/completions``, and vLLM's ``POST /tokenize`` and ``/detokenize``. With an API key (``api_key=`` or
+the ``QWEN35_API_KEY`` environment variable, as vLLM's ``--api-key``), every ``/v1/`` route needs
+``Authorization: Bearer <key>`` (else 401); ``/health`` and ``/metrics`` stay open. Every
 request's body is JSON; errors come back as ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status
 for bad requests and 500 for the server's failures. Streams are server-sent events (``data: {...}`` lines, ended
 by ``data: [DONE]``) on a connection the server closes at the end. Each connection has its own thread; one engine
@@ -58,6 +58,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path == "/health":
             self._send(JSONResponse(200, {}))
+        elif path == "/metrics":
+            data = self.server.api.metrics_text().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif path == "/v1/models":
             self._send(self.server.api.models())
         else:
