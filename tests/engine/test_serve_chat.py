@@ -142,6 +142,7 @@ def test_answer_stream_holds_tool_calls_back():
     assert s.feed("Let me check.<tool") == "Let me check."  # a possible partial tag waits
     assert s.feed("_call>\n<function=get_weather>") == ""
     assert s.feed("</tool_call>", final=True) == ""
+    assert s.held == "<tool_call>\n<function=get_weather></tool_call>"   # what the tool-call stream parses
     assert s.remainder("Let me check.") == ""
     s = AnswerStream(hold_tool_calls=True)
     assert s.feed("a <to") == "a " and s.feed("day", final=False) == "<today"
@@ -179,22 +180,38 @@ class FedLoop:
         return job.events.get_nowait()
 
 
-def test_streamed_tool_calls_come_parsed_in_the_last_chunk(tiny_tokenizer):
+def test_streamed_tool_calls_come_as_they_are_written(tiny_tokenizer):
+    """Fed in 7-character pieces: the answer text before the first <tool_call>, then each call's id and name as soon
+    as <function=...> is complete and its arguments' JSON parameter by parameter; per call the fragments add up to
+    the whole-text parser's arguments (schema types applied)."""
     reply = "I will look it up. <tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n" \
+            "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=get_time>\n" \
             "</function>\n</tool_call>"
-    pieces = [reply[:20], reply[20:45], reply[45:]]
+    pieces = [reply[i:i + 7] for i in range(0, len(reply), 7)]
     checker = SimpleNamespace(finish_reason="stop", stop_reason=None, text=reply)
-    seq = SimpleNamespace(sample_index=0, output_ids=[1, 2, 3], checker=checker, logprobs=None)
+    seq = SimpleNamespace(sample_index=0, output_ids=list(range(len(pieces))), checker=checker, logprobs=None)
     request = SimpleNamespace(seqs=[seq], prompt_ids=[5, 6])
     events = [("started", [request])] + [
-        ("delta", GenerationDelta(0, 0, [k + 1], p, "stop" if k == 2 else None)) for k, p in enumerate(pieces)] + \
-        [("done", None)]
+        ("delta", GenerationDelta(0, 0, [k + 1], p, "stop" if k == len(pieces) - 1 else None))
+        for k, p in enumerate(pieces)] + [("done", None)]
+    days = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer"}}}}}
     api = OpenAIServing(FedLoop(events), "tiny", tiny_tokenizer, 64)
-    chunks = list(api.chat({"messages": USER, "tools": [WEATHER], "stream": True}))
+    chunks = list(api.chat({"messages": USER, "tools": [days], "stream": True}))
     deltas = [c["choices"][0]["delta"] for c in chunks]
     assert "".join(d.get("content") or "" for d in deltas) == "I will look it up. "
-    assert deltas[-1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
-    assert deltas[-1]["tool_calls"][0]["index"] == 0
+    calls: dict[int, dict] = {}
+    chunks_with_calls = 0
+    for d in deltas:
+        chunks_with_calls += "tool_calls" in d
+        for t in d.get("tool_calls", []):
+            if t["index"] not in calls:   # the first delta of a call names it
+                assert t["id"].startswith("call_") and t["type"] == "function" and t["function"]["name"], t
+                calls[t["index"]] = {"name": t["function"]["name"], "arguments": ""}
+            calls[t["index"]]["arguments"] += t["function"]["arguments"]
+    assert calls == {0: {"name": "get_weather", "arguments": '{"city": "Paris", "days": 3}'},
+                     1: {"name": "get_time", "arguments": "{}"}}
+    assert chunks_with_calls >= 4   # name, city, days + close, second call: not all in the last chunk
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 
 from ..chat.reasoning import _partial_suffix
+from ..chat.tool_call_stream import ToolCallStream
 from ..engine.chat_stream import chat_deltas, chat_response
 from .engine_loop import EngineLoop, Job
 from .protocol import ChatRequest, CompletionRequest, RequestError, expect_type, parse_chat, parse_completion
@@ -269,12 +270,14 @@ class OpenAIServing:
         head = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": now(),
                 "model": self.model_name}
         answers: dict[int, AnswerStream] = {}
+        tool_streams: dict[int, ToolCallStream] = {}
         generated = 0
         forced = opts.forced_tools
         for d in chat_deltas(self._deltas(job), requests, opened, None if forced else opts.tools):
             index = d.sample_index
             if index not in answers:  # a forced call's JSON answer is held back whole: the calls go out parsed
                 answers[index] = AnswerStream(hold_tool_calls=opts.tools is not None, hold_all=forced is not None)
+                tool_streams[index] = ToolCallStream(opts.tools)
                 start = {**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                               "logprobs": None, "finish_reason": None}]}
                 if opts.return_token_ids:
@@ -284,16 +287,20 @@ class OpenAIServing:
             delta: dict[str, Any] = {}
             if d.reasoning:
                 delta["reasoning_content"] = d.reasoning
-            content = answers[index].feed(d.text, final=d.finished)
+            answer, tools = answers[index], tool_streams[index]
+            content = answer.feed(d.text, final=d.finished)
+            calls = tools.feed(answer.held[len(tools.text):])   # each call as it is written
             finish = None
             if d.finished:
                 reply = d.response
                 if forced is not None:
                     apply_forced(reply, forced)
-                content += answers[index].remainder(reply.text)
-                if reply.tool_calls:
-                    delta["tool_calls"] = [{"index": k, **call.to_openai()} for k, call in enumerate(reply.tool_calls)]
+                content += answer.remainder(reply.text)
+                streamed = len(tools.calls)  # calls the parse found that the stream did not (forced ones): whole
+                calls += [{"index": k, **call.to_openai()} for k, call in enumerate(reply.tool_calls) if k >= streamed]
                 finish = chat_finish_reason(reply, forced is not None and forced.name is not None)
+            if calls:
+                delta["tool_calls"] = calls
             if content:
                 delta["content"] = content
             logprobs = None if opts.logprobs is None or not d.logprobs else \
@@ -309,22 +316,27 @@ class OpenAIServing:
 
 class AnswerStream:
     """The answer text of a streamed chat reply as it may be sent: with tools, everything from the first
-    ``<tool_call>`` on is held back (the calls are sent parsed, at the end), and so is a possible partial tag."""
+    ``<tool_call>`` on is held back (``held``: the calls go out parsed, as tool-call deltas), and so is a possible
+    partial tag."""
 
     def __init__(self, hold_tool_calls: bool, hold_all: bool = False):
         self.hold = hold_tool_calls
         self.hold_all = hold_all  # a forced tool call: nothing goes out before the reply is parsed
         self.sent = ""
+        self.held = ""  # the text from the first <tool_call> on (the tool-call stream parses it)
         self._pending = ""
         self._stopped = False
 
     def feed(self, piece: str, final: bool = False) -> str:
-        if self._stopped or self.hold_all:
+        if self._stopped:
+            self.held += piece
+            return ""
+        if self.hold_all:
             return ""
         self._pending += piece
         start = self._pending.find(TOOL_CALL_START) if self.hold else -1
         if start >= 0:
-            out, self._stopped, self._pending = self._pending[:start], True, ""
+            out, self._stopped, self.held, self._pending = self._pending[:start], True, self._pending[start:], ""
         else:
             keep = 0 if final or not self.hold else _partial_suffix(self._pending, TOOL_CALL_START)
             out, self._pending = self._pending[:len(self._pending) - keep], self._pending[len(self._pending) - keep:]
