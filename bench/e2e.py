@@ -240,7 +240,7 @@ def speculative_rows(model, llm, runs, args, name: str, dt: str, scale: float, n
 def prefix_rows(model, llm, args, name: str, dt: str, scale: float, note: str) -> list[Row]:
     """Prefix caching: time to first token of a chat's next turn (a prompt of P tokens seen before, plus up to 32
     new ones) with the cache (it resumes at the earlier prompt's save point) and without; and of a first prompt with
-    the cache on (its chunk ends at the save point, the rest runs one step later) beside off."""
+    the cache on (its GDN states at the save point taken inside the same step, model/gdn_splits.py) beside off."""
     runner = llm.engine.runner
     p = max(args.prompts)
     tail = min(32, llm.engine.max_model_len - p - 1)   # a prompt must leave room for a token

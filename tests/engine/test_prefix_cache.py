@@ -136,7 +136,8 @@ def test_resumed_prompts_give_the_tokens_of_an_engine_without_the_cache(tiny_mod
 
 
 def test_the_chunk_before_the_save_point_and_the_resumed_first_chunk(tiny_model):
-    """A 37-token prompt computes 32 tokens, saves, then 5; the same prompt later computes only those 5."""
+    """A 37-token prompt computes all 37 tokens in one step, its GDN state at the save point 32 taken inside the
+    step (model/gdn_splits.py: no step of its own); the same prompt later computes only the last 5."""
     llm = _llm(tiny_model, True)
     engine, prompt = llm.engine, _prompts()[0]
     params = q35.SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
@@ -150,7 +151,7 @@ def test_the_chunk_before_the_save_point_and_the_resumed_first_chunk(tiny_model)
                 chunks[-1].append(("restore", len(out.state_restores), "save", len(out.state_saves)))
             engine.run_scheduled(out)
         assert engine.output(request).token_ids
-    assert chunks == [[(0, 32), ("restore", 0, "save", 1)], [(32, 5)], [(37, 1)],
+    assert chunks == [[(0, 37), ("restore", 0, "save", 1)], [(37, 1)],
                       [(32, 5), ("restore", 1, "save", 0)], [(37, 1)]]
 
 
@@ -175,7 +176,7 @@ def test_a_shared_system_prompt_is_resumed_from_the_third_prompt_on(tiny_model):
         got.append(engine.output(request).token_ids)
         assert engine.scheduler.prefix.save_points(request.seqs[0]) == []
     assert got == want
-    assert chunks == [[(0, 40), (40, 1)], [(0, 24), (24, 16), (40, 1)], [(24, 16), (40, 1)]]
+    assert chunks == [[(0, 41)], [(0, 41)], [(24, 17)]]   # the states at 24 and 40 taken inside the steps
     assert engine.prefix_stats.num_hit_tokens == 24
 
 

@@ -250,7 +250,11 @@ class LLMEngine:
         plan.presence_starts = [(seq.slot, seq.prompt_ids, list(seq.output_ids), seq.params.frequency_penalty != 0.0)
                                 for seq in out.admitted if seq.needs_penalties]
         plan.state_restores = list(out.state_restores)
-        plan.state_saves = [(seq.slot, state) for seq, _, state in out.state_saves]
+        rows = {id(s.seq): i for i, s in enumerate(out.scheduled)}
+        ends = {id(s.seq): s.seq.num_computed + s.num_new for s in out.scheduled}
+        plan.state_saves = [(seq.slot, state) for seq, point, state in out.state_saves if point == ends[id(seq)]]
+        plan.gdn_snapshots = [(rows[id(seq)], point - seq.num_computed, state) for seq, point, state in out.state_saves
+                              if point < ends[id(seq)]]   # inside the chunk: taken by the GDN layers themselves
         return plan
 
     def _min_tokens_rule(self, seq: Sequence) -> tuple[int, list[int]] | None:

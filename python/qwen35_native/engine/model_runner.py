@@ -60,6 +60,9 @@ class StepPlan:
     # snapshot index) after it
     state_restores: list[tuple[int, int]] = field(default_factory=list)
     state_saves: list[tuple[int, int]] = field(default_factory=list)
+    # (sequence, offset in its new tokens, snapshot index): the GDN state inside a prefill chunk, taken during the
+    # forward (model/gdn_splits.py)
+    gdn_snapshots: list[tuple[int, int, int]] = field(default_factory=list)
     # prompt logprobs (prompt_logprobs.py): batch rows to score, per sequence that asks
     prompt_scoring: list = field(default_factory=list)
     # per sequence, what identifies its block list across steps (block_tables.py); None: rebuild the tables
@@ -218,9 +221,10 @@ class ModelRunner:
         if plan.num_verify:
             k = len(plan.drafts[0])
             spec = dict(decode_width=k + 1, spec_scratch=[self.scratch_slots(i, k) for i in range(plan.num_verify)])
+        snapshots = [(row, offset, self.prefix_base + index) for row, offset, index in plan.gdn_snapshots]
         return ForwardBatch.build(plan.query_lens, plan.context_lens, plan.slots, table, self.block_size,
                                   self.device, positions=positions, logits=logits, num_slots=self.cache.num_slots,
-                                  num_blocks=self.num_blocks + 1, **spec)
+                                  num_blocks=self.num_blocks + 1, gdn_snapshots=snapshots or None, **spec)
 
     def scratch_slots(self, row: int, k: int) -> list[int]:
         """The k scratch GDN slots of the ``row``-th verifying sequence of a step."""

@@ -6,10 +6,12 @@ sequence, so a prefix can only be resumed where that state was kept: at a block 
 the sequence's GDN states (conv and recurrent, every layer) was copied into one of ``num_states`` extra GDN slots.
 Each prompt keeps one at its *save point* ``P``, the last block boundary before its last token, and one at its
 *branch point*, where it leaves the blocks earlier prompts cached (the end of a shared system prompt, rounded down
-to a block). The scheduler ends a prefill chunk exactly at such a point (the tokens after it run one step later),
-the runner copies the slot's state after that step's forward, and then the blocks before the point and the
-snapshot are registered under the prefix's hash. A later prompt that shares those blocks resumes there: its
-first tokens are neither computed nor stored again (vLLM's "align" mode for hybrid models works the same way).
+to a block). A prefill chunk that reaches such a point takes the snapshot inside its step (the GDN layers run their
+prefill op in rounds cut there and copy the state, model/gdn_splits.py; at the chunk's end the runner copies it
+after the forward), and then the blocks before the point and the snapshot are registered under the prefix's hash.
+A later prompt that shares those blocks resumes there: its first tokens are neither computed nor stored again
+(vLLM's "align" mode for hybrid models resumes the same way; it ends the chunk at the point instead of cutting
+only the GDN op).
 Uses: a repeated prompt, the next turn of a chat (its prompt extends the previous one), a system prompt shared
 from the third prompt on (the first caches blocks, the second the state where it branches off), best-of and
 evaluation runs, and a preempted sequence recomputing its own prompt.

@@ -19,8 +19,9 @@ again. Its tokens do not change: sampling is counter-based on (seed, step). A se
 ``max_model_len`` is capped by the cache's capacity, so preemption always makes progress.
 
 With prefix caching (``prefix_cache.py``) a waiting sequence is admitted after its longest cached prefix (shared
-blocks, its GDN state restored from a snapshot), a prefill chunk that would run past one of the prompt's save
-points ends there, and ``commit`` registers what a step saved. Cached blocks nobody uses count as free. The other
+blocks, its GDN state restored from a snapshot), the prompt's save points a prefill chunk reaches get a snapshot of
+the state there (taken inside the step, model/gdn_splits.py, or after it when the chunk ends there), and ``commit``
+registers what a step saved. Cached blocks nobody uses count as free. The other
 samples of a request (n > 1) wait while its first sample computes their common prompt, and then resume from it;
 later requests may be admitted past them meanwhile.
 
@@ -64,7 +65,8 @@ class SchedulerOutput:
     admitted: list[Sequence]  # newly given a slot this step (the runner resets their per-slot state)
     preempted: list[Sequence]
     # prefix caching: (snapshot, slot) copied before the forward for sequences resuming a cached prefix, and
-    # (sequence, save point, snapshot): the sequence's state copied after the forward, which reaches the point
+    # (sequence, save point, snapshot): the sequence's state at a save point its chunk reaches (inside the step or
+    # at its end)
     state_restores: list[tuple[int, int]] = field(default_factory=list)
     state_saves: list[tuple[Sequence, int, int]] = field(default_factory=list)
 
@@ -117,7 +119,7 @@ class Scheduler:
             budget = self.max_num_batched_tokens - used
             if seq.status is not SequenceStatus.RUNNING or budget == 0:
                 continue  # preempted earlier in this loop
-            num_new = self._cut_at_save_point(seq, seq.num_computed, min(seq.num_pending, budget))
+            num_new = min(seq.num_pending, budget)
             if seq.num_pending == 1 and seq.draft_ids:
                 if budget > len(seq.draft_ids):
                     num_new += len(seq.draft_ids)
@@ -151,7 +153,7 @@ class Scheduler:
                 continue
             hit = self.prefix.match(seq) if self.prefix is not None and not seq.scores_prompt else None
             start, shared = (hit.num_tokens, hit.blocks) if hit is not None else (0, [])
-            num_new = self._cut_at_save_point(seq, start, min(seq.num_tokens - start, budget))
+            num_new = min(seq.num_tokens - start, budget)
             need = self.blocks_for(self.reserved_tokens(start + num_new)) - len(shared)
             if need + sum(self.blocks.is_unused(b) for b in shared) > self.blocks.num_free:
                 break  # shared blocks nobody uses are counted free until this sequence takes them
@@ -175,22 +177,16 @@ class Scheduler:
         points = self.prefix.save_points(seq) if seq.request is not None else []
         return bool(points) and any(r.request is seq.request and r.num_computed < points[-1] for r in self.running)
 
-    def _cut_at_save_point(self, seq: Sequence, computed: int, num_new: int) -> int:
-        """A prefill chunk that would run past one of the sequence's save points ends there (prefix caching)."""
-        if self.prefix is None or computed + 1 >= len(seq.prompt_ids):  # save points lie inside the prompt
-            return num_new
-        for point in self.prefix.save_points(seq):
-            if computed < point < computed + num_new:
-                return point - computed
-        return num_new
-
     def _plan_saves(self, out: SchedulerOutput) -> None:
         for s in out.scheduled:
-            end = s.seq.num_computed + s.num_new
-            if not s.is_verify and end < len(s.seq.prompt_ids) and end in self.prefix.save_points(s.seq):
-                state = self.prefix.reserve_state()
-                if state is not None:
-                    out.state_saves.append((s.seq, end, state))
+            start, end = s.seq.num_computed, s.seq.num_computed + s.num_new
+            if s.is_verify or start + 1 >= len(s.seq.prompt_ids):  # save points lie inside the prompt
+                continue
+            for point in self.prefix.save_points(s.seq):
+                if start < point <= end and point < len(s.seq.prompt_ids):
+                    state = self.prefix.reserve_state()
+                    if state is not None:
+                        out.state_saves.append((s.seq, point, state))
 
     def commit(self, out: SchedulerOutput) -> None:
         """After the step ran (the sequences' ``num_computed`` advanced): registers the saved prefixes."""

@@ -230,4 +230,5 @@ def _one_token_plan(plan, seqs: list[int], context: list[int]):
                                slots=pick(plan.slots), block_tables=pick(plan.block_tables),
                                table_keys=pick(plan.table_keys), sample_rows=[],
                                sample_params=[], sample_steps=[], position_offsets=pick(plan.position_offsets),
-                               multimodal=pick(plan.multimodal), num_verify=0, drafts=[], mtp_next=None)
+                               multimodal=pick(plan.multimodal), num_verify=0, drafts=[], mtp_next=None,
+                               gdn_snapshots=[])   # the MTP head has no GDN layer

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import TextConfig
+from .gdn_splits import plan_rounds
 
 # Tokens per KV-cache block: the attention kernels' K/V tile (csrc/kernels/attention/README.md). Any power of two
 # works with the kernels; other sizes run the attention reference.
@@ -95,6 +96,7 @@ class ForwardBatch:
     spec_scratch: torch.Tensor | None = None         # int32 [num_decodes, w - 1] GDN slots after positions < w - 1
     decode_seq_lens: torch.Tensor | None = None      # int32 [num_decodes * w] keys seen by each decode token
     decode_block_tables: torch.Tensor | None = None  # int32 [num_decodes * w, max_blocks] (rows repeated)
+    gdn_rounds: list | None = None    # GDN state snapshots inside prefill chunks: the prefill op's rounds (gdn_splits)
 
     @property
     def num_decode_tokens(self) -> int:
@@ -112,7 +114,8 @@ class ForwardBatch:
               block_size: int, device: torch.device | str, positions: torch.Tensor | None = None,
               logits: str | list[int] = "last", num_slots: int | None = None,
               num_blocks: int | None = None, decode_width: int = 1,
-              spec_scratch: list[list[int]] | None = None) -> ForwardBatch:
+              spec_scratch: list[list[int]] | None = None,
+              gdn_snapshots: list[tuple[int, int, int]] | None = None) -> ForwardBatch:
         """Builds and validates the metadata from host lists.
 
         Args:
@@ -124,6 +127,8 @@ class ForwardBatch:
             decode_width: w > 1 verifies drafts: the leading ``len(spec_scratch)`` sequences are the decode part,
                 each with ``query_lens == w``, a context, and w - 1 scratch GDN slots (``spec_scratch[i]``, distinct
                 from every sequence's slot).
+            gdn_snapshots: ``(sequence, offset, slot)``: the GDN states of a prefill sequence after ``offset`` of
+                its new tokens, copied into the free GDN slot ``slot`` (gdn_splits.py).
         """
         n = len(query_lens)
         if n == 0 or len(context_lens) != n or len(slots) != n:
@@ -169,6 +174,15 @@ class ForwardBatch:
         dev = torch.device(device)
         nd_tokens = num_decodes * decode_width
         extra = {}
+        if gdn_snapshots:
+            if num_slots is not None and any(not 0 <= s < num_slots for *_, s in gdn_snapshots):
+                raise ValueError(f"GDN snapshot slots must be in [0, num_slots={num_slots}), got {gdn_snapshots}")
+            if any(i < num_decodes for i, *_ in gdn_snapshots):
+                raise ValueError(f"GDN snapshots are taken in prefill sequences (from {num_decodes} on), got "
+                                 f"{gdn_snapshots}")
+            extra["gdn_rounds"] = plan_rounds(query_lens[num_decodes:], [c > 0 for c in context_lens[num_decodes:]],
+                                              slots[num_decodes:], [(i - num_decodes, o, s) for i, o, s in
+                                                                    gdn_snapshots], dev)
         if decode_width > 1:
             lens = [c + j + 1 for c in context_lens[:num_decodes] for j in range(decode_width)]
             extra = dict(spec_scratch=scratch.to(dev),

@@ -41,12 +41,28 @@ class GatedDeltaNet(nn.Module):
         parts = []
         if nd:  # one token per sequence, continuing from the cached states
             parts.append(self._decode(qkv[:ndt], z[:ndt], a[:ndt], b[:ndt], weights, batch))
-        if ndt < batch.num_tokens:
+        if ndt < batch.num_tokens and batch.gdn_rounds:
+            parts.append(self._prefill_in_rounds(qkv[ndt:], z[ndt:], a[ndt:], b[ndt:], weights, batch.gdn_rounds))
+        elif ndt < batch.num_tokens:
             parts.append(ops.gdn_prefill(qkv[ndt:], z[ndt:], a[ndt:], b[ndt:], *weights, batch.prefill_cu_seqlens,
                                          batch.slots[nd:], batch.has_initial_state[nd:], eps=eps,
                                          backend=self.backends["gdn_prefill"]))
         core = parts[0] if len(parts) == 1 else torch.cat(parts)                  # [T, Hv*V]
         return F.linear(core, self.out_proj)                                      # [T, H]
+
+    def _prefill_in_rounds(self, qkv, z, a, b, weights, rounds) -> torch.Tensor:
+        """The prefill part with GDN state snapshots inside it (gdn_splits.py): each round's tokens through the
+        prefill op, then the states of the sequences cut there copied into their snapshot slots."""
+        conv_state, ssm_state = weights[4], weights[5]
+        out = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+        for r in rounds:
+            part = ops.gdn_prefill(qkv[r.rows], z[r.rows], a[r.rows], b[r.rows], *weights, r.cu_seqlens, r.slots,
+                                   r.has_initial, eps=self.cfg.rms_norm_eps, backend=self.backends["gdn_prefill"])
+            out.index_copy_(0, r.rows, part)
+            if r.copy_from.numel():
+                conv_state.index_copy_(0, r.copy_to, conv_state.index_select(0, r.copy_from))
+                ssm_state.index_copy_(0, r.copy_to, ssm_state.index_select(0, r.copy_from))
+        return out
 
     def _decode(self, qkv, z, a, b, weights, batch: ForwardBatch) -> torch.Tensor:
         """Decode steps; with ``decode_width = w > 1`` (drafts to verify) position j of every sequence in turn,
