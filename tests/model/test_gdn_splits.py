@@ -71,6 +71,10 @@ def test_batch_checks(tiny_models):
     model = tiny_models["tiny-moe"]
     with pytest.raises(ValueError, match=r"snapshot slots must be in \[0, num_slots=8\)"):
         _forward(model, [(1, random_ids(9, seed=1))], snapshots=[(0, 4, 8)])
+    tables = torch.tensor([[0, 1], [2, 3]], dtype=torch.int32)
+    both = ForwardBatch.build([2, 9], [5, 0], [0, 1], tables, 8, "cpu", num_slots=4, decode_width=2,
+                              spec_scratch=[[2]], gdn_snapshots=[(1, 4, 3)])   # drafts verified beside a snapshot
+    assert both.spec_scratch is not None and len(both.gdn_rounds) == 2
     with pytest.raises(ValueError, match=r"taken in prefill sequences \(from 1 on\)"):
         ForwardBatch.build([1, 9], [5, 0], [0, 1], torch.tensor([[0, 1], [2, 3]], dtype=torch.int32), 8, "cpu",
                            num_slots=4, gdn_snapshots=[(0, 1, 3)])

@@ -185,7 +185,7 @@ class ForwardBatch:
                                                                     gdn_snapshots], dev)
         if decode_width > 1:
             lens = [c + j + 1 for c in context_lens[:num_decodes] for j in range(decode_width)]
-            extra = dict(spec_scratch=scratch.to(dev),
+            extra.update(spec_scratch=scratch.to(dev),
                          decode_seq_lens=torch.tensor(lens, dtype=torch.int32, device=dev),
                          decode_block_tables=bt[:num_decodes].repeat_interleave(decode_width, dim=0))
         return cls(cu_seqlens=cu.to(dev), seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
