@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import TextConfig
-from .gdn_splits import plan_rounds
+from .gdn_splits import batch_rounds
 
 # Tokens per KV-cache block: the attention kernels' K/V tile (csrc/kernels/attention/README.md). Any power of two
 # works with the kernels; other sizes run the attention reference.
@@ -175,14 +175,8 @@ class ForwardBatch:
         nd_tokens = num_decodes * decode_width
         extra = {}
         if gdn_snapshots:
-            if num_slots is not None and any(not 0 <= s < num_slots for *_, s in gdn_snapshots):
-                raise ValueError(f"GDN snapshot slots must be in [0, num_slots={num_slots}), got {gdn_snapshots}")
-            if any(i < num_decodes for i, *_ in gdn_snapshots):
-                raise ValueError(f"GDN snapshots are taken in prefill sequences (from {num_decodes} on), got "
-                                 f"{gdn_snapshots}")
-            extra["gdn_rounds"] = plan_rounds(query_lens[num_decodes:], [c > 0 for c in context_lens[num_decodes:]],
-                                              slots[num_decodes:], [(i - num_decodes, o, s) for i, o, s in
-                                                                    gdn_snapshots], dev)
+            extra["gdn_rounds"] = batch_rounds(gdn_snapshots, query_lens, context_lens, slots, num_decodes, num_slots,
+                                               dev)
         if decode_width > 1:
             lens = [c + j + 1 for c in context_lens[:num_decodes] for j in range(decode_width)]
             extra.update(spec_scratch=scratch.to(dev),

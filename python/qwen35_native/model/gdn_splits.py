@@ -26,6 +26,18 @@ class GdnRound:
     copy_to: torch.Tensor       # int64 [m] ... and the snapshot slots they go to
 
 
+def batch_rounds(snapshots: list[tuple[int, int, int]], query_lens: list[int], context_lens: list[int],
+                 slots: list[int], num_decodes: int, num_slots: int | None, device) -> list[GdnRound]:
+    """``plan_rounds`` for a ForwardBatch's snapshots ``(sequence index in the batch, offset, slot)``: the
+    sequences must be prefill ones (after the ``num_decodes`` decode sequences), the slots in the cache."""
+    if num_slots is not None and any(not 0 <= s < num_slots for *_, s in snapshots):
+        raise ValueError(f"GDN snapshot slots must be in [0, num_slots={num_slots}), got {snapshots}")
+    if any(i < num_decodes for i, *_ in snapshots):
+        raise ValueError(f"GDN snapshots are taken in prefill sequences (from {num_decodes} on), got {snapshots}")
+    return plan_rounds(query_lens[num_decodes:], [c > 0 for c in context_lens[num_decodes:]], slots[num_decodes:],
+                       [(i - num_decodes, o, s) for i, o, s in snapshots], device)
+
+
 def plan_rounds(query_lens: list[int], has_initial: list[bool], slots: list[int],
                 snapshots: list[tuple[int, int, int]], device) -> list[GdnRound]:
     """Rounds of the prefill sequences (``query_lens`` etc. of the prefill part, in order) for ``snapshots``
