@@ -91,3 +91,38 @@ def test_reasoning_stream_agrees_with_split_reasoning(text, opened):
         want_reasoning, want_answer = split_reasoning(text, opened)
         assert answer == want_answer
         assert reasoning.strip() == (want_reasoning or "")
+
+
+def test_continue_final_message(make_llm, tiny_tokenizer, served):
+    """continue_final_message (vLLM's and transformers' meaning): the prompt is the chat rendered without a
+    generation prompt and cut right after the last message's text (no end of turn); the reply continues it, and the
+    server does the same (also /tokenize). Both flags at once, or a template that does not show the text, are
+    errors."""
+    from openai_client import post
+
+    llm = make_llm()
+    greedy = q35.SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    messages = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "My answer: blue"}]
+    reply = llm.chat(messages, greedy, add_generation_prompt=False, continue_final_message=True)
+    whole = tiny_tokenizer.apply_chat_template(messages, add_generation_prompt=False)
+    assert reply.prompt.endswith("My answer: blue") and whole.startswith(reply.prompt) and len(whole) > len(
+        reply.prompt)
+    assert reply.token_ids == llm.generate([reply.prompt], greedy)[0].token_ids
+    plain = llm.chat(messages[:1], greedy, add_generation_prompt=False)   # the flag reaches the template, once
+    assert plain.prompt == tiny_tokenizer.apply_chat_template(messages[:1], add_generation_prompt=False)
+    with pytest.raises(ValueError, match="needs add_generation_prompt=False"):
+        llm.chat(messages, greedy, continue_final_message=True)
+    with pytest.raises(ValueError, match="does not appear in the rendered chat"):
+        llm.chat(messages, greedy, add_generation_prompt=False, continue_final_message=True,
+                 chat_template="{% for m in messages %}<{{ m.role }}>{% endfor %}")
+    server, ref = served
+    body = {"messages": messages, "max_tokens": 6, "temperature": 0, "ignore_eos": True,
+            "add_generation_prompt": False, "continue_final_message": True}
+    status, out = post(server.url, "/v1/chat/completions", body)
+    want = ref.chat(messages, greedy, add_generation_prompt=False, continue_final_message=True)
+    assert status == 200 and out["choices"][0]["message"]["content"] == want.text, out
+    status, out = post(server.url, "/tokenize", {"messages": messages, "add_generation_prompt": False,
+                                                 "continue_final_message": True})
+    assert status == 200 and out["tokens"] == want.prompt_token_ids
+    status, out = post(server.url, "/v1/chat/completions", {**body, "add_generation_prompt": True})
+    assert status == 400 and out["error"]["param"] == "continue_final_message"

@@ -1,5 +1,6 @@
-"""``LLM.chat`` helpers: the conversations argument, and turning completions (or a stream of them) into parsed chat
-replies (reasoning, answer text, tool calls). Images and videos in messages: ``prompts.py``.
+"""``LLM.chat`` helpers: the conversations argument, a rendered chat left open in its last message
+(``continue_final_message``), and turning completions (or a stream of them) into parsed chat replies (reasoning,
+answer text, tool calls). Images and videos in messages: ``prompts.py``.
 
 Tests: tests/engine/test_chat_llm.py, test_llm_errors.py.
 """
@@ -58,3 +59,17 @@ def chat_deltas(deltas: Iterator[GenerationDelta], requests: list, opened: list[
                             d.num_prompt_tokens, d.metrics, d.logprobs)
     finally:
         deltas.close()  # frees the cache of requests still running when the caller stops early
+
+
+def open_final_message(text: str, conversation: Sequence[Mapping[str, Any]]) -> str:
+    """The rendered chat cut right after the last message's content (found as it is rendered, stripped)."""
+    content = conversation[-1].get("content") if conversation and isinstance(conversation[-1], Mapping) else None
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+    if not isinstance(content, str) or not content.strip():
+        raise ValueError("qwen35_native.LLM.chat: continue_final_message needs a last message with text content")
+    end = text.rfind(content.strip())
+    if end < 0:
+        raise ValueError("qwen35_native.LLM.chat: continue_final_message: the last message's content does not "
+                         "appear in the rendered chat (the template rewrites it), so it cannot be continued")
+    return text[:end + len(content.strip())]

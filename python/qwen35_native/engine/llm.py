@@ -39,7 +39,7 @@ import torch
 from ..chat import THINK_END, Tokenizer, prompt_opens_think
 from ..model import Qwen35ForCausalLM, from_pretrained
 from ..model.cache import KV_BLOCK_SIZE
-from .chat_stream import chat_deltas, chat_response, normalize_conversations
+from .chat_stream import chat_deltas, chat_response, normalize_conversations, open_final_message
 from .core import LLMEngine, Request
 from .model_runner import ModelRunner, default_graph_sizes
 from .outputs import ChatDelta, ChatResponse, GenerationDelta, RequestOutput
@@ -352,8 +352,9 @@ class LLM:
              **template_kwargs: Any) -> ChatResponse | list[ChatResponse] | Iterator[ChatDelta]:
         """Replies to one conversation (a list of message dicts) or to each of a list of conversations.
 
-        The conversation is rendered with the checkpoint's chat template (``add_generation_prompt``,
-        ``enable_thinking``, ``tools`` and any other template variables), generated from, and the reply parsed into
+        The conversation is rendered with the checkpoint's chat template (``enable_thinking``, ``tools``, other
+        template variables; ``add_generation_prompt=False, continue_final_message=True`` continues the last
+        message, as in vLLM), generated from, and the reply parsed into
         reasoning (the think block), answer text and tool calls. Returns a :class:`ChatResponse` (a list of them
         for a list of conversations); with ``stream=True`` an iterator of :class:`ChatDelta`. Message contents may be
         strings or lists of parts: text, images and videos (``engine/prompts.py``).
@@ -365,13 +366,20 @@ class LLM:
 
     def prepare_chat(self, conversation: Sequence[Mapping[str, Any]], *, enable_thinking: bool = True,
                      tools: Sequence[Mapping[str, Any]] | None = None, chat_template: str | None = None,
+                     add_generation_prompt: bool = True, continue_final_message: bool = False,
                      **template_kwargs: Any) -> tuple[PreparedPrompt, bool]:
         """One conversation rendered with the chat template and turned into a prompt (vision inputs preprocessed),
-        and whether the rendered prompt opened a think block (the reply then starts inside it)."""
+        and whether the rendered prompt opened a think block (the reply then starts inside it). With
+        ``continue_final_message`` the prompt ends right after the last message's content (no end of turn)."""
         tokenizer = self.require_tokenizer("chat")
-        text = tokenizer.apply_chat_template(conversation, tools=tools, add_generation_prompt=True,
+        if continue_final_message and add_generation_prompt:
+            raise ValueError("qwen35_native.LLM.chat: continue_final_message=True needs add_generation_prompt=False "
+                             "(the reply continues the last message instead of starting a new one)")
+        text = tokenizer.apply_chat_template(conversation, tools=tools, add_generation_prompt=add_generation_prompt,
                                              chat_template=chat_template, enable_thinking=enable_thinking,
                                              **template_kwargs)
+        if continue_final_message:
+            text = open_final_message(text, conversation)
         media = media_from_messages(conversation)
         prompt = {"prompt": text, "multi_modal_data": media} if media["image"] or media["video"] else text
         item = self.prompts.prepare(prompt, add_special_tokens=False)

@@ -19,7 +19,7 @@ import jinja2
 
 from ..chat.reasoning import _partial_suffix
 from ..chat.tool_call_stream import ToolCallStream
-from ..engine.chat_stream import chat_deltas, chat_response
+from ..engine.chat_stream import chat_deltas, chat_response, open_final_message
 from .engine_loop import EngineLoop, Job
 from .protocol import ChatRequest, CompletionRequest, RequestError, expect_type, parse_chat, parse_completion
 from .responses import (
@@ -209,15 +209,18 @@ class OpenAIServing:
             add = expect_type(body.get("add_special_tokens", True), bool, "add_special_tokens", "a boolean")
             tokens = self.tokenizer.encode(body["prompt"], add_special_tokens=add)
         else:
-            req = parse_chat({"messages": body.get("messages"), "tools": body.get("tools"),
-                              "chat_template_kwargs": body.get("chat_template_kwargs")})
+            req = parse_chat({name: body.get(name) for name in ("messages", "tools", "chat_template_kwargs",
+                                                                "add_generation_prompt", "continue_final_message")
+                              if body.get(name) is not None})
             if any(isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"])
                    for m in req.messages):
                 raise RequestError("/tokenize takes text messages only (image tokens depend on the image's size)",
                                    "messages")
+            kwargs = dict(req.options.template_kwargs)
+            open_last = kwargs.pop("continue_final_message")
             try:
-                text = self.tokenizer.apply_chat_template(req.messages, tools=req.options.tools,
-                                                          add_generation_prompt=True, **req.options.template_kwargs)
+                text = self.tokenizer.apply_chat_template(req.messages, tools=req.options.tools, **kwargs)
+                text = open_final_message(text, req.messages) if open_last else text
             except (ValueError, TypeError, jinja2.TemplateError) as e:
                 raise RequestError(str(e), "messages") from None
             tokens = self.tokenizer.encode(text, add_special_tokens=False)

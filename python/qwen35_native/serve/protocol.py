@@ -32,7 +32,7 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's (and vLLM's) default for /v1/com
 _EXTRA_SAMPLING = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", "stop_token_ids",
                    "skip_special_tokens", "include_stop_str_in_output", "allowed_token_ids")
 # fields that change what the model must produce and that the engine cannot do yet
-_UNSUPPORTED = ("functions", "function_call", "prompt_embeds", "continue_final_message")
+_UNSUPPORTED = ("functions", "function_call", "prompt_embeds")
 # vLLM's older spellings of structured outputs -> StructuredOutputs fields
 _GUIDED = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice", "guided_grammar": "grammar"}
 
@@ -328,11 +328,16 @@ def parse_chat(body: Mapping[str, Any]) -> ChatRequest:
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, Mapping):
         raise RequestError(f"'chat_template_kwargs' must be an object, got {kwargs!r}", "chat_template_kwargs")
-    reserved = sorted(set(kwargs) & {"tools", "chat_template", "add_generation_prompt", "conversation", "messages"})
+    reserved = sorted(set(kwargs) & {"tools", "chat_template", "add_generation_prompt", "continue_final_message",
+                                     "conversation", "messages"})
     if reserved:
         raise RequestError(f"'chat_template_kwargs' must not set {reserved}: the server sets them",
                            "chat_template_kwargs")
     options.template_kwargs = dict(kwargs)
+    for name, default in (("add_generation_prompt", True), ("continue_final_message", False)):  # vLLM's
+        options.template_kwargs[name] = bool(expect_type(body.get(name, default), bool, name, "a boolean"))
+    if options.template_kwargs["continue_final_message"] and options.template_kwargs["add_generation_prompt"]:
+        raise RequestError("'continue_final_message' needs 'add_generation_prompt': false", "continue_final_message")
     params = sampling_params(body, max_tokens, options.logprobs)
     if options.forced_tools is not None:
         if params.structured_outputs is not None:
