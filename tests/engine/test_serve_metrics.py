@@ -5,12 +5,23 @@ follow the engine's, and the route needs no API key.
 Code: python/qwen35_native/serve/metrics.py, engine_loop.py (recording), http.py (route)."""
 
 import http.client
+import math
 import threading
 import time
 
 from openai_client import post, request
 from qwen35_native.serve import OpenAIServer
-from qwen35_native.serve.metrics import PREFIX, parse_metrics
+from qwen35_native.serve.metrics import PREFIX
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """``{name{labels}: value}`` of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = math.inf if value == "+Inf" else float(value)
+    return out
 
 
 def scrape(server) -> tuple[str, dict[str, float]]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .tool_calls import _convert, _schema_types
+from .tool_calls import convert_value, schema_types, trim_value
 
 _FUNCTION_OPEN = re.compile(r"<function=([^>\n]+)>")
 _PARAMETER_OPEN = re.compile(r"<parameter=([^>\n]+)>")
@@ -40,7 +40,7 @@ class ToolCallStream:
     ``tool_calls`` deltas (``{"index", ...}`` dicts in OpenAI's streaming form)."""
 
     def __init__(self, tools: Sequence[Mapping[str, Any]] | None = None):
-        self.types = _schema_types(tools)
+        self.types = schema_types(tools)
         self.calls: list[_Call] = []
         self.text = ""
 
@@ -56,7 +56,7 @@ class ToolCallStream:
             fragment = ""
             for key, value in params[call.params_sent:]:
                 fragment += ("{" if call.params_sent == 0 else ", ") + json.dumps(key, ensure_ascii=False) + ": " + \
-                    json.dumps(_convert(value, self.types.get(name, {}).get(key)), ensure_ascii=False)
+                    json.dumps(convert_value(value, self.types.get(name, {}).get(key)), ensure_ascii=False)
                 call.params_sent += 1
             if closed and not call.closed:
                 fragment += "}" if call.params_sent else "{}"
@@ -85,8 +85,5 @@ class ToolCallStream:
                 end = _VALUE_END.search(body, p.end())
                 if end is None:
                     break  # the value is still being written
-                value = body[p.end():end.start()]
-                value = value[1:] if value.startswith("\n") else value
-                value = value[:-1] if value.endswith("\n") else value
-                params.append((p.group(1).strip(), value))
+                params.append((p.group(1).strip(), trim_value(body[p.end():end.start()])))
             yield name, params, closed

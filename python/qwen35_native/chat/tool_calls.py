@@ -47,7 +47,7 @@ class ToolCall:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
-def _schema_types(tools: Sequence[Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+def schema_types(tools: Sequence[Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
     """function name -> {parameter name -> JSON-schema type} from OpenAI-style tool schemas."""
     types: dict[str, dict[str, Any]] = {}
     for tool in tools or ():
@@ -59,7 +59,14 @@ def _schema_types(tools: Sequence[Mapping[str, Any]] | None) -> dict[str, dict[s
     return types
 
 
-def _convert(value: str, schema_type: Any) -> Any:
+def trim_value(value: str) -> str:
+    """A parameter's text without the one leading and one trailing newline the template writes around it."""
+    value = value[1:] if value.startswith("\n") else value
+    return value[:-1] if value.endswith("\n") else value
+
+
+def convert_value(value: str, schema_type: Any) -> Any:
+    """A parameter's text as its schema type says (no type: JSON when it parses, else the text)."""
     kinds = set(schema_type) if isinstance(schema_type, list) else {schema_type} if schema_type else set()
     if "string" in kinds and len(kinds) == 1:
         return value
@@ -83,11 +90,9 @@ def _parse_block(body: str, types: dict[str, dict[str, Any]]) -> ToolCall | None
     for p in _PARAMETER.finditer(inner):
         if inner[pos:p.start()].strip():
             return None  # text between parameters: not the format
-        value = p.group(2)
-        value = value[1:] if value.startswith("\n") else value
-        value = value[:-1] if value.endswith("\n") else value
+        value = trim_value(p.group(2))
         key = p.group(1).strip()
-        arguments[key] = _convert(value, types.get(name, {}).get(key))
+        arguments[key] = convert_value(value, types.get(name, {}).get(key))
         pos = p.end()
     if inner[pos:].strip():
         return None
@@ -97,7 +102,7 @@ def _parse_block(body: str, types: dict[str, dict[str, Any]]) -> ToolCall | None
 def parse_tool_calls(text: str, tools: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, list[ToolCall]]:
     """``(remaining text, calls)``: every well-formed ``<tool_call>`` block becomes a :class:`ToolCall` and is
     removed from the text (which is then stripped); malformed blocks stay in the text."""
-    types = _schema_types(tools)
+    types = schema_types(tools)
     calls: list[ToolCall] = []
     kept: list[str] = []
     pos = 0

@@ -18,7 +18,6 @@ counting holds, never the engine's.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Sequence
 
@@ -124,12 +123,3 @@ class ServerMetrics:
                 lines.extend(PREFIX + line for line in hist.lines(name))
         return "\n".join(lines) + "\n"
 
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """``{name{labels}: value}`` of a text exposition (the tests read /metrics back with it)."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            out[key] = math.inf if value == "+Inf" else float(value)
-    return out

@@ -7,8 +7,7 @@ Fields follow the OpenAI API and vLLM's extensions of it (``top_k``, ``min_p``, 
 sampling fields stay unset, so the checkpoint's ``generation_config.json`` fills them, as in ``LLM.generate``.
 ``tool_choice`` "required" or a named function constrains the reply (tool_choice.py). Fields we cannot honour are
 refused when set to anything but their neutral value (``suffix``, ``best_of`` other than ``n``, ``functions``),
-rather than ignored; other unknown fields (``user``, ``metadata``,
-...) are ignored, as vLLM does.
+rather than ignored; other unknown fields (``user``, ``metadata``, ...) are ignored, as vLLM does.
 
 Tests: tests/engine/test_serve.py, test_serve_chat.py.
 """
