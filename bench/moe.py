@@ -5,14 +5,13 @@ and ``torch._grouped_mm`` (sort + two grouped GEMMs) on the same inputs.
 
 Bytes are the floor of a memory-bound step: the weights of the experts the batch touches (each read once) plus
 activations in and out; FLOPs are 2 * N * k * 3 * H * I (real rows only: the padding of the tiles is not counted).
-Decode rows (N <= 64) are also timed inside a CUDA graph (launch gaps of a captured decode step). At prefill sizes
-(>= 48 rows per expert) the kernel paths run side by side, each stage alone (align, GEMMs, combine) and the
-whole fused_moe: "sm80"
-(block_m 64, mma.sync), on an sm_90 GPU "sm90a" (block_m 128, TMA + wgmma, persistent; gate_up gathers the token
-rows with cp.async) and "sm90a-sorted" (the rows first copied into tile order by moe_permute, then loaded by TMA;
-its gate_up row includes the copy, which is also timed alone; QWEN35_MOE_SORTED_ROWS=1 makes fused_moe take it),
-and "sm90a-pair" / "sm90a-pair-sorted" (block_m 256: 2-CTA clusters that TMA-multicast each weight tile to both
-CTAs, halving the weights' L2 -> SM traffic; QWEN35_MOE_CLUSTER=1).
+Decode rows (N <= 64) are also timed inside a CUDA graph (launch gaps of a captured decode step). From 8 rows per
+expert the kernel paths run side by side, each stage alone (align, GEMMs, combine) and the whole fused_moe: below 32
+rows per expert "decode-tiles" (block_m 16) too, "sm80" (block_m 64, mma.sync), on an sm_90 GPU "sm90a" (block_m 128,
+TMA + wgmma, persistent; gate_up gathers the token rows with cp.async) and "sm90a-sorted" (the rows first copied into
+tile order by moe_permute, then loaded by TMA; its gate_up row includes the copy, which is also timed alone;
+QWEN35_MOE_SORTED_ROWS=1 makes fused_moe take it), and "sm90a-pair" / "sm90a-pair-sorted" (block_m 256: 2-CTA clusters
+that TMA-multicast each weight tile to both CTAs, halving the weights' L2 -> SM traffic; QWEN35_MOE_CLUSTER=1).
 ``--dry-run``: tiny shapes through the SIMT emulator on the CPU (the emulated arch sm_90 runs them all).
 """
 
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 import qwen35_native as q35
 from _report import Row, add_common_args, emit, emit_rows_made_on_term
 from _timing import bench, bench_graph
-from qwen35_native.ops.moe_stages import fused_moe_kernel, moe_align, pick_block_m, sm90a_path
+from qwen35_native.ops.moe_stages import PREFILL_MIN_ROWS_PER_EXPERT, fused_moe_kernel, moe_align, sm90a_path
 
 # name: (experts, top_k, hidden H, expert intermediate I); the shared expert has I too (MODEL_SPEC §1.2)
 SHAPES = {"397b-tp8": (512, 10, 4096, 128), "397b-tp1": (512, 10, 4096, 1024), "35b-a3b": (256, 8, 2048, 512)}
@@ -115,6 +114,8 @@ def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
     hopper = [("sm90a", 128, False), ("sm90a-sorted", 128, True), ("sm90a-pair", 256, False),
               ("sm90a-pair-sorted", 256, True)]
     paths = [("sm80", 64, False)] + (hopper if sm90a_path(device) else [])
+    if P < 2 * PREFILL_MIN_ROWS_PER_EXPERT * E:   # near the switch from the decode tiles: those too, first
+        paths.insert(0, ("decode-tiles", 16, False))
     rows, first = [], {}
     ops = torch.ops.qwen35_native
     for label, bm, sorted_rows in paths:
@@ -123,7 +124,7 @@ def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
         fused = _with_env(partial(fused_moe_kernel, x, w13, w2, weights, ids, block_m=bm), sorted_rows)
         stages["fused_moe"] = (fused, 2.0 * P * 3 * H * inter, touched * 3 * H * inter * 2 + 2 * x.numel() * 2
                                + copy_bytes)
-        if label != "sm80":   # the same kernel on the same pairs for every path
+        if label != paths[0][0]:   # the same kernel on the same pairs for every path
             del stages["moe_combine"]
         if sorted_rows:   # gate_up including the copy into tile order, and the copy alone
             a_rows = torch.empty(pairs.numel(), H, dtype=x.dtype, device=device)
@@ -149,7 +150,7 @@ def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
     return rows
 
 
-def expert_rows(name, E, k, H, inter, tokens, device, reps) -> list[Row]:
+def expert_rows(name, E, k, H, inter, tokens, device, reps, paths_only=False) -> list[Row]:
     g = torch.Generator(device=device).manual_seed(0)
     w13 = torch.randn(E, 2 * inter, H, device=device, dtype=torch.bfloat16, generator=g).div_(H ** 0.5)
     w2 = torch.randn(E, H, inter, device=device, dtype=torch.bfloat16, generator=g).div_(inter ** 0.5)
@@ -162,6 +163,9 @@ def expert_rows(name, E, k, H, inter, tokens, device, reps) -> list[Row]:
         x = torch.randn(n, H, device=device, dtype=torch.bfloat16, generator=g)
         weights, ids = q35.ops.moe_route(F.linear(x, router), k, backend="kernel")
         touched = int(torch.unique(ids).numel())
+        if paths_only:
+            rows += path_rows(f"{name} N={n}", x, w13, w2, weights, ids, device, reps) if n * k >= 8 * E else []
+            continue
         expert_bytes = touched * 3 * H * inter * 2 + 2 * x.numel() * 2
         flops = 2.0 * n * k * 3 * H * inter
         shape = f"{name} N={n}"
@@ -190,7 +194,7 @@ def expert_rows(name, E, k, H, inter, tokens, device, reps) -> list[Row]:
         rows.append(Row(op="moe_block", shape=shape, dtype="bf16", impl="q35", median_us=_time(block, device, reps),
                         bytes=block_bytes, flops=block_flops, peer="torch loop",
                         peer_us=_time(block_ref, device, max(2, reps // 3) if n >= 512 else reps), notes=note))
-        if pick_block_m(n * k, E, x.dtype) != 16:   # prefill sizes: both kernel paths side by side
+        if n * k >= 8 * E:   # prefill sizes (8 rows per expert and more): the kernel paths side by side
             rows += path_rows(shape, x, w13, w2, weights, ids, device, reps)
         if device == "cuda" and n <= GRAPH_MAX_TOKENS:
             for op, fn, nbytes, nflops in (("fused_moe", ours, expert_bytes, flops),
@@ -235,9 +239,10 @@ def run(args: argparse.Namespace) -> list[Row]:
     reps = 2 if args.dry_run else args.reps
     tokens = [1, 8, DRY_PREFILL_TOKENS] if args.dry_run else args.tokens
     shapes = DRY_SHAPES if args.dry_run else {name: SHAPES[name] for name in args.shapes}
-    rows = route_rows(64 if args.dry_run else 512, 2 if args.dry_run else 10, tokens, device, reps)
+    rows = [] if args.paths_only else route_rows(64 if args.dry_run else 512, 2 if args.dry_run else 10, tokens,
+                                                 device, reps)
     for name, (E, k, H, inter) in shapes.items():
-        rows += expert_rows(name, E, k, H, inter, tokens, device, reps)
+        rows += expert_rows(name, E, k, H, inter, tokens, device, reps, args.paths_only)
         if device == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -248,6 +253,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 8, 64, 512, 8192])
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--paths-only", action="store_true",
+                        help="only our kernel paths side by side (block_m 16 / 64 / 128 / 256), from 8 rows per expert")
     add_common_args(parser)
     args = parser.parse_args()
     emit_rows_made_on_term("moe", args)

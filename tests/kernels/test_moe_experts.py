@@ -21,8 +21,14 @@ from moe_helpers import (
     skip_without_cuda,
 )
 
-from qwen35_native import ops
-from qwen35_native.ops.moe_stages import fused_moe_kernel, moe_align
+from qwen35_native import emulator, ops
+from qwen35_native.ops.moe_stages import (
+    PREFILL_MIN_ROWS_PER_EXPERT,
+    SM90A_MIN_ROWS_PER_EXPERT,
+    fused_moe_kernel,
+    moe_align,
+    pick_block_m,
+)
 from utils import GuardedTensor, assert_bit_identical, poisoned_empty
 
 # (N, E, k, H, I, block_m or None = the kernels' choice)
@@ -91,6 +97,31 @@ def test_fused_moe_all_tokens_on_one_expert(bm, device):
     ids = torch.full((150, 1), 6, dtype=torch.int32, device=device)   # 7 of 8 experts get no token
     weights = torch.ones(150, 1, device=device)
     _check_fused(fused_moe_kernel(x, w13, w2, weights, ids, block_m=bm), x, w13, w2, weights, ids)
+
+
+@pytest.mark.parametrize(("arch", "rows", "block_m"), [("sm_90", SM90A_MIN_ROWS_PER_EXPERT, 128),
+                                                      ("sm_80", PREFILL_MIN_ROWS_PER_EXPERT, 64)])
+def test_fused_moe_takes_the_prefill_tiles_from_the_measured_rows_per_expert(arch, rows, block_m):
+    """Without block_m, fused_moe switches from the decode tiles to the prefill tiles of the device where the
+    experts average `rows` rows (moe_pick_block_m, measured on an H200), and pick_block_m says so too. The tilings
+    give the same bits, so the emulator's launch counters (blocks, threads) name the kernels that ran."""
+    E, k = 4, 2
+
+    def launched(**block_m):
+        emulator.reset_stats()
+        out = fused_moe_kernel(x, w13, w2, weights, ids, **block_m)
+        return out, {key: emulator.stats()[key] for key in ("launches", "blocks", "threads")}
+
+    with emulator.arch(arch):
+        for pairs, want in ((rows * E - k, 16), (rows * E, block_m)):
+            x, w13, w2, weights, ids = make_moe_inputs(pairs // k, E, k, 96, 40, torch.bfloat16, seed=pairs)
+            assert pick_block_m(ids.numel(), E, x.dtype, sm90a=arch == "sm_90") == want
+            out, ran = launched()
+            other = launched(block_m=block_m if want == 16 else 16)[1]
+            assert ran != other, "the counters must tell the tilings apart"
+            assert ran == launched(block_m=want)[1], \
+                f"{arch}, {pairs / E:.1f} rows per expert: fused_moe should take block_m {want}"
+            _check_fused(out, x, w13, w2, weights, ids)
 
 
 def _stages(x, w13, w2, weights, ids, offset, bm, device, shared=None):

@@ -172,3 +172,24 @@ def test_sm90a_vs_sm80_and_fp32_on_model_shapes_gpu(name, monkeypatch):
         set_sm90a(monkeypatch, setting)
         assert torch.equal(ops.fused_moe(x, w13, w2, weights, ids), with_bm(block_m=bm)), \
             f"{name}: QWEN35_SM90A={setting}: fused_moe should run the block_m {bm} kernels (deterministically)"
+
+
+@pytest.mark.gpu
+def test_prefill_tiles_capture_in_a_cuda_graph():
+    """Since decode batches of 8+ rows per expert (35b-a3b from 256 sequences) take the sm_90a kernels, they run
+    inside the engine's CUDA graphs: a captured fused_moe replays to the eager bits, also on new inputs."""
+    if not sm90a_path("cuda"):
+        pytest.skip("needs an sm_90 GPU (H100/H200)")
+    x, w13, w2, weights, ids = make_moe_inputs(64, 64, 8, 1024, 256, torch.bfloat16, seed=3, device="cuda")
+    run = partial(ops.fused_moe, x, w13, w2, weights, ids, backend="kernel")
+    assert torch.equal(run(), fused_moe_kernel(x, w13, w2, weights, ids, block_m=128)), "8 rows per expert: sm_90a"
+    run()   # warm-up outside the capture (tensor maps, function attributes)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    for seed in (5, 6):
+        x.copy_(torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(x))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, run()), f"replay {seed}: the captured sm_90a fused_moe differs from eager"

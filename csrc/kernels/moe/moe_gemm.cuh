@@ -23,15 +23,21 @@ constexpr int kMoeDecodeBlockM = 16;   // rows per tile when experts see a few t
 constexpr int kMoePrefillBlockM = 64;  // rows per tile when experts see many tokens
 constexpr int kMoeSm90BlockM = 128;    // rows per tile of the sm_90a prefill kernels (two 64-row warpgroups)
 constexpr int kMoeSm90PairBlockM = 256;  // ... of their 2-CTA-cluster form (a CTA per 128 rows, the weights shared)
-constexpr int64_t kMoePrefillMinRowsPerExpert = 48;
+constexpr int64_t kMoePrefillMinRowsPerExpert = 16;  // the 64-row mma.sync tiles from here
+constexpr int64_t kMoeSm90MinRowsPerExpert = 8;      // the 128-row sm_90a tiles from here
 
-// Rows per tile for num_pairs (token, expert) pairs over the local experts: the prefill tiles once experts
-// average kMoePrefillMinRowsPerExpert rows (from there their mma efficiency outweighs the padding they add) --
-// 128-row sm_90a tiles where the device runs them (sm90a), else 64-row mma.sync tiles -- and the 16-row decode
-// tiles below; fp32 (SIMT path) has only the decode tiles.
+// Rows per tile for num_pairs (token, expert) pairs over the local experts: the prefill tiles once experts average
+// kMoeSm90MinRowsPerExpert rows (128-row sm_90a tiles, where the device runs them: sm90a) or
+// kMoePrefillMinRowsPerExpert rows (64-row mma.sync tiles), else the 16-row decode tiles; fp32 (SIMT path) has only
+// the decode tiles. Why so few rows: the decode tiles stream an expert's weights once per 16 rows, so from 2 tiles
+// per expert on they read the weights two or more times, while the prefill tiles read them once. H200
+// (bench/results/2026-11-28-NVIDIA-H200-session9.md, fused_moe at 35b-a3b, 397b tp8 and tp1): the sm_90a path was
+// 1.09-1.34x the decode tiles at 8-10 rows per expert and 1.5-3.3x at 16-64; the mma.sync prefill tiles were even
+// at 8, 1.07-1.10x at 10 and 1.43x at 16.
 Q35_HD constexpr int moe_pick_block_m(int64_t num_pairs, int64_t num_local_experts, bool fp32, bool sm90a = false) {
-  if (fp32 || num_pairs < kMoePrefillMinRowsPerExpert * num_local_experts) return kMoeDecodeBlockM;
-  return sm90a ? kMoeSm90BlockM : kMoePrefillBlockM;
+  if (fp32) return kMoeDecodeBlockM;
+  if (sm90a) return num_pairs >= kMoeSm90MinRowsPerExpert * num_local_experts ? kMoeSm90BlockM : kMoeDecodeBlockM;
+  return num_pairs >= kMoePrefillMinRowsPerExpert * num_local_experts ? kMoePrefillBlockM : kMoeDecodeBlockM;
 }
 
 struct MoeGemmParams {

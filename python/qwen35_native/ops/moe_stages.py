@@ -37,7 +37,8 @@ MAX_TOP_K = 32
 MAX_LOCAL_EXPERTS = 1024   # csrc/kernels/moe/moe_align.cuh
 DECODE_BLOCK_M, PREFILL_BLOCK_M, SM90A_BLOCK_M = 16, 64, 128
 SM90A_PAIR_BLOCK_M = 256   # the sm_90a kernels in 2-CTA clusters sharing each weight tile
-PREFILL_MIN_ROWS_PER_EXPERT = 48   # csrc/kernels/moe/moe_gemm.cuh
+PREFILL_MIN_ROWS_PER_EXPERT = 16   # the 64-row tiles from here (csrc/kernels/moe/moe_gemm.cuh)
+SM90A_MIN_ROWS_PER_EXPERT = 8      # the 128-row sm_90a tiles from here
 
 
 def moe_max_tiles(num_pairs: int, num_local_experts: int, block_m: int) -> int:
@@ -61,10 +62,11 @@ def sm90a_path(device: torch.device | str) -> bool:
 def pick_block_m(num_pairs: int, num_local_experts: int, dtype: torch.dtype, sm90a: bool = False) -> int:
     """The rows per tile ``fused_moe`` picks (csrc moe_pick_block_m); ``sm90a``: ``sm90a_path(device)`` (and
     H, I > 0)."""
-    prefill = dtype != torch.float32 and num_pairs >= PREFILL_MIN_ROWS_PER_EXPERT * num_local_experts
-    if not prefill:
+    if dtype == torch.float32:
         return DECODE_BLOCK_M
-    return SM90A_BLOCK_M if sm90a else PREFILL_BLOCK_M
+    rows, block_m = (SM90A_MIN_ROWS_PER_EXPERT, SM90A_BLOCK_M) if sm90a else (PREFILL_MIN_ROWS_PER_EXPERT,
+                                                                             PREFILL_BLOCK_M)
+    return block_m if num_pairs >= rows * num_local_experts else DECODE_BLOCK_M
 
 
 def _aligned_start(t: torch.Tensor) -> bool:
