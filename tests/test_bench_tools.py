@@ -105,3 +105,28 @@ def test_prefill_step_profile_says_its_wall_time_and_kernels():
     kernels = float(out[1].split("prefill step: ")[1].split()[0])
     assert kernels > 0 and wall > 0, out
     assert len([line for line in out[3:] if line.strip()]) == 3, out
+
+
+def test_ncu_hotspots_reads_every_file_block_of_the_source_page():
+    """ncu's source page comes in one block per file (the kernel's .cu and the headers it includes), each with its
+    own "File Name" line and header; the hottest lines across all of them, and the uncoalesced ones, by file."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from _ncu_hotspots import format_hotspots, source_rows
+    finally:
+        sys.path.pop(0)
+    cols = '"#","Source","Warp Stall Sampling (All Samples)","stall_long_sb","L2 Theoretical Sectors Global Excessive"'
+    page = "\n".join(['"File Name","/x/gdn_chunk_prep.cu"', cols, '"10","a = load(p);","30","25","0"',
+                      '"11","b = a * 2;","10","0","0"',
+                      "ignored text line",
+                      '"File Name","/x/gdn_prep_stage.cuh"', cols, '"7","s = k[lane * 9];","60","5","900"',
+                      '"8","t = s;","0","0","100"'])
+    rows = source_rows(page)
+    assert [(r["File"], r["#"]) for r in rows] == [("/x/gdn_chunk_prep.cu", "10"), ("/x/gdn_chunk_prep.cu", "11"),
+                                                   ("/x/gdn_prep_stage.cuh", "7"), ("/x/gdn_prep_stage.cuh", "8")]
+    out = format_hotspots(rows, top=2)
+    assert "60.0%" in out[0] and "gdn_prep_stage.cuh:7" in out[0] and "stall_long_sb 5" in out[0]
+    assert "30.0%" in out[1] and "gdn_chunk_prep.cu:10" in out[1] and len(out) == 2 + 3
+    assert out[2] == "  -- L2 Theoretical Sectors Global Excessive"
+    assert "90.0%" in out[3] and "gdn_prep_stage.cuh:7" in out[3] and "10.0%" in out[4]
+    assert format_hotspots([], top=3) == ["  (no source rows: was the kernel built with -lineinfo?)"]
