@@ -37,9 +37,27 @@ function(q35_emulated_kernel_library target)
   target_link_libraries(${target} PUBLIC q35_emu)
 endfunction()
 
+# The shared libstdc++ (libstdc++.so.6, the one torch uses), named by its path on the link line of a module. A plain
+# -lstdc++ takes the static libstdc++.a where the toolchain has no libstdc++.so development link, or where
+# -static-libstdc++ comes in through the environment's flags: the module then carries a second copy of libstdc++ beside
+# torch's, half of it interposed by the first, and crashed on the first integer formatted into an error message (the
+# H200 machine of 2026-11-28, g++ 13.3: every TORCH_CHECK with a number segfaulted). Named first, the shared library
+# resolves every libstdc++ symbol, so nothing is taken from the archive. tests/build/test_wheel.py checks the result.
+execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libstdc++.so.6 OUTPUT_VARIABLE Q35_LIBSTDCXX
+                OUTPUT_STRIP_TRAILING_WHITESPACE)
+if(NOT IS_ABSOLUTE "${Q35_LIBSTDCXX}" OR NOT EXISTS "${Q35_LIBSTDCXX}")
+  set(Q35_LIBSTDCXX "")
+endif()
+function(q35_link_shared_libstdcxx target)
+  if(Q35_LIBSTDCXX)
+    target_link_libraries(${target} PRIVATE "${Q35_LIBSTDCXX}")
+  endif()
+endfunction()
+
 # A Python extension module of the package that links torch (the op glue of _C and of _emu_tests).
 function(q35_torch_module target)
   Python_add_library(${target} MODULE WITH_SOABI ${ARGN})
+  q35_link_shared_libstdcxx(${target})
   target_include_directories(${target} PRIVATE ${Q35_INCLUDE} ${Q35_TORCH_INCLUDE_DIRS} ${Q35_CUDA_HEADERS})
   target_compile_definitions(${target} PRIVATE _GLIBCXX_USE_CXX11_ABI=${Q35_TORCH_CXX11_ABI}
                                                TORCH_EXTENSION_NAME=${target})

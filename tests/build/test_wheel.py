@@ -2,6 +2,7 @@
 directory outside the source tree, import it with the venv's python and call an op."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,30 @@ def test_wheel_has_entry_point_and_metadata():
         meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
     for dep in ("torch", "numpy", "safetensors", "tokenizers", "jinja2", "tqdm"):
         assert f"Requires-Dist: {dep}" in meta
+
+
+def test_the_libraries_use_the_shared_libstdcxx():
+    """No compiled library of the package carries its own copy of libstdc++ (cmake/Q35Sources.cmake,
+    q35_link_shared_libstdcxx): the H200 machine's build had linked libstdc++.a into _C, and every error message with
+    a number in it segfaulted. Then an error that formats integers raises as it should."""
+    import torch
+
+    import qwen35_native
+    from qwen35_native.ops.moe_stages import moe_align
+
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) not found")
+    libs = sorted(Path(qwen35_native.__file__).parent.glob("*.so"))
+    assert libs, "no compiled library next to qwen35_native/__init__.py"
+    for lib in libs:
+        out = subprocess.run([nm, "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True)
+        copies = [line for line in out.stdout.splitlines() if any(s in line for s in LIBSTDCXX_INTERNALS)]
+        assert not copies, f"{lib.name} defines libstdc++'s own symbols, e.g. {copies[:3]}"
+    ids = torch.zeros(4, 2, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="expert_offset must be in .0, 2.31., got -3"):
+        moe_align(ids, -3, 4, 16)
+
+
+# mangled names only libstdc++ itself defines: std::locale, std::ios_base::Init, std::ostream's own members
+LIBSTDCXX_INTERNALS = ("_ZNSt6locale", "_ZNSt8ios_base4Init", "_ZNSo9_M_insert")
