@@ -259,8 +259,10 @@ def prefix_rows(model, llm, args, name: str, dt: str, scale: float, note: str) -
     rows, first = [], torch.randint(0, vocab, (p,)).tolist()
     for engine in (llm, cached):
         engine.generate([first], one)   # the earlier turn
-    for what, prompt in (("first prompt", lambda: torch.randint(0, vocab, (p,)).tolist()),
-                         ("next turn", lambda: first + torch.randint(0, vocab, (tail,)).tolist())):
+    # the next turn first: the first prompts' blocks would evict the earlier turn's from a cache sized for one
+    # sequence (the H200 run of 2026-11-28 measured "0 prompt tokens cached" that way)
+    for what, prompt in (("next turn", lambda: first + torch.randint(0, vocab, (tail,)).tolist()),
+                         ("first prompt", lambda: torch.randint(0, vocab, (p,)).tolist())):
         for impl, engine in (("q35 LLM", llm), ("q35 LLM prefix caching", cached)):
             hits = cached.engine.prefix_stats.num_hit_tokens
             us = sorted(ttft(engine, prompt()) for _ in range(args.prefill_reps))[args.prefill_reps // 2] * 1e6
