@@ -15,7 +15,10 @@ namespace {
 
 using namespace ::q35::gdn;  // NOLINT: the kernel's building blocks
 
-// One chunk's q, k tiles and the stages' work areas, in the sm_80 kernel's layouts (rows padded for ldmatrix).
+// One chunk's q, k tiles and the stages' work areas, in the sm_80 kernel's layouts (rows padded for ldmatrix). Tw
+// takes P's place: P goes to global memory before the inverse writes Tw, its stores overlapping the inverse (73 KiB
+// in all, against 82 with a region of its own for Tw). Three CTAs per SM would fit in shared memory now, but not in
+// registers: capped at 80 (__launch_bounds__(256, 3)) the kernel spills 20-48 bytes, which the build refuses.
 template <typename T>
 struct PrepSmem {
   static constexpr size_t kTile = size_t{kChunk} * kLd * sizeof(T);
@@ -24,8 +27,7 @@ struct PrepSmem {
   static constexpr size_t kK = kQ + kTile;
   static constexpr size_t kAmat = kK + kTile;  // fp32 [64][kLdA] A / T, then -w [64][kLd]
   static constexpr size_t kTu = kAmat + size_t{kChunk} * kLdA * sizeof(float);
-  static constexpr size_t kTw = kTu + kSquare;
-  static constexpr size_t kP = kTw + kSquare;
+  static constexpr size_t kP = kTu + kSquare;  // P, then Tw
   static constexpr size_t kScratch = kP + kSquare;
   static constexpr size_t kTok = kScratch + size_t{kInvBlocks - 1} * kInvBlock * kInvBlock * sizeof(float);
   static constexpr size_t kBytes = kTok + size_t{kTokenArrays} * kChunk * sizeof(float);
@@ -43,7 +45,7 @@ struct PrepViews {
   __device__ float* amat() const { return reinterpret_cast<float*>(base + PrepSmem<T>::kAmat); }
   __device__ T* w() const { return reinterpret_cast<T*>(base + PrepSmem<T>::kAmat); }
   __device__ T* tu() const { return reinterpret_cast<T*>(base + PrepSmem<T>::kTu); }
-  __device__ T* tw() const { return reinterpret_cast<T*>(base + PrepSmem<T>::kTw); }
+  __device__ T* tw() const { return reinterpret_cast<T*>(base + PrepSmem<T>::kP); }
   __device__ T* pm() const { return reinterpret_cast<T*>(base + PrepSmem<T>::kP); }
   __device__ float* scratch() const { return reinterpret_cast<float*>(base + PrepSmem<T>::kScratch); }
   __device__ float* tok(int array) const {
@@ -81,7 +83,8 @@ __device__ __forceinline__ void store_tile(T* dst, const T* src, int ld, int col
 //           prep_gates at (slot, h); the CTA of the first value head of each k head also q and K^T after the L2
 //           norm into prep_q / prep_kt at (slot, hk).
 // Grid:     x = chunk slot (gdn_chunk_slots; spare slots exit), y = value head h.
-// Block:    8 warps, the stages of the fused kernels. Smem: PrepSmem<T>::kBytes (82 KiB: two CTAs per H100 SM).
+// Block:    8 warps, the stages of the fused kernels. Smem: PrepSmem<T>::kBytes (73 KiB; two CTAs per SM, by the
+//           86 registers).
 // Requires: as gdn_chunk_kernel; the six prep buffers 16-byte aligned.
 template <typename T>
 __global__ void __launch_bounds__(kChunkThreads, 2) gdn_chunk_prep_kernel(GdnChunkParams p) {
@@ -120,12 +123,14 @@ __global__ void __launch_bounds__(kChunkThreads, 2) gdn_chunk_prep_kernel(GdnChu
   }
   kkt_stage<T>(p, sm, 0, true);
   __syncthreads();
+  // P out now, its region is Tw's: the inverse writes Tw only after a barrier (invert_and_scale) that every read of
+  // P here comes before
+  store_tile(static_cast<T*>(p.prep_p_ptr) + at * kChunk * kChunk, sm.pm(), kLdT, kChunk, true);
   inverse_stage<T>(sm);
   w_stage<T>(sm, 0);
   __syncthreads();
 
   store_tile(static_cast<T*>(p.prep_tu_ptr) + at * kChunk * kChunk, sm.tu(), kLdT, kChunk, false);
-  store_tile(static_cast<T*>(p.prep_p_ptr) + at * kChunk * kChunk, sm.pm(), kLdT, kChunk, true);
   store_tile(static_cast<T*>(p.prep_w_ptr) + at * kChunk * kHeadDim, sm.w(), kLd, kHeadDim, false);
   if (h % (p.num_v_heads / p.num_k_heads) == 0) {  // the k head's first value head: its normalised q and K^T
     const int64_t at_k = slot * p.num_k_heads + hk;
