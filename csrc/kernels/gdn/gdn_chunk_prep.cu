@@ -17,8 +17,9 @@ using namespace ::q35::gdn;  // NOLINT: the kernel's building blocks
 
 // One chunk's q, k tiles and the stages' work areas, in the sm_80 kernel's layouts (rows padded for ldmatrix). Tw
 // takes P's place: P goes to global memory before the inverse writes Tw, its stores overlapping the inverse (73 KiB
-// in all, against 82 with a region of its own for Tw). Three CTAs per SM would fit in shared memory now, but not in
-// registers: capped at 80 (__launch_bounds__(256, 3)) the kernel spills 20-48 bytes, which the build refuses.
+// in all, against 82 with a region of its own for Tw): three CTAs per SM, with the 72 registers the kernel needs
+// since the L2 norms stopped holding their rows in registers (ncu on an H200, at 82 KiB and 86 registers: two CTAs
+// per SM, 25 % occupancy, latency-bound).
 template <typename T>
 struct PrepSmem {
   static constexpr size_t kTile = size_t{kChunk} * kLd * sizeof(T);
@@ -32,6 +33,7 @@ struct PrepSmem {
   static constexpr size_t kTok = kScratch + size_t{kInvBlocks - 1} * kInvBlock * kInvBlock * sizeof(float);
   static constexpr size_t kBytes = kTok + size_t{kTokenArrays} * kChunk * sizeof(float);
   static_assert(size_t{kChunk} * kLdA * sizeof(float) >= kTile, "-w reuses the A matrix region");
+  static_assert(3 * (kBytes + 1024) <= 228 * 1024, "three CTAs per SM (H100 / H200: 228 KiB, 1 KiB per CTA reserved)");
   static_assert(kTile % kVecBytes == 0 && kSquare % kVecBytes == 0 && kAmat % kVecBytes == 0,
                 "16-byte rows and tiles");
 };
@@ -83,11 +85,10 @@ __device__ __forceinline__ void store_tile(T* dst, const T* src, int ld, int col
 //           prep_gates at (slot, h); the CTA of the first value head of each k head also q and K^T after the L2
 //           norm into prep_q / prep_kt at (slot, hk).
 // Grid:     x = chunk slot (gdn_chunk_slots; spare slots exit), y = value head h.
-// Block:    8 warps, the stages of the fused kernels. Smem: PrepSmem<T>::kBytes (73 KiB; two CTAs per SM, by the
-//           86 registers).
+// Block:    8 warps, the stages of the fused kernels. Smem: PrepSmem<T>::kBytes (73 KiB: three CTAs per SM).
 // Requires: as gdn_chunk_kernel; the six prep buffers 16-byte aligned.
 template <typename T>
-__global__ void __launch_bounds__(kChunkThreads, 2) gdn_chunk_prep_kernel(GdnChunkParams p) {
+__global__ void __launch_bounds__(kChunkThreads, 3) gdn_chunk_prep_kernel(GdnChunkParams p) {
   const int64_t slot = blockIdx.x;
   const int h = blockIdx.y;
   int64_t c0;
