@@ -55,9 +55,10 @@ def test_wheel_has_entry_point_and_metadata():
 
 @pytest.mark.parametrize("where", ["here", pytest.param("gpu machine", marks=pytest.mark.gpu)])
 def test_the_libraries_use_the_shared_libstdcxx(where):
-    """(Also under -m gpu: the build on the GPU machine is the one that went wrong.) No compiled library of the package carries its own copy of libstdc++ (cmake/Q35Sources.cmake,
-    q35_link_shared_libstdcxx): the H200 machine's build had linked libstdc++.a into _C, and every error message with
-    a number in it segfaulted. Then an error that formats integers raises as it should."""
+    """(Also under -m gpu: the build on the GPU machine is the one that went wrong.) No compiled library of the package
+    carries its own copy of libstdc++ (cmake/Q35Sources.cmake, q35_link_shared_libstdcxx): the H200 machine's
+    build had linked libstdc++.a into _C, and every error message with a number in it segfaulted. Then an error
+    that formats integers raises as it should."""
     import torch
 
     import qwen35_native

@@ -27,6 +27,7 @@ from qwen35_native.ops.moe_stages import (
     SM90A_MIN_ROWS_PER_EXPERT,
     fused_moe_kernel,
     moe_align,
+    moe_route_kernel,
     pick_block_m,
 )
 from utils import GuardedTensor, assert_bit_identical, poisoned_empty
@@ -122,6 +123,35 @@ def test_fused_moe_takes_the_prefill_tiles_from_the_measured_rows_per_expert(arc
             assert ran == launched(block_m=want)[1], \
                 f"{arch}, {pairs / E:.1f} rows per expert: fused_moe should take block_m {want}"
             _check_fused(out, x, w13, w2, weights, ids)
+
+
+def test_expert_parallel_ranks_count_rows_over_the_global_experts():
+    """With experts split over ranks, ops.fused_moe / ops.moe_block judge rows per expert by the global expert count:
+    16 experts, this rank 4 of them, 64 pairs = 4 rows per expert, although 64 pairs over the 4 local experts would
+    pass the sm_90a switch (8 rows); 128 pairs (8 rows per expert) take the op's own choice, the sm_90a tiles."""
+    E, k, H, inter = 16, 2, 96, 40
+
+    def counters(fn, *args, **kwargs):
+        emulator.reset_stats()
+        out = fn(*args, **kwargs)
+        return out, {key: emulator.stats()[key] for key in ("launches", "blocks", "threads")}
+
+    with emulator.arch("sm_90"):
+        for pairs, want in ((64, 16), (128, 128)):
+            x, w13, w2, weights, ids = make_moe_inputs(pairs // k, E, k, H, inter, torch.bfloat16, seed=pairs)
+            w13, w2 = w13[4:8], w2[4:8]
+            out, ran = counters(ops.fused_moe, x, w13, w2, weights, ids, expert_offset=4, num_experts=E,
+                                backend="kernel")
+            _, tiles = counters(fused_moe_kernel, x, w13, w2, weights, ids, 4, block_m=want)
+            _, other = counters(fused_moe_kernel, x, w13, w2, weights, ids, 4, block_m=144 - want)
+            assert ran == tiles != other, f"{pairs} pairs over {E} experts: block_m {want} expected"
+            _check_fused(out, x, w13, w2, weights, ids, offset=4)
+            router = torch.randn(E, H, generator=gen(pairs)).to(torch.bfloat16)
+            _, block = counters(ops.moe_block, x, router, w13, w2, None, None, None, k, expert_offset=4,
+                                backend="kernel")
+            _, route = counters(moe_route_kernel, torch.nn.functional.linear(x, router), k)
+            assert {key: block[key] - route[key] for key in block} == tiles, \
+                f"moe_block ({pairs} pairs): block_m {want} expected"
 
 
 def _stages(x, w13, w2, weights, ids, offset, bm, device, shared=None):

@@ -29,7 +29,13 @@ import torch.nn.functional as F
 from . import _checks
 from ._backend import use_kernel
 from .mlp import check_swiglu_weights, swiglu_mlp_reference
-from .moe_stages import fused_moe_kernel, fused_moe_support, moe_route_kernel, moe_route_support
+from .moe_stages import (
+    expert_parallel_block_m,
+    fused_moe_kernel,
+    fused_moe_support,
+    moe_route_kernel,
+    moe_route_support,
+)
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -120,7 +126,8 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
                          f"{expert_offset + w13.shape[0]})")
     _check_topk(op, hidden, topk_weights, topk_ids, total)
     if use_kernel(op, backend, hidden.device, *fused_moe_support(hidden, w13, topk_ids.shape[1])):
-        return fused_moe_kernel(hidden, w13, w2, topk_weights, topk_ids, expert_offset)
+        block_m = expert_parallel_block_m(topk_ids.numel(), w13.shape[0], total)
+        return fused_moe_kernel(hidden, w13, w2, topk_weights, topk_ids, expert_offset, block_m=block_m)
     return fused_moe_reference(hidden, w13, w2, topk_weights, topk_ids, expert_offset)
 
 
@@ -171,4 +178,5 @@ def moe_block(hidden: torch.Tensor, router_w: torch.Tensor, w13: torch.Tensor, w
                                    expert_offset)
     weights, ids = moe_route_kernel(F.linear(hidden, router_w), top_k)   # router matmul: cuBLAS (bf16 out)
     shared = None if shared_w13 is None else swiglu_mlp_reference(hidden, shared_w13, shared_w2)   # cuBLAS
-    return fused_moe_kernel(hidden, w13, w2, weights, ids, expert_offset, shared, shared_gate_w)
+    block_m = expert_parallel_block_m(ids.numel(), w13.shape[0], router_w.shape[0])
+    return fused_moe_kernel(hidden, w13, w2, weights, ids, expert_offset, shared, shared_gate_w, block_m)

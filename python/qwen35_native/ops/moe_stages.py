@@ -69,6 +69,16 @@ def pick_block_m(num_pairs: int, num_local_experts: int, dtype: torch.dtype, sm9
     return block_m if num_pairs >= rows * num_local_experts else DECODE_BLOCK_M
 
 
+def expert_parallel_block_m(num_pairs: int, num_local_experts: int, num_experts: int) -> int | None:
+    """The decode tiles where experts are split over ranks and average fewer than SM90A_MIN_ROWS_PER_EXPERT rows
+    (num_pairs counts the pairs of every rank's experts, num_experts the global count), else None (the op's own
+    choice). The op can only divide num_pairs by its local experts, which overstates a rank's rows by the number of
+    ranks: without this, 397b on 8 expert-parallel ranks would take the prefill tiles for 1 row per expert."""
+    if num_experts > num_local_experts and num_pairs < SM90A_MIN_ROWS_PER_EXPERT * num_experts:
+        return DECODE_BLOCK_M
+    return None
+
+
 def _aligned_start(t: torch.Tensor) -> bool:
     # storages start 16-byte aligned (caching allocator, CPU allocator); the offset decides. No data_ptr(): the
     # wrappers stay traceable by torch.compile (fake tensors have no data)
