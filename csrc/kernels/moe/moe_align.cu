@@ -125,12 +125,15 @@ __global__ void __launch_bounds__(kAlignThreads) moe_align_kernel(MoeAlignParams
   __syncthreads();
   const int used_tiles = tile_start[num_experts];
 
-  // ---- tile experts and padding slots ----
-  for (int64_t t = threadIdx.x; t < p.max_tiles; t += kAlignThreads) {
+  // ---- tile experts and padding slots: a warp per tile, its lanes on consecutive slots ----
+  // (One thread per tile, writing its padding alone: up to 128 uncoalesced stores per thread at block_m 128, the
+  // likely reason moe_align took 49 us there against 19 us at block_m 16 for 35b-a3b with 1024 tokens; H200,
+  // bench/moe.py --paths-only.)
+  for (int64_t t = warp_id; t < p.max_tiles; t += kAlignWarps) {
     const int e = t < used_tiles ? expert_of_tile(tile_start, num_experts, t) : -1;
-    p.tile_experts_ptr[t] = e;
+    if (lane == 0) p.tile_experts_ptr[t] = e;
     const int64_t first_pad = e < 0 ? t * bm : static_cast<int64_t>(tile_start[e]) * bm + expert_rows[e];
-    for (int64_t r = max(first_pad, t * bm); r < (t + 1) * bm; ++r) p.sorted_pairs_ptr[r] = -1;
+    for (int64_t r = max(first_pad, t * bm) + lane; r < (t + 1) * bm; r += kWarpSize) p.sorted_pairs_ptr[r] = -1;
   }
 
   // ---- scatter: pairs of equal expert in a 32-pair chunk are ranked by lane (match_any) ----
