@@ -81,6 +81,26 @@ def test_conv_update_matches_reference(dtype, device):
     assert torch.equal(state, ref_state)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("W", [2, 3, 4])
+def test_conv_update_with_states_at_an_odd_address(W, device):
+    """The update reads and writes each thread's state in 16-byte pieces; a state tensor starting 2 bytes off a
+    16-byte boundary takes the element-wise path, with the same results."""
+    skip_without_cuda(device)
+    x, w, aligned = _inputs([3], 264, W, torch.bfloat16, device, seed=W + 10)
+    flat = torch.empty(aligned.numel() + 1, dtype=aligned.dtype, device=device)
+    state = flat[1:].view(aligned.shape)
+    state.copy_(aligned)
+    slots = torch.tensor([4, 0, 8], dtype=torch.int64, device=device)
+    for st in (aligned, state):
+        y = Guarded((3, 264), x.dtype, device)
+        ref_state = st.clone()
+        torch.ops.qwen35_native.causal_conv1d_update(x, st, w, slots, True, y.t)
+        y.check("causal_conv1d_update y")
+        _close(y.t, ops.causal_conv1d_update_reference(x, ref_state, w, slots), x.dtype)
+        assert torch.equal(st, ref_state)
+
+
 def test_conv_two_orders(two_orders):
     x, w, state = _inputs(LENS, 264, 4, torch.bfloat16, "cpu", seed=3)
     slots = torch.arange(6)

@@ -13,6 +13,8 @@ constexpr int kTokensPerThread = 16;   // prefill: consecutive tokens of one thr
 constexpr int kTileTokens = kTokenGroups * kTokensPerThread;
 constexpr int kFwdThreads = kChannelThreads * kTokenGroups;
 constexpr int kUpdateThreads = 256;
+constexpr int kLoadAhead = 8;          // prefill: rows a thread loads before it uses the first
+static_assert(kTokensPerThread % kLoadAhead == 0);
 
 // Sequence n holding token t: the largest n with cu[n] <= t (empty sequences are skipped).
 __device__ __forceinline__ int64_t sequence_of(const CausalConv1dParams& p, int64_t t) {
@@ -79,20 +81,34 @@ __device__ __forceinline__ void conv_tile(const CausalConv1dParams& p, const flo
   int64_t n = p.cu_seqlens_ptr ? sequence_of(p, t0) : 0;
   int64_t seq_start = p.cu_seqlens_ptr ? gdn::load_index(p.cu_seqlens_ptr, n, p.cu_seqlens_int64) : 0;
   int64_t seq_end = p.cu_seqlens_ptr ? gdn::load_index(p.cu_seqlens_ptr, n + 1, p.cu_seqlens_int64) : p.num_tokens;
+  // kLoadAhead rows are loaded before any is used: a thread keeps that many 16-byte loads in flight instead of one
+  // (one row per iteration left ~8 KiB in flight per SM, about a third of what HBM needs to stream at full rate:
+  // the H200 prefill profile had this kernel at ~1 TB/s)
 #pragma unroll 1
-  for (int64_t t = t0; t < t1; ++t) {
-    while (t >= seq_end) {  // next non-empty sequence
-      ++n;
-      seq_start = seq_end;
-      seq_end = gdn::load_index(p.cu_seqlens_ptr, n + 1, p.cu_seqlens_int64);
+  for (int64_t tb = t0; tb < t1; tb += kLoadAhead) {
+    Vec<T, kVec> rows[kLoadAhead];
+#pragma unroll
+    for (int b = 0; b < kLoadAhead; ++b) {
+      if (tb + b < t1) rows[b] = *reinterpret_cast<const Vec<T, kVec>*>(x + (tb + b) * p.x_row_stride + c0);
     }
 #pragma unroll
-    for (int j = 0; j < kW - 1; ++j) {
+    for (int b = 0; b < kLoadAhead; ++b) {
+      const int64_t t = tb + b;
+      if (t >= t1) break;
+      while (t >= seq_end) {  // next non-empty sequence
+        ++n;
+        seq_start = seq_end;
+        seq_end = gdn::load_index(p.cu_seqlens_ptr, n + 1, p.cu_seqlens_int64);
+      }
 #pragma unroll
-      for (int v = 0; v < kVec; ++v) win[j][v] = win[j + 1][v];
+      for (int j = 0; j < kW - 1; ++j) {
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) win[j][v] = win[j + 1][v];
+      }
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) win[kW - 1][v] = to_float(rows[b].v[v]);
+      if (t - seq_start >= kW - 1) conv_store<T, kW, kVec>(p, w, win, y + t * p.channels + c0);
     }
-    load_row<T, kVec>(x + t * p.x_row_stride + c0, win[kW - 1]);
-    if (t - seq_start >= kW - 1) conv_store<T, kW, kVec>(p, w, win, y + t * p.channels + c0);
   }
 }
 
@@ -154,7 +170,7 @@ __device__ __forceinline__ void conv_boundary(const CausalConv1dParams& p, const
 //           tokens and its conv state); y = channel blocks of kChannelThreads * kVec channels.
 // Block:    kChannelThreads x kTokenGroups threads; thread (c, g) owns kVec channels and kTokensPerThread tokens.
 // Smem:     none.
-// Requires: kVec > 1 only when C % kVec == 0 and x rows / y are 16-byte aligned (the launcher checks).
+// Requires: kVec > 1 only when C % kVec == 0 and x rows / y / conv_state are 16-byte aligned (the launcher checks).
 template <typename T, int kW, int kVec>
 __global__ void __launch_bounds__(kFwdThreads, 1) causal_conv1d_fwd_kernel(CausalConv1dParams p) {
   const int64_t c0 = (static_cast<int64_t>(blockIdx.y) * kChannelThreads + threadIdx.x % kChannelThreads) * kVec;
@@ -170,6 +186,39 @@ __global__ void __launch_bounds__(kFwdThreads, 1) causal_conv1d_fwd_kernel(Causa
   } else if (group == 0) {
     conv_boundary<T, kW, kVec>(p, w, c0, blockIdx.x - num_tiles);
   }
+}
+
+// A thread's conv state: kVec channels x (W-1) taps, kVec * (W-1) contiguous elements ([kVec, W-1]), read into
+// win[0, W-1) and written from win[1, W) as W-1 pieces of kVec elements: 16-byte accesses on the vector path (the
+// element-wise ones touched each 16-byte piece up to 8 times), scalars when kVec is 1.
+template <typename T, int kW, int kVec>
+__device__ __forceinline__ void load_state(const T* state, float (&win)[kW][kVec]) {
+  Vec<T, kVec> raw[kW - 1];
+#pragma unroll
+  for (int i = 0; i < kW - 1; ++i) raw[i] = reinterpret_cast<const Vec<T, kVec>*>(state)[i];
+#pragma unroll
+  for (int j = 0; j < kW - 1; ++j) {
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) {
+      const int e = v * (kW - 1) + j;  // element of the thread's state
+      win[j][v] = to_float(raw[e / kVec].v[e % kVec]);
+    }
+  }
+}
+
+template <typename T, int kW, int kVec>
+__device__ __forceinline__ void store_state(T* state, const float (&win)[kW][kVec]) {
+  Vec<T, kVec> raw[kW - 1];
+#pragma unroll
+  for (int j = 0; j < kW - 1; ++j) {
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) {
+      const int e = v * (kW - 1) + j;  // element of the thread's state
+      raw[e / kVec].v[e % kVec] = from_float<T>(win[j + 1][v]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kW - 1; ++i) reinterpret_cast<Vec<T, kVec>*>(state)[i] = raw[i];
 }
 
 // Computes: y[n] = act(conv over (conv_state[slots[n]], x[n])); conv_state[slots[n]] shifted by x[n] is written
@@ -191,18 +240,10 @@ __global__ void __launch_bounds__(kUpdateThreads) causal_conv1d_update_kernel(Ca
   T* my_state = static_cast<T*>(p.conv_state_ptr) + (slot * p.channels + c0) * (kW - 1);  // [kVec, W-1]
   T* new_state = static_cast<T*>(p.conv_state_ptr) + (out_slot * p.channels + c0) * (kW - 1);
   float win[kW][kVec];
-#pragma unroll
-  for (int j = 0; j < kW - 1; ++j) {
-#pragma unroll
-    for (int v = 0; v < kVec; ++v) win[j][v] = to_float(my_state[v * (kW - 1) + j]);
-  }
+  load_state<T, kW, kVec>(my_state, win);
   load_row<T, kVec>(static_cast<const T*>(p.x_ptr) + n * p.x_row_stride + c0, win[kW - 1]);
   conv_store<T, kW, kVec>(p, w, win, static_cast<T*>(p.y_ptr) + n * p.channels + c0);
-#pragma unroll
-  for (int j = 0; j < kW - 1; ++j) {
-#pragma unroll
-    for (int v = 0; v < kVec; ++v) new_state[v * (kW - 1) + j] = from_float<T>(win[j + 1][v]);
-  }
+  store_state<T, kW, kVec>(new_state, win);
 }
 
 template <typename T>
@@ -210,6 +251,7 @@ bool vec_ok(const CausalConv1dParams& p) {
   constexpr int kVec = kVecBytes / sizeof(T);
   const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kVecBytes == 0; };
   return p.channels % kVec == 0 && aligned(p.x_ptr) && aligned(p.y_ptr) &&
+         (p.conv_state_ptr == nullptr || aligned(p.conv_state_ptr)) &&  // the update's 16-byte state pieces
          (p.x_row_stride * static_cast<int64_t>(sizeof(T))) % kVecBytes == 0;
 }
 
