@@ -90,7 +90,7 @@ __device__ __forceinline__ void gate_stage(const GdnChunkParams& p, const Views&
 // ---- L2 norm of the 64 rows of a tile in place: 4 threads per row, each 32 elements ----
 // addr(row, col) is the address of element (row, col) in the kernel's tile layout (16-byte pieces contiguous).
 // The second pass reads the elements again instead of keeping 32 fp32 values per thread: the same values (nothing
-// writes them in between), 16 registers fewer where q and k are normalised back to back (the pre-pass kernel: 89
+// writes them in between), 17 registers fewer where q and k are normalised back to back (the pre-pass kernel: 89
 // registers with them held, which kept it at two CTAs per SM).
 template <typename T, typename Addr>
 __device__ __forceinline__ void l2norm_rows_at(Addr addr) {
