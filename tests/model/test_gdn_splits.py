@@ -23,6 +23,10 @@ def test_rounds_of_a_batch():
     assert r1.rows.tolist() == [2, 3, 4, 5, 6, 13, 14, 15] and r1.cu_seqlens.tolist() == [0, 5, 8]
     assert r1.has_initial.tolist() == [True, True] and r1.copy_from.tolist() == [3] and r1.copy_to.tolist() == [9]
     assert r2.rows.tolist() == [7, 8, 9] and r2.slots.tolist() == [3] and r2.copy_from.numel() == 0
+    assert r0.span is None and r1.span is None and r2.span == (7, 10)   # consecutive rows: a slice, not a gather
+    one = plan_rounds([12], [True], [4], [(0, 5, 6)], "cpu")
+    assert [r.span for r in one] == [(0, 5), (5, 12)] and [r.rows.tolist() for r in one] == [[0, 1, 2, 3, 4],
+                                                                                         list(range(5, 12))]
 
 
 @pytest.mark.parametrize("snapshots,message", [

@@ -24,6 +24,7 @@ class GdnRound:
     has_initial: torch.Tensor   # bool [n]
     copy_from: torch.Tensor     # int64 [m] slots whose state is a snapshot after this round ...
     copy_to: torch.Tensor       # int64 [m] ... and the snapshot slots they go to
+    span: tuple[int, int] | None = None   # (first, end) when the rows are consecutive: a slice, no gather
 
 
 def batch_rounds(snapshots: list[tuple[int, int, int]], query_lens: list[int], context_lens: list[int],
@@ -76,9 +77,13 @@ def plan_rounds(query_lens: list[int], has_initial: list[bool], slots: list[int]
                 src.append(slots[i])
                 dst.append(cuts[i][k][1])
         cu = torch.tensor([0] + lens, dtype=torch.int32).cumsum(0, dtype=torch.int32)
-        rounds.append(GdnRound(torch.cat(rows).to(device), cu.to(device),
+        flat = torch.cat(rows)
+        first = int(flat[0]) if flat.numel() else 0
+        consecutive = flat.numel() > 0 and int(flat[-1]) - first + 1 == flat.numel()   # ascending by construction
+        rounds.append(GdnRound(flat.to(device), cu.to(device),
                                torch.tensor(rslots, dtype=torch.int32, device=device),
                                torch.tensor(init, dtype=torch.bool, device=device),
                                torch.tensor(src, dtype=torch.long, device=device),
-                               torch.tensor(dst, dtype=torch.long, device=device)))
+                               torch.tensor(dst, dtype=torch.long, device=device),
+                               (first, first + flat.numel()) if consecutive else None))
     return rounds

@@ -56,9 +56,10 @@ class GatedDeltaNet(nn.Module):
         conv_state, ssm_state = weights[4], weights[5]
         out = torch.empty(z.shape, dtype=z.dtype, device=z.device)
         for r in rounds:
-            part = ops.gdn_prefill(qkv[r.rows], z[r.rows], a[r.rows], b[r.rows], *weights, r.cu_seqlens, r.slots,
+            rows = slice(*r.span) if r.span else r.rows   # a single sequence's rounds are views, not gathers
+            part = ops.gdn_prefill(qkv[rows], z[rows], a[rows], b[rows], *weights, r.cu_seqlens, r.slots,
                                    r.has_initial, eps=self.cfg.rms_norm_eps, backend=self.backends["gdn_prefill"])
-            out.index_copy_(0, r.rows, part)
+            out[rows] = part
             if r.copy_from.numel():
                 conv_state.index_copy_(0, r.copy_to, conv_state.index_select(0, r.copy_from))
                 ssm_state.index_copy_(0, r.copy_to, ssm_state.index_select(0, r.copy_from))
