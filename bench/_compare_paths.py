@@ -27,6 +27,8 @@ MOE_OPS = ("fused_moe", "moe_gate_up", "moe_down")
 MOE_SM80_SHAPES = ()
 # path (prefix) -> where the automatic choice would have to change to take it (the first matching prefix)
 FLIP = {
+    "q35-sm90a-prepass-h": "csrc/torch/sm90a_policy.h: gdn_prep_heads_per_cta (QWEN35_GDN_PREP_HEADS=N takes it "
+                           "today)",
     "q35-sm90a-prepass": "csrc/torch/sm90a_policy.h: gdn_prepass_auto (QWEN35_GDN_PREPASS=1 takes it today)",
     "q35-sm90a": "csrc/torch/sm90a_policy.h: gdn_prepass_auto (QWEN35_GDN_PREPASS=0 takes it today)",
     "q35 sm_90a wgmma": "csrc/torch/attention_ops.cpp: run_paged_prefill (impl sm90a today)",

@@ -3,9 +3,11 @@ around the timed region only, median of the repetitions. On the CPU (dry runs) a
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -75,3 +77,26 @@ def bench_graph(fn: Callable[[], object], *, replays: int = 100, warmup: int = 3
 def count_bytes(*tensors: torch.Tensor | None) -> int:
     """Bytes of the given tensors (each read or written once): the floor of memory traffic."""
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+@contextmanager
+def env_setting(name: str, value: str) -> Iterator[None]:
+    """The environment variable ``name`` set to ``value`` (a path switch the ops read at each call, e.g.
+    csrc/torch/sm90a_policy.h), restored after."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name)
+        else:
+            os.environ[name] = old
+
+
+def with_env(fn: Callable[[], object], name: str, value: str) -> Callable[[], object]:
+    """``fn`` run under ``env_setting(name, value)`` at every call."""
+    def run():
+        with env_setting(name, value):
+            return fn()
+    return run

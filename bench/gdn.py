@@ -15,7 +15,7 @@ import torch
 
 import qwen35_native as q35
 from _report import Row, add_common_args, emit, emit_rows_made_on_term
-from _timing import bench, bench_graph, count_bytes
+from _timing import bench, bench_graph, count_bytes, with_env
 
 D = 128
 HEADS = {"397b-tp1": (16, 64), "397b-tp8": (2, 8), "35b-a3b": (16, 32)}
@@ -64,8 +64,9 @@ def prefill_rows(args, device, fla) -> list[Row]:
         def ours(arch):  # the raw op (what the public wrapper calls) with the kernel forced
             torch.ops.qwen35_native.chunk_gated_delta_rule(q[0], k[0], v[0], g[0], beta[0], D ** -0.5, None, cu, True,
                                                            0, q35.ops.gdn.SHORTCUT_LOG_DECAY, o, final, arch)
-        timings = {name: bench(lambda arch=arch: ours(arch), device=device, warmup=args.warmup, reps=args.reps)
-                   for name, arch in _paths(device)}
+        timings = {name: bench(with_env(lambda arch=arch: ours(arch), "QWEN35_GDN_PREP_HEADS", heads), device=device,
+                               warmup=args.warmup, reps=args.reps)
+                   for name, arch, heads in _paths(device, hv // hk)}
         peer_us = None
         if fla is not None:
             cu64 = cu.long()
@@ -83,12 +84,15 @@ def prefill_rows(args, device, fla) -> list[Row]:
     return rows
 
 
-def _paths(device) -> list[tuple[str, int]]:
-    """The chunk kernels that run here, side by side: the sm_90a (wgmma) kernel on an sm_90 GPU (or the emulator
-    at its default arch sm_90), fused and after the chunk-local pre-pass, and the mma.sync kernel everywhere (arch
-    90 / 91 / 80 of the raw op)."""
+def _paths(device, per_k_head: int) -> list[tuple[str, int, str]]:
+    """The chunk kernels that run here, side by side, as (name, arch of the raw op, QWEN35_GDN_PREP_HEADS): the
+    sm_90a (wgmma) kernel on an sm_90 GPU (or the emulator at its default arch sm_90), fused (90) and after the
+    chunk-local pre-pass (91) -- its CTAs taking one value head, and also 2 and 4 of one k head where Hv / Hk
+    allows ("-h2", "-h4") -- and the mma.sync kernel (80) everywhere."""
     sm90 = torch.cuda.get_device_capability() == (9, 0) if device == "cuda" else q35.emulator.get_arch() == "sm_90"
-    return ([("q35-sm90a", 90), ("q35-sm90a-prepass", 91)] if sm90 else []) + [("q35-sm80", 80)]
+    grouped = [(f"q35-sm90a-prepass-h{n}", 91, str(n)) for n in (2, 4) if per_k_head % n == 0]
+    sm90_paths = [("q35-sm90a", 90, "1"), ("q35-sm90a-prepass", 91, "1")] + grouped
+    return (sm90_paths if sm90 else []) + [("q35-sm80", 80, "1")]
 
 
 def _decode_inputs(n, hk, hv, device):

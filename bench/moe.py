@@ -18,8 +18,6 @@ that TMA-multicast each weight tile to both CTAs, halving the weights' L2 -> SM 
 from __future__ import annotations
 
 import argparse
-import os
-from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -27,7 +25,7 @@ import torch.nn.functional as F
 
 import qwen35_native as q35
 from _report import Row, add_common_args, emit, emit_rows_made_on_term
-from _timing import bench, bench_graph
+from _timing import bench, bench_graph, with_env
 from qwen35_native.ops.moe_stages import PREFILL_MIN_ROWS_PER_EXPERT, fused_moe_kernel, moe_align, sm90a_path
 
 # name: (experts, top_k, hidden H, expert intermediate I); the shared expert has I too (MODEL_SPEC §1.2)
@@ -57,27 +55,6 @@ def torch_route(logits, k):
 
 def _time(fn, device, reps):
     return bench(fn, device=device, reps=reps)["median_us"]
-
-
-@contextmanager
-def sorted_rows_env(on: bool):
-    """QWEN35_MOE_SORTED_ROWS for fused_moe's automatic choice (csrc/torch/sm90a_policy.h), restored after."""
-    old = os.environ.get("QWEN35_MOE_SORTED_ROWS")
-    os.environ["QWEN35_MOE_SORTED_ROWS"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("QWEN35_MOE_SORTED_ROWS")
-        else:
-            os.environ["QWEN35_MOE_SORTED_ROWS"] = old
-
-
-def _with_env(fn, on: bool):
-    def run():
-        with sorted_rows_env(on):
-            return fn()
-    return run
 
 
 def stage_calls(x, w13, w2, weights, ids, bm, touched) -> tuple[dict, tuple]:
@@ -121,7 +98,8 @@ def path_rows(shape, x, w13, w2, weights, ids, device, reps) -> list[Row]:
     for label, bm, sorted_rows in paths:
         stages, (pairs, tiles, act) = stage_calls(x, w13, w2, weights, ids, bm, touched)
         copy_bytes = 2 * P * H * 2 if sorted_rows else 0
-        fused = _with_env(partial(fused_moe_kernel, x, w13, w2, weights, ids, block_m=bm), sorted_rows)
+        fused = with_env(partial(fused_moe_kernel, x, w13, w2, weights, ids, block_m=bm), "QWEN35_MOE_SORTED_ROWS",
+                         "1" if sorted_rows else "0")
         stages["fused_moe"] = (fused, 2.0 * P * 3 * H * inter, touched * 3 * H * inter * 2 + 2 * x.numel() * 2
                                + copy_bytes)
         if label != paths[0][0]:   # the same kernel on the same pairs for every path

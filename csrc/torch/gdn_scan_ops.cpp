@@ -110,6 +110,7 @@ void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t
     p.prep_kt_ptr = ws.prep_kt.data_ptr();
     p.prep_gates_ptr = ws.prep_gates.data_ptr<float>();
     p.max_chunk_slots = slots;
+    p.prep_heads_per_cta = gdn_prep_heads_per_cta(p.num_v_heads / p.num_k_heads);
   }
   TORCH_CHECK(ref.scalar_type() == at::kBFloat16 || ref.scalar_type() == at::kHalf, "qwen35_native.", op,
               ": the chunk kernel supports float16 and bfloat16 inputs, got ", c10::toString(ref.scalar_type()));

@@ -44,6 +44,25 @@ inline bool gdn_prepass_auto() {
                     "0 (the fused sm_90a GDN scan), 1 (after the chunk-local pre-pass) or unset (1)") != 0;
 }
 
+// How many value heads of one k head a CTA of the GDN pre-pass takes (GdnChunkParams::prep_heads_per_cta), by the
+// environment variable QWEN35_GDN_PREP_HEADS: a positive integer N -- the largest divisor of Hv / Hk (`per_k_head`)
+// up to N; unset: 1. Its heads share one load and L2 norm of q and k, and a head's gates load during the stages of
+// the head before; fewer CTAs, each longer. Not yet timed on a GPU (bench/gdn.py prints the pre-pass path at 1, 2
+// and 4 side by side), so the default stays the one-head CTA that was measured.
+inline int gdn_prep_heads_per_cta(int per_k_head) {
+  const char* setting = std::getenv("QWEN35_GDN_PREP_HEADS");
+  if (setting == nullptr || *setting == '\0') return 1;
+  char* end = nullptr;
+  const long most = std::strtol(setting, &end, 10);
+  TORCH_CHECK(*end == '\0' && most >= 1 && most <= 1024, "qwen35_native: QWEN35_GDN_PREP_HEADS must be a positive "
+              "integer (the most value heads per CTA of the GDN pre-pass) or unset (1), got '", setting, "'");
+  int heads = 1;
+  for (int d = 1; d <= per_k_head && d <= most; ++d) {
+    if (per_k_head % d == 0) heads = d;
+  }
+  return heads;
+}
+
 // Whether an automatic choice that took the sm_90a MoE GEMMs (block_m 128) first copies the token rows into tile
 // order (moe_permute) so that gate_up loads them with TMA instead of gathering them with cp.async, by the
 // environment variable QWEN35_MOE_SORTED_ROWS: "1" yes; "0" or unset no -- not yet timed on a GPU (bench/moe.py

@@ -114,6 +114,45 @@ def test_prepass_setting(monkeypatch):
         chunk_raw(q, k, v, g, beta, state, cu)
 
 
+def test_prepass_heads_per_cta(monkeypatch):
+    """QWEN35_GDN_PREP_HEADS (csrc/torch/sm90a_policy.h): a pre-pass CTA takes the largest divisor of Hv / Hk up to
+    the setting's value heads, loading q and k once for them; each head's stages are the one-head CTA's, so the
+    bits are the same. Seen through the emulator's block count: the pre-pass launches slots x Hv / heads CTAs.
+    The raw gates of the layer op are read per head too (a, b, A_log, dt_bias of the right head)."""
+    env = "QWEN35_GDN_PREP_HEADS"
+    lens, hk, hv = [130, 7, 64], 2, 8
+    q, k, v, g, beta, state = make_scan_inputs(lens, hk, hv, True, seed=21)
+    cu = cu_of(lens)
+    slots = len(lens) + sum(lens) // 64
+
+    def run(setting):
+        if setting is None:
+            monkeypatch.delenv(env, raising=False)
+        else:
+            monkeypatch.setenv(env, setting)
+        emulator.reset_stats()
+        out = chunk_raw(q, k, v, g, beta, state, cu, arch=PREPASS)
+        return out, emulator.stats()["blocks"]
+    want, blocks = run(None)
+    for setting, heads in (("1", 1), ("2", 2), ("3", 2), ("4", 4), ("64", 4)):
+        got, got_blocks = run(setting)
+        assert_bit_identical(got, want, f"{env}={setting}")
+        assert blocks - got_blocks == slots * (hv - hv // heads), f"{env}={setting}: {heads} heads per CTA"
+    qkv, z, a, b, w, st = layer_inputs(150, hk=2, hv=4, slots=2, seed=22, decay_scale=5e-3)
+    layer_cu = cu_of([100, 50])
+    slot_ids, init = torch.tensor([1, 0], dtype=torch.int32), torch.tensor([True, False])
+    outs = []
+    for setting in ("1", "2"):
+        monkeypatch.setenv(env, setting)
+        st_run = {key: t.clone() for key, t in st.items()}
+        outs.append((_prefill(qkv, z, a, b, w, st_run, layer_cu, slot_ids, init, 0), st_run["ssm_state"]))
+    assert_bit_identical(outs[1], outs[0], f"gdn_prefill, {env}=2 vs 1")
+    for bad in ("0", "-2", "two", "2x"):
+        monkeypatch.setenv(env, bad)
+        with pytest.raises(RuntimeError, match=f"{env} must be a positive integer .* got '{bad}'"):
+            chunk_raw(q, k, v, g, beta, state, cu, arch=PREPASS)
+
+
 def test_sm90a_rows_past_a_sequence_do_not_leak():
     """A chunk's TMA box reads past its sequence's end into the next sequence's rows; the kernel zeroes them (as the
     mma.sync kernel's zero-fill). With +inf values and keys in the second sequence, any leak into the first one
@@ -138,8 +177,10 @@ def test_sm90a_rows_past_a_sequence_do_not_leak():
     assert rel(o90[:, :70], o_ref) <= OUT_TOL and rel(s90[:1], s_ref) <= STATE_TOL
 
 
-@pytest.mark.parametrize("arch", [SM90A, PREPASS])
-def test_sm90a_two_orders_bit_identical(two_orders, arch):
+@pytest.mark.parametrize("arch,heads", [(SM90A, "1"), (PREPASS, "1"), (PREPASS, "2")],
+                         ids=["sm90a", "prepass", "prepass-2-heads-per-cta"])
+def test_sm90a_two_orders_bit_identical(two_orders, arch, heads, monkeypatch):
+    monkeypatch.setenv("QWEN35_GDN_PREP_HEADS", heads)
     q, k, v, g, beta, state = make_scan_inputs([70, 5], 1, 2, True, seed=6)
     two_orders(chunk_raw, q, k, v, g, beta, state, cu_of([70, 5]), arch=arch)
 
@@ -206,6 +247,9 @@ def test_gpu_sm90a_vs_sm80_vs_reference(heads, lens, monkeypatch):
     assert rel(o90, o80) <= 1e-2 and rel(s90, s80) <= 5e-3, (rel(o90, o80), rel(s90, s80))
     o91, s91 = chunk_raw(q, k, v, g, beta, state, cu, arch=PREPASS)  # its K K^T, Q K^T, w by mma.sync
     assert rel(o91, o90) <= 1e-2 and rel(s91, s90) <= 5e-3, (rel(o91, o90), rel(s91, s90))
+    monkeypatch.setenv("QWEN35_GDN_PREP_HEADS", "4")  # every head's stages as in the one-head CTA: the same bits
+    assert_bit_identical(chunk_raw(q, k, v, g, beta, state, cu, arch=PREPASS), (o91, s91), "4 heads per CTA")
+    monkeypatch.delenv("QWEN35_GDN_PREP_HEADS")
     o_ref, s_ref = chunk_reference64(q, k, v, g, beta, state, cu)
     for o, s in ((o90, s90), (o91, s91)):
         assert rel(o, o_ref) <= OUT_TOL and rel(s, s_ref) <= STATE_TOL, (rel(o, o_ref), rel(s, s_ref))

@@ -58,6 +58,8 @@ struct GdnChunkParams {
   void* prep_kt_ptr;  // [max_chunk_slots, Hk, 128, 64]
   float* prep_gates_ptr;  // [max_chunk_slots, Hv, 2, 64] float32: exp(G) and exp(G_last - G) per token
   int64_t max_chunk_slots;
+  int prep_heads_per_cta;  // value heads per pre-pass CTA, sharing its q / k loads and L2 norms: a divisor of
+                           // Hv / Hk (0: 1)
   // strides (elements)
   int64_t q_token_stride;
   int64_t k_token_stride;
