@@ -266,12 +266,17 @@ __device__ __forceinline__ void inverse_distance(float* amat, float* scratch, in
 // T = (I + A)^-1 in place in amat (fp32, blocked), then store(i, j, tw, tu) for every (i, j) of the chunk with
 // tw = T[i][j] beta_j exp(G_j) and tu = T[i][j] beta_j (zero above the diagonal): both chunk kernels round and
 // place them in their own tile layouts.
-template <typename Store>
-__device__ __forceinline__ void invert_and_scale(float* amat, float* scratch, const float* bg, const float* beta,
-                                                 Store store) {
+// T = (I + A)^-1 in place in amat (fp32, blocked; T transposed in the upper triangle). Ends with a barrier.
+__device__ __forceinline__ void invert(float* amat, float* scratch) {
   inverse_diag_blocks(amat);
   __syncthreads();
   for (int d = 1; d < kInvBlocks; ++d) inverse_distance(amat, scratch, d);
+}
+
+template <typename Store>
+__device__ __forceinline__ void invert_and_scale(float* amat, float* scratch, const float* bg, const float* beta,
+                                                 Store store) {
+  invert(amat, scratch);
   for (int e = threadIdx.x; e < kChunk * kChunk; e += kChunkThreads) {
     const int i = e / kChunk;
     const int j = e % kChunk;
@@ -280,14 +285,31 @@ __device__ __forceinline__ void invert_and_scale(float* amat, float* scratch, co
   }
 }
 
-// Tw = T diag(beta exp(G)) and Tu = T diag(beta) in T, zeros above the diagonal. Ends with a barrier.
+// Tw = T diag(beta exp(G)) and Tu = T diag(beta) in T, zeros above the diagonal (rows of kLdT elements). Ends with
+// a barrier. The values of invert_and_scale, 8 columns of a row per thread and item: lanes of a warp take
+// consecutive rows i of the same columns, so their reads of T (stored transposed, amat[j][i]) hit 32 banks, and
+// each writes its 8 values of Tw and of Tu with one 16-byte store. (Element by element, lanes took consecutive
+// columns j of one row: amat[j][i] at a stride of kLdA = 68 floats, a 4-way bank conflict, and 2-byte stores.)
 template <typename T, typename Views>
 __device__ __forceinline__ void inverse_stage(const Views& sm) {
-  invert_and_scale(sm.amat(), sm.scratch(), sm.tok(kTokBetaExpG), sm.tok(kTokBeta),
-                   [&](int i, int j, float tw, float tu) {
-                     sm.tw()[i * kLdT + j] = from_float<T>(tw);
-                     sm.tu()[i * kLdT + j] = from_float<T>(tu);
-                   });
+  constexpr int kCols = kVecBytes / sizeof(T);
+  invert(sm.amat(), sm.scratch());
+  const float* amat = sm.amat();
+  const float* bg = sm.tok(kTokBetaExpG);
+  const float* beta = sm.tok(kTokBeta);
+  for (int item = threadIdx.x; item < kChunk * kChunk / kCols; item += kChunkThreads) {
+    const int i = item % kChunk;
+    const int j0 = item / kChunk * kCols;
+    float tw[kCols], tu[kCols];
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      const float t = inv_t(amat, i, j0 + c);
+      tw[c] = t * bg[j0 + c];
+      tu[c] = t * beta[j0 + c];
+    }
+    store_vec_f32<T, kCols>(sm.tw() + i * kLdT + j0, tw);
+    store_vec_f32<T, kCols>(sm.tu() + i * kLdT + j0, tu);
+  }
   __syncthreads();
 }
 
