@@ -19,6 +19,7 @@ from pathlib import Path
 AUTO = {
     "gdn_chunk_prefill": "q35-sm90a-prepass",
     "gdn_chunk_prefill weak-decay": "q35-sm90a-prepass",
+    "gdn_decode": "q35",
     "paged_prefill_attention": "q35 sm_90a V MN-major",
 }
 # the MoE GEMMs at the benchmarks' prefill sizes: the sm_90a kernels from an expert intermediate size of 128 per
@@ -27,6 +28,8 @@ MOE_OPS = ("fused_moe", "moe_gate_up", "moe_down")
 MOE_SM80_SHAPES = ()
 # path (prefix) -> where the automatic choice would have to change to take it (the first matching prefix)
 FLIP = {
+    "q35 last-CTA norm": "csrc/torch/sm90a_policy.h: gdn_decode_cluster_auto (QWEN35_GDN_DECODE_CLUSTER=0 takes it "
+                         "today)",
     "q35-sm90a-prepass-h": "csrc/torch/sm90a_policy.h: gdn_prep_heads_per_cta (QWEN35_GDN_PREP_HEADS=N takes it "
                            "today)",
     "q35-sm90a-prepass": "csrc/torch/sm90a_policy.h: gdn_prepass_auto (QWEN35_GDN_PREPASS=1 takes it today)",

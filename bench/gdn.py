@@ -89,7 +89,7 @@ def _paths(device, per_k_head: int) -> list[tuple[str, int, str]]:
     sm_90a (wgmma) kernel on an sm_90 GPU (or the emulator at its default arch sm_90), fused (90) and after the
     chunk-local pre-pass (91) -- its CTAs taking one value head, and also 2 and 4 of one k head where Hv / Hk
     allows ("-h2", "-h4") -- and the mma.sync kernel (80) everywhere."""
-    sm90 = torch.cuda.get_device_capability() == (9, 0) if device == "cuda" else q35.emulator.get_arch() == "sm_90"
+    sm90 = _sm90(device)
     grouped = [(f"q35-sm90a-prepass-h{n}", 91, str(n)) for n in (2, 4) if per_k_head % n == 0]
     sm90_paths = [("q35-sm90a", 90, "1"), ("q35-sm90a-prepass", 91, "1")] + grouped
     return (sm90_paths if sm90 else []) + [("q35-sm80", 80, "1")]
@@ -108,6 +108,16 @@ def _decode_inputs(n, hk, hv, device):
     return qkv, z, a, b, weights, caches
 
 
+def _sm90(device) -> bool:
+    return torch.cuda.get_device_capability() == (9, 0) if device == "cuda" else q35.emulator.get_arch() == "sm_90"
+
+
+def _time_decode(step, device, args) -> tuple[float, str]:
+    """Median us of an eager step, and on a GPU the note with its time in a CUDA graph."""
+    median = bench(step, device=device, warmup=args.warmup, reps=args.reps)["median_us"]
+    return median, (f"graph {bench_graph(step)['median_us']:.1f} us" if device == "cuda" else "")
+
+
 def decode_rows(args, device, fla) -> list[Row]:
     rows = []
     configs = {"tiny": (1, 2)} if args.dry_run else {k: HEADS[k] for k in args.configs}
@@ -119,11 +129,13 @@ def decode_rows(args, device, fla) -> list[Row]:
 
             def step():
                 return q35.ops.gdn_decode(qkv, z, a, b, **w, **st, slots=slots, backend="kernel")
-            timing = bench(step, device=device, warmup=args.warmup, reps=args.reps)
-            graph_note = ""
-            if device == "cuda":
-                graph_note = f"graph {bench_graph(step)['median_us']:.1f} us"
             nbytes = 2 * count_bytes(st["ssm_state"]) + 2 * count_bytes(st["conv_state"]) + count_bytes(qkv, z, a, b, z)
+            if _sm90(device):  # the gated norm by the row's last CTA (with its counters' memset) beside the cluster
+                last_cta = with_env(step, "QWEN35_GDN_DECODE_CLUSTER", "0")
+                median, graph_note = _time_decode(last_cta, device, args)
+                rows.append(Row(op="gdn_decode", shape=f"{config} batch {n}", dtype="bf16", impl="q35 last-CTA norm",
+                                median_us=median, bytes=nbytes, notes=graph_note))
+            median, graph_note = _time_decode(step, device, args)
             peer_us, notes = None, graph_note
             if fla is not None:  # FLA's recurrent step alone (no conv, no norm) on the same state layout
                 q = qkv[:, :hk * D].reshape(1, n, hk, D)
@@ -136,7 +148,7 @@ def decode_rows(args, device, fla) -> list[Row]:
                                 device=device, warmup=args.warmup, reps=args.reps)["median_us"]
                 notes += " (fla: recurrent step only)"
             rows.append(Row(op="gdn_decode", shape=f"{config} batch {n}", dtype="bf16", impl="q35",
-                            median_us=timing["median_us"], bytes=nbytes, peer="fla" if fla else "", peer_us=peer_us,
+                            median_us=median, bytes=nbytes, peer="fla" if fla else "", peer_us=peer_us,
                             notes=notes.strip()))
     return rows
 

@@ -54,6 +54,12 @@ void* map_shared_rank(const void* smem_ptr, uint32_t cta_rank, Site site) {
   constexpr const char* kWhat = "mapa (map_shared_rank)";
   BlockRunner& r = sm90_runner(kWhat, site);
   BlockRunner& peer = cluster_peer(r, cta_rank, kWhat, site);
+  if (peer.done()) {  // on a GPU its shared memory may belong to another block by now
+    async_error(std::string(kWhat) + ": block rank " + std::to_string(cta_rank) +
+                    " of the cluster has exited, its shared memory with it (a cluster barrier before its exit, "
+                    "after the peers' last access, is missing)",
+                site);
+  }
   return peer.smem_base() + checked_shared_address(r, smem_ptr, 0, kWhat, site);
 }
 

@@ -129,7 +129,8 @@ void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t
 
 void run_recurrent(const char* op, GdnRecurrentParams& p, const at::Tensor& ref, at::Tensor& counters) {
   p.num_sms = num_sms(ref);
-  if (p.z_ptr && gdn_recurrent_slices(p) > 1) {
+  p.cluster_norm = p.z_ptr != nullptr && gdn_decode_cluster_auto() && chunk_sm90a_runs(ref);
+  if (gdn_recurrent_needs_counters(p)) {
     counters = at::zeros({p.num_tokens * p.num_v_heads}, ref.options().dtype(at::kInt));
     p.counters_ptr = counters.data_ptr<int>();
   }

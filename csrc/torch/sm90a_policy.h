@@ -44,6 +44,16 @@ inline bool gdn_prepass_auto() {
                     "0 (the fused sm_90a GDN scan), 1 (after the chunk-local pre-pass) or unset (1)") != 0;
 }
 
+// Whether the GDN decode kernel with the gated norm fused and a head split over several CTAs runs them as one
+// thread block cluster on sm_90 (the row's sums of squares through distributed shared memory: no row counters to
+// zero, no atomics, no rereading of the row) -- by the environment variable QWEN35_GDN_DECODE_CLUSTER: "1" or unset
+// yes, "0" no (the row's last CTA normalises it, with counters zeroed per call). Not yet timed on a GPU: it removes a
+// memset launch and two dependent global-memory round trips per layer and step (bench/gdn.py prints both).
+inline bool gdn_decode_cluster_auto() {
+  return env_switch("QWEN35_GDN_DECODE_CLUSTER",
+                    "0 (the row's last CTA normalises it), 1 (the head's CTAs as one cluster) or unset (1)") != 0;
+}
+
 // How many value heads of one k head a CTA of the GDN pre-pass takes (GdnChunkParams::prep_heads_per_cta), by the
 // environment variable QWEN35_GDN_PREP_HEADS: a positive integer N -- the largest divisor of Hv / Hk (`per_k_head`)
 // up to N; unset: 1. Its heads share one load and L2 norm of q and k, and a head's gates load during the stages of

@@ -129,3 +129,23 @@ def test_the_gdn_prepass_writes_16_bytes_per_store(model_sass):
     for name, code in bodies.items():
         stores = re.findall(r"\bSTG\.E[\w.]*", code)
         assert stores and all(".128" in s for s in stores), f"{name}: narrower global stores {sorted(set(stores))}"
+
+
+def test_the_gdn_decode_cluster_norm_uses_the_cluster_barrier_not_atomics(model_sass):
+    """gdn_recurrent_kernel<T, kVs, kCluster = true> (the gated norm of a head split over a cluster): the cluster
+    barrier's arrive and wait, distributed shared memory instead of the row counters' atomics, for every type and
+    slice width; its sm_80 copies trap (the launcher takes them only on sm_90)."""
+    kernels = {(arch, name): s for (arch, name), s in model_sass.items()
+               if re.search(r"gdn_recurrent_kernelI\w+Lb1E", name)}
+    for arch, want_traps in (("sm_90a", False), ("sm_80", True)):
+        if arch not in built_archs():
+            continue
+        bodies = {name: s for (a, name), s in kernels.items() if a == arch}
+        assert len(bodies) == 9, f"expected 3 types x 3 slice widths of the cluster kernel ({arch}), got {len(bodies)}"
+        for name, code in bodies.items():
+            if want_traps:
+                assert "BPT.TRAP" in code and "UCGABAR" not in code, name
+                continue
+            for instruction in ("UCGABAR_ARV", "UCGABAR_WAIT"):
+                assert instruction in code, f"{name}: no {instruction} in its sm_90a SASS"
+            assert not re.search(r"\b(ATOMG|RED)\.", code), f"{name}: global atomics in the cluster kernel"

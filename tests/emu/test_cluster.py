@@ -14,7 +14,7 @@ import torch
 from qwen35_native import emulator
 from utils import run_under_schedules
 
-OK, NO_SYNC_BEFORE_READ, NO_SYNC_AFTER_INIT, RANK_OUT_OF_RANGE, SKIP_ARRIVE = range(5)
+OK, NO_SYNC_BEFORE_READ, NO_SYNC_AFTER_INIT, RANK_OUT_OF_RANGE, SKIP_ARRIVE, EXIT_BEFORE_READ = range(6)
 MULTICAST_OK, MULTICAST_SELF_ONLY, MULTICAST_NO_SYNC_AFTER_INIT = range(3)
 SCHEDULES = ("forward", "reverse", "random:11")
 
@@ -66,6 +66,16 @@ def test_rank_outside_the_cluster_is_an_error(emu_ops):
     with pytest.raises(RuntimeError, match=r"mapa \(map_shared_rank\): CTA rank 2 is outside this cluster of 2 "
                                            r"block\(s\)"):
         probe(emu_ops, 2, 2, 32, RANK_OUT_OF_RANGE)
+
+
+def test_mapping_the_shared_memory_of_a_block_that_exited_is_an_error(emu_ops):
+    """Rank 0 leaves once the arrays are written (no cluster barrier after its neighbour's read): in the forward
+    order it runs to its exit before rank 1 reads it, and rank 1's mapa of it is an error (on a GPU its shared memory
+    may already be another block's). Other orders end in the deadlock of rank 1's last cluster barrier instead."""
+    with emulator.schedule("forward"), pytest.raises(
+            RuntimeError, match=r"mapa \(map_shared_rank\): block rank 0 of the cluster has exited, its shared memory "
+                                r"with it \(a cluster barrier before its exit"):
+        probe(emu_ops, 2, 2, 32, EXIT_BEFORE_READ)
 
 
 def test_a_block_that_never_reaches_the_cluster_barrier_is_a_deadlock(emu_ops):

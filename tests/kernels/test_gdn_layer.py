@@ -8,7 +8,8 @@ import pytest
 import torch
 from gdn_helpers import DEVICES, OUT_TOL, STATE_TOL, Guarded, cu_of, layer_inputs, rel, skip_without_cuda
 
-from qwen35_native import ops
+from qwen35_native import emulator, ops
+from utils import assert_bit_identical
 
 LENS = [1, 64, 130, 7]
 
@@ -82,6 +83,75 @@ def test_decode_matches_reference(batch, device):
     assert rel(out, ref) <= 1e-2, rel(out, ref)
     assert torch.equal(st["conv_state"].cpu(), ref_st["conv_state"])
     assert rel(st["ssm_state"].cpu(), ref_st["ssm_state"]) <= 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 3, 17])
+def test_gpu_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch):
+    """The test below on an H100/H200: the cluster (distributed shared memory) and the row's last CTA give the same
+    bits where the split is the same, and both the reference's values."""
+    if not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)):
+        pytest.skip("needs an sm_90 GPU (H100/H200)")
+    qkv, z, a, b, w, st = layer_inputs(batch, 2, 8, slots=batch + 2, seed=30 + batch, device="cuda")
+    slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch].cuda()
+    ref_st = _cpu_copy(st)
+    ref = ops.gdn_decode_reference(*_cpu(qkv, z, a, b), *_cpu(*w.values()), ref_st["conv_state"],
+                                   ref_st["ssm_state"], slots.cpu())
+    outs = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv("QWEN35_GDN_DECODE_CLUSTER", setting)
+        s = {key: t.clone() for key, t in st.items()}
+        outs[setting] = (_decode_raw(qkv, z, a, b, w, s, slots), s["ssm_state"])
+        assert rel(outs[setting][0].cpu(), ref) <= 1e-2 and rel(s["ssm_state"].cpu(), ref_st["ssm_state"]) <= 1e-5
+    if batch > 1:
+        assert_bit_identical(outs["0"], outs["1"], "the row's last CTA vs the cluster")
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17])
+def test_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch, two_orders):
+    """The gated norm of a head whose value columns are split over CTAs: on sm_90 the head's CTAs form a thread
+    block cluster and add each other's sums of squares through distributed shared memory (QWEN35_GDN_DECODE_CLUSTER,
+    default on; at most 8 CTAs a head); otherwise the row's last CTA, found by an atomic counter, rereads and
+    normalises the row (up to 16). With the same split both add the same slice sums in the same order, so the bits
+    are the same: at batch 3 (8 CTAs a head either way) and 17 (one CTA per head, its own norm), at sm_80 too, under
+    two thread orders. At batch 1 the split differs (8 against 16 CTAs a head, seen in the emulator's block count),
+    and with it the order of the state's sums over rows: both within the reference's tolerance. Any other setting is
+    an error."""
+    env = "QWEN35_GDN_DECODE_CLUSTER"
+    hk, hv = 2, 8
+    qkv, z, a, b, w, st = layer_inputs(batch, hk, hv, slots=batch + 2, seed=30 + batch)
+    slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch]
+
+    def run():
+        s = {key: t.clone() for key, t in st.items()}
+        emulator.reset_stats()
+        out = _decode_raw(qkv, z, a, b, w, s, slots)
+        return out, s["ssm_state"], s["conv_state"]
+
+    def blocks(setting):
+        monkeypatch.setenv(env, setting)
+        run()
+        return emulator.stats()["blocks"]
+    ref_st = _cpu_copy(st)
+    ref = ops.gdn_decode_reference(qkv, z, a, b, *w.values(), ref_st["conv_state"], ref_st["ssm_state"], slots)
+    monkeypatch.setenv(env, "1")
+    want = two_orders(run)
+    monkeypatch.setenv(env, "0")
+    got = two_orders(run)
+    with emulator.arch("sm_80"):
+        monkeypatch.delenv(env)
+        got80 = run()
+    for out, what in ((want, "cluster"), (got, "last CTA"), (got80, "sm_80")):
+        assert rel(out[0], ref) <= 1e-2 and rel(out[1], ref_st["ssm_state"]) <= 1e-5, what
+        assert torch.equal(out[2], ref_st["conv_state"]), what
+    if batch == 1:
+        assert blocks("0") - blocks("1") == hv * (16 - 8)
+    else:
+        assert_bit_identical(got, want, "the row's last CTA vs the cluster")
+        assert_bit_identical(got80, want, "sm_80 (the row's last CTA) vs sm_90 (the cluster)")
+    monkeypatch.setenv(env, "yes")
+    with pytest.raises(RuntimeError, match=f"{env} must be 0 .* 1 .* or unset .* got 'yes'"):
+        run()
 
 
 @pytest.mark.parametrize("device", DEVICES)

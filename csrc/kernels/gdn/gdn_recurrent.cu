@@ -3,11 +3,15 @@
 // One CTA owns kVs value columns of one (sequence, value head) state: S[:, v0 : v0 + kVs] stays in registers for
 // all the sequence's tokens. Per token both reductions over K come from one pass over the decayed state:
 //   a = S~^T k,  b = S~^T q  (S~ = exp(g) S);  delta = beta (v - a);  o = b + delta (k . q);  S = S~ + k delta^T
-// so the state is read once and written once per call. With the gated norm and several CTAs per head, each CTA
-// writes its o columns, and the last CTA to finish a row (an atomic counter per row) normalises the whole row.
+// so the state is read once and written once per call. The gated norm of a row split over CTAs: on sm_90 the
+// head's CTAs form a cluster and add each other's sums of squares through distributed shared memory
+// (norm_row_in_cluster); else each CTA writes its o columns and the last to finish the row (an atomic counter per
+// row) normalises it (norm_row_by_last_cta). README.md, "Decode and verification".
 #include "kernels/gdn/gdn_common.cuh"
 #include "kernels/gdn/gdn_recurrent.cuh"
 #include "q35/launch.h"
+#include "q35/ptx.cuh"
+#include "q35/sm90_host.h"
 
 namespace q35::Q35_TARGET {
 namespace {
@@ -32,14 +36,15 @@ struct Layout {
   static_assert(kThreadsPerRow <= kWarpSize && kRowsPerThread >= 1, "value slice of 8..128 columns");
 };
 
-// Shared memory of one CTA (floats): normalised q (scaled) and k, the value slice, the per-warp partial sums of
-// a and b, and the token's scalars.
+// Shared memory of one CTA (floats): normalised q (scaled) and k, the value slice, o of the slice (when the CTA
+// normalises its own columns), the per-warp partial sums of a and b, and the token's scalars.
 template <int kVs>
 struct Smem {
   static constexpr int kQ = 0;
   static constexpr int kK = kQ + kHeadDim;
   static constexpr int kV = kK + kHeadDim;
-  static constexpr int kRed = kV + kVs;                                  // [warps][kVs][2]
+  static constexpr int kO = kV + kVs;                                    // o of the slice, rounded (local norm)
+  static constexpr int kRed = kO + kVs;                                  // [warps][kVs][2]
   static constexpr int kScalars = kRed + Layout<kVs>::kWarps * kVs * 2;  // g, beta, k.q, last-CTA flag
   static constexpr int kFloats = kScalars + 4;
 };
@@ -107,38 +112,120 @@ __device__ void load_token(const GdnRecurrentParams& p, float* smem, int64_t t, 
   }
 }
 
-// Gated RMSNorm of row (t, h) once every CTA of the head has written its columns of o to `out`.
+// The gated norm's sum of squares of o (values rounded to T, as stored) over the kVs columns of one value slice, in
+// the one order every path uses: lane l < kTpr of warp 0 sums its 4 columns in order, then the warp's butterfly (the
+// other lanes add zeros). Whole warp 0; o(c) is the lane's column c (read only by lanes < kTpr).
+template <int kVs, typename Col>
+__device__ __forceinline__ float slice_sum_squares(Col o) {
+  float ss = 0.0f;
+  if (static_cast<int>(threadIdx.x) < Layout<kVs>::kThreadsPerRow) {
+#pragma unroll
+    for (int c = 0; c < kColsPerThread; ++c) {
+      const float r = o(c);
+      ss += r * r;
+    }
+  }
+  return warp::reduce_sum(ss);
+}
+
+// Gated RMSNorm of row (t, h) when the CTAs of the head do not share a cluster: each writes its o columns to `out`,
+// and the last to finish the row (an atomic counter per row) normalises the whole row, reading it back from L2.
 template <typename T, int kVs>
-__device__ void gated_norm_row(const GdnRecurrentParams& p, float* smem, int64_t t, int h, int slices) {
+__device__ void norm_row_by_last_cta(const GdnRecurrentParams& p, float* smem, int64_t t, int h, int slices) {
   using S = Smem<kVs>;
   __threadfence();  // this CTA's o columns, before the counter says they are there
   __syncthreads();
   if (threadIdx.x == 0) {
-    const bool last = slices == 1 || atomicAdd(&p.counters_ptr[t * p.num_v_heads + h], 1) == slices - 1;
+    const bool last = atomicAdd(&p.counters_ptr[t * p.num_v_heads + h], 1) == slices - 1;
     smem[S::kScalars + 3] = last ? 1.0f : 0.0f;
   }
   __syncthreads();
   if (smem[S::kScalars + 3] == 0.0f) return;  // uniform over the block
   __threadfence();
   T* out = static_cast<T*>(p.out_ptr) + t * p.out_token_stride + h * kHeadDim;  // [V]
-  constexpr int kThreads = Layout<kVs>::kThreads;
-  constexpr int kPerThread = (kHeadDim + kThreads - 1) / kThreads;
-  float o[kPerThread];
-  float ss = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int c = threadIdx.x + i * kThreads;
-    o[i] = c < kHeadDim ? load_l2(out + c) : 0.0f;
-    ss += o[i] * o[i];
+  __syncthreads();  // (every thread has read the flag before warp 0 reuses its slot)
+  if (threadIdx.x < kWarpSize) {  // the row's sum of squares, slice by slice as norm_row_in_cluster forms it
+    float total = 0.0f;
+    for (int slice = 0; slice < slices; ++slice) {
+      const T* cols = out + slice * kVs + threadIdx.x * kColsPerThread;
+      total += slice_sum_squares<kVs>([cols](int c) { return load_l2(cols + c); });
+    }
+    if (threadIdx.x == 0) smem[S::kScalars + 3] = total;
   }
-  const float rstd = rsqrtf(block::reduce_sum(ss) / static_cast<float>(kHeadDim) + p.eps);
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int c = threadIdx.x + i * kThreads;
-    if (c >= kHeadDim) break;
+  __syncthreads();
+  const float rstd = rsqrtf(smem[S::kScalars + 3] / static_cast<float>(kHeadDim) + p.eps);
+  for (int c = threadIdx.x; c < kHeadDim; c += Layout<kVs>::kThreads) {
+    const float o = load_l2(out + c);
     const float z = to_float(static_cast<const T*>(p.z_ptr)[t * p.z_token_stride + h * kHeadDim + c]);
     const float w = gdn::load_param<T>(p.norm_weight_ptr, c, p.norm_weight_fp32);
-    out[c] = from_float<T>(gdn::gated_norm_value<T>(o[i], rstd, w, p.norm_weight_fp32, z));
+    out[c] = from_float<T>(gdn::gated_norm_value<T>(o, rstd, w, p.norm_weight_fp32, z));
+  }
+}
+
+// The gate z and norm weight of a thread's 4 output columns (lanes < kTpr of warp 0), loaded when the token starts
+// so that their latency hides behind the state products (norm_row_in_cluster).
+struct NormInputs {
+  float z[kColsPerThread];
+  float w[kColsPerThread];
+};
+
+template <typename T>
+__device__ __forceinline__ void load_norm_inputs(const GdnRecurrentParams& p, int64_t t, int h, int col,
+                                                 NormInputs& in) {
+#pragma unroll
+  for (int c = 0; c < kColsPerThread; ++c) {
+    in.z[c] = to_float(static_cast<const T*>(p.z_ptr)[t * p.z_token_stride + h * kHeadDim + col + c]);
+    in.w[c] = gdn::load_param<T>(p.norm_weight_ptr, col + c, p.norm_weight_fp32);
+  }
+}
+
+// Gated RMSNorm of row (t, h) when the head's CTAs form a thread block cluster (kCluster; sm_90), or are one CTA:
+// each CTA's partial sum of squares goes to its shared memory, every CTA adds all of them in rank order (distributed
+// shared memory), and normalises and stores its own columns -- no counters, no write and reread of o. Same sums
+// as norm_row_by_last_cta, so the same bits. Every thread of the CTA calls it; lane l < kTpr of warp 0 finds its
+// columns' o, rounded to T, at smem[kO + 4 l ..] (its own writes). `pending`: a cluster arrival whose wait is still
+// due (the peers may still read this CTA's partial: waited before it is written again and before the kernel ends).
+template <typename T, int kVs, bool kCluster>
+__device__ void norm_row_in_cluster(const GdnRecurrentParams& p, float* smem, int64_t t, int h, int slices, int v0,
+                                    const NormInputs& in, bool& pending) {
+  using S = Smem<kVs>;
+  const int tid = threadIdx.x;
+  const float* o = smem + S::kO + tid * kColsPerThread;
+  if constexpr (kCluster) {
+    if (pending) ptx::cluster_wait();
+  }  // (else the token loop's barriers separate this write from the previous token's reads)
+  if (tid < kWarpSize) {
+    const float partial = slice_sum_squares<kVs>([o](int c) { return o[c]; });
+    if (tid == 0) smem[S::kScalars + 3] = partial;
+  }
+  float total;
+  if constexpr (kCluster) {
+    ptx::cluster_sync();  // every CTA's partial written and visible to the cluster
+    total = 0.0f;
+    for (int rank = 0; rank < slices; ++rank) total += *ptx::map_shared_rank(smem + S::kScalars + 3, rank);
+    ptx::cluster_arrive();  // done reading the peers (their wait comes later)
+    pending = true;
+  } else {
+    __syncthreads();
+    total = smem[S::kScalars + 3];
+  }
+  if (tid < Layout<kVs>::kThreadsPerRow) {
+    const float rstd = rsqrtf(total / static_cast<float>(kHeadDim) + p.eps);
+    const int col = v0 + tid * kColsPerThread;
+    T* out = static_cast<T*>(p.out_ptr) + t * p.out_token_stride + h * kHeadDim + col;
+    if constexpr (kCluster) {  // z and the weight prefetched when the token started
+#pragma unroll
+      for (int c = 0; c < kColsPerThread; ++c) {
+        out[c] = from_float<T>(gdn::gated_norm_value<T>(o[c], rstd, in.w[c], p.norm_weight_fp32, in.z[c]));
+      }
+    } else {  // one CTA per head (kVs = 128, 64 state registers live): column by column, few registers
+#pragma unroll 1
+      for (int c = 0; c < kColsPerThread; ++c) {
+        const float z = to_float(static_cast<const T*>(p.z_ptr)[t * p.z_token_stride + h * kHeadDim + col + c]);
+        const float w = gdn::load_param<T>(p.norm_weight_ptr, col + c, p.norm_weight_fp32);
+        out[c] = from_float<T>(gdn::gated_norm_value<T>(o[c], rstd, w, p.norm_weight_fp32, z));
+      }
+    }
   }
 }
 
@@ -149,9 +236,13 @@ __device__ void gated_norm_row(const GdnRecurrentParams& p, float* smem, int64_t
 // Block:    Layout<kVs>::kThreads threads (64..256): thread (row group rg, column quad c4) owns state rows
 //           rg + kRowGroups * i and columns v0 + 4 * c4 .. + 3 (consecutive threads read consecutive 16 bytes of a row).
 // Smem:     Smem<kVs>::kFloats * 4 bytes.
-// Requires: K = V = 128; 16-byte aligned states (the torch glue checks); counters zeroed when norm and slices > 1.
-template <typename T, int kVs>
-__global__ void __launch_bounds__(Layout<kVs>::kThreads, Layout<kVs>::kMinBlocks) gdn_recurrent_kernel(GdnRecurrentParams p) {
+// Cluster:  kCluster: the head's `slices` CTAs (consecutive in x), launched by launch_cluster on sm_90.
+// Requires: K = V = 128; 16-byte aligned states (the torch glue checks); counters zeroed when
+//           gdn_recurrent_needs_counters.
+// (fp32, only the tiny test models: no floor on CTAs per SM, whose 128-register cap it met at kVs = 128)
+template <typename T, int kVs, bool kCluster>
+__global__ void __launch_bounds__(Layout<kVs>::kThreads, sizeof(T) == 4 ? 1 : Layout<kVs>::kMinBlocks)
+    gdn_recurrent_kernel(GdnRecurrentParams p) {
   using L = Layout<kVs>;
   using S = Smem<kVs>;
   constexpr int kTpr = L::kThreadsPerRow;
@@ -168,9 +259,13 @@ __global__ void __launch_bounds__(Layout<kVs>::kThreads, Layout<kVs>::kMinBlocks
   const int rg = tid / kTpr;
   Q35_DYNAMIC_SMEM(float, smem);
 
-  // ---- load the state columns ----
+  // ---- load the state columns (the indexes first: every load that depends on none is issued at once) ----
   float s[L::kRowsPerThread][kColsPerThread];
   const int64_t slot_in = p.state_in_slots ? gdn::load_index(p.state_in_slots, n, p.slots_int64) : n;
+  const int64_t t_begin = p.cu_seqlens_ptr ? gdn::load_index(p.cu_seqlens_ptr, n, p.cu_seqlens_int64)
+                                           : n * p.tokens_per_seq;
+  const int64_t t_end = p.cu_seqlens_ptr ? gdn::load_index(p.cu_seqlens_ptr, n + 1, p.cu_seqlens_int64)
+                                         : t_begin + p.tokens_per_seq;
   const float* s_in = p.state_in_ptr ? p.state_in_ptr + (slot_in * p.num_v_heads + h) * kHeadDim * kHeadDim : nullptr;
 #pragma unroll
   for (int i = 0; i < L::kRowsPerThread; ++i) {
@@ -183,12 +278,13 @@ __global__ void __launch_bounds__(Layout<kVs>::kThreads, Layout<kVs>::kMinBlocks
     }
   }
 
-  const int64_t t_begin = p.cu_seqlens_ptr ? gdn::load_index(p.cu_seqlens_ptr, n, p.cu_seqlens_int64)
-                                           : n * p.tokens_per_seq;
-  const int64_t t_end = p.cu_seqlens_ptr ? gdn::load_index(p.cu_seqlens_ptr, n + 1, p.cu_seqlens_int64)
-                                         : t_begin + p.tokens_per_seq;
+  // the gated norm inside the CTA / cluster (norm_row_in_cluster) or by the row's last CTA (norm_row_by_last_cta)
+  const bool local_norm = p.z_ptr != nullptr && (kCluster || slices == 1);
+  bool pending = false;  // kCluster: a cluster arrival not yet waited for
   for (int64_t t = t_begin; t < t_end; ++t) {
     __syncthreads();  // the previous token's smem reads are done
+    NormInputs norm_in;  // kCluster: loaded now, their latency behind the products (else in norm_row_in_cluster)
+    if (kCluster && local_norm && tid < kTpr) load_norm_inputs<T>(p, t, h, v0 + c4, norm_in);
     load_token<T, kVs>(p, smem, t, h, hk, v0);
     __syncthreads();
 
@@ -245,7 +341,10 @@ __global__ void __launch_bounds__(Layout<kVs>::kThreads, Layout<kVs>::kMinBlocks
 #pragma unroll
       for (int c = 0; c < kColsPerThread; ++c) s[i][c] += kr * delta[c];
     }
-    if (rg == 0) {
+    if (rg == 0 && local_norm) {  // the slice's o, rounded, for the norm of this CTA / cluster
+#pragma unroll
+      for (int c = 0; c < kColsPerThread; ++c) smem[S::kO + c4 + c] = to_float(from_float<T>(o[c]));
+    } else if (rg == 0) {  // o itself, or the row the last CTA normalises
       T* out = static_cast<T*>(p.out_ptr) + t * p.out_token_stride + h * kHeadDim + v0 + c4;
 #pragma unroll
       for (int c = 0; c < kColsPerThread; ++c) out[c] = from_float<T>(o[c]);
@@ -257,7 +356,11 @@ __global__ void __launch_bounds__(Layout<kVs>::kThreads, Layout<kVs>::kMinBlocks
         store_vec_f32<float, kColsPerThread>(inter + (rg + L::kRowGroups * i) * kHeadDim + v0 + c4, s[i]);
       }
     }
-    if (p.z_ptr) gated_norm_row<T, kVs>(p, smem, t, h, slices);
+    if (local_norm) {
+      norm_row_in_cluster<T, kVs, kCluster>(p, smem, t, h, slices, v0, norm_in, pending);
+    } else if (!kCluster && p.z_ptr) {  // (never with kCluster: no atomics in that kernel)
+      norm_row_by_last_cta<T, kVs>(p, smem, t, h, slices);
+    }
   }
 
   // ---- store the state columns ----
@@ -269,13 +372,24 @@ __global__ void __launch_bounds__(Layout<kVs>::kThreads, Layout<kVs>::kMinBlocks
       store_vec_f32<float, kColsPerThread>(s_out + (rg + L::kRowGroups * i) * kHeadDim + v0 + c4, s[i]);
     }
   }
+  if constexpr (kCluster) {
+    if (pending) ptx::cluster_wait();  // no CTA leaves while a peer may still read its partial
+  }
 }
 
 template <typename T, int kVs>
 cudaError_t launch_slices(const GdnRecurrentParams& p, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(p.num_seqs * (kHeadDim / kVs)), static_cast<unsigned>(p.num_v_heads));
+  constexpr int kSlices = kHeadDim / kVs;
+  const dim3 grid(static_cast<unsigned>(p.num_seqs * kSlices), static_cast<unsigned>(p.num_v_heads));
   const size_t smem = Smem<kVs>::kFloats * sizeof(float);
-  return launch(gdn_recurrent_kernel<T, kVs>, grid, dim3(Layout<kVs>::kThreads), smem, stream, p);
+  if constexpr (kSlices > 1 && kSlices <= 8) {
+    if (p.cluster_norm && p.z_ptr) {  // the head's CTAs (consecutive in x) as one cluster
+      if (!sm90a_available()) return cudaErrorInvalidDeviceFunction;
+      return launch_cluster(gdn_recurrent_kernel<T, kVs, true>, grid, dim3(Layout<kVs>::kThreads),
+                            dim3(kSlices, 1, 1), smem, stream, p);
+    }
+  }
+  return launch(gdn_recurrent_kernel<T, kVs, false>, grid, dim3(Layout<kVs>::kThreads), smem, stream, p);
 }
 
 }  // namespace

@@ -41,7 +41,8 @@ struct GdnRecurrentParams {
   void* out_ptr;              // [tokens, Hv, V] T: o, or the gated norm of o
   float* state_out_ptr;       // [slots, Hv, K, V] float32, may alias state_in_ptr (nullptr: not written)
   float* intermediate_ptr;    // [tokens, Hv, K, V] float32 state after each token (nullptr: not written)
-  int* counters_ptr;          // norm with > 1 CTA per head: [tokens * Hv] int32 zeros (gdn_recurrent_slices)
+  int* counters_ptr;          // norm with > 1 CTA per head and no cluster_norm: [tokens * Hv] int32 zeros
+                              // (gdn_recurrent_needs_counters)
   // strides (elements)
   int64_t q_token_stride;
   int64_t k_token_stride;
@@ -62,16 +63,25 @@ struct GdnRecurrentParams {
   bool norm_weight_fp32;
   bool cu_seqlens_int64;
   bool slots_int64;
+  // norm with > 1 CTA per head (sm_90 only): the CTAs of a head form a thread block cluster and hand each other the
+  // row's sums of squares through distributed shared memory; else the last CTA of a row (counters) normalises it
+  bool cluster_norm;
 };
 static_assert(std::is_trivially_copyable_v<GdnRecurrentParams>);
 
 // CTAs per (sequence, value head): each owns 128 / slices value columns of the state. Enough CTAs to cover the
-// SMs at small batch (decode at tensor-parallel head counts), one per head once the batch fills the GPU.
+// SMs at small batch (decode at tensor-parallel head counts), one per head once the batch fills the GPU. At most 8
+// with cluster_norm (the portable cluster size).
 inline int gdn_recurrent_slices(const GdnRecurrentParams& p) {
-  constexpr int kMaxSlices = 16;
+  const int max_slices = p.cluster_norm ? 8 : 16;
   int slices = 1;
-  while (slices < kMaxSlices && p.num_seqs * p.num_v_heads * slices < p.num_sms) slices *= 2;
+  while (slices < max_slices && p.num_seqs * p.num_v_heads * slices < p.num_sms) slices *= 2;
   return slices;
+}
+
+// Whether the launch needs counters_ptr (zeroed): the gated norm over several CTAs per head without clusters.
+inline bool gdn_recurrent_needs_counters(const GdnRecurrentParams& p) {
+  return p.z_ptr != nullptr && !p.cluster_norm && gdn_recurrent_slices(p) > 1;
 }
 
 #define Q35_FOR_EACH_GDN_RECURRENT_TYPES(X) X(float) X(__half) X(__nv_bfloat16)

@@ -35,6 +35,7 @@ __global__ void cluster_probe_kernel(ClusterProbeParams p) {
   } else if (p.variant != kClusterNoSyncBeforeRead) {
     ptx::cluster_sync();  // every block's array is written
   }
+  if (p.variant == kClusterExitBeforeRead && rank == 0) return;  // (no cluster barrier after the peers' reads)
   const uint32_t right = p.variant == kClusterRankOutOfRange ? n : (rank + 1) % n;
   p.peer[b * threads + tid] = *ptx::map_shared_rank(&vals[tid], right);
   if (tid == 0) {

@@ -23,7 +23,8 @@ enum ClusterVariant : int {
   kClusterNoSyncAfterInit = 2,   // __syncthreads instead of both cluster barriers: a peer may signal an uninitialised
                                  // mbarrier
   kClusterRankOutOfRange = 3,    // map_shared_rank(p, cluster size)
-  kClusterSkipArrive = 4         // rank 0 never reaches the cluster barrier (the others wait for it)
+  kClusterSkipArrive = 4,        // rank 0 never reaches the cluster barrier (the others wait for it)
+  kClusterExitBeforeRead = 5     // rank 0 exits once the arrays are written, before its neighbour reads it
 };
 
 // Clusters of `cluster` blocks; block rank r TMA-loads rows [(c * cluster + r) * rows, ... + rows) of x (cluster
