@@ -8,6 +8,7 @@
 // with w = Tw K, Tw = T diag(beta exp(G)), Tu = T diag(beta), T = (I + A)^-1 and P = scale (Q K^T * Gamma) from
 // the chunk-local stages (gdn_chunk_stages.cuh).
 #include "kernels/gdn/gdn_chunk.cuh"
+#include "kernels/gdn/gdn_chunk_output.cuh"
 #include "kernels/gdn/gdn_chunk_stages.cuh"
 #include "q35/launch.h"
 

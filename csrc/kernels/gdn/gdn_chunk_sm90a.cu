@@ -8,6 +8,7 @@
 //   S^T     = exp(G_last) S^T + (v_new^T diag(exp(G_last - G))) K   (B: K^T [key][token])
 // Chunk-local stages and smem layout: gdn_chunk_sm90a.cuh. Design: README.md, "sm_90a path".
 #include "kernels/gdn/gdn_chunk.cuh"
+#include "kernels/gdn/gdn_chunk_output.cuh"
 #include "kernels/gdn/gdn_chunk_sm90a.cuh"
 #include "q35/launch.h"
 #include "q35/sm90_host.h"

@@ -239,10 +239,13 @@ __device__ void norm_row_in_cluster(const GdnRecurrentParams& p, float* smem, in
 // Cluster:  kCluster: the head's `slices` CTAs (consecutive in x), launched by launch_cluster on sm_90.
 // Requires: K = V = 128; 16-byte aligned states (the torch glue checks); counters zeroed when
 //           gdn_recurrent_needs_counters.
-// (fp32, only the tiny test models: no floor on CTAs per SM, whose 128-register cap it met at kVs = 128)
+// CTAs per SM the kernel is compiled for: fp32 (only the tiny test models) has no floor, whose 128-register cap it
+// met at kVs = 128.
+template <typename T, int kVs>
+constexpr int kMinCtas = sizeof(T) == 4 ? 1 : Layout<kVs>::kMinBlocks;
+
 template <typename T, int kVs, bool kCluster>
-__global__ void __launch_bounds__(Layout<kVs>::kThreads, sizeof(T) == 4 ? 1 : Layout<kVs>::kMinBlocks)
-    gdn_recurrent_kernel(GdnRecurrentParams p) {
+__global__ void __launch_bounds__(Layout<kVs>::kThreads, kMinCtas<T, kVs>) gdn_recurrent_kernel(GdnRecurrentParams p) {
   using L = Layout<kVs>;
   using S = Smem<kVs>;
   constexpr int kTpr = L::kThreadsPerRow;
