@@ -197,20 +197,27 @@ __device__ __forceinline__ void inverse_diag_blocks(float* amat) {
 // 4 rows, and both operands come as 16-byte vectors of 4 consecutive k (rows of A; T's column, stored transposed
 // as a row of amat) -- about 8x fewer shared-memory wavefronts than one element per thread with scalar loads.
 // Every element is still summed over the same k in the same order (k ascending, one FMA each), so T is bit for
-// bit what the scalar loops gave.
+// bit what the scalar loops gave. The 4 row groups of a column are 4 consecutive lanes of one warp (item = 64 bj +
+// 4 c + g), so the second step, which reads the whole column of E, waits for them with a __syncwarp instead of a
+// barrier of the CTA: one barrier per distance, after it (ncu on an H200: the inverse's barriers were 14 % of the
+// pre-pass's stall samples). Items are whole warps (64 per block), at most 192: one pass over the threads.
 constexpr int kInvRowsPerItem = 4;
-constexpr int kInvItemsPerBlock = kInvBlock / kInvRowsPerItem * kInvBlock;  // 64 (row group, column) items
+constexpr int kInvRowGroups = kInvBlock / kInvRowsPerItem;           // 4 items per column
+constexpr int kInvItemsPerBlock = kInvRowGroups * kInvBlock;         // 64 (column, row group) items
+static_assert(kInvItemsPerBlock % kWarpSize == 0 && (kInvBlocks - 1) * kInvItemsPerBlock <= kChunkThreads,
+              "whole warps of items, one item per thread");
 
 __device__ __forceinline__ float4 lds_f4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 
 __device__ __forceinline__ void inverse_distance(float* amat, float* scratch, int d) {
   const int blocks = kInvBlocks - d;
   constexpr int kElems = kInvBlock * kInvBlock;
-  for (int item = threadIdx.x; item < blocks * kInvItemsPerBlock; item += kChunkThreads) {
+  const int item = threadIdx.x;
+  if (item < blocks * kInvItemsPerBlock) {  // (whole warps)
     const int bj = item / kInvItemsPerBlock;
     const int bi = bj + d;
-    const int r0 = (item % kInvItemsPerBlock) / kInvBlock * kInvRowsPerItem;
-    const int c = item % kInvBlock;
+    const int c = item % kInvItemsPerBlock / kInvRowGroups;
+    const int r0 = item % kInvRowGroups * kInvRowsPerItem;
     const int col = bj * kInvBlock + c;  // the column of T (and of E)
     float e[kInvRowsPerItem] = {};
     for (int bk = bj; bk < bi; ++bk) {
@@ -233,16 +240,10 @@ __device__ __forceinline__ void inverse_distance(float* amat, float* scratch, in
         }
       }
     }
+    float* ebj = scratch + bj * kElems;
 #pragma unroll
-    for (int rr = 0; rr < kInvRowsPerItem; ++rr) scratch[bj * kElems + (r0 + rr) * kInvBlock + c] = e[rr];
-  }
-  __syncthreads();
-  for (int item = threadIdx.x; item < blocks * kInvItemsPerBlock; item += kChunkThreads) {
-    const int bj = item / kInvItemsPerBlock;
-    const int bi = bj + d;
-    const int r0 = (item % kInvItemsPerBlock) / kInvBlock * kInvRowsPerItem;
-    const int c = item % kInvBlock;
-    const float* ebj = scratch + bj * kElems;
+    for (int rr = 0; rr < kInvRowsPerItem; ++rr) ebj[(r0 + rr) * kInvBlock + c] = e[rr];
+    __syncwarp();  // the column's other row groups: lanes of this warp
     float t[kInvRowsPerItem];  // -T_ij = E_ij + (T_ii - I) E_ij, row by row (the unit diagonal of T_ii first)
 #pragma unroll
     for (int rr = 0; rr < kInvRowsPerItem; ++rr) t[rr] = ebj[(r0 + rr) * kInvBlock + c];
@@ -263,9 +264,6 @@ __device__ __forceinline__ void inverse_distance(float* amat, float* scratch, in
   __syncthreads();
 }
 
-// T = (I + A)^-1 in place in amat (fp32, blocked), then store(i, j, tw, tu) for every (i, j) of the chunk with
-// tw = T[i][j] beta_j exp(G_j) and tu = T[i][j] beta_j (zero above the diagonal): both chunk kernels round and
-// place them in their own tile layouts.
 // T = (I + A)^-1 in place in amat (fp32, blocked; T transposed in the upper triangle). Ends with a barrier.
 __device__ __forceinline__ void invert(float* amat, float* scratch) {
   inverse_diag_blocks(amat);
