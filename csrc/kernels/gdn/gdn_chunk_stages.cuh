@@ -144,6 +144,15 @@ __device__ __forceinline__ void kkt_stage(const GdnChunkParams& p, const Views& 
     const int rb = local < 2 ? 0 : local < 6 ? 1 : local < 12 ? 2 : 3;  // row block of 16 (2, 4, 6, 8 tiles)
     const int ct = local - rb * (rb + 1);                              // column tile of 8
     const T* rows = is_p ? sm.q(stage) : kt;
+    // the decay factors first: their loads and exponentials overlap the mma chain below, where they stalled the
+    // epilogue (ncu on an H200: 8.7 % of the pre-pass's stall samples on this __expf)
+    float decay[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int i = rb * kMmaM + lane / 4 + 8 * (e / 2);
+      const int j = ct * kMmaN + 2 * (lane % 4) + e % 2;
+      decay[e] = i >= j ? __expf(G[i] - G[j]) : 0.0f;
+    }
     float acc[4];
     zero_acc(acc);
 #pragma unroll
@@ -157,11 +166,10 @@ __device__ __forceinline__ void kkt_stage(const GdnChunkParams& p, const Views& 
     for (int e = 0; e < 4; ++e) {
       const int i = rb * kMmaM + lane / 4 + 8 * (e / 2);
       const int j = ct * kMmaN + 2 * (lane % 4) + e % 2;
-      const float decay = i >= j ? __expf(G[i] - G[j]) : 0.0f;
       if (is_p) {
-        sm.pm()[i * kLdT + j] = from_float<T>(i >= j ? p.scale * acc[e] * decay : 0.0f);
+        sm.pm()[i * kLdT + j] = from_float<T>(i >= j ? p.scale * acc[e] * decay[e] : 0.0f);
       } else {
-        sm.amat()[i * kLdA + j] = i > j ? beta[i] * acc[e] * decay : 0.0f;
+        sm.amat()[i * kLdA + j] = i > j ? beta[i] * acc[e] * decay[e] : 0.0f;
       }
     }
   }
