@@ -9,7 +9,9 @@ from moe_helpers import DEVICES, gen, skip_without_cuda
 from qwen35_native import ops
 from utils import GuardedTensor, assert_bit_identical, assert_close_report
 
-CASES = [(n, e, k) for n in (1, 3, 64, 257) for e in (8, 64, 512) for k in (1, 2, 10) if k <= e]
+# E on each register tier of the kernel (4, 8, 16, 32 logits per lane) and at its edges: 128 / 129, 256 (35b-a3b), 512
+CASES = [(n, e, k) for n in (1, 3, 64, 257) for e in (8, 64, 512) for k in (1, 2, 10) if k <= e] + [
+    (n, e, k) for n in (1, 65) for e in (128, 129, 200, 256) for k in (1, 8)]
 
 
 def _route(logits, k):

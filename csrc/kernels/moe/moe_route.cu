@@ -104,6 +104,7 @@ cudaError_t launch_route(const MoeRouteParams& p, cudaStream_t stream) {
 template <typename T>
 cudaError_t launch_moe_route(const MoeRouteParams& p, cudaStream_t stream) {
   constexpr int kSmallPerLane = 4;   // E <= 128
+  constexpr int kMidPerLane = 8;      // E <= 256 (35b-a3b): half the registers each top-k round scans at 16
   constexpr int kMediumPerLane = 16;  // E <= 512
   constexpr int kLargePerLane = kMoeRouteMaxExperts / kWarpSize;
   if (p.num_experts < 1 || p.num_experts > kMoeRouteMaxExperts || p.top_k < 1 || p.top_k > p.num_experts ||
@@ -111,6 +112,7 @@ cudaError_t launch_moe_route(const MoeRouteParams& p, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   if (p.num_tokens == 0) return cudaSuccess;
   if (p.num_experts <= kSmallPerLane * kWarpSize) return launch_route<T, kSmallPerLane>(p, stream);
+  if (p.num_experts <= kMidPerLane * kWarpSize) return launch_route<T, kMidPerLane>(p, stream);
   if (p.num_experts <= kMediumPerLane * kWarpSize) return launch_route<T, kMediumPerLane>(p, stream);
   return launch_route<T, kLargePerLane>(p, stream);
 }
