@@ -28,6 +28,8 @@ MOE_OPS = ("fused_moe", "moe_gate_up", "moe_down")
 MOE_SM80_SHAPES = ()
 # path (prefix) -> where the automatic choice would have to change to take it (the first matching prefix)
 FLIP = {
+    "q35 conv kernel first": "csrc/torch/sm90a_policy.h: gdn_decode_fused_auto (QWEN35_GDN_DECODE_FUSED=0 takes it "
+                             "today)",
     "q35 last-CTA norm": "csrc/torch/sm90a_policy.h: gdn_decode_cluster_auto (QWEN35_GDN_DECODE_CLUSTER=0 takes it "
                          "today)",
     "q35-sm90a-prepass-h": "csrc/torch/sm90a_policy.h: gdn_prep_heads_per_cta (QWEN35_GDN_PREP_HEADS=N takes it "

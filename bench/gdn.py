@@ -130,11 +130,12 @@ def decode_rows(args, device, fla) -> list[Row]:
             def step():
                 return q35.ops.gdn_decode(qkv, z, a, b, **w, **st, slots=slots, backend="kernel")
             nbytes = 2 * count_bytes(st["ssm_state"]) + 2 * count_bytes(st["conv_state"]) + count_bytes(qkv, z, a, b, z)
-            if _sm90(device):  # the gated norm by the row's last CTA (with its counters' memset) beside the cluster
-                last_cta = with_env(step, "QWEN35_GDN_DECODE_CLUSTER", "0")
-                median, graph_note = _time_decode(last_cta, device, args)
-                rows.append(Row(op="gdn_decode", shape=f"{config} batch {n}", dtype="bf16", impl="q35 last-CTA norm",
-                                median_us=median, bytes=nbytes, notes=graph_note))
+            if _sm90(device):  # beside the default: the conv kernel first; and the norm by the row's last CTA too
+                for impl, env, value in (("q35 conv kernel first", "QWEN35_GDN_DECODE_FUSED", "0"),
+                                         ("q35 last-CTA norm", "QWEN35_GDN_DECODE_CLUSTER", "0")):
+                    median, graph_note = _time_decode(with_env(step, env, value), device, args)
+                    rows.append(Row(op="gdn_decode", shape=f"{config} batch {n}", dtype="bf16", impl=impl,
+                                    median_us=median, bytes=nbytes, notes=graph_note))
             median, graph_note = _time_decode(step, device, args)
             peer_us, notes = None, graph_note
             if fla is not None:  # FLA's recurrent step alone (no conv, no norm) on the same state layout

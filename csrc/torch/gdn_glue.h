@@ -148,6 +148,11 @@ void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t
 // The raw op's `arch` (the chunk kernel, kGdnImpl*): checked, and where sm_90a is forced, that it runs here.
 int check_chunk_arch(const char* op, int64_t arch, const at::Tensor& ref);
 
+// The recurrent kernel's launch choices for ref's device: SM count, the norm in clusters (sm_90), and whether the
+// conv runs inside it (conv_fusable: the gdn_decode layer op with inputs the fused kernel takes; sm_90;
+// gdn_decode_fuses_conv). run_recurrent makes them itself unless p.fuse_conv is already set.
+void plan_recurrent(GdnRecurrentParams& p, const at::Tensor& ref, bool conv_fusable);
+
 // Launches the recurrent kernel for the dtype of ref; allocates the norm's row counters when needed.
 void run_recurrent(const char* op, GdnRecurrentParams& p, const at::Tensor& ref, at::Tensor& counters);
 

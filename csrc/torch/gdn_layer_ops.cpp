@@ -1,7 +1,8 @@
 // Torch glue of the layer-level GDN entry points the model calls (python/qwen35_native/ops/gdn_layer.py):
 //   gdn_prefill: causal conv1d (states by slot) -> chunked scan with gates, L2 norm and gated RMSNorm fused
 //                (ssm states by slot, in place): 2 kernels (plus the plan / pre-pass / chain kernels when split);
-//   gdn_decode:  conv update -> recurrent step with gates, L2 norm and gated RMSNorm fused: 2 kernels.
+//   gdn_decode:  conv update -> recurrent step with gates, L2 norm and gated RMSNorm fused: 2 kernels; on sm_90 one
+//                (the conv inside the recurrent kernel's clusters) where gdn_decode_fuses_conv allows.
 // Kernels: csrc/kernels/gdn/. Tests: tests/kernels/test_gdn_layer.py.
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -127,16 +128,31 @@ void gdn_decode_impl(const at::Tensor& x, const at::Tensor& z, const at::Tensor&
     check_shape(op, "out_slots", *out_slots, {d.tokens}, "[N] (the dtype of slots)");
     TORCH_CHECK(out_slots->is_contiguous(), "qwen35_native.", op, ": out_slots must be contiguous");
   }
-  at::Tensor y = at::empty({d.tokens, d.conv_dim}, x.options());
-  run_conv(op, x, conv_weight, nullptr, &conv_state, &slots, nullptr, true, true, y,
-           out_slots ? &*out_slots : nullptr);
   GdnRecurrentParams p{};
-  fill_layer(p, d, y, z, a, b, a_log, dt_bias, norm_weight, ssm_state, slots, out, eps);
+  fill_layer(p, d, x, z, a, b, a_log, dt_bias, norm_weight, ssm_state, slots, out, eps);  // q / k / v: below
   if (out_slots) p.state_out_slots = out_slots->data_ptr();
   p.num_seqs = d.tokens;
   p.tokens_per_seq = 1;
+  const bool fusable = (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf) &&
+                       conv_weight.size(1) == 4 && aligned16(x.data_ptr()) && aligned16(conv_state.data_ptr()) &&
+                       (d.tokens == 1 || (x.stride(0) * x.element_size()) % 16 == 0);
+  plan_recurrent(p, x, fusable);
+  at::Tensor y;
+  if (p.fuse_conv) {  // the recurrent kernel convolves the token itself (sm_90 clusters; gdn_recurrent.cuh)
+    p.conv_x_ptr = x.data_ptr();
+    p.conv_x_row_stride = d.tokens > 1 ? x.stride(0) : d.conv_dim;
+    p.conv_weight_ptr = conv_weight.data_ptr();
+    p.conv_weight_fp32 = conv_weight.scalar_type() == at::kFloat;
+    p.conv_state_ptr = conv_state.data_ptr();
+  } else {
+    y = at::empty({d.tokens, d.conv_dim}, x.options());
+    run_conv(op, x, conv_weight, nullptr, &conv_state, &slots, nullptr, true, true, y,
+             out_slots ? &*out_slots : nullptr);
+    fill_layer(p, d, y, z, a, b, a_log, dt_bias, norm_weight, ssm_state, slots, out, eps);
+    if (out_slots) p.state_out_slots = out_slots->data_ptr();
+  }
   at::Tensor counters;
-  run_recurrent(op, p, y, counters);
+  run_recurrent(op, p, x, counters);
 }
 
 }  // namespace

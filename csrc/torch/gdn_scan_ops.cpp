@@ -127,9 +127,15 @@ void run_chunk(const char* op, GdnChunkParams& p, const at::Tensor& ref, int64_t
   }
 }
 
-void run_recurrent(const char* op, GdnRecurrentParams& p, const at::Tensor& ref, at::Tensor& counters) {
+void plan_recurrent(GdnRecurrentParams& p, const at::Tensor& ref, bool conv_fusable) {
   p.num_sms = num_sms(ref);
   p.cluster_norm = p.z_ptr != nullptr && gdn_decode_cluster_auto() && chunk_sm90a_runs(ref);
+  p.fuse_conv = conv_fusable && p.cluster_norm && gdn_decode_fused_auto();
+  p.fuse_conv = gdn_decode_fuses_conv(p);
+}
+
+void run_recurrent(const char* op, GdnRecurrentParams& p, const at::Tensor& ref, at::Tensor& counters) {
+  if (!p.fuse_conv) plan_recurrent(p, ref, false);
   if (gdn_recurrent_needs_counters(p)) {
     counters = at::zeros({p.num_tokens * p.num_v_heads}, ref.options().dtype(at::kInt));
     p.counters_ptr = counters.data_ptr<int>();

@@ -54,6 +54,16 @@ inline bool gdn_decode_cluster_auto() {
                     "0 (the row's last CTA normalises it), 1 (the head's CTAs as one cluster) or unset (1)") != 0;
 }
 
+// Whether the gdn_decode layer op on sm_90 convolves the token's q | k | v inside the recurrent kernel (one thread
+// block cluster per sequence and k head; no conv kernel, no conv output in global memory), where its shapes allow
+// (gdn_decode_fuses_conv: 2 to 8 CTAs per head at most 8 per k head, 16-bit, conv width 4) -- by the environment
+// variable QWEN35_GDN_DECODE_FUSED: "1" or unset yes, "0" no (the conv update kernel, then the recurrent one). Not
+// yet timed on a GPU: one launch and the conv output's write and reread fewer per layer and step (bench/gdn.py).
+inline bool gdn_decode_fused_auto() {
+  return env_switch("QWEN35_GDN_DECODE_FUSED",
+                    "0 (the conv update kernel first), 1 (the conv inside the recurrent kernel) or unset (1)") != 0;
+}
+
 // How many value heads of one k head a CTA of the GDN pre-pass takes (GdnChunkParams::prep_heads_per_cta), by the
 // environment variable QWEN35_GDN_PREP_HEADS: a positive integer N -- the largest divisor of Hv / Hk (`per_k_head`)
 // up to N; unset: 1. Its heads share one load and L2 norm of q and k, and a head's gates load during the stages of

@@ -131,17 +131,20 @@ def test_the_gdn_prepass_writes_16_bytes_per_store(model_sass):
         assert stores and all(".128" in s for s in stores), f"{name}: narrower global stores {sorted(set(stores))}"
 
 
-def test_the_gdn_decode_cluster_norm_uses_the_cluster_barrier_not_atomics(model_sass):
-    """gdn_recurrent_kernel<T, kVs, kCluster = true> (the gated norm of a head split over a cluster): the cluster
-    barrier's arrive and wait, distributed shared memory instead of the row counters' atomics, for every type and
-    slice width; its sm_80 copies trap (the launcher takes them only on sm_90)."""
+@pytest.mark.parametrize("fused", [False, True], ids=["cluster-norm", "fused-conv"])
+def test_the_gdn_decode_cluster_kernels_use_the_cluster_barrier_not_atomics(model_sass, fused):
+    """gdn_recurrent_kernel<T, kVs, kCluster = true, kFused> (the gated norm of a head split over a cluster; kFused:
+    the conv too, q | k handed over in the cluster): the cluster barrier's arrive and wait, distributed shared memory
+    instead of the row counters' atomics, for every type and slice width; the sm_80 copies trap (the launchers take
+    them only on sm_90)."""
     kernels = {(arch, name): s for (arch, name), s in model_sass.items()
-               if re.search(r"gdn_recurrent_kernelI\w+Lb1E", name)}
+               if re.search(r"gdn_recurrent_kernelI\w+Lb1ELb" + ("1E" if fused else "0E"), name)}
+    count = 6 if fused else 9  # fused: bf16 / fp16 x 16, 32, 64 columns; else fp32 too
     for arch, want_traps in (("sm_90a", False), ("sm_80", True)):
         if arch not in built_archs():
             continue
         bodies = {name: s for (a, name), s in kernels.items() if a == arch}
-        assert len(bodies) == 9, f"expected 3 types x 3 slice widths of the cluster kernel ({arch}), got {len(bodies)}"
+        assert len(bodies) == count, f"expected {count} cluster kernels ({arch}), got {len(bodies)}"
         for name, code in bodies.items():
             if want_traps:
                 assert "BPT.TRAP" in code and "UCGABAR" not in code, name

@@ -89,9 +89,10 @@ def test_decode_matches_reference(batch, device):
 @pytest.mark.parametrize("batch", [1, 3, 17])
 def test_gpu_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch):
     """The test below on an H100/H200: the cluster (distributed shared memory) and the row's last CTA give the same
-    bits where the split is the same, and both the reference's values."""
+    bits where the split is the same, and both the reference's values (the conv kernel first: not fused)."""
     if not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)):
         pytest.skip("needs an sm_90 GPU (H100/H200)")
+    monkeypatch.setenv("QWEN35_GDN_DECODE_FUSED", "0")
     qkv, z, a, b, w, st = layer_inputs(batch, 2, 8, slots=batch + 2, seed=30 + batch, device="cuda")
     slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch].cuda()
     ref_st = _cpu_copy(st)
@@ -107,6 +108,29 @@ def test_gpu_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch):
         assert_bit_identical(outs["0"], outs["1"], "the row's last CTA vs the cluster")
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,hk", [(1, 2), (9, 2), (5, 4)])
+def test_gpu_decode_conv_inside_the_recurrent_kernel(batch, hk, monkeypatch):
+    """The next test's fused conv on an H100/H200: conv states equal to the conv kernel's, outputs and ssm states
+    bit-identical where the split is the same (9 x 2 k heads, 5 x 4), all within the reference's tolerance."""
+    if not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)):
+        pytest.skip("needs an sm_90 GPU (H100/H200)")
+    qkv, z, a, b, w, st = layer_inputs(batch, hk, 8, slots=batch + 2, seed=40 + batch, device="cuda")
+    slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch].cuda()
+    ref_st = _cpu_copy(st)
+    ref = ops.gdn_decode_reference(*_cpu(qkv, z, a, b), *_cpu(*w.values()), ref_st["conv_state"],
+                                   ref_st["ssm_state"], slots.cpu())
+    outs = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv("QWEN35_GDN_DECODE_FUSED", setting)
+        s = {key: t.clone() for key, t in st.items()}
+        outs[setting] = (_decode_raw(qkv, z, a, b, w, s, slots), s["ssm_state"], s["conv_state"])
+        assert torch.equal(s["conv_state"].cpu(), ref_st["conv_state"])
+        assert rel(outs[setting][0].cpu(), ref) <= 1e-2 and rel(s["ssm_state"].cpu(), ref_st["ssm_state"]) <= 1e-5
+    if batch > 1:
+        assert_bit_identical(outs["1"], outs["0"], "conv inside the recurrent kernel vs the conv kernel first")
+
+
 @pytest.mark.parametrize("batch", [1, 3, 17])
 def test_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch, two_orders):
     """The gated norm of a head whose value columns are split over CTAs: on sm_90 the head's CTAs form a thread
@@ -116,8 +140,9 @@ def test_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch, two_or
     are the same: at batch 3 (8 CTAs a head either way) and 17 (one CTA per head, its own norm), at sm_80 too, under
     two thread orders. At batch 1 the split differs (8 against 16 CTAs a head, seen in the emulator's block count),
     and with it the order of the state's sums over rows: both within the reference's tolerance. Any other setting is
-    an error."""
+    an error. (The conv kernel runs first here: QWEN35_GDN_DECODE_FUSED=0; the next test fuses it.)"""
     env = "QWEN35_GDN_DECODE_CLUSTER"
+    monkeypatch.setenv("QWEN35_GDN_DECODE_FUSED", "0")
     hk, hv = 2, 8
     qkv, z, a, b, w, st = layer_inputs(batch, hk, hv, slots=batch + 2, seed=30 + batch)
     slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch]
@@ -151,6 +176,49 @@ def test_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch, two_or
         assert_bit_identical(got80, want, "sm_80 (the row's last CTA) vs sm_90 (the cluster)")
     monkeypatch.setenv(env, "yes")
     with pytest.raises(RuntimeError, match=f"{env} must be 0 .* 1 .* or unset .* got 'yes'"):
+        run()
+
+
+@pytest.mark.parametrize("batch,hk,same_split", [(1, 2, False), (9, 2, True), (5, 4, True), (20, 2, True)],
+                         ids=["1x2k", "9x2k", "5x4k", "20x2k-one-cta-a-head"])
+def test_decode_conv_inside_the_recurrent_kernel(batch, hk, same_split, monkeypatch, two_orders):
+    """QWEN35_GDN_DECODE_FUSED (default on; sm_90): gdn_decode convolves the token inside the recurrent kernel, one
+    thread block cluster per (sequence, k head) -- each CTA its v columns, the q | k channels shared out and read
+    through distributed shared memory -- instead of a conv kernel first. The conv states are the conv kernel's bit
+    for bit; the outputs and ssm states too where both split a head over the same number of CTAs (at most 8 per k
+    head fused: 2 per head at 4 value heads per k head), within the reference's tolerance where not. With one CTA
+    per head (batch 20) both run the two kernels. The emulator's block count shows the conv kernel gone; two thread
+    orders; sm_80 and QWEN35_GDN_DECODE_FUSED=0 run the two kernels."""
+    env, hv = "QWEN35_GDN_DECODE_FUSED", 8
+    qkv, z, a, b, w, st = layer_inputs(batch, hk, hv, slots=batch + 2, seed=40 + batch)
+    slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch]
+
+    def run():
+        s = {key: t.clone() for key, t in st.items()}
+        emulator.reset_stats()
+        out = _decode_raw(qkv, z, a, b, w, s, slots)
+        return (out, s["ssm_state"], s["conv_state"]), emulator.stats()["blocks"]
+    monkeypatch.setenv(env, "1")
+    fused, fused_blocks = two_orders(lambda: run()[0]), run()[1]
+    monkeypatch.setenv(env, "0")
+    two, two_blocks = run()
+    with emulator.arch("sm_80"):
+        monkeypatch.delenv(env)
+        two80 = run()[0]
+    ref_st = _cpu_copy(st)
+    ref = ops.gdn_decode_reference(qkv, z, a, b, *w.values(), ref_st["conv_state"], ref_st["ssm_state"], slots)
+    assert torch.equal(fused[2], ref_st["conv_state"]) and torch.equal(two[2], ref_st["conv_state"])
+    assert rel(fused[0], ref) <= 1e-2 and rel(fused[1], ref_st["ssm_state"]) <= 1e-5
+    conv_blocks = batch * (2 * hk + hv) * 128 // (8 * 256) or 1   # the conv kernel's CTAs: 256 threads of 8 channels
+    if batch == 20:
+        assert fused_blocks == two_blocks, "one CTA a head: the two kernels either way"
+    else:
+        assert two_blocks - fused_blocks >= conv_blocks, (two_blocks, fused_blocks)
+    if same_split:
+        assert_bit_identical(fused, two, "conv inside the recurrent kernel vs the conv kernel first")
+        assert_bit_identical(two80, two, "sm_80 vs sm_90 with the conv kernel first")
+    monkeypatch.setenv(env, "on")
+    with pytest.raises(RuntimeError, match=f"{env} must be 0 .* 1 .* or unset .* got 'on'"):
         run()
 
 

@@ -2,6 +2,7 @@
 // causal_conv1d.cuh for the op.
 #include "kernels/gdn/causal_conv1d.cuh"
 #include "kernels/gdn/gdn_common.cuh"
+#include "kernels/gdn/gdn_conv_parts.cuh"
 #include "q35/launch.h"
 
 namespace q35::Q35_TARGET {
@@ -40,24 +41,13 @@ template <typename T, int kW, int kVec>
 __device__ __forceinline__ void conv_store(const CausalConv1dParams& p, const float (&w)[kW][kVec],
                                            const float (&win)[kW][kVec], T* y) {
   float out[kVec];
-#pragma unroll
-  for (int v = 0; v < kVec; ++v) {
-    float acc = 0.0f;
-#pragma unroll
-    for (int j = 0; j < kW; ++j) acc += w[j][v] * win[j][v];
-    acc = to_float(from_float<T>(acc));
-    out[v] = p.silu ? gdn::silu(acc) : acc;
-  }
+  gdn::conv_outputs<T, kW, kVec>(w, win, p.silu, out);
   store_vec_f32<T, kVec>(y, out);
 }
 
 template <typename T, int kW, int kVec>
 __device__ __forceinline__ void load_weights(const CausalConv1dParams& p, int64_t c0, float (&w)[kW][kVec]) {
-#pragma unroll
-  for (int v = 0; v < kVec; ++v) {
-#pragma unroll
-    for (int j = 0; j < kW; ++j) w[j][v] = gdn::load_param<T>(p.weight_ptr, (c0 + v) * kW + j, p.weight_fp32);
-  }
+  gdn::load_conv_weights<T, kW, kVec>(p.weight_ptr, p.weight_fp32, c0, w);
 }
 
 // Tokens [t0, t1) of a tile, sliding window in registers; tokens within W-1 of their sequence's start are left
@@ -188,39 +178,6 @@ __global__ void __launch_bounds__(kFwdThreads, 1) causal_conv1d_fwd_kernel(Causa
   }
 }
 
-// A thread's conv state: kVec channels x (W-1) taps, kVec * (W-1) contiguous elements ([kVec, W-1]), read into
-// win[0, W-1) and written from win[1, W) as W-1 pieces of kVec elements: 16-byte accesses on the vector path (the
-// element-wise ones touched each 16-byte piece up to 8 times), scalars when kVec is 1.
-template <typename T, int kW, int kVec>
-__device__ __forceinline__ void load_state(const T* state, float (&win)[kW][kVec]) {
-  Vec<T, kVec> raw[kW - 1];
-#pragma unroll
-  for (int i = 0; i < kW - 1; ++i) raw[i] = reinterpret_cast<const Vec<T, kVec>*>(state)[i];
-#pragma unroll
-  for (int j = 0; j < kW - 1; ++j) {
-#pragma unroll
-    for (int v = 0; v < kVec; ++v) {
-      const int e = v * (kW - 1) + j;  // element of the thread's state
-      win[j][v] = to_float(raw[e / kVec].v[e % kVec]);
-    }
-  }
-}
-
-template <typename T, int kW, int kVec>
-__device__ __forceinline__ void store_state(T* state, const float (&win)[kW][kVec]) {
-  Vec<T, kVec> raw[kW - 1];
-#pragma unroll
-  for (int j = 0; j < kW - 1; ++j) {
-#pragma unroll
-    for (int v = 0; v < kVec; ++v) {
-      const int e = v * (kW - 1) + j;  // element of the thread's state
-      raw[e / kVec].v[e % kVec] = from_float<T>(win[j + 1][v]);
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < kW - 1; ++i) reinterpret_cast<Vec<T, kVec>*>(state)[i] = raw[i];
-}
-
 // Computes: y[n] = act(conv over (conv_state[slots[n]], x[n])); conv_state[slots[n]] shifted by x[n] is written
 //           to conv_state[out_slots[n]] (in place without out_slots; speculative verification chains slots).
 // Args:     x [N, C] T (row stride x_row_stride); weight [C, W]; slots [N]; conv_state [slots, C, W-1] T.
@@ -240,10 +197,10 @@ __global__ void __launch_bounds__(kUpdateThreads) causal_conv1d_update_kernel(Ca
   T* my_state = static_cast<T*>(p.conv_state_ptr) + (slot * p.channels + c0) * (kW - 1);  // [kVec, W-1]
   T* new_state = static_cast<T*>(p.conv_state_ptr) + (out_slot * p.channels + c0) * (kW - 1);
   float win[kW][kVec];
-  load_state<T, kW, kVec>(my_state, win);
+  gdn::load_conv_state<T, kW, kVec>(my_state, win);
   load_row<T, kVec>(static_cast<const T*>(p.x_ptr) + n * p.x_row_stride + c0, win[kW - 1]);
   conv_store<T, kW, kVec>(p, w, win, static_cast<T*>(p.y_ptr) + n * p.channels + c0);
-  store_state<T, kW, kVec>(new_state, win);
+  gdn::store_conv_state<T, kW, kVec>(new_state, win);
 }
 
 template <typename T>

@@ -9,6 +9,7 @@
 // row) normalises it (norm_row_by_last_cta). README.md, "Decode and verification".
 #include "kernels/gdn/gdn_common.cuh"
 #include "kernels/gdn/gdn_recurrent.cuh"
+#include "kernels/gdn/gdn_recurrent_parts.cuh"
 #include "q35/launch.h"
 #include "q35/ptx.cuh"
 #include "q35/sm90_host.h"
@@ -17,217 +18,7 @@ namespace q35::Q35_TARGET {
 namespace {
 
 using gdn::kHeadDim;
-constexpr int kColsPerThread = 4;  // one 16-byte fp32 vector of a state row
-constexpr int kElemsPerLane = kHeadDim / kWarpSize;
-constexpr int kMinThreads = 2 * kWarpSize;  // warp 0 loads q/k, warp 1 v and the gates
-constexpr int kMaxThreads = 256;
-
-// Threads of a CTA owning kVs value columns: 8 per column, between 64 and 256 (narrow slices at small batch are
-// latency-bound: fewer threads, cheaper barriers).
-template <int kVs>
-struct Layout {
-  static constexpr int kWanted = kVs * 8;
-  static constexpr int kThreads = kWanted < kMinThreads ? kMinThreads : (kWanted > kMaxThreads ? kMaxThreads : kWanted);
-  static constexpr int kWarps = kThreads / kWarpSize;
-  static constexpr int kMinBlocks = 65536 / (kThreads * 128);  // <= 128 registers: several CTAs per SM
-  static constexpr int kThreadsPerRow = kVs / kColsPerThread;
-  static constexpr int kRowGroups = kThreads / kThreadsPerRow;
-  static constexpr int kRowsPerThread = kHeadDim / kRowGroups;
-  static_assert(kThreadsPerRow <= kWarpSize && kRowsPerThread >= 1, "value slice of 8..128 columns");
-};
-
-// Shared memory of one CTA (floats): normalised q (scaled) and k, the value slice, o of the slice (when the CTA
-// normalises its own columns), the per-warp partial sums of a and b, and the token's scalars.
-template <int kVs>
-struct Smem {
-  static constexpr int kQ = 0;
-  static constexpr int kK = kQ + kHeadDim;
-  static constexpr int kV = kK + kHeadDim;
-  static constexpr int kO = kV + kVs;                                    // o of the slice, rounded (local norm)
-  static constexpr int kRed = kO + kVs;                                  // [warps][kVs][2]
-  static constexpr int kScalars = kRed + Layout<kVs>::kWarps * kVs * 2;  // g, beta, k.q, last-CTA flag
-  static constexpr int kFloats = kScalars + 4;
-};
-
-template <typename T>
-__device__ __forceinline__ float load_l2(const T* ptr) {  // bypasses L1: rows written by other CTAs
-  if constexpr (std::is_same_v<T, float>) {
-    return __ldcg(ptr);
-  } else {
-    const unsigned short u = __ldcg(reinterpret_cast<const unsigned short*>(ptr));
-    T x;
-    memcpy(&x, &u, sizeof(x));
-    return to_float(x);
-  }
-}
-
-// Warp 0: q and k of token t, L2-normalised (fp32) and q scaled; k.q. Warp 1: the value slice and the gates.
-template <typename T, int kVs>
-__device__ void load_token(const GdnRecurrentParams& p, float* smem, int64_t t, int h, int hk, int v0) {
-  using S = Smem<kVs>;
-  const int warp = threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  if (warp == 0) {
-    const T* q = static_cast<const T*>(p.q_ptr) + t * p.q_token_stride + hk * kHeadDim;
-    const T* k = static_cast<const T*>(p.k_ptr) + t * p.k_token_stride + hk * kHeadDim;
-    float qv[kElemsPerLane], kv[kElemsPerLane];
-    float ssq = 0.0f, ssk = 0.0f, dot = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kElemsPerLane; ++i) {
-      qv[i] = to_float(q[lane * kElemsPerLane + i]);
-      kv[i] = to_float(k[lane * kElemsPerLane + i]);
-      ssq += qv[i] * qv[i];
-      ssk += kv[i] * kv[i];
-    }
-    const float rq = p.l2norm ? rsqrtf(warp::reduce_sum(ssq) + gdn::kL2NormEps) * p.scale : p.scale;
-    const float rk = p.l2norm ? rsqrtf(warp::reduce_sum(ssk) + gdn::kL2NormEps) : 1.0f;
-#pragma unroll
-    for (int i = 0; i < kElemsPerLane; ++i) {
-      qv[i] *= rq;
-      kv[i] *= rk;
-      smem[S::kQ + lane * kElemsPerLane + i] = qv[i];
-      smem[S::kK + lane * kElemsPerLane + i] = kv[i];
-      dot += qv[i] * kv[i];
-    }
-    dot = warp::reduce_sum(dot);
-    if (lane == 0) smem[S::kScalars + 2] = dot;
-  } else if (warp == 1) {
-    const T* v = static_cast<const T*>(p.v_ptr) + t * p.v_token_stride + h * kHeadDim + v0;
-    for (int c = lane; c < kVs; c += kWarpSize) smem[S::kV + c] = to_float(v[c]);
-    if (lane == 0) {
-      float g, beta;
-      if (p.raw_gates) {
-        const T a = static_cast<const T*>(p.g_ptr)[t * p.g_token_stride + h];
-        const T b = static_cast<const T*>(p.beta_ptr)[t * p.beta_token_stride + h];
-        g = gdn::gate_log_decay(to_float(a), gdn::load_param<T>(p.a_log_ptr, h, p.a_log_fp32),
-                                gdn::load_param<T>(p.dt_bias_ptr, h, p.dt_bias_fp32));
-        beta = gdn::gate_beta<T>(to_float(b));
-      } else {
-        g = gdn::load_param<T>(p.g_ptr, t * p.g_token_stride + h, p.g_fp32);
-        beta = gdn::load_param<T>(p.beta_ptr, t * p.beta_token_stride + h, p.beta_fp32);
-      }
-      smem[S::kScalars + 0] = g;
-      smem[S::kScalars + 1] = beta;
-    }
-  }
-}
-
-// The gated norm's sum of squares of o (values rounded to T, as stored) over the kVs columns of one value slice, in
-// the one order every path uses: lane l < kTpr of warp 0 sums its 4 columns in order, then the warp's butterfly (the
-// other lanes add zeros). Whole warp 0; o(c) is the lane's column c (read only by lanes < kTpr).
-template <int kVs, typename Col>
-__device__ __forceinline__ float slice_sum_squares(Col o) {
-  float ss = 0.0f;
-  if (static_cast<int>(threadIdx.x) < Layout<kVs>::kThreadsPerRow) {
-#pragma unroll
-    for (int c = 0; c < kColsPerThread; ++c) {
-      const float r = o(c);
-      ss += r * r;
-    }
-  }
-  return warp::reduce_sum(ss);
-}
-
-// Gated RMSNorm of row (t, h) when the CTAs of the head do not share a cluster: each writes its o columns to `out`,
-// and the last to finish the row (an atomic counter per row) normalises the whole row, reading it back from L2.
-template <typename T, int kVs>
-__device__ void norm_row_by_last_cta(const GdnRecurrentParams& p, float* smem, int64_t t, int h, int slices) {
-  using S = Smem<kVs>;
-  __threadfence();  // this CTA's o columns, before the counter says they are there
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const bool last = atomicAdd(&p.counters_ptr[t * p.num_v_heads + h], 1) == slices - 1;
-    smem[S::kScalars + 3] = last ? 1.0f : 0.0f;
-  }
-  __syncthreads();
-  if (smem[S::kScalars + 3] == 0.0f) return;  // uniform over the block
-  __threadfence();
-  T* out = static_cast<T*>(p.out_ptr) + t * p.out_token_stride + h * kHeadDim;  // [V]
-  __syncthreads();  // (every thread has read the flag before warp 0 reuses its slot)
-  if (threadIdx.x < kWarpSize) {  // the row's sum of squares, slice by slice as norm_row_in_cluster forms it
-    float total = 0.0f;
-    for (int slice = 0; slice < slices; ++slice) {
-      const T* cols = out + slice * kVs + threadIdx.x * kColsPerThread;
-      total += slice_sum_squares<kVs>([cols](int c) { return load_l2(cols + c); });
-    }
-    if (threadIdx.x == 0) smem[S::kScalars + 3] = total;
-  }
-  __syncthreads();
-  const float rstd = rsqrtf(smem[S::kScalars + 3] / static_cast<float>(kHeadDim) + p.eps);
-  for (int c = threadIdx.x; c < kHeadDim; c += Layout<kVs>::kThreads) {
-    const float o = load_l2(out + c);
-    const float z = to_float(static_cast<const T*>(p.z_ptr)[t * p.z_token_stride + h * kHeadDim + c]);
-    const float w = gdn::load_param<T>(p.norm_weight_ptr, c, p.norm_weight_fp32);
-    out[c] = from_float<T>(gdn::gated_norm_value<T>(o, rstd, w, p.norm_weight_fp32, z));
-  }
-}
-
-// The gate z and norm weight of a thread's 4 output columns (lanes < kTpr of warp 0), loaded when the token starts
-// so that their latency hides behind the state products (norm_row_in_cluster).
-struct NormInputs {
-  float z[kColsPerThread];
-  float w[kColsPerThread];
-};
-
-template <typename T>
-__device__ __forceinline__ void load_norm_inputs(const GdnRecurrentParams& p, int64_t t, int h, int col,
-                                                 NormInputs& in) {
-#pragma unroll
-  for (int c = 0; c < kColsPerThread; ++c) {
-    in.z[c] = to_float(static_cast<const T*>(p.z_ptr)[t * p.z_token_stride + h * kHeadDim + col + c]);
-    in.w[c] = gdn::load_param<T>(p.norm_weight_ptr, col + c, p.norm_weight_fp32);
-  }
-}
-
-// Gated RMSNorm of row (t, h) when the head's CTAs form a thread block cluster (kCluster; sm_90), or are one CTA:
-// each CTA's partial sum of squares goes to its shared memory, every CTA adds all of them in rank order (distributed
-// shared memory), and normalises and stores its own columns -- no counters, no write and reread of o. Same sums
-// as norm_row_by_last_cta, so the same bits. Every thread of the CTA calls it; lane l < kTpr of warp 0 finds its
-// columns' o, rounded to T, at smem[kO + 4 l ..] (its own writes). `pending`: a cluster arrival whose wait is still
-// due (the peers may still read this CTA's partial: waited before it is written again and before the kernel ends).
-template <typename T, int kVs, bool kCluster>
-__device__ void norm_row_in_cluster(const GdnRecurrentParams& p, float* smem, int64_t t, int h, int slices, int v0,
-                                    const NormInputs& in, bool& pending) {
-  using S = Smem<kVs>;
-  const int tid = threadIdx.x;
-  const float* o = smem + S::kO + tid * kColsPerThread;
-  if constexpr (kCluster) {
-    if (pending) ptx::cluster_wait();
-  }  // (else the token loop's barriers separate this write from the previous token's reads)
-  if (tid < kWarpSize) {
-    const float partial = slice_sum_squares<kVs>([o](int c) { return o[c]; });
-    if (tid == 0) smem[S::kScalars + 3] = partial;
-  }
-  float total;
-  if constexpr (kCluster) {
-    ptx::cluster_sync();  // every CTA's partial written and visible to the cluster
-    total = 0.0f;
-    for (int rank = 0; rank < slices; ++rank) total += *ptx::map_shared_rank(smem + S::kScalars + 3, rank);
-    ptx::cluster_arrive();  // done reading the peers (their wait comes later)
-    pending = true;
-  } else {
-    __syncthreads();
-    total = smem[S::kScalars + 3];
-  }
-  if (tid < Layout<kVs>::kThreadsPerRow) {
-    const float rstd = rsqrtf(total / static_cast<float>(kHeadDim) + p.eps);
-    const int col = v0 + tid * kColsPerThread;
-    T* out = static_cast<T*>(p.out_ptr) + t * p.out_token_stride + h * kHeadDim + col;
-    if constexpr (kCluster) {  // z and the weight prefetched when the token started
-#pragma unroll
-      for (int c = 0; c < kColsPerThread; ++c) {
-        out[c] = from_float<T>(gdn::gated_norm_value<T>(o[c], rstd, in.w[c], p.norm_weight_fp32, in.z[c]));
-      }
-    } else {  // one CTA per head (kVs = 128, 64 state registers live): column by column, few registers
-#pragma unroll 1
-      for (int c = 0; c < kColsPerThread; ++c) {
-        const float z = to_float(static_cast<const T*>(p.z_ptr)[t * p.z_token_stride + h * kHeadDim + col + c]);
-        const float w = gdn::load_param<T>(p.norm_weight_ptr, col + c, p.norm_weight_fp32);
-        out[c] = from_float<T>(gdn::gated_norm_value<T>(o[c], rstd, w, p.norm_weight_fp32, z));
-      }
-    }
-  }
-}
+using namespace ::q35::gdn::recurrent;  // NOLINT: the kernel's building blocks
 
 // Computes: for each token t of sequence n: S = exp(g_t) S + k_t (beta_t (v_t - (exp(g_t) S)^T k_t))^T and
 //           o_t = S^T (scale q_t) on value columns [v0, v0 + kVs) of value head h (q/k head h / (Hv / Hk)).
@@ -244,16 +35,20 @@ __device__ void norm_row_in_cluster(const GdnRecurrentParams& p, float* smem, in
 template <typename T, int kVs>
 constexpr int kMinCtas = sizeof(T) == 4 ? 1 : Layout<kVs>::kMinBlocks;
 
-template <typename T, int kVs, bool kCluster>
+template <typename T, int kVs, bool kCluster, bool kFused>
 __global__ void __launch_bounds__(Layout<kVs>::kThreads, kMinCtas<T, kVs>) gdn_recurrent_kernel(GdnRecurrentParams p) {
   using L = Layout<kVs>;
   using S = Smem<kVs>;
   constexpr int kTpr = L::kThreadsPerRow;
+  static_assert(!kFused || kCluster, "the fused conv hands q / k over inside a cluster");
   const int slices = kHeadDim / kVs;
-  const int slice = static_cast<int>(blockIdx.x % slices);
-  const int64_t n = blockIdx.x / slices;
-  const int h = blockIdx.y;
-  const int hk = h / (p.num_v_heads / p.num_k_heads);
+  const int per_k_head = p.num_v_heads / p.num_k_heads;
+  const int heads_here = kFused ? per_k_head : 1;            // value heads of a cluster (kFused: all of the k head's)
+  const int rank = static_cast<int>(blockIdx.x % (heads_here * slices));  // in the cluster (else: the slice)
+  const int slice = rank % slices;
+  const int64_t n = blockIdx.x / (heads_here * slices);
+  const int h = kFused ? static_cast<int>(blockIdx.y) * per_k_head + rank / slices : static_cast<int>(blockIdx.y);
+  const int hk = h / per_k_head;
   const int v0 = slice * kVs;
   const int tid = threadIdx.x;
   const int warp = tid / kWarpSize;
@@ -281,6 +76,7 @@ __global__ void __launch_bounds__(Layout<kVs>::kThreads, kMinCtas<T, kVs>) gdn_r
     }
   }
 
+  if constexpr (kFused) fused_conv_phase<T, kVs>(p, smem, n, h, hk, v0, rank, heads_here * slices);
   // the gated norm inside the CTA / cluster (norm_row_in_cluster) or by the row's last CTA (norm_row_by_last_cta)
   const bool local_norm = p.z_ptr != nullptr && (kCluster || slices == 1);
   bool pending = false;  // kCluster: a cluster arrival not yet waited for
@@ -288,7 +84,7 @@ __global__ void __launch_bounds__(Layout<kVs>::kThreads, kMinCtas<T, kVs>) gdn_r
     __syncthreads();  // the previous token's smem reads are done
     NormInputs norm_in;  // kCluster: loaded now, their latency behind the products (else in norm_row_in_cluster)
     if (kCluster && local_norm && tid < kTpr) load_norm_inputs<T>(p, t, h, v0 + c4, norm_in);
-    load_token<T, kVs>(p, smem, t, h, hk, v0);
+    load_token<T, kVs, kFused>(p, smem, t, h, hk, v0);
     __syncthreads();
 
     // ---- decay, then a = S^T k and b = S^T q over this thread's rows ----
@@ -360,7 +156,7 @@ __global__ void __launch_bounds__(Layout<kVs>::kThreads, kMinCtas<T, kVs>) gdn_r
       }
     }
     if (local_norm) {
-      norm_row_in_cluster<T, kVs, kCluster>(p, smem, t, h, slices, v0, norm_in, pending);
+      norm_row_in_cluster<T, kVs, kCluster>(p, smem, t, h, slices, v0, rank - slice, norm_in, pending);
     } else if (!kCluster && p.z_ptr) {  // (never with kCluster: no atomics in that kernel)
       norm_row_by_last_cta<T, kVs>(p, smem, t, h, slices);
     }
@@ -375,24 +171,49 @@ __global__ void __launch_bounds__(Layout<kVs>::kThreads, kMinCtas<T, kVs>) gdn_r
       store_vec_f32<float, kColsPerThread>(s_out + (rg + L::kRowGroups * i) * kHeadDim + v0 + c4, s[i]);
     }
   }
-  if constexpr (kCluster) {
-    if (pending) ptx::cluster_wait();  // no CTA leaves while a peer may still read its partial
+  if constexpr (kCluster) {  // no CTA leaves while a peer may still read its partial (or, kFused, its q | k share)
+    if (pending) {
+      ptx::cluster_wait();
+    } else if (kFused) {
+      ptx::cluster_sync();
+    }
+  }
+}
+
+// The fused conv (p.fuse_conv): one cluster per (sequence, k head) of all its value heads' slices, grid y = k head.
+template <typename T, int kVs>
+cudaError_t launch_fused(const GdnRecurrentParams& p, cudaStream_t stream) {
+  const int per_k_head = p.num_v_heads / p.num_k_heads;
+  const int ranks = per_k_head * (kHeadDim / kVs);
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kVecBytes == 0; };
+  if constexpr (sizeof(T) != 2 || kVs < 16 || kVs > 64) {
+    return cudaErrorInvalidValue;  // 16-bit only; <= 8 CTAs a cluster; >= 2 a head (gdn_decode_fuses_conv)
+  } else {
+    if (ranks > 8 || p.z_ptr == nullptr || p.tokens_per_seq != 1 || p.cu_seqlens_ptr != nullptr ||
+        p.intermediate_ptr != nullptr || !aligned(p.conv_x_ptr) || !aligned(p.conv_state_ptr) ||
+        p.conv_x_row_stride % (kVecBytes / sizeof(T)) != 0)
+      return cudaErrorInvalidValue;
+    if (!sm90a_available()) return cudaErrorInvalidDeviceFunction;
+    const dim3 grid(static_cast<unsigned>(p.num_seqs * ranks), static_cast<unsigned>(p.num_k_heads));
+    return launch_cluster(gdn_recurrent_kernel<T, kVs, true, true>, grid, dim3(Layout<kVs>::kThreads),
+                          dim3(static_cast<unsigned>(ranks), 1, 1), Smem<kVs>::kFloats * sizeof(float), stream, p);
   }
 }
 
 template <typename T, int kVs>
 cudaError_t launch_slices(const GdnRecurrentParams& p, cudaStream_t stream) {
   constexpr int kSlices = kHeadDim / kVs;
+  if (p.fuse_conv) return launch_fused<T, kVs>(p, stream);
   const dim3 grid(static_cast<unsigned>(p.num_seqs * kSlices), static_cast<unsigned>(p.num_v_heads));
   const size_t smem = Smem<kVs>::kFloats * sizeof(float);
   if constexpr (kSlices > 1 && kSlices <= 8) {
     if (p.cluster_norm && p.z_ptr) {  // the head's CTAs (consecutive in x) as one cluster
       if (!sm90a_available()) return cudaErrorInvalidDeviceFunction;
-      return launch_cluster(gdn_recurrent_kernel<T, kVs, true>, grid, dim3(Layout<kVs>::kThreads),
+      return launch_cluster(gdn_recurrent_kernel<T, kVs, true, false>, grid, dim3(Layout<kVs>::kThreads),
                             dim3(kSlices, 1, 1), smem, stream, p);
     }
   }
-  return launch(gdn_recurrent_kernel<T, kVs, false>, grid, dim3(Layout<kVs>::kThreads), smem, stream, p);
+  return launch(gdn_recurrent_kernel<T, kVs, false, false>, grid, dim3(Layout<kVs>::kThreads), smem, stream, p);
 }
 
 }  // namespace

@@ -66,17 +66,37 @@ struct GdnRecurrentParams {
   // norm with > 1 CTA per head (sm_90 only): the CTAs of a head form a thread block cluster and hand each other the
   // row's sums of squares through distributed shared memory; else the last CTA of a row (counters) normalises it
   bool cluster_norm;
+  // fused conv (the gdn_decode layer op on sm_90; one token per sequence, conv width 4, 16-bit, with the norm): the
+  // kernel convolves the token's q | k | v channels itself, one thread block cluster per (sequence, k head) -- each
+  // CTA its v columns, the q / k channels shared out among the cluster and handed over through distributed shared
+  // memory -- so q_ptr / k_ptr / v_ptr are unused, and conv states move by state_in_slots / state_out_slots
+  bool fuse_conv;
+  const void* conv_x_ptr;        // [N, C] T mixed q | k | v projections (row stride conv_x_row_stride)
+  const void* conv_weight_ptr;   // [C, 4] T or float32 (conv_weight_fp32)
+  void* conv_state_ptr;          // [slots, C, 3] T
+  int64_t conv_x_row_stride;
+  bool conv_weight_fp32;
 };
 static_assert(std::is_trivially_copyable_v<GdnRecurrentParams>);
 
 // CTAs per (sequence, value head): each owns 128 / slices value columns of the state. Enough CTAs to cover the
 // SMs at small batch (decode at tensor-parallel head counts), one per head once the batch fills the GPU. At most 8
-// with cluster_norm (the portable cluster size).
+// with cluster_norm (the portable cluster size); with fuse_conv, at most 8 CTAs for all value heads of a k head.
 inline int gdn_recurrent_slices(const GdnRecurrentParams& p) {
-  const int max_slices = p.cluster_norm ? 8 : 16;
+  const int per_k_head = p.num_k_heads > 0 ? p.num_v_heads / p.num_k_heads : 1;
+  const int max_slices = p.fuse_conv ? (per_k_head >= 8 ? 1 : 8 / per_k_head) : (p.cluster_norm ? 8 : 16);
   int slices = 1;
   while (slices < max_slices && p.num_seqs * p.num_v_heads * slices < p.num_sms) slices *= 2;
   return slices;
+}
+
+// Whether a gdn_decode step with p.fuse_conv requested can run fused: 2..8 CTAs per head, all the k head's value
+// heads' CTAs in one cluster of at most 8. (One CTA per head -- 128 state registers a thread, larger batches --
+// would keep them live across the conv and spill; those batches run the conv kernel first.)
+inline bool gdn_decode_fuses_conv(const GdnRecurrentParams& p) {
+  if (!p.fuse_conv || p.num_k_heads <= 0 || p.z_ptr == nullptr) return false;
+  const int slices = gdn_recurrent_slices(p);
+  return slices >= 2 && (p.num_v_heads / p.num_k_heads) * slices <= 8;
 }
 
 // Whether the launch needs counters_ptr (zeroed): the gated norm over several CTAs per head without clusters.
