@@ -6,7 +6,8 @@
 // so the state is read once and written once per call. The gated norm of a row split over CTAs: on sm_90 the
 // head's CTAs form a cluster and add each other's sums of squares through distributed shared memory
 // (norm_row_in_cluster); else each CTA writes its o columns and the last to finish the row (an atomic counter per
-// row) normalises it (norm_row_by_last_cta). README.md, "Decode and verification".
+// row) normalises it (norm_row_by_last_cta). On sm_90 the gdn_decode layer op also convolves the token here, in
+// one cluster per (sequence, k head) (kFused). README.md, "Decode and verification".
 #include "kernels/gdn/gdn_common.cuh"
 #include "kernels/gdn/gdn_recurrent.cuh"
 #include "kernels/gdn/gdn_recurrent_parts.cuh"
@@ -23,11 +24,13 @@ using namespace ::q35::gdn::recurrent;  // NOLINT: the kernel's building blocks
 // Computes: for each token t of sequence n: S = exp(g_t) S + k_t (beta_t (v_t - (exp(g_t) S)^T k_t))^T and
 //           o_t = S^T (scale q_t) on value columns [v0, v0 + kVs) of value head h (q/k head h / (Hv / Hk)).
 // Args:     see GdnRecurrentParams (q, k, v, gates per token; states by slot; out; optional intermediates).
-// Grid:     x = n * slices + slice (value columns v0 = slice * kVs), y = value head h.
+// Grid:     x = n * slices + slice (value columns v0 = slice * kVs), y = value head h. kFused: x = n * ranks + r
+//           with ranks = (Hv / Hk) * slices (r: the k head's value head r / slices, slice r % slices), y = k head.
 // Block:    Layout<kVs>::kThreads threads (64..256): thread (row group rg, column quad c4) owns state rows
 //           rg + kRowGroups * i and columns v0 + 4 * c4 .. + 3 (consecutive threads read consecutive 16 bytes of a row).
 // Smem:     Smem<kVs>::kFloats * 4 bytes.
-// Cluster:  kCluster: the head's `slices` CTAs (consecutive in x), launched by launch_cluster on sm_90.
+// Cluster:  kCluster: the head's `slices` CTAs (consecutive in x), launched by launch_cluster on sm_90; kFused: the
+//           k head's `ranks` CTAs, which first convolve the token (fused_conv_phase; one token per sequence).
 // Requires: K = V = 128; 16-byte aligned states (the torch glue checks); counters zeroed when
 //           gdn_recurrent_needs_counters.
 // CTAs per SM the kernel is compiled for: fp32 (only the tiny test models) has no floor, whose 128-register cap it
