@@ -55,7 +55,7 @@ __device__ __forceinline__ float load_l2(const T* ptr) {  // bypasses L1: rows w
   }
 }
 
-// The fused conv of gdn_decode (p.fuse_conv; one token, sequence n): the clusters's `ranks` CTAs share the k head's
+// The fused conv of gdn_decode (p.fuse_conv; one token, sequence n): the cluster's `ranks` CTAs share the k head's
 // q | k channels out (rank r convolves channels [r, r + 1) * 256 / ranks of q | k, each once, into its smem kQK at
 // their own offsets), and every CTA convolves its own value columns [v0, v0 + kVs) of head h into smem kV. Each
 // channel's conv state is read and written by exactly one thread of the cluster, so the update in place is
