@@ -85,25 +85,49 @@ def test_decode_matches_reference(batch, device):
     assert rel(st["ssm_state"].cpu(), ref_st["ssm_state"]) <= 1e-5
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("batch", [1, 3, 17])
-def test_gpu_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch):
-    """The test below on an H100/H200: the cluster (distributed shared memory) and the row's last CTA give the same
-    bits where the split is the same, and both the reference's values (the conv kernel first: not fused)."""
-    if not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)):
-        pytest.skip("needs an sm_90 GPU (H100/H200)")
-    monkeypatch.setenv("QWEN35_GDN_DECODE_FUSED", "0")
-    qkv, z, a, b, w, st = layer_inputs(batch, 2, 8, slots=batch + 2, seed=30 + batch, device="cuda")
-    slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch].cuda()
+def _decode_case(batch, hk, seed, device="cpu"):
+    """A gdn_decode step of `batch` sequences (8 value heads): run() -> ((out, ssm_state, conv_state) on copies of
+    the caches, the emulator's block count on the CPU), and the reference's output and caches."""
+    qkv, z, a, b, w, st = layer_inputs(batch, hk, 8, slots=batch + 2, seed=seed, device=device)
+    slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch].to(device)
+
+    def run():
+        s = {key: t.clone() for key, t in st.items()}
+        if device == "cpu":
+            emulator.reset_stats()
+        out = _decode_raw(qkv, z, a, b, w, s, slots)
+        return (out, s["ssm_state"], s["conv_state"]), emulator.stats()["blocks"] if device == "cpu" else 0
     ref_st = _cpu_copy(st)
     ref = ops.gdn_decode_reference(*_cpu(qkv, z, a, b), *_cpu(*w.values()), ref_st["conv_state"],
                                    ref_st["ssm_state"], slots.cpu())
+    return run, ref, ref_st
+
+
+def _check_against_reference(out, ref, ref_st, what):
+    assert rel(out[0].cpu(), ref) <= 1e-2 and rel(out[1].cpu(), ref_st["ssm_state"]) <= 1e-5, what
+    assert torch.equal(out[2].cpu(), ref_st["conv_state"]), what
+
+
+def _gpu_decode_both_ways(monkeypatch, env, batch, hk, seed):
+    """gdn_decode on an sm_90 GPU with `env` set to 1, then 0, each checked against the reference: {setting: out}."""
+    if not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)):
+        pytest.skip("needs an sm_90 GPU (H100/H200)")
+    run, ref, ref_st = _decode_case(batch, hk, seed, "cuda")
     outs = {}
     for setting in ("1", "0"):
-        monkeypatch.setenv("QWEN35_GDN_DECODE_CLUSTER", setting)
-        s = {key: t.clone() for key, t in st.items()}
-        outs[setting] = (_decode_raw(qkv, z, a, b, w, s, slots), s["ssm_state"])
-        assert rel(outs[setting][0].cpu(), ref) <= 1e-2 and rel(s["ssm_state"].cpu(), ref_st["ssm_state"]) <= 1e-5
+        monkeypatch.setenv(env, setting)
+        outs[setting] = run()[0]
+        _check_against_reference(outs[setting], ref, ref_st, f"{env}={setting}")
+    return outs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 3, 17])
+def test_gpu_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch):
+    """The CPU test below on an H100/H200: the cluster (distributed shared memory) and the row's last CTA give the
+    same bits where the split is the same (the conv kernel first: not fused)."""
+    monkeypatch.setenv("QWEN35_GDN_DECODE_FUSED", "0")
+    outs = _gpu_decode_both_ways(monkeypatch, "QWEN35_GDN_DECODE_CLUSTER", batch, 2, 30 + batch)
     if batch > 1:
         assert_bit_identical(outs["0"], outs["1"], "the row's last CTA vs the cluster")
 
@@ -111,22 +135,9 @@ def test_gpu_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch,hk", [(1, 2), (9, 2), (5, 4)])
 def test_gpu_decode_conv_inside_the_recurrent_kernel(batch, hk, monkeypatch):
-    """The next test's fused conv on an H100/H200: conv states equal to the conv kernel's, outputs and ssm states
-    bit-identical where the split is the same (9 x 2 k heads, 5 x 4), all within the reference's tolerance."""
-    if not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)):
-        pytest.skip("needs an sm_90 GPU (H100/H200)")
-    qkv, z, a, b, w, st = layer_inputs(batch, hk, 8, slots=batch + 2, seed=40 + batch, device="cuda")
-    slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch].cuda()
-    ref_st = _cpu_copy(st)
-    ref = ops.gdn_decode_reference(*_cpu(qkv, z, a, b), *_cpu(*w.values()), ref_st["conv_state"],
-                                   ref_st["ssm_state"], slots.cpu())
-    outs = {}
-    for setting in ("1", "0"):
-        monkeypatch.setenv("QWEN35_GDN_DECODE_FUSED", setting)
-        s = {key: t.clone() for key, t in st.items()}
-        outs[setting] = (_decode_raw(qkv, z, a, b, w, s, slots), s["ssm_state"], s["conv_state"])
-        assert torch.equal(s["conv_state"].cpu(), ref_st["conv_state"])
-        assert rel(outs[setting][0].cpu(), ref) <= 1e-2 and rel(s["ssm_state"].cpu(), ref_st["ssm_state"]) <= 1e-5
+    """The CPU test below on an H100/H200: the conv inside the recurrent kernel gives the conv kernel's conv states,
+    and its outputs and ssm states bit for bit where the split is the same (9 x 2 k heads, 5 x 4)."""
+    outs = _gpu_decode_both_ways(monkeypatch, "QWEN35_GDN_DECODE_FUSED", batch, hk, 40 + batch)
     if batch > 1:
         assert_bit_identical(outs["1"], outs["0"], "conv inside the recurrent kernel vs the conv kernel first")
 
@@ -143,34 +154,18 @@ def test_decode_norm_in_cluster_and_by_last_cta_agree(batch, monkeypatch, two_or
     an error. (The conv kernel runs first here: QWEN35_GDN_DECODE_FUSED=0; the next test fuses it.)"""
     env = "QWEN35_GDN_DECODE_CLUSTER"
     monkeypatch.setenv("QWEN35_GDN_DECODE_FUSED", "0")
-    hk, hv = 2, 8
-    qkv, z, a, b, w, st = layer_inputs(batch, hk, hv, slots=batch + 2, seed=30 + batch)
-    slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch]
-
-    def run():
-        s = {key: t.clone() for key, t in st.items()}
-        emulator.reset_stats()
-        out = _decode_raw(qkv, z, a, b, w, s, slots)
-        return out, s["ssm_state"], s["conv_state"]
-
-    def blocks(setting):
-        monkeypatch.setenv(env, setting)
-        run()
-        return emulator.stats()["blocks"]
-    ref_st = _cpu_copy(st)
-    ref = ops.gdn_decode_reference(qkv, z, a, b, *w.values(), ref_st["conv_state"], ref_st["ssm_state"], slots)
+    run, ref, ref_st = _decode_case(batch, 2, 30 + batch)
     monkeypatch.setenv(env, "1")
-    want = two_orders(run)
+    want, cluster_blocks = two_orders(lambda: run()[0]), run()[1]
     monkeypatch.setenv(env, "0")
-    got = two_orders(run)
+    got, last_cta_blocks = two_orders(lambda: run()[0]), run()[1]
     with emulator.arch("sm_80"):
         monkeypatch.delenv(env)
-        got80 = run()
+        got80 = run()[0]
     for out, what in ((want, "cluster"), (got, "last CTA"), (got80, "sm_80")):
-        assert rel(out[0], ref) <= 1e-2 and rel(out[1], ref_st["ssm_state"]) <= 1e-5, what
-        assert torch.equal(out[2], ref_st["conv_state"]), what
+        _check_against_reference(out, ref, ref_st, what)
     if batch == 1:
-        assert blocks("0") - blocks("1") == hv * (16 - 8)
+        assert last_cta_blocks - cluster_blocks == 8 * (16 - 8)
     else:
         assert_bit_identical(got, want, "the row's last CTA vs the cluster")
         assert_bit_identical(got80, want, "sm_80 (the row's last CTA) vs sm_90 (the cluster)")
@@ -190,14 +185,7 @@ def test_decode_conv_inside_the_recurrent_kernel(batch, hk, same_split, monkeypa
     per head (batch 20) both run the two kernels. The emulator's block count shows the conv kernel gone; two thread
     orders; sm_80 and QWEN35_GDN_DECODE_FUSED=0 run the two kernels."""
     env, hv = "QWEN35_GDN_DECODE_FUSED", 8
-    qkv, z, a, b, w, st = layer_inputs(batch, hk, hv, slots=batch + 2, seed=40 + batch)
-    slots = torch.randperm(batch + 2, generator=torch.Generator().manual_seed(batch))[:batch]
-
-    def run():
-        s = {key: t.clone() for key, t in st.items()}
-        emulator.reset_stats()
-        out = _decode_raw(qkv, z, a, b, w, s, slots)
-        return (out, s["ssm_state"], s["conv_state"]), emulator.stats()["blocks"]
+    run, ref, ref_st = _decode_case(batch, hk, 40 + batch)
     monkeypatch.setenv(env, "1")
     fused, fused_blocks = two_orders(lambda: run()[0]), run()[1]
     monkeypatch.setenv(env, "0")
@@ -205,10 +193,8 @@ def test_decode_conv_inside_the_recurrent_kernel(batch, hk, same_split, monkeypa
     with emulator.arch("sm_80"):
         monkeypatch.delenv(env)
         two80 = run()[0]
-    ref_st = _cpu_copy(st)
-    ref = ops.gdn_decode_reference(qkv, z, a, b, *w.values(), ref_st["conv_state"], ref_st["ssm_state"], slots)
-    assert torch.equal(fused[2], ref_st["conv_state"]) and torch.equal(two[2], ref_st["conv_state"])
-    assert rel(fused[0], ref) <= 1e-2 and rel(fused[1], ref_st["ssm_state"]) <= 1e-5
+    for out, what in ((fused, "fused"), (two, "conv kernel first"), (two80, "sm_80")):
+        _check_against_reference(out, ref, ref_st, what)
     conv_blocks = batch * (2 * hk + hv) * 128 // (8 * 256) or 1   # the conv kernel's CTAs: 256 threads of 8 channels
     if batch == 20:
         assert fused_blocks == two_blocks, "one CTA a head: the two kernels either way"
