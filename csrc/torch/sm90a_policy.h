@@ -66,9 +66,9 @@ inline bool gdn_decode_fused_auto() {
 
 // How many value heads of one k head a CTA of the GDN pre-pass takes (GdnChunkParams::prep_heads_per_cta), by the
 // environment variable QWEN35_GDN_PREP_HEADS: a positive integer N -- the largest divisor of Hv / Hk (`per_k_head`)
-// up to N; unset: 1. Its heads share one load and L2 norm of q and k, and a head's gates load during the stages of
-// the head before; fewer CTAs, each longer. Not yet timed on a GPU (bench/gdn.py prints the pre-pass path at 1, 2
-// and 4 side by side), so the default stays the one-head CTA that was measured.
+// up to N; unset: 1. Its heads share one load and L2 norm of q and k; fewer CTAs, each longer. Not yet timed on a
+// GPU (bench/gdn.py prints the pre-pass path at 1, 2 and 4 side by side), so the default stays the one-head CTA
+// that was measured.
 inline int gdn_prep_heads_per_cta(int per_k_head) {
   const char* setting = std::getenv("QWEN35_GDN_PREP_HEADS");
   if (setting == nullptr || *setting == '\0') return 1;

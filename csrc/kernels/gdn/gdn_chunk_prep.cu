@@ -158,7 +158,8 @@ __global__ void __launch_bounds__(kChunkThreads, 3) gdn_chunk_prep_kernel(GdnChu
   }
   // The heads one after another. Written so that little stays live across the stages (their peak is at the 80
   // registers of 3 CTAs per SM): the q / K^T stores above, not after the loop, no unrolling, and the next head's
-  // gates loaded at its turn, not prefetched into registers during the stages before (both spilled).
+  // gates loaded at its turn (the stores after the loop, or the gates prefetched into registers during the stages
+  // before, each cost a spill).
 #pragma unroll 1
   for (int h = h0; h < h0 + heads; ++h) {
     if (h > h0) {
