@@ -61,7 +61,10 @@ def test_non_dividing_sizes_name_what_does_not_divide():
 def _children() -> set[int]:
     out = set()
     for task in pathlib.Path(f"/proc/{os.getpid()}/task").iterdir():
-        text = (task / "children").read_text().split()
+        try:
+            text = (task / "children").read_text().split()
+        except FileNotFoundError:   # the thread ended since the listing (CI saw it once): it has no children now
+            continue
         out.update(int(p) for p in text)
     return out
 

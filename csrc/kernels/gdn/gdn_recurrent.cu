@@ -21,6 +21,11 @@ namespace {
 using gdn::kHeadDim;
 using namespace ::q35::gdn::recurrent;  // NOLINT: the kernel's building blocks
 
+// CTAs per SM the kernel is compiled for: fp32 (only the tiny test models) has no floor, whose 128-register cap it
+// met at kVs = 128.
+template <typename T, int kVs>
+constexpr int kMinCtas = sizeof(T) == 4 ? 1 : Layout<kVs>::kMinBlocks;
+
 // Computes: for each token t of sequence n: S = exp(g_t) S + k_t (beta_t (v_t - (exp(g_t) S)^T k_t))^T and
 //           o_t = S^T (scale q_t) on value columns [v0, v0 + kVs) of value head h (q/k head h / (Hv / Hk)).
 // Args:     see GdnRecurrentParams (q, k, v, gates per token; states by slot; out; optional intermediates).
@@ -33,11 +38,6 @@ using namespace ::q35::gdn::recurrent;  // NOLINT: the kernel's building blocks
 //           k head's `ranks` CTAs, which first convolve the token (fused_conv_phase; one token per sequence).
 // Requires: K = V = 128; 16-byte aligned states (the torch glue checks); counters zeroed when
 //           gdn_recurrent_needs_counters.
-// CTAs per SM the kernel is compiled for: fp32 (only the tiny test models) has no floor, whose 128-register cap it
-// met at kVs = 128.
-template <typename T, int kVs>
-constexpr int kMinCtas = sizeof(T) == 4 ? 1 : Layout<kVs>::kMinBlocks;
-
 template <typename T, int kVs, bool kCluster, bool kFused>
 __global__ void __launch_bounds__(Layout<kVs>::kThreads, kMinCtas<T, kVs>) gdn_recurrent_kernel(GdnRecurrentParams p) {
   using L = Layout<kVs>;
