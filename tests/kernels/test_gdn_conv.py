@@ -8,6 +8,7 @@ import torch
 from gdn_helpers import DEVICES, Guarded, cu_of, skip_without_cuda
 
 from qwen35_native import ops
+from utils import assert_bit_identical
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}  # one output rounding step, relative
@@ -99,6 +100,28 @@ def test_conv_update_with_states_at_an_odd_address(W, device):
         y.check("causal_conv1d_update y")
         _close(y.t, ops.causal_conv1d_update_reference(x, ref_state, w, slots), x.dtype)
         assert torch.equal(st, ref_state)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("W", [2, 3, 4])
+def test_conv_weights_at_an_odd_address(W, device):
+    """16-bit conv weights load in 16-byte pieces (a thread's 8 channels x W taps are contiguous); a weight tensor
+    2 bytes off a 16-byte boundary takes the element-wise loads: the same bits, prefill and update."""
+    skip_without_cuda(device)
+    x, w, state = _inputs([3], 264, W, torch.bfloat16, device, seed=W + 20)
+    flat = torch.empty(w.numel() + 1, dtype=w.dtype, device=device)
+    odd = flat[1:].view(w.shape)
+    odd.copy_(w)
+    slots = torch.tensor([4, 0, 8], dtype=torch.int64, device=device)
+    outs = []
+    for weight in (w, odd):
+        st = state.clone()
+        y = Guarded((3, 264), x.dtype, device)
+        torch.ops.qwen35_native.causal_conv1d_update(x, st, weight, slots, True, y.t)
+        y.check("causal_conv1d_update y")
+        outs.append((y.t, st, ops.causal_conv1d(x, weight, backend="kernel")))
+    assert_bit_identical(outs[1], outs[0], "weights at an odd address vs aligned")
+    _close(outs[0][0], ops.causal_conv1d_update_reference(x, state.clone(), w, slots), x.dtype)
 
 
 def test_conv_two_orders(two_orders):

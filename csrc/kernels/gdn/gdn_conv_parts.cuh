@@ -7,10 +7,24 @@
 
 namespace q35::gdn {
 
-// w[j][v] = weight[c0 + v][j] ([C, W] contiguous, T or fp32).
+// w[j][v] = weight[c0 + v][j] ([C, W] contiguous, T or fp32). The thread's kVec * kW weights are contiguous: in
+// 16-byte pieces where they are 16-bit and 16-byte aligned (4 loads at 8 channels of width 4, instead of 32).
 template <typename T, int kW, int kVec>
 __device__ __forceinline__ void load_conv_weights(const void* weight, bool weight_fp32, int64_t c0,
                                                   float (&w)[kW][kVec]) {
+  constexpr int kElems = kVec * kW;
+  constexpr int kPiece = kVecBytes / static_cast<int>(sizeof(T));
+  if constexpr (sizeof(T) == 2 && kElems % kPiece == 0) {
+    const T* src = static_cast<const T*>(weight) + c0 * kW;
+    if (!weight_fp32 && reinterpret_cast<uintptr_t>(src) % kVecBytes == 0) {
+      Vec<T, kPiece> raw[kElems / kPiece];
+#pragma unroll
+      for (int i = 0; i < kElems / kPiece; ++i) raw[i] = reinterpret_cast<const Vec<T, kPiece>*>(src)[i];
+#pragma unroll
+      for (int e = 0; e < kElems; ++e) w[e % kW][e / kW] = to_float(raw[e / kPiece].v[e % kPiece]);  // [v][j]
+      return;
+    }
+  }
 #pragma unroll
   for (int v = 0; v < kVec; ++v) {
 #pragma unroll
