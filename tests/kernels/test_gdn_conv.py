@@ -82,6 +82,15 @@ def test_conv_update_matches_reference(dtype, device):
     assert torch.equal(state, ref_state)
 
 
+def _at_odd_address(t):
+    """A contiguous copy of the 16-bit t starting 2 bytes off a 16-byte boundary."""
+    flat = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    odd = flat[1:].view(t.shape)
+    odd.copy_(t)
+    assert odd.data_ptr() % 16 != 0
+    return odd
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("W", [2, 3, 4])
 def test_conv_update_with_states_at_an_odd_address(W, device):
@@ -89,9 +98,7 @@ def test_conv_update_with_states_at_an_odd_address(W, device):
     16-byte boundary takes the element-wise path, with the same results."""
     skip_without_cuda(device)
     x, w, aligned = _inputs([3], 264, W, torch.bfloat16, device, seed=W + 10)
-    flat = torch.empty(aligned.numel() + 1, dtype=aligned.dtype, device=device)
-    state = flat[1:].view(aligned.shape)
-    state.copy_(aligned)
+    state = _at_odd_address(aligned)
     slots = torch.tensor([4, 0, 8], dtype=torch.int64, device=device)
     for st in (aligned, state):
         y = Guarded((3, 264), x.dtype, device)
@@ -109,9 +116,7 @@ def test_conv_weights_at_an_odd_address(W, device):
     2 bytes off a 16-byte boundary takes the element-wise loads: the same bits, prefill and update."""
     skip_without_cuda(device)
     x, w, state = _inputs([3], 264, W, torch.bfloat16, device, seed=W + 20)
-    flat = torch.empty(w.numel() + 1, dtype=w.dtype, device=device)
-    odd = flat[1:].view(w.shape)
-    odd.copy_(w)
+    odd = _at_odd_address(w)
     slots = torch.tensor([4, 0, 8], dtype=torch.int64, device=device)
     outs = []
     for weight in (w, odd):
