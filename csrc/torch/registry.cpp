@@ -13,6 +13,8 @@ TORCH_LIBRARY(qwen35_native, m) {
         "Tensor? gate, float scale, int num_splits, Tensor(a!) out) -> ()");
   m.def("varlen_attention(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens, float scale, bool causal, "
         "Tensor(a!) out) -> ()");
+  // ---- linear (csrc/torch/linear_ops.cpp) ----
+  m.def("skinny_linear(Tensor x, Tensor weight, bool swiglu, Tensor(a!) out) -> ()");
   // ---- norm ----
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("fused_add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");

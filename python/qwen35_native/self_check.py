@@ -75,6 +75,14 @@ def _moe(device, gen):
             ops.fused_moe(x, w13, w2, weights, ids, backend="reference"))
 
 
+def _skinny_linear(device, gen):
+    M, N, K = 3, 200, 512   # a decode step's few rows; the SwiGLU epilogue of the shared expert
+    x = _randn(gen, M, K).to(device, torch.bfloat16)
+    w13 = _randn(gen, 2 * N, K, scale=K ** -0.5).to(device, torch.bfloat16)
+    return (ops.swiglu_linear(x, w13, backend="kernel"),
+            ops.swiglu_linear_reference(x.float(), w13.float()))
+
+
 def _attention_prefill(device, gen):
     Hq, Hkv, D, block, context, new = 4, 1, 256, 64, 40, 90
     total = context + new
@@ -96,6 +104,7 @@ CASES: dict[str, Case] = {
     "chunk_gated_delta_rule": (_gdn_chunk, 2e-2, True),
     "fused_recurrent_gated_delta_rule": (_gdn_decode, 2e-2, False),
     "fused_moe": (_moe, 2e-2, True),
+    "swiglu_linear": (_skinny_linear, 1e-2, False),
     "paged_prefill_attention": (_attention_prefill, 2e-2, True),
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 #include "q35/device.cuh"
 #include "q35/ptx/cp_async.cuh"
+#include "q35/ptx/ld_global.cuh"
 #include "q35/ptx/ldmatrix.cuh"
 #include "q35/ptx/stmatrix.cuh"
 #include "q35/ptx/mma.cuh"

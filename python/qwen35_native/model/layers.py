@@ -7,12 +7,17 @@ write their caches in place. Every op goes through ``qwen35_native.ops`` with th
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..ops.linear import projection_backend
 from .cache import ForwardBatch
 from .config import TextConfig
+
+
+def _project(x: torch.Tensor, weight: torch.Tensor, backend: str | None) -> torch.Tensor:
+    """``x @ weight^T``: the skinny kernel for the few rows of a decode step, cuBLAS for larger batches."""
+    return ops.linear(x, weight, backend=projection_backend(backend, x, weight))
 
 
 def _param(*shape: int, dtype: torch.dtype, device) -> nn.Parameter:
@@ -34,7 +39,7 @@ class GatedDeltaNet(nn.Module):
 
     def forward(self, x: torch.Tensor, batch: ForwardBatch, conv_state: torch.Tensor,
                 ssm_state: torch.Tensor) -> torch.Tensor:
-        proj = F.linear(x, self.in_proj)                                          # [T, conv_dim + Hv*V + 2*Hv]
+        proj = _project(x, self.in_proj, self.backends["linear"])                 # [T, conv_dim + Hv*V + 2*Hv]
         qkv, z, b, a = proj.split(self.split, dim=-1)                             # strided column blocks
         weights = (self.conv_weight, self.A_log, self.dt_bias, self.norm_weight, conv_state, ssm_state)
         eps, nd, ndt = self.cfg.rms_norm_eps, batch.num_decodes, batch.num_decode_tokens
@@ -48,7 +53,7 @@ class GatedDeltaNet(nn.Module):
                                          batch.slots[nd:], batch.has_initial_state[nd:], eps=eps,
                                          backend=self.backends["gdn_prefill"]))
         core = parts[0] if len(parts) == 1 else torch.cat(parts)                  # [T, Hv*V]
-        return F.linear(core, self.out_proj)                                      # [T, H]
+        return _project(core, self.out_proj, self.backends["linear"])            # [T, H]
 
     def _prefill_in_rounds(self, qkv, z, a, b, weights, rounds) -> torch.Tensor:
         """The prefill part with GDN state snapshots inside it (gdn_splits.py): each round's tokens through the
@@ -97,7 +102,7 @@ class GatedAttention(nn.Module):
     def forward(self, x: torch.Tensor, batch: ForwardBatch, k_cache: torch.Tensor,
                 v_cache: torch.Tensor) -> torch.Tensor:
         c, nd, ndt = self.cfg, batch.num_decodes, batch.num_decode_tokens
-        qkv = F.linear(x, self.qkv_proj)                                          # [T, (2Hq + 2Hkv) * D]
+        qkv = _project(x, self.qkv_proj, self.backends["linear"])                 # [T, (2Hq + 2Hkv) * D]
         q, gate = ops.attention_prep(qkv, self.q_norm, self.k_norm, batch.positions, k_cache, v_cache,
                                      batch.slot_mapping, c.rotary_dim, c.mrope_section, c.rope_theta,
                                      eps=c.rms_norm_eps, backend=self.backends["attention_prep"])  # [T, Hq, D]
@@ -111,7 +116,7 @@ class GatedAttention(nn.Module):
                                                      batch.seq_lens[nd:], batch.block_tables[nd:], gate[ndt:],
                                                      backend=self.backends["paged_prefill_attention"]))
         o = parts[0] if len(parts) == 1 else torch.cat(parts)                     # [T, Hq*D], gated
-        return F.linear(o, self.o_proj)                                           # [T, H]
+        return _project(o, self.o_proj, self.backends["linear"])                 # [T, H]
 
 
 class SparseMoe(nn.Module):

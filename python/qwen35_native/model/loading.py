@@ -13,9 +13,10 @@ from .model import Qwen35ForCausalLM
 
 logger = logging.getLogger("qwen35_native")
 
-# The ops the model calls (the projections, embedding, lm_head and the vision LayerNorm/GELU are torch/cuBLAS).
+# The ops the model calls ("linear": the layers' projections; the embedding, lm_head, MTP fc and the vision
+# LayerNorm / GELU are torch / cuBLAS).
 MODEL_OPS = ("rms_norm", "gdn_prefill", "gdn_decode", "attention_prep", "paged_prefill_attention",
-             "paged_decode_attention", "moe_block", "swiglu_mlp", "varlen_attention")
+             "paged_decode_attention", "moe_block", "swiglu_mlp", "varlen_attention", "linear")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -10,6 +10,7 @@ Families (one module each; the module docstring documents shapes, dtypes and cac
     attention       paged_prefill_attention, paged_decode_attention, varlen_attention
     moe             moe_route, fused_moe, moe_block
     mlp             swiglu_mlp
+    linear          linear, swiglu_linear (projections of up to 8 rows: the skinny kernel; GEMMs on cuBLAS)
 """
 
 from .attention import (
@@ -37,17 +38,18 @@ from .gdn_layer import (
     gdn_prefill,
     gdn_prefill_reference,
 )
+from .linear import linear, linear_reference, swiglu_linear, swiglu_linear_reference
 from .mlp import swiglu_mlp, swiglu_mlp_reference
 from .moe import fused_moe, fused_moe_reference, moe_block, moe_block_reference, moe_route, moe_route_reference
 from .norm import rms_norm, rms_norm_reference
 
 __all__ = [
-    "attention_prep", "attention_prep_reference", "causal_conv1d", "causal_conv1d_reference",
-    "causal_conv1d_update", "causal_conv1d_update_reference", "chunk_gated_delta_rule",
-    "chunk_gated_delta_rule_reference", "fused_moe", "fused_moe_reference", "fused_recurrent_gated_delta_rule",
-    "fused_recurrent_gated_delta_rule_reference", "gated_rms_norm", "gated_rms_norm_reference", "gdn_decode",
-    "gdn_decode_reference", "gdn_gating", "gdn_gating_reference", "gdn_prefill", "gdn_prefill_reference",
-    "moe_block", "moe_block_reference", "moe_route", "moe_route_reference", "mrope_cos_sin",
-    "paged_attention_reference", "paged_decode_attention", "paged_prefill_attention", "rms_norm",
-    "rms_norm_reference", "swiglu_mlp", "swiglu_mlp_reference", "varlen_attention", "varlen_attention_reference",
+    "attention_prep", "attention_prep_reference", "causal_conv1d", "causal_conv1d_reference", "causal_conv1d_update",
+    "causal_conv1d_update_reference", "chunk_gated_delta_rule", "chunk_gated_delta_rule_reference", "fused_moe",
+    "fused_moe_reference", "fused_recurrent_gated_delta_rule", "fused_recurrent_gated_delta_rule_reference",
+    "gated_rms_norm", "gated_rms_norm_reference", "gdn_decode", "gdn_decode_reference", "gdn_gating",
+    "gdn_gating_reference", "gdn_prefill", "gdn_prefill_reference", "linear", "linear_reference", "moe_block",
+    "moe_block_reference", "moe_route", "moe_route_reference", "mrope_cos_sin", "paged_attention_reference",
+    "paged_decode_attention", "paged_prefill_attention", "rms_norm", "rms_norm_reference", "swiglu_linear",
+    "swiglu_linear_reference", "swiglu_mlp", "swiglu_mlp_reference", "varlen_attention", "varlen_attention_reference",
 ]

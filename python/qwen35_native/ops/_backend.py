@@ -36,7 +36,7 @@ def use_kernel(op: str, backend: str | None, device: torch.device, supported: bo
 KERNEL_OPS: set[str] = {"rms_norm", "moe_route", "fused_moe", "moe_block", "causal_conv1d", "causal_conv1d_update",
                         "gdn_gating", "gated_rms_norm", "chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule",
                         "gdn_prefill", "gdn_decode", "attention_prep", "paged_prefill_attention",
-                        "paged_decode_attention", "varlen_attention"}
+                        "paged_decode_attention", "varlen_attention", "linear", "swiglu_linear", "swiglu_mlp"}
 
 # What a kernel needs from a whole model, for ops whose kernels cover only some configurations: op ->
 # ``fn(config, dtype) -> None`` (supported) or the reason it is not (``config``: the model's Qwen35Config).

@@ -4,7 +4,9 @@
 ``w13 [2I, H]`` (rows [0, I) gate, [I, 2I) up, as in the fused expert layout) and ``w2 [H, I]``. Matmuls run in the
 activation dtype (cuBLAS on GPU, fp32 accumulation); silu and the product round to that dtype like HF.
 
-No kernel of ours: dense projections run on cuBLAS through torch. Tests: tests/model/test_ops_moe.py.
+Up to 8 rows (decode) both projections run on the skinny kernel (ops/linear.py: the gate/up product with the SwiGLU
+as its epilogue, then the down product); larger batches are GEMMs on cuBLAS through torch. Tests:
+tests/model/test_ops_moe.py, tests/kernels/test_linear.py.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
-from ._backend import no_kernel_yet
+from ._backend import use_kernel
+from .linear import swiglu_mlp_projected
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -43,9 +46,13 @@ def swiglu_mlp(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, backend: st
         w2: ``[H, I]`` x's dtype.
     Returns:
         ``[..., H]`` in x's dtype.
+
+    ``backend="kernel"``: the skinny kernels where they take the input (up to 8 rows of float16 / bfloat16), cuBLAS
+    elsewhere; ``None`` / ``"auto"``: the same on CUDA tensors.
     """
     op = "swiglu_mlp"
     _checks.check_tensor(op, "x", x, _DTYPES, min_dim=1)
     check_swiglu_weights(op, x, w13, w2)
-    no_kernel_yet(op, backend)
-    return swiglu_mlp_reference(x, w13, w2)
+    if not use_kernel(op, backend, x.device):
+        return swiglu_mlp_reference(x, w13, w2)
+    return swiglu_mlp_projected(x, w13, w2, backend)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from . import _checks
 from ._backend import use_kernel
+from .linear import linear, projection_backend, swiglu_mlp_projected
 from .mlp import check_swiglu_weights, swiglu_mlp_reference
 from .moe_stages import (
     expert_parallel_block_m,
@@ -176,7 +177,8 @@ def moe_block(hidden: torch.Tensor, router_w: torch.Tensor, w13: torch.Tensor, w
     if not use_kernel(op, backend, hidden.device, route_ok and experts_ok, route_why or experts_why):
         return moe_block_reference(hidden, router_w, w13, w2, shared_w13, shared_w2, shared_gate_w, top_k,
                                    expert_offset)
-    weights, ids = moe_route_kernel(F.linear(hidden, router_w), top_k)   # router matmul: cuBLAS (bf16 out)
-    shared = None if shared_w13 is None else swiglu_mlp_reference(hidden, shared_w13, shared_w2)   # cuBLAS
+    logits = linear(hidden, router_w, backend=projection_backend(backend, hidden, router_w))   # skinny / cuBLAS
+    weights, ids = moe_route_kernel(logits, top_k)
+    shared = None if shared_w13 is None else swiglu_mlp_projected(hidden, shared_w13, shared_w2, backend)
     block_m = expert_parallel_block_m(ids.numel(), w13.shape[0], router_w.shape[0])
     return fused_moe_kernel(hidden, w13, w2, weights, ids, expert_offset, shared, shared_gate_w, block_m)

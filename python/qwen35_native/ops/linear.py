@@ -1,0 +1,152 @@
+"""Projections of a few tokens (decode steps): ``linear`` and ``swiglu_linear``.
+
+``linear(x, weight)`` is ``F.linear(x, weight)`` (no bias); ``swiglu_linear(x, w13)`` is
+``silu(x @ w_gate^T) * (x @ w_up^T)`` for a fused ``w13 = [gate; up]`` ``[2I, H]`` (the layout of the MoE shared
+expert and the dense MLP), with the roundings of the unfused ops: both products, silu and the product in x's dtype.
+
+With at most ``MAX_ROWS`` (8) rows a projection streams its weight once and does M FLOPs per weight element: a GEMV,
+where cuBLAS measured 37 % of the H200's HBM rate on the model's projections at batch 1
+(bench/results/2026-11-28-NVIDIA-H200-session9.md, the decode-step kernel table). The skinny kernel
+(csrc/kernels/linear/skinny_linear.cu) keeps 16 loads of 16 bytes of weights in flight per lane, sums in fp32 and
+rounds once. Above 8 rows the products are GEMMs and run on cuBLAS (``F.linear``), as DESIGN.md §2 says.
+
+Backends: ``None`` / ``"auto"``: the kernel for CUDA tensors of up to 8 rows that it takes (float16 / bfloat16,
+``in_features % 8 == 0``, 16-byte aligned rows and weight), else ``F.linear``; the environment variable
+``QWEN35_SKINNY_LINEAR=0`` keeps cuBLAS (for side-by-side timing). ``"kernel"``: the kernel for up to 8 rows (CPU
+tensors: the SIMT emulator), an error where it cannot take the input, ``F.linear`` above 8 rows. ``"reference"``:
+``F.linear``.
+
+Tests: tests/kernels/test_linear.py. Bench: bench/linear.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+from ._backend import MODEL_SUPPORT, use_kernel
+
+MAX_ROWS = 8
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def linear_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, weight)
+
+
+def swiglu_linear_reference(x: torch.Tensor, w13: torch.Tensor) -> torch.Tensor:
+    gate, up = F.linear(x, w13).chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def _rows_aligned(x2: torch.Tensor) -> bool:
+    if x2.data_ptr() % 16:
+        return False
+    return x2.shape[0] <= 1 or (x2.stride(0) * x2.element_size()) % 16 == 0
+
+
+def skinny_unsupported(x: torch.Tensor, weight: torch.Tensor) -> str | None:
+    """None when the skinny kernel takes ``x`` (``[..., K]``, at most 8 rows) and ``weight``, else why not."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    if x.dtype not in _KERNEL_DTYPES:
+        return f"x has dtype {x.dtype}; the kernel takes float16 / bfloat16"
+    if rows > MAX_ROWS:
+        return f"x has {rows} rows; the kernel takes at most {MAX_ROWS} (more are GEMMs: F.linear)"
+    if x.shape[-1] % 8:
+        return f"in_features={x.shape[-1]} is not a multiple of 8"
+    if not weight.is_contiguous() or weight.data_ptr() % 16:
+        return "weight is not contiguous and 16-byte aligned"
+    if x.stride(-1) != 1 or not _checks.rows_have_uniform_stride(x) or not _rows_aligned(x.reshape(-1, x.shape[-1])):
+        return "x rows are not contiguous and 16-byte aligned"
+    return None
+
+
+def _enabled_by_env() -> bool:
+    return os.environ.get("QWEN35_SKINNY_LINEAR", "1") != "0"
+
+
+def _run(op: str, x: torch.Tensor, weight: torch.Tensor, backend: str | None, swiglu: bool):
+    """The kernel's output for ``x``, or None where the caller should run ``F.linear``."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    if backend == "reference" or rows > MAX_ROWS or x.shape[-1] == 0:
+        use_kernel(op, backend, x.device)   # validates the backend name
+        return None
+    why = skinny_unsupported(x, weight)
+    auto_ok = backend == "kernel" or _enabled_by_env()
+    if not use_kernel(op, backend, x.device, supported=why is None and auto_ok, why=why or ""):
+        return None
+    x2 = x.reshape(-1, x.shape[-1])
+    y = x.new_empty((x2.shape[0], weight.shape[0] // 2 if swiglu else weight.shape[0]))
+    torch.ops.qwen35_native.skinny_linear(x2, weight, swiglu, y)
+    return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def _check(op: str, x: torch.Tensor, weight: torch.Tensor, name: str) -> None:
+    _checks.check_tensor(op, "x", x, _DTYPES, min_dim=1)
+    _checks.check_tensor(op, name, weight, (x.dtype,), dim=2)
+    _checks.check_same_device(op, name, weight, x, "x")
+    if weight.shape[1] != x.shape[-1]:
+        _checks.fail(op, f"{name} must have shape [out_features, in_features={x.shape[-1]}], got "
+                         f"{list(weight.shape)}")
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """``x @ weight^T`` (``F.linear`` without bias).
+
+    Args:
+        x: ``[..., K]`` float32/float16/bfloat16.
+        weight: ``[N, K]`` in x's dtype.
+    Returns:
+        ``[..., N]`` in x's dtype (fp32 sums, one rounding).
+    """
+    _check("linear", x, weight, "weight")
+    y = _run("linear", x, weight, backend, swiglu=False)
+    return linear_reference(x, weight) if y is None else y
+
+
+def swiglu_linear(x: torch.Tensor, w13: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """``silu(x @ w13[:I]^T) * (x @ w13[I:]^T)``.
+
+    Args:
+        x: ``[..., K]`` float32/float16/bfloat16.
+        w13: ``[2I, K]`` gate rows first, then up rows; x's dtype.
+    Returns:
+        ``[..., I]`` in x's dtype.
+    """
+    _check("swiglu_linear", x, w13, "w13")
+    if w13.shape[0] % 2:
+        _checks.fail("swiglu_linear", f"w13 must have shape [2*I, K] (gate rows, then up rows), got {list(w13.shape)}")
+    y = _run("swiglu_linear", x, w13, backend, swiglu=True)
+    return swiglu_linear_reference(x, w13) if y is None else y
+
+
+def projection_backend(backend: str | None, x: torch.Tensor, weight: torch.Tensor) -> str | None:
+    """The backend of a projection inside an op or model layer whose own backend is ``backend``: ``"kernel"`` there
+    means the skinny kernel where it takes the input and ``F.linear`` elsewhere (never an error); others as given."""
+    if backend == "kernel" and skinny_unsupported(x, weight) is not None:
+        return "reference"
+    return backend
+
+
+def swiglu_mlp_projected(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, backend: str | None) -> torch.Tensor:
+    """``down(swiglu(x w13^T))`` with both projections on the skinny kernel where it takes them (two launches
+    instead of two GEMMs, silu and the product), else the unfused ops."""
+    h = swiglu_linear(x, w13, backend=projection_backend(backend, x, w13))
+    return linear(h, w2, backend=projection_backend(backend, h, w2))
+
+
+def _model_support(config, dtype: torch.dtype) -> str | None:
+    return None if dtype in _KERNEL_DTYPES else f"the skinny linear kernel takes float16 / bfloat16, not {dtype}"
+
+
+MODEL_SUPPORT["linear"] = _model_support
+MODEL_SUPPORT["swiglu_mlp"] = _model_support
+
+
+@torch.library.register_fake("qwen35_native::skinny_linear")
+def _skinny_linear_fake(x, weight, swiglu, out):
+    return None
