@@ -1,13 +1,14 @@
-"""One launch of each tensor-core kernel, both paths, at a headline shape, for Nsight Compute: where the time goes
-inside a kernel (stall reasons, issue slots, occupancy, the hottest source lines) when the benchmarks say it is far
-from its ceiling. Each (kernel, path) runs once to warm up, then once inside an NVTX range after
-torch.cuda.profiler.start(), so `ncu --profile-from-start off` sees exactly the measured launches.
+"""One launch of each tensor-core kernel (and the skinny linear), both paths, at a headline shape, for Nsight
+Compute: where the time goes inside a kernel (stall reasons, issue slots, occupancy, the hottest source lines)
+when the benchmarks say it is far from its ceiling. Each (kernel, path) runs once to warm up, then once inside an
+NVTX range after torch.cuda.profiler.start(), so `ncu --profile-from-start off` sees exactly the measured launches.
 
     bash bench/gpu_suite.sh profile       # runs this under ncu and prints the hot spots
-    python bench/profile_kernels.py [--only gdn attention moe] [--dry-run]
+    python bench/profile_kernels.py [--only gdn attention moe linear] [--dry-run]
 
 Shapes (PERF_TARGETS.md): GDN chunk scan 397b-tp8 1x32768 (the split scheme: plan, pre-pass, chain, output pass),
-attention prefill 1x8192 32q/2kv d 256, MoE gate_up / down at 397b-tp1 with 8192 tokens. --dry-run: tiny shapes
+attention prefill 1x8192 32q/2kv d 256, MoE gate_up / down at 397b-tp1 with 8192 tokens, the skinny linear on two
+35b-a3b decode projections. --dry-run: tiny shapes
 through the emulator (CI), no profiler."""
 
 from __future__ import annotations
@@ -90,7 +91,18 @@ def _moe(device: str, dry: bool) -> list[tuple[str, Callable[[], object]]]:
     return cases
 
 
-FAMILIES = {"gdn": _gdn, "attention": _attention, "moe": _moe}
+def _linear(device: str, dry: bool) -> list[tuple[str, Callable[[], object]]]:
+    """The skinny kernel on 35b-a3b's GDN in_proj (per-warp grid) and out_proj (K split over a block) at one row."""
+    cases = []
+    for label, n, k in [("in-proj", 12352, 2048), ("out-proj", 2048, 4096)]:
+        n, k = (n // 64, k // 16) if dry else (n, k)
+        x = torch.randn(1, k, device=device, dtype=torch.bfloat16)
+        w = torch.randn(n, k, device=device, dtype=torch.bfloat16)
+        cases.append((f"skinny-linear-{label}", lambda x=x, w=w: q35.ops.linear(x, w, backend="kernel")))
+    return cases
+
+
+FAMILIES = {"gdn": _gdn, "attention": _attention, "moe": _moe, "linear": _linear}
 
 
 def main() -> None:
