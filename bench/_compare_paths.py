@@ -21,6 +21,7 @@ AUTO = {
     "gdn_chunk_prefill weak-decay": "q35-sm90a-prepass",
     "gdn_decode": "q35",
     "paged_prefill_attention": "q35 sm_90a V MN-major",
+    "e2e decode step": "q35 (graphs)",
 }
 # the MoE GEMMs at the benchmarks' prefill sizes: the sm_90a kernels from an expert intermediate size of 128 per
 # rank (every bench/moe.py shape), else sm_80
@@ -28,6 +29,8 @@ MOE_OPS = ("fused_moe", "moe_gate_up", "moe_down")
 MOE_SM80_SHAPES = ()
 # path (prefix) -> where the automatic choice would have to change to take it (the first matching prefix)
 FLIP = {
+    "q35 (graphs, cuBLAS projections)": "python/qwen35_native/ops/linear.py: skinny_unsupported, the auto choice "
+                                        "(QWEN35_SKINNY_LINEAR=0 takes it today; bench/linear.py says per shape)",
     "q35 conv kernel first": "csrc/torch/sm90a_policy.h: gdn_decode_fused_auto (QWEN35_GDN_DECODE_FUSED=0 takes it "
                              "today)",
     "q35 last-CTA norm": "csrc/torch/sm90a_policy.h: gdn_decode_cluster_auto (QWEN35_GDN_DECODE_CLUSTER=0 takes it "
@@ -45,6 +48,8 @@ FLIP = {
     "q35 sm90a-pair-sorted": "csrc/torch/sm90a_policy.h: moe_cluster_auto and moe_sorted_rows_auto "
                              "(QWEN35_MOE_CLUSTER=1 QWEN35_MOE_SORTED_ROWS=1 take it today)",
     "q35 sm90a-pair": "csrc/torch/sm90a_policy.h: moe_cluster_auto (QWEN35_MOE_CLUSTER=1 takes it today)",
+    "q35 decode-tiles bm=16 graph": "csrc/kernels/moe/moe_gemm.cuh: kMoeSkinnyMaxPairs (fused_moe's block_m=16 "
+                                    "takes it today)",
     "q35 sm90a bm": "csrc/torch/moe_ops.cpp: kMoeSm90AutoMinInter (QWEN35_SM90A=1 takes it today)",
     "q35 sm80 bm": "csrc/torch/moe_ops.cpp: kMoeSm90AutoMinInter (QWEN35_SM90A=0 takes it today)",
 }

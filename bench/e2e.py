@@ -23,7 +23,7 @@ import torch
 
 import qwen35_native as q35
 from _report import Row, add_common_args, emit, emit_rows_made_on_term
-from _timing import bench
+from _timing import bench, env_setting
 from qwen35_native import configs
 from qwen35_native.engine.model_runner import StepPlan
 from qwen35_native.model import Qwen35Config, Qwen35ForCausalLM
@@ -193,6 +193,7 @@ def run_config(name: str, args: argparse.Namespace) -> list[Row]:
                         notes=f"{us / 1e3:.2f} ms/token, {b / us * 1e6:.0f} tok/s; floor at peak BW in the GB/s "
                               f"column; {note}".rstrip("; "),
                         extra={"ms_per_token": us / 1e3, "tokens_per_s": b / us * 1e6, "layers": layers}))
+    rows += cublas_projection_rows(runner, runs, args, name, dt, scale, note)
     rows += speculative_rows(model, llm, runs, args, name, dt, scale, note)
     rows += prefix_rows(model, llm, args, name, dt, scale, note)
     llm = runner = model = None  # free the weights before the peer builds its own
@@ -201,6 +202,29 @@ def run_config(name: str, args: argparse.Namespace) -> list[Row]:
         torch.cuda.empty_cache()
     if not args.no_hf and not out_of_time(args, f"{name} HF transformers peer"):
         _add_peer(rows, name, config, args, device, dtype, scale)
+    return rows
+
+
+def cublas_projection_rows(runner, runs, args, name: str, dt: str, scale: float, note: str) -> list[Row]:
+    """The decode step again with the layers' projections on cuBLAS (QWEN35_SKINNY_LINEAR=0; the graphs are captured
+    anew both ways): what the skinny linear kernel (ops/linear.py) saves or costs. GPU only."""
+    graphs = runner.graphs
+    if args.dry_run or graphs is None or not runner.graphs_active:
+        return []
+    rows = []
+    for b, p in runs:
+        if b > 8 or out_of_time(args, f"{name} decode B{b} ctx{p} on cuBLAS projections"):
+            continue   # above 8 rows the projections are cuBLAS either way
+        plan = decode_plan(runner, b, p)
+        graphs.graphs.clear()
+        with env_setting("QWEN35_SKINNY_LINEAR", "0"):
+            t = bench(lambda: runner.execute(plan), device="cuda", warmup=1, reps=args.decode_reps, flush_l2=False)
+        graphs.graphs.clear()   # the next steps capture with the skinny kernel again
+        us = t["median_us"] * scale
+        rows.append(Row(op="e2e decode step", shape=f"{name} B{b} ctx{p}", dtype=dt,
+                        impl="q35 (graphs, cuBLAS projections)", median_us=us,
+                        notes=f"{us / 1e3:.2f} ms/token; QWEN35_SKINNY_LINEAR=0; {note}".rstrip("; "),
+                        extra={"ms_per_token": us / 1e3, "tokens_per_s": b / us * 1e6}))
     return rows
 
 

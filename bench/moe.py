@@ -5,7 +5,8 @@ and ``torch._grouped_mm`` (sort + two grouped GEMMs) on the same inputs.
 
 Bytes are the floor of a memory-bound step: the weights of the experts the batch touches (each read once) plus
 activations in and out; FLOPs are 2 * N * k * 3 * H * I (real rows only: the padding of the tiles is not counted).
-Decode rows (N <= 64) are also timed inside a CUDA graph (launch gaps of a captured decode step). From 8 rows per
+Decode rows (N <= 64) are also timed inside a CUDA graph (launch gaps of a captured decode step); up to 64 pairs,
+where fused_moe takes the skinny kernel (block_m 1, no align), the decode tiles beside it. From 8 rows per
 expert the kernel paths run side by side, each stage alone (align, GEMMs, combine) and the whole fused_moe: below 32
 rows per expert "decode-tiles" (block_m 16) too, "sm80" (block_m 64, mma.sync), on an sm_90 GPU "sm90a" (block_m 128,
 TMA + wgmma, persistent; gate_up gathers the token rows with cp.async) and "sm90a-sorted" (the rows first copied into
@@ -26,7 +27,13 @@ import torch.nn.functional as F
 import qwen35_native as q35
 from _report import Row, add_common_args, emit, emit_rows_made_on_term
 from _timing import bench, bench_graph, with_env
-from qwen35_native.ops.moe_stages import PREFILL_MIN_ROWS_PER_EXPERT, fused_moe_kernel, moe_align, sm90a_path
+from qwen35_native.ops.moe_stages import (
+    PREFILL_MIN_ROWS_PER_EXPERT,
+    SKINNY_MAX_PAIRS,
+    fused_moe_kernel,
+    moe_align,
+    sm90a_path,
+)
 
 # name: (experts, top_k, hidden H, expert intermediate I); the shared expert has I too (MODEL_SPEC §1.2)
 SHAPES = {"397b-tp8": (512, 10, 4096, 128), "397b-tp1": (512, 10, 4096, 1024), "35b-a3b": (256, 8, 2048, 512)}
@@ -175,10 +182,16 @@ def expert_rows(name, E, k, H, inter, tokens, device, reps, paths_only=False) ->
         if n * k >= 8 * E:   # prefill sizes (8 rows per expert and more): the kernel paths side by side
             rows += path_rows(shape, x, w13, w2, weights, ids, device, reps)
         if device == "cuda" and n <= GRAPH_MAX_TOKENS:
-            for op, fn, nbytes, nflops in (("fused_moe", ours, expert_bytes, flops),
-                                           ("moe_block", block, block_bytes, block_flops)):
-                rows.append(Row(op=op, shape=shape, dtype="bf16", impl="q35 graph",
-                                median_us=bench_graph(fn)["median_us"], bytes=nbytes, flops=nflops, notes=note))
+            graphed = [("fused_moe", "q35 graph", ours, expert_bytes, flops),
+                       ("moe_block", "q35 graph", block, block_bytes, block_flops)]
+            if n * k <= SKINNY_MAX_PAIRS:   # the automatic choice is the skinny kernel: the decode tiles beside it
+                tiles = partial(fused_moe_kernel, x, w13, w2, weights, ids, block_m=16)
+                graphed.append(("fused_moe", "q35 decode-tiles bm=16 graph", tiles, expert_bytes, flops))
+            for op, impl, fn, nbytes, nflops in graphed:
+                rows.append(Row(op=op, shape=shape, dtype="bf16", impl=impl,
+                                median_us=bench_graph(fn)["median_us"], bytes=nbytes, flops=nflops,
+                                notes=note + ("; skinny kernel, block_m 1" if impl == "q35 graph" and
+                                              n * k <= SKINNY_MAX_PAIRS else "")))
         if n <= GRAPH_MAX_TOKENS:
             rows += decode_stage_rows(shape, x, w13, w2, weights, ids, touched, note, reps)
     return rows

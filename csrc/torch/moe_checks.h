@@ -108,12 +108,15 @@ inline void check_expert_range(const char* op, int64_t expert_offset, int64_t nu
 // The rows per GEMM tile of a dtype: 16 (decode tiles), 64 (prefill tiles, mma.sync), 128 (prefill tiles of the
 // sm_90a kernels) or 256 (the sm_90a kernels in 2-CTA clusters sharing the weights); 64-256 for 16-bit types only.
 // Whether 128 / 256 run on the device: check_block_m_runs_here.
-inline void check_block_m(const char* op, int64_t block_m, c10::ScalarType dtype) {
-  const bool ok = block_m == kMoeDecodeBlockM ||
+// fused_moe also takes 1 (16-bit): no tiles, each pair on its own grid row of the skinny kernel (the stage ops,
+// which take moe_align's tiles, do not).
+inline void check_block_m(const char* op, int64_t block_m, c10::ScalarType dtype, bool pairs_ok = false) {
+  const bool wide = dtype != at::kFloat;
+  const bool ok = block_m == kMoeDecodeBlockM || (pairs_ok && wide && block_m == kMoeSkinnyBlockM) ||
                   ((block_m == kMoePrefillBlockM || block_m == kMoeSm90BlockM || block_m == kMoeSm90PairBlockM) &&
-                   dtype != at::kFloat);
-  TORCH_CHECK(ok, "qwen35_native.", op, ": block_m must be ", kMoeDecodeBlockM,
-              dtype == at::kFloat ? "" : ", 64, 128 or 256", " for ", c10::toString(dtype), ", got ", block_m);
+                   wide);
+  TORCH_CHECK(ok, "qwen35_native.", op, ": block_m must be ", pairs_ok && wide ? "1, " : "", kMoeDecodeBlockM,
+              wide ? ", 64, 128 or 256" : "", " for ", c10::toString(dtype), ", got ", block_m);
 }
 
 inline bool is_sm90a_block_m(int64_t block_m) { return block_m == kMoeSm90BlockM || block_m == kMoeSm90PairBlockM; }

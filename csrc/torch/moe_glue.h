@@ -4,6 +4,10 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/linear/skinny_linear.cuh"
 #include "kernels/moe/moe_align.cuh"
 #include "kernels/moe/moe_combine.cuh"
 #include "kernels/moe/moe_gemm.cuh"
@@ -32,6 +36,9 @@ struct Launch<false> {
   static cudaError_t permute(const MoePermuteParams& p) { return q35::emu::launch_moe_permute(p, stream()); }
   template <typename T, typename IdT>
   static cudaError_t combine(const MoeCombineParams& p) { return q35::emu::launch_moe_combine<T, IdT>(p, stream()); }
+  template <typename T>
+  static cudaError_t skinny(const SkinnyLinearParams& p) { return q35::emu::launch_skinny_linear<T>(p, stream()); }
+  static int num_sms() { return 2; }  // as csrc/torch/linear_ops.cpp: test sizes reach both grids of the kernel
   static bool sm90a() { return q35::emu::moe_sm90a_available(); }  // the emulated arch is sm_90
   // Persistent CTAs of the sm_90a GEMMs: a few, so that every CTA (and 2-CTA cluster) walks several work items in
   // the tests.
@@ -52,6 +59,9 @@ struct Launch<true> {  // callers hold a CUDAGuard for the tensors' device
   static cudaError_t permute(const MoePermuteParams& p) { return q35::cuda::launch_moe_permute(p, stream()); }
   template <typename T, typename IdT>
   static cudaError_t combine(const MoeCombineParams& p) { return q35::cuda::launch_moe_combine<T, IdT>(p, stream()); }
+  template <typename T>
+  static cudaError_t skinny(const SkinnyLinearParams& p) { return q35::cuda::launch_skinny_linear<T>(p, stream()); }
+  static int num_sms() { return num_ctas(); }
   static bool sm90a() { return q35::cuda::moe_sm90a_available(); }  // the current device is sm_90
   static int num_ctas() {  // one persistent CTA per SM
     int device = 0, sms = 0;
@@ -182,6 +192,46 @@ void run_gemm(const char* op, const at::Tensor& a, const at::Tensor& w, const at
   dispatch_float_dtype(a.scalar_type(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     check_launch(kGateUp ? Launch<kOnCuda>::template gate_up<T>(p) : Launch<kOnCuda>::template down<T>(p), op);
+  });
+}
+
+// Whether the skinny kernel takes fused_moe's operands (block_m 1): 16-bit, H and I multiples of 8 (16-byte rows),
+// hidden's rows 16-byte aligned. The weights are contiguous (check_expert_weights); the caching allocator aligns
+// their start.
+inline bool skinny_fits(const at::Tensor& hidden, const at::Tensor& w13) {
+  const int64_t h = hidden.size(1), inter = w13.size(1) / 2;
+  const auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % kVecBytes == 0; };
+  return hidden.scalar_type() != at::kFloat && h % 8 == 0 && inter % 8 == 0 && aligned(hidden) && aligned(w13) &&
+         (hidden.size(0) <= 1 || (row_stride(hidden) * hidden.element_size()) % kVecBytes == 0);
+}
+
+// block_m 1: each (token, expert) pair on its own grid row of the skinny linear kernel, no align. gate_up (w13
+// [E, 2I, H], a = hidden): c[p] = silu(g) * u of hidden[p / top_k] and its expert; down (w2 [E, H, I], a = act
+// [P, I], weights given): c[p] = weight[p] * (act[p] . w2[e]). ids32: topk_ids as int32, contiguous.
+template <bool kOnCuda, bool kGateUp>
+void run_pair_gemm(const char* op, const at::Tensor& a, const at::Tensor& w, const at::Tensor& ids32,
+                   const at::Tensor* topk_weights, int64_t expert_offset, int64_t top_k, at::Tensor& c) {
+  SkinnyLinearParams p{};
+  p.rows = 1;
+  p.out_features = kGateUp ? w.size(1) / 2 : w.size(1);
+  p.in_features = w.size(2);
+  p.x_ptr = a.data_ptr();
+  p.x_row_stride = row_stride(a);
+  p.w_ptr = w.data_ptr();
+  p.y_ptr = c.data_ptr();
+  p.swiglu = kGateUp;
+  p.num_sms = Launch<kOnCuda>::num_sms();
+  p.pair_ids = ids32.data_ptr<int32_t>();
+  p.pair_weights = topk_weights ? topk_weights->data_ptr<float>() : nullptr;
+  p.num_pairs = ids32.numel();
+  p.w_expert_stride = w.size(1) * w.size(2);
+  p.expert_offset = expert_offset;
+  p.num_experts = w.size(0);
+  p.top_k = static_cast<int>(top_k);
+  p.x_per_pair = !kGateUp;
+  dispatch_float_dtype(a.scalar_type(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<T, float>) check_launch(Launch<kOnCuda>::template skinny<T>(p), op);
   });
 }
 

@@ -1,5 +1,6 @@
 // Torch glue of the MoE ops a model calls: moe_route (softmax top-k routing) and fused_moe (align [+ permute] +
-// gate_up + down + combine with the optional gated shared expert, scratch from the caching allocator, no host sync).
+// gate_up + down + combine with the optional gated shared expert, scratch from the caching allocator, no host sync;
+// up to 64 pairs: the skinny kernel per pair, no align).
 // Kernels: csrc/kernels/moe/. Python: python/qwen35_native/ops/moe.py. Tests: tests/kernels/test_moe_*.py.
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -77,10 +78,26 @@ at::Tensor fused_moe_impl(const at::Tensor& hidden, const at::Tensor& w13, const
   const Guard<kOnCuda> guard(hidden);
   const int64_t h = hidden.size(1), inter = w13.size(1) / 2;
   const bool sm90a = sm90a_runs<kOnCuda>(h, inter) && sm90a_auto(kOnCuda, inter >= kMoeSm90AutoMinInter);
-  int64_t bm = block_m ? *block_m : moe_pick_block_m(num_pairs, experts, fp32, sm90a);
+  const bool skinny = skinny_fits(hidden, w13);
+  int64_t bm = block_m ? *block_m : moe_pick_block_m(num_pairs, experts, fp32, sm90a, skinny);
   if (!block_m && bm == kMoeSm90BlockM && moe_cluster_auto()) bm = kMoeSm90PairBlockM;
-  check_block_m(kOp, bm, hidden.scalar_type());
+  check_block_m(kOp, bm, hidden.scalar_type(), /*pairs_ok=*/true);
   check_block_m_runs_here<kOnCuda>(kOp, bm, h, inter);
+  at::Tensor expert_out = at::empty({num_pairs, hidden.size(1)}, hidden.options());
+  at::Tensor out = at::empty(hidden.sizes(), hidden.options());
+  const at::Tensor none;
+  if (bm == kMoeSkinnyBlockM) {  // a decode step's few pairs: no align, one pair per grid row of the skinny kernel
+    TORCH_CHECK(skinny && num_pairs <= kMoeSkinnyMaxPairs, "qwen35_native.", kOp, ": block_m 1 (the skinny kernel) "
+                "needs at most ", kMoeSkinnyMaxPairs, " (token, expert) pairs, H and I multiples of 8 and 16-byte "
+                "aligned hidden rows, got ", num_pairs, " pairs, H=", h, " I=", inter);
+    const at::Tensor ids32 = topk_ids.to(at::kInt).contiguous();
+    at::Tensor act = at::empty({num_pairs, inter}, hidden.options());
+    run_pair_gemm<kOnCuda, true>(kOp, hidden, w13, ids32, nullptr, expert_offset, topk_ids.size(1), act);
+    run_pair_gemm<kOnCuda, false>(kOp, act, w2, ids32, &topk_weights, expert_offset, topk_ids.size(1), expert_out);
+    run_combine<kOnCuda>(kOp, expert_out, topk_ids, expert_offset, experts, shared_out ? hidden : none,
+                         shared_out.value_or(none), shared_gate_w.value_or(none), out);
+    return out;
+  }
   const int64_t tiles = moe_max_tiles(num_pairs, experts, bm);
   TORCH_CHECK(tiles * bm < (int64_t{1} << 31), "qwen35_native.", kOp, ": too many (token, expert) pairs (",
               num_pairs, ") for int32 row indexes");
@@ -89,8 +106,6 @@ at::Tensor fused_moe_impl(const at::Tensor& hidden, const at::Tensor& w13, const
   at::Tensor sorted_pairs = at::empty({tiles * bm}, index_opts);
   at::Tensor tile_experts = at::empty({tiles}, index_opts);
   at::Tensor act = at::empty({tiles * bm, w13.size(1) / 2}, hidden.options());
-  at::Tensor expert_out = at::empty({num_pairs, hidden.size(1)}, hidden.options());
-  at::Tensor out = at::empty(hidden.sizes(), hidden.options());
   run_align<kOnCuda>(kOp, topk_ids, expert_offset, experts, bm, sorted_pairs, tile_experts);
   if (is_sm90a_block_m(bm) && moe_sorted_rows_auto()) {  // the token rows in tile order, read by TMA
     at::Tensor rows = at::empty({tiles * bm, h}, hidden.options());
@@ -100,7 +115,6 @@ at::Tensor fused_moe_impl(const at::Tensor& hidden, const at::Tensor& w13, const
     run_gemm<kOnCuda, true>(kOp, hidden, w13, nullptr, sorted_pairs, tile_experts, topk_ids.size(1), bm, act);
   }
   run_gemm<kOnCuda, false>(kOp, act, w2, &topk_weights, sorted_pairs, tile_experts, topk_ids.size(1), bm, expert_out);
-  const at::Tensor none;
   run_combine<kOnCuda>(kOp, expert_out, topk_ids, expert_offset, experts, shared_out ? hidden : none,
                        shared_out.value_or(none), shared_gate_w.value_or(none), out);
   return out;

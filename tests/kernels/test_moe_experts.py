@@ -33,8 +33,10 @@ from qwen35_native.ops.moe_stages import (
 from utils import GuardedTensor, assert_bit_identical, poisoned_empty
 
 # (N, E, k, H, I, block_m or None = the kernels' choice)
-CASES = [(1, 512, 10, 256, 128, None), (3, 8, 2, 96, 40, None), (64, 64, 10, 96, 40, None),
-         (257, 8, 1, 96, 40, None), (64, 512, 10, 96, 40, None), (257, 8, 2, 256, 128, 64), (3, 64, 10, 96, 40, 64)]
+# (up to 64 pairs the kernels' choice is the skinny kernel, block_m 1: more of it in test_moe_skinny.py)
+CASES = [(1, 512, 10, 256, 128, None), (1, 512, 10, 256, 128, 16), (3, 8, 2, 96, 40, None), (3, 8, 2, 96, 40, 16),
+         (64, 64, 10, 96, 40, None), (257, 8, 1, 96, 40, None), (64, 512, 10, 96, 40, None),
+         (257, 8, 2, 256, 128, 64), (3, 64, 10, 96, 40, 64), (32, 8, 2, 96, 40, 1)]
 
 
 def _check_fused(out, x, w13, w2, weights, ids, offset=0):
@@ -105,8 +107,9 @@ def test_fused_moe_all_tokens_on_one_expert(bm, device):
 def test_fused_moe_takes_the_prefill_tiles_from_the_measured_rows_per_expert(arch, rows, block_m):
     """Without block_m, fused_moe switches from the decode tiles to the prefill tiles of the device where the
     experts average `rows` rows (moe_pick_block_m, measured on an H200), and pick_block_m says so too. The tilings
-    give the same bits, so the emulator's launch counters (blocks, threads) name the kernels that ran."""
-    E, k = 4, 2
+    give the same bits, so the emulator's launch counters (blocks, threads) name the kernels that ran. 16 experts:
+    more than the skinny kernel's 64 pairs at both counts."""
+    E, k = 16, 2
 
     def launched(**block_m):
         emulator.reset_stats()
@@ -127,8 +130,9 @@ def test_fused_moe_takes_the_prefill_tiles_from_the_measured_rows_per_expert(arc
 
 def test_expert_parallel_ranks_count_rows_over_the_global_experts():
     """With experts split over ranks, ops.fused_moe / ops.moe_block judge rows per expert by the global expert count:
-    16 experts, this rank 4 of them, 64 pairs = 4 rows per expert, although 64 pairs over the 4 local experts would
-    pass the sm_90a switch (8 rows); 128 pairs (8 rows per expert) take the op's own choice, the sm_90a tiles."""
+    16 experts, this rank 4 of them, 96 pairs = 6 rows per expert, although 96 pairs over the 4 local experts would
+    pass the sm_90a switch (8 rows); 128 pairs (8 rows per expert) take the op's own choice, the sm_90a tiles; up to
+    64 pairs the op's own choice too, the skinny kernel (block_m 1)."""
     E, k, H, inter = 16, 2, 96, 40
 
     def counters(fn, *args, **kwargs):
@@ -137,13 +141,13 @@ def test_expert_parallel_ranks_count_rows_over_the_global_experts():
         return out, {key: emulator.stats()[key] for key in ("launches", "blocks", "threads")}
 
     with emulator.arch("sm_90"):
-        for pairs, want in ((64, 16), (128, 128)):
+        for pairs, want in ((96, 16), (128, 128), (64, 1)):
             x, w13, w2, weights, ids = make_moe_inputs(pairs // k, E, k, H, inter, torch.bfloat16, seed=pairs)
             w13, w2 = w13[4:8], w2[4:8]
             out, ran = counters(ops.fused_moe, x, w13, w2, weights, ids, expert_offset=4, num_experts=E,
                                 backend="kernel")
             _, tiles = counters(fused_moe_kernel, x, w13, w2, weights, ids, 4, block_m=want)
-            _, other = counters(fused_moe_kernel, x, w13, w2, weights, ids, 4, block_m=144 - want)
+            _, other = counters(fused_moe_kernel, x, w13, w2, weights, ids, 4, block_m=16 if want != 16 else 128)
             assert ran == tiles != other, f"{pairs} pairs over {E} experts: block_m {want} expected"
             _check_fused(out, x, w13, w2, weights, ids, offset=4)
             router = torch.randn(E, H, generator=gen(pairs)).to(torch.bfloat16)

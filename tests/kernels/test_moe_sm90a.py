@@ -84,7 +84,8 @@ def _emulated_work(fn):
 
 def test_fused_moe_picks_the_path_of_the_emulated_device():
     """fused_moe without block_m runs the sm_90a kernels for prefill at arch sm_90 and the sm_80 ones at sm_80
-    (the same launches, blocks and threads as an explicit block_m); decode stays on the 16-row tiles."""
+    (the same launches, blocks and threads as an explicit block_m); decode stays off them: the 16-row tiles, or up
+    to 64 pairs the skinny kernel (block_m 1)."""
     x, w13, w2, weights, ids = make_moe_inputs(100, 2, 1, 96, 40, torch.bfloat16, seed=4)  # 50 rows per expert
     run = lambda bm=None: fused_moe_kernel(x, w13, w2, weights, ids, block_m=bm)  # noqa: E731
     assert sm90a_path("cpu") and emulator.get_arch() == "sm_90"
@@ -95,8 +96,8 @@ def test_fused_moe_picks_the_path_of_the_emulated_device():
         with pytest.raises(RuntimeError, match="fused_moe: block_m 128 selects the sm_90a kernels, which need the "
                                                "emulator at arch sm_90, got sm_80"):
             run(128)
-    decode = lambda bm=None: fused_moe_kernel(x[:8], w13, w2, weights[:8], ids[:8], block_m=bm)  # noqa: E731
-    assert _emulated_work(decode) == _emulated_work(lambda: decode(16))
+    decode = lambda n, bm=None: fused_moe_kernel(x[:n], w13, w2, weights[:n], ids[:n], block_m=bm)  # noqa: E731
+    assert _emulated_work(lambda: decode(8)) == _emulated_work(lambda: decode(8, 1))
 
 
 def test_sm90a_rejects_badmake_moe_inputs():

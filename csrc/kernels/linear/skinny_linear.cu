@@ -48,16 +48,18 @@ __device__ __forceinline__ T swiglu_rounded(float gate_sum, float up_sum) {
 
 // Computes: y[m, n] = sum_k x[m, k] w[n, k] in fp32, rounded to T once, for m < M, n < N. With kSwiglu the weight
 //           is [gate; up] ([2N, K]) and y[m, j] = silu(g) * u, rounded like the unfused ops (swiglu_rounded).
+//           kPairs (MoE decode, M = 1 per pair): grid row blockIdx.y is pair p, with its x row, expert weight and
+//           y row (SkinnyLinearParams), and the grouped GEMMs' epilogues (silu(g) * u, or weight * sum, one rounding).
 // Args:     SkinnyLinearParams: x [M, K] (rows x_row_stride apart), w [N or 2N, K], y [M, N]; K % 8 == 0, x rows
 //           and w 16-byte aligned. kM >= M is the row tier (1, 2, 4, 8).
-// Grid:     kSplit == 1: ceil(groups / 4) blocks, warp w of block b owns output group 4 b + w.
-//           kSplit == 4: one block per group; its 4 warps share the group's rows and split K.
-//           A group is Tile::kOut consecutive outputs.
+// Grid:     x: kSplit == 1: ceil(groups / 4) blocks, warp w of block b owns output group 4 b + w; kSplit == 4: one
+//           block per group, its 4 warps share the group's rows and split K. A group is Tile::kOut consecutive
+//           outputs. y: the pair (kPairs), else 1.
 // Block:    128 threads. Thread t of a team (32 kSplit threads) reads chunks t, t + team, ... of every row of its
 //           group, kUnroll at a time; sums: lane partials -> warp butterfly -> the warps in order (kSplit == 4).
 //           The order is fixed: the result does not depend on the schedule.
 // Smem:     kSplit == 4: the warps' sums, 4 * kWRows * kM floats (static).
-template <typename T, int kM, int kSplit, bool kSwiglu>
+template <typename T, int kM, int kSplit, bool kSwiglu, bool kPairs>
 __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(SkinnyLinearParams p) {
   using Shape = Tile<kM, kSwiglu>;
   constexpr int kOut = Shape::kOut, kWRows = Shape::kWRows, kUnroll = Shape::kUnroll;
@@ -69,6 +71,17 @@ __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(SkinnyLinearPar
   const int t = kSplit == 1 ? lane : static_cast<int>(threadIdx.x);
   const T* __restrict__ x = static_cast<const T*>(p.x_ptr);
   const T* __restrict__ w = static_cast<const T*>(p.w_ptr);
+  T* __restrict__ y = static_cast<T*>(p.y_ptr);
+  float pair_weight = 1.0f;
+  if constexpr (kPairs) {
+    const int64_t pair = blockIdx.y;
+    const int64_t e = int64_t{p.pair_ids[pair]} - p.expert_offset;
+    if (e < 0 || e >= p.num_experts) return;  // another rank's expert: the whole block, before any barrier
+    x += (p.x_per_pair ? pair : pair / p.top_k) * p.x_row_stride;
+    w += e * p.w_expert_stride;
+    y += pair * N;
+    if (p.pair_weights) pair_weight = p.pair_weights[pair];
+  }
 
   // Weight row r: output n0 + r % kOut of the gate (r < kOut) or up half. Rows past N read nothing.
   const T* wrow[kWRows];
@@ -149,24 +162,28 @@ __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(SkinnyLinearPar
   const int o = lane / kM, m = lane % kM;
   const int64_t n = n0 + o;
   if (lane < kOut * kM && m < p.rows && n < N) {
-    T* y = static_cast<T*>(p.y_ptr);
-    y[m * N + n] = kSwiglu ? swiglu_rounded<T>(first, second) : from_float<T>(first);
+    if constexpr (kPairs)  // moe_gate_up's and moe_down's epilogues exactly
+      y[n] = kSwiglu ? from_float<T>(first / (1.0f + expf(-first)) * second) : from_float<T>(first * pair_weight);
+    else
+      y[m * N + n] = kSwiglu ? swiglu_rounded<T>(first, second) : from_float<T>(first);
   }
 }
 
-template <typename T, int kM, bool kSwiglu>
+template <typename T, int kM, bool kSwiglu, bool kPairs = false>
 cudaError_t launch_tier(const SkinnyLinearParams& p, cudaStream_t stream) {
   const int64_t groups = ceil_div(p.out_features, Tile<kM, kSwiglu>::kOut);
   const int64_t sms = p.num_sms > 0 ? p.num_sms : 1;
-  if (groups < kMinWarpsPerSm * sms)  // too few warps to keep enough loads in flight: 4 warps per group
-    return launch(skinny_linear_kernel<T, kM, kSplitWarps, kSwiglu>, dim3(static_cast<unsigned>(groups)),
-                  dim3(kThreads), 0, stream, p);
-  return launch(skinny_linear_kernel<T, kM, 1, kSwiglu>, dim3(static_cast<unsigned>(ceil_div(groups, kWarps))),
-                dim3(kThreads), 0, stream, p);
+  const unsigned pairs = kPairs ? static_cast<unsigned>(p.num_pairs) : 1u;
+  if (groups * pairs < kMinWarpsPerSm * sms)  // too few warps to keep enough loads in flight: 4 warps per group
+    return launch(skinny_linear_kernel<T, kM, kSplitWarps, kSwiglu, kPairs>,
+                  dim3(static_cast<unsigned>(groups), pairs), dim3(kThreads), 0, stream, p);
+  return launch(skinny_linear_kernel<T, kM, 1, kSwiglu, kPairs>,
+                dim3(static_cast<unsigned>(ceil_div(groups, kWarps)), pairs), dim3(kThreads), 0, stream, p);
 }
 
 template <typename T, bool kSwiglu>
 cudaError_t launch_rows(const SkinnyLinearParams& p, cudaStream_t stream) {
+  if (p.pair_ids) return launch_tier<T, 1, kSwiglu, true>(p, stream);
   if (p.rows <= 1) return launch_tier<T, 1, kSwiglu>(p, stream);
   if (p.rows <= 2) return launch_tier<T, 2, kSwiglu>(p, stream);
   if (p.rows <= 4) return launch_tier<T, 4, kSwiglu>(p, stream);
@@ -182,7 +199,11 @@ cudaError_t launch_skinny_linear(const SkinnyLinearParams& p, cudaStream_t strea
       p.out_features >= (int64_t{1} << 31) || !aligned16(p.w_ptr) || !aligned16(p.x_ptr) ||
       (p.x_row_stride * static_cast<int64_t>(sizeof(T))) % kVecBytes != 0)
     return cudaErrorInvalidValue;  // the glue checks all of these with messages first
-  if (p.rows == 0 || p.out_features == 0) return cudaSuccess;
+  constexpr int64_t kMaxGridY = 65535;
+  if (p.pair_ids && (p.rows != 1 || p.num_pairs < 0 || p.num_pairs > kMaxGridY || p.top_k < 1 ||
+                     (p.w_expert_stride * static_cast<int64_t>(sizeof(T))) % kVecBytes != 0))
+    return cudaErrorInvalidValue;
+  if (p.rows == 0 || p.out_features == 0 || (p.pair_ids && p.num_pairs == 0)) return cudaSuccess;
   return p.swiglu ? launch_rows<T, true>(p, stream) : launch_rows<T, false>(p, stream);
 }
 

@@ -1,5 +1,6 @@
 // Projections of a few tokens (decode): y[M, N] = x[M, K] w[N, K]^T for M <= 8, streaming the weight once at the
-// memory's rate, optionally with the SwiGLU of a fused [gate; up] weight as its epilogue.
+// memory's rate, optionally with the SwiGLU of a fused [gate; up] weight as its epilogue; and the routed experts of
+// a decode step, one (token, expert) pair per grid row (fused_moe's block_m 1).
 // Kernel: skinny_linear.cu. Torch glue: csrc/torch/linear_ops.cpp. Python: ops/linear.py.
 // Tests: tests/kernels/test_linear.py. Bench: bench/linear.py.
 #pragma once
@@ -29,6 +30,19 @@ struct SkinnyLinearParams {
   // options
   bool swiglu;  // y = silu(x w_gate^T) * (x w_up^T), each product and silu rounded to T as the unfused ops
   int num_sms;  // the device's SM count (the launcher splits K over a block's warps when N is short)
+  // MoE decode (pair_ids != nullptr; fused_moe's block_m 1): one (token, expert) pair per grid row blockIdx.y, rows
+  // == 1. Pair p multiplies x row p / top_k (x_per_pair: row p) by its expert's weight, w_ptr + (pair_ids[p] -
+  // expert_offset) * w_expert_stride, into y row p; pairs of experts outside [0, num_experts) (other ranks') are
+  // skipped. The epilogue is the grouped GEMMs' (moe_gate_up / moe_down): silu(g) * u, or pair_weights[p] * sum,
+  // in fp32 with one rounding.
+  const int32_t* pair_ids;     // [num_pairs] global expert ids (topk_ids), or nullptr
+  const float* pair_weights;   // [num_pairs] routing weights for the down product, or nullptr
+  int64_t num_pairs;
+  int64_t w_expert_stride;     // elements between two experts' weights
+  int64_t expert_offset;       // global id of local expert 0
+  int64_t num_experts;         // local experts
+  int top_k;
+  bool x_per_pair;
 };
 static_assert(std::is_trivially_copyable_v<SkinnyLinearParams>);
 

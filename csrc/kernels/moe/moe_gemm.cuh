@@ -23,6 +23,8 @@ constexpr int kMoeDecodeBlockM = 16;   // rows per tile when experts see a few t
 constexpr int kMoePrefillBlockM = 64;  // rows per tile when experts see many tokens
 constexpr int kMoeSm90BlockM = 128;    // rows per tile of the sm_90a prefill kernels (two 64-row warpgroups)
 constexpr int kMoeSm90PairBlockM = 256;  // ... of their 2-CTA-cluster form (a CTA per 128 rows, the weights shared)
+constexpr int kMoeSkinnyBlockM = 1;   // no tiles: each (token, expert) pair on a grid row of the skinny linear kernel
+constexpr int64_t kMoeSkinnyMaxPairs = 64;  // ... up to this many pairs (a decode step of a few tokens)
 constexpr int64_t kMoePrefillMinRowsPerExpert = 16;  // the 64-row mma.sync tiles from here
 constexpr int64_t kMoeSm90MinRowsPerExpert = 8;      // the 128-row sm_90a tiles from here
 
@@ -34,8 +36,13 @@ constexpr int64_t kMoeSm90MinRowsPerExpert = 8;      // the 128-row sm_90a tiles
 // (bench/results/2026-11-28-NVIDIA-H200-session9.md, fused_moe at 35b-a3b, 397b tp8 and tp1): the sm_90a path was
 // 1.09-1.34x the decode tiles at 8-10 rows per expert and 1.5-3.3x at 16-64; the mma.sync prefill tiles were even
 // at 8, 1.07-1.10x at 10 and 1.43x at 16.
-Q35_HD constexpr int moe_pick_block_m(int64_t num_pairs, int64_t num_local_experts, bool fp32, bool sm90a = false) {
+// skinny_fits: the skinny kernel takes the operands (16-bit, H and I multiples of 8, 16-byte aligned rows); then up
+// to kMoeSkinnyMaxPairs pairs run one pair per grid row with no align (csrc/kernels/linear/skinny_linear.cu): the
+// decode tiles pad each pair to 16 rows of an mma and stream its expert's weights at ~half the HBM rate.
+Q35_HD constexpr int moe_pick_block_m(int64_t num_pairs, int64_t num_local_experts, bool fp32, bool sm90a = false,
+                                      bool skinny_fits = false) {
   if (fp32) return kMoeDecodeBlockM;
+  if (skinny_fits && num_pairs <= kMoeSkinnyMaxPairs) return kMoeSkinnyBlockM;
   if (sm90a) return num_pairs >= kMoeSm90MinRowsPerExpert * num_local_experts ? kMoeSm90BlockM : kMoeDecodeBlockM;
   return num_pairs >= kMoePrefillMinRowsPerExpert * num_local_experts ? kMoePrefillBlockM : kMoeDecodeBlockM;
 }

@@ -24,7 +24,9 @@ persistent; an sm_90 GPU, or the emulator at arch sm_90, see ``sm90a_path``) or 
 clusters, one CTA per 128 rows, each weight tile TMA-multicast to both: ``QWEN35_MOE_CLUSTER=1`` makes ``fused_moe``
 take them; not yet run on a GPU); 64 to 256 for 16-bit dtypes only. The
 choice of block_m is the choice of kernels: ``fused_moe`` picks 128 for prefill where the sm_90a kernels run, else 64
-(``pick_block_m`` mirrors it); the stage ops run whatever block_m their caller aligned with.
+(``pick_block_m`` mirrors it); the stage ops run whatever block_m their caller aligned with. ``fused_moe`` alone also
+takes block_m 1 (16-bit; its choice up to 64 pairs): no align and no tiles, each (token, expert) pair on its own grid
+row of the skinny linear kernel (csrc/kernels/linear/), then ``moe_combine``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ MAX_ROUTE_EXPERTS = 1024   # csrc/kernels/moe/moe_route.cuh
 MAX_TOP_K = 32
 MAX_LOCAL_EXPERTS = 1024   # csrc/kernels/moe/moe_align.cuh
 DECODE_BLOCK_M, PREFILL_BLOCK_M, SM90A_BLOCK_M = 16, 64, 128
+SKINNY_BLOCK_M = 1         # fused_moe only: no tiles, each pair on a grid row of the skinny linear kernel
+SKINNY_MAX_PAIRS = 64      # ... up to this many (token, expert) pairs (csrc/kernels/moe/moe_gemm.cuh)
 SM90A_PAIR_BLOCK_M = 256   # the sm_90a kernels in 2-CTA clusters sharing each weight tile
 PREFILL_MIN_ROWS_PER_EXPERT = 16   # the 64-row tiles from here (csrc/kernels/moe/moe_gemm.cuh)
 SM90A_MIN_ROWS_PER_EXPERT = 8      # the 128-row sm_90a tiles from here
@@ -59,11 +63,14 @@ def sm90a_path(device: torch.device | str) -> bool:
     return device.type == "cpu" and emulator.available() and emulator.get_arch() == "sm_90"
 
 
-def pick_block_m(num_pairs: int, num_local_experts: int, dtype: torch.dtype, sm90a: bool = False) -> int:
+def pick_block_m(num_pairs: int, num_local_experts: int, dtype: torch.dtype, sm90a: bool = False,
+                 skinny: bool = True) -> int:
     """The rows per tile ``fused_moe`` picks (csrc moe_pick_block_m); ``sm90a``: ``sm90a_path(device)`` (and
-    H, I > 0)."""
+    H, I > 0); ``skinny``: the skinny kernel takes the operands (H, I multiples of 8, 16-byte aligned hidden rows)."""
     if dtype == torch.float32:
         return DECODE_BLOCK_M
+    if skinny and num_pairs <= SKINNY_MAX_PAIRS:
+        return SKINNY_BLOCK_M
     rows, block_m = (SM90A_MIN_ROWS_PER_EXPERT, SM90A_BLOCK_M) if sm90a else (PREFILL_MIN_ROWS_PER_EXPERT,
                                                                              PREFILL_BLOCK_M)
     return block_m if num_pairs >= rows * num_local_experts else DECODE_BLOCK_M
@@ -74,8 +81,8 @@ def expert_parallel_block_m(num_pairs: int, num_local_experts: int, num_experts:
     (num_pairs counts the pairs of every rank's experts, num_experts the global count), else None (the op's own
     choice). The op can only divide num_pairs by its local experts, which overstates a rank's rows by the number of
     ranks: without this, 397b on 8 expert-parallel ranks would take the prefill tiles for 1 row per expert."""
-    if num_experts > num_local_experts and num_pairs < SM90A_MIN_ROWS_PER_EXPERT * num_experts:
-        return DECODE_BLOCK_M
+    if num_experts > num_local_experts and SKINNY_MAX_PAIRS < num_pairs < SM90A_MIN_ROWS_PER_EXPERT * num_experts:
+        return DECODE_BLOCK_M   # (up to SKINNY_MAX_PAIRS pairs the op's own choice is the skinny kernel, or 16)
     return None
 
 
