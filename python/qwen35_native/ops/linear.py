@@ -43,10 +43,14 @@ def swiglu_linear_reference(x: torch.Tensor, w13: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def _aligned_start(t: torch.Tensor) -> bool:
+    # storages start 16-byte aligned (caching allocator, CPU allocator); the offset decides. No data_ptr(): the
+    # wrappers stay traceable by torch.compile (fake tensors have no data)
+    return t.storage_offset() * t.element_size() % 16 == 0
+
+
 def _rows_aligned(x2: torch.Tensor) -> bool:
-    if x2.data_ptr() % 16:
-        return False
-    return x2.shape[0] <= 1 or (x2.stride(0) * x2.element_size()) % 16 == 0
+    return _aligned_start(x2) and (x2.shape[0] <= 1 or (x2.stride(0) * x2.element_size()) % 16 == 0)
 
 
 def skinny_unsupported(x: torch.Tensor, weight: torch.Tensor) -> str | None:
@@ -58,7 +62,7 @@ def skinny_unsupported(x: torch.Tensor, weight: torch.Tensor) -> str | None:
         return f"x has {rows} rows; the kernel takes at most {MAX_ROWS} (more are GEMMs: F.linear)"
     if x.shape[-1] % 8:
         return f"in_features={x.shape[-1]} is not a multiple of 8"
-    if not weight.is_contiguous() or weight.data_ptr() % 16:
+    if not weight.is_contiguous() or not _aligned_start(weight):
         return "weight is not contiguous and 16-byte aligned"
     if x.stride(-1) != 1 or not _checks.rows_have_uniform_stride(x) or not _rows_aligned(x.reshape(-1, x.shape[-1])):
         return "x rows are not contiguous and 16-byte aligned"
