@@ -13,8 +13,9 @@ from utils import GuardedTensor, assert_bit_identical, assert_close_report, rand
 DTYPES = [torch.bfloat16, torch.float16]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 # (N, K): the emulator's glue says 2 SMs, so fewer than 16 output groups (2 or 4 outputs each) split K over a
-# block's 4 warps; K of 17 and 257 chunks of 8 leave partial passes of the 32 / 128-thread teams.
-SHAPES = [(6, 64), (24, 136), (100, 136), (37, 2056)]
+# block's 4 warps; K of at most 64 chunks of 8 takes 8 lanes per group up to 4 rows; 17 and 257 chunks leave partial
+# passes of the 8 / 32 / 128-thread teams.
+SHAPES = [(6, 64), (24, 136), (100, 136), (10, 1024), (37, 2056)]
 ROWS = [1, 2, 3, 5, 8]
 
 
@@ -86,16 +87,19 @@ def test_skinny_linear_random(rows, dtype, device):
     assert (y2 != chain).float().mean().item() < 0.01
 
 
-@pytest.mark.parametrize("rows,groups,split", [(1, 3, True), (1, 50, False), (8, 13, True), (8, 26, False)])
-def test_grid_splits_k_when_outputs_are_few(rows, groups, split):
+@pytest.mark.parametrize("rows,groups,k,blocks", [(1, 3, 1024, 3), (1, 50, 1024, 13), (8, 13, 1024, 13),
+                                                   (8, 26, 1024, 7), (1, 50, 64, 4), (4, 9, 512, 1),
+                                                   (8, 26, 64, 7)])
+def test_grid_per_warp_split_k_or_short_k(rows, groups, k, blocks):
     """Fewer than 8 output groups per SM (the emulator's glue says 2 SMs): one block of 4 warps per group, each warp
-    a quarter of K; else 4 groups per block. Both give the exact result."""
+    a quarter of K; else 4 groups per block; K of at most 64 chunks (up to 4 rows): 8 lanes per group, 16 groups per
+    block. All give the exact result."""
     per_group = 2 if rows <= 4 else 4
-    x = randint_small((rows, 64), torch.bfloat16, seed=3)
-    w = randint_small((groups * per_group, 64), torch.bfloat16, seed=4)
+    x = randint_small((rows, k), torch.bfloat16, seed=3)
+    w = randint_small((groups * per_group - 1, k), torch.bfloat16, seed=4)   # the last group one output short
     emulator.reset_stats()
-    out = _run(x, w, False)
-    assert emulator.stats()["blocks"] == (groups if split else -(-groups // 4))
+    out = run_under_schedules(_run, x, w, False)
+    assert emulator.stats()["blocks"] == 2 * blocks   # two schedules
     assert_bit_identical(out, _exact(x, w, False))
 
 

@@ -16,6 +16,9 @@ constexpr int kThreads = kWarps * kWarpSize;
 constexpr int kChunk = 8;            // elements of one 16-byte load
 constexpr int kMinWarpsPerSm = 8;    // fewer output groups than this per SM: a block's warps split K instead
 constexpr int kSplitWarps = kWarps;  // ... all four of them on one group
+constexpr int kShortKChunks = 64;    // K up to this many chunks (512 elements): kShortKLanes lanes per group
+constexpr int kShortKLanes = 8;
+constexpr int kMaxShortKRows = 4;    // ... for row tiers whose kOut * kM outputs fit 8 lanes
 
 // The work of one team (a warp, or a block splitting K): kOut consecutive outputs, i.e. kWRows weight rows (kOut
 // gate rows, then the kOut matching up rows with swiglu), kUnroll chunks of each row per lane in flight.
@@ -52,23 +55,27 @@ __device__ __forceinline__ T swiglu_rounded(float gate_sum, float up_sum) {
 //           y row (SkinnyLinearParams), and the grouped GEMMs' epilogues (silu(g) * u, or weight * sum, one rounding).
 // Args:     SkinnyLinearParams: x [M, K] (rows x_row_stride apart), w [N or 2N, K], y [M, N]; K % 8 == 0, x rows
 //           and w 16-byte aligned. kM >= M is the row tier (1, 2, 4, 8).
-// Grid:     x: kSplit == 1: ceil(groups / 4) blocks, warp w of block b owns output group 4 b + w; kSplit == 4: one
-//           block per group, its 4 warps share the group's rows and split K. A group is Tile::kOut consecutive
-//           outputs. y: the pair (kPairs), else 1.
-// Block:    128 threads. Thread t of a team (32 kSplit threads) reads chunks t, t + team, ... of every row of its
-//           group, kUnroll at a time; sums: lane partials -> warp butterfly -> the warps in order (kSplit == 4).
+// Grid:     x: kSplit == 1: warp w of block b owns groups S (4 b + w) + s, s < S = 32 / kLanes sets of kLanes
+//           lanes; kSplit == 4 (kLanes 32): one block per group, its 4 warps split K. A group is Tile::kOut
+//           consecutive outputs. y: the pair (kPairs), else 1.
+// Block:    128 threads. Thread t of a team (kLanes * kSplit threads) reads chunks t, t + team, ... of its group's
+//           rows, kUnroll at a time; sums: lane partials -> butterfly over the set -> the warps in order (kSplit 4).
 //           The order is fixed: the result does not depend on the schedule.
 // Smem:     kSplit == 4: the warps' sums, 4 * kWRows * kM floats (static).
-template <typename T, int kM, int kSplit, bool kSwiglu, bool kPairs>
-__global__ void __launch_bounds__(kThreads) skinny_linear_kernel(SkinnyLinearParams p) {
+// Bounds:   (128, 1): without the min-blocks hint ptxas spilled 4 bytes in one variant at 128 registers.
+template <typename T, int kM, int kSplit, bool kSwiglu, bool kPairs, int kLanes>
+__global__ void __launch_bounds__(kThreads, 1) skinny_linear_kernel(SkinnyLinearParams p) {
   using Shape = Tile<kM, kSwiglu>;
   constexpr int kOut = Shape::kOut, kWRows = Shape::kWRows, kUnroll = Shape::kUnroll;
-  constexpr int kTeam = kWarpSize * kSplit;
+  constexpr int kSets = kWarpSize / kLanes;  // groups per warp: short K gives each group kLanes lanes, not 32
+  static_assert(kLanes == kWarpSize || (kSplit == 1 && kOut * kM <= kLanes));
+  constexpr int kTeam = kLanes * kSplit;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int64_t N = p.out_features, chunks = p.in_features / kChunk;
-  const int64_t n0 = (kSplit == 1 ? int64_t{blockIdx.x} * kWarps + warp : int64_t{blockIdx.x}) * kOut;
-  if (n0 >= N) return;  // kSplit == 1: the last block's spare warps (warp-uniform); never with kSplit == 4
-  const int t = kSplit == 1 ? lane : static_cast<int>(threadIdx.x);
+  const int64_t first_group = (kSplit == 1 ? int64_t{blockIdx.x} * kWarps + warp : int64_t{blockIdx.x}) * kSets;
+  if (first_group * kOut >= N) return;  // the last block's spare warps (warp-uniform); never with kSplit == 4
+  const int64_t n0 = (first_group + lane / kLanes) * kOut;  // past N in a warp's spare sets: no loads, no store
+  const int t = kSplit == 1 ? lane % kLanes : static_cast<int>(threadIdx.x);
   const T* __restrict__ x = static_cast<const T*>(p.x_ptr);
   const T* __restrict__ w = static_cast<const T*>(p.w_ptr);
   T* __restrict__ y = static_cast<T*>(p.y_ptr);
@@ -123,11 +130,14 @@ __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(SkinnyLinearPar
     }
   }
 
-  // ---- sums: the warp's lanes (butterfly: every lane gets the same bits), then the warps of a split in order ----
+  // ---- sums: a set's lanes (butterfly: each of them gets the same bits), then the warps of a split in order ----
 #pragma unroll
   for (int r = 0; r < kWRows; ++r)
 #pragma unroll
-    for (int m = 0; m < kM; ++m) acc[r][m] = warp::reduce_sum(acc[r][m]);
+    for (int m = 0; m < kM; ++m)
+#pragma unroll
+      for (int offset = kLanes / 2; offset > 0; offset /= 2)
+        acc[r][m] += __shfl_xor_sync(warp::kFullMask, acc[r][m], offset);
   if constexpr (kSplit > 1) {
     __shared__ float partial[kSplit][kWRows][kM];  // [warp][row][m] smem
     if (lane == 0) {
@@ -149,19 +159,20 @@ __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(SkinnyLinearPar
       }
   }
 
-  // ---- epilogue: lane o * kM + m stores output (m, n0 + o) (a register select, no local-memory indexing) ----
+  // ---- epilogue: lane o * kM + m of a set stores output (m, n0 + o) (a register select, no local memory) ----
+  const int set_lane = lane % kLanes;
   float first = 0.0f, second = 0.0f;
 #pragma unroll
   for (int o = 0; o < kOut; ++o)
 #pragma unroll
     for (int m = 0; m < kM; ++m)
-      if (lane == o * kM + m) {
+      if (set_lane == o * kM + m) {
         first = acc[o][m];
         if constexpr (kSwiglu) second = acc[kOut + o][m];
       }
-  const int o = lane / kM, m = lane % kM;
+  const int o = set_lane / kM, m = set_lane % kM;
   const int64_t n = n0 + o;
-  if (lane < kOut * kM && m < p.rows && n < N) {
+  if (set_lane < kOut * kM && m < p.rows && n < N) {
     if constexpr (kPairs)  // moe_gate_up's and moe_down's epilogues exactly
       y[n] = kSwiglu ? from_float<T>(first / (1.0f + expf(-first)) * second) : from_float<T>(first * pair_weight);
     else
@@ -174,10 +185,19 @@ cudaError_t launch_tier(const SkinnyLinearParams& p, cudaStream_t stream) {
   const int64_t groups = ceil_div(p.out_features, Tile<kM, kSwiglu>::kOut);
   const int64_t sms = p.num_sms > 0 ? p.num_sms : 1;
   const unsigned pairs = kPairs ? static_cast<unsigned>(p.num_pairs) : 1u;
+  if constexpr (kM <= kMaxShortKRows) {
+    // Short K (at most 64 chunks, e.g. 397b-tp8's expert and shared-expert down products, K = 128): 8 lanes per
+    // group and 4 groups per warp, so that every lane has chunks to load (32 lanes would leave 16 of them idle).
+    if (p.in_features / kChunk <= kShortKChunks) {
+      const int64_t warps = ceil_div(groups, kWarpSize / kShortKLanes);
+      return launch(skinny_linear_kernel<T, kM, 1, kSwiglu, kPairs, kShortKLanes>,
+                    dim3(static_cast<unsigned>(ceil_div(warps, kWarps)), pairs), dim3(kThreads), 0, stream, p);
+    }
+  }
   if (groups * pairs < kMinWarpsPerSm * sms)  // too few warps to keep enough loads in flight: 4 warps per group
-    return launch(skinny_linear_kernel<T, kM, kSplitWarps, kSwiglu, kPairs>,
+    return launch(skinny_linear_kernel<T, kM, kSplitWarps, kSwiglu, kPairs, kWarpSize>,
                   dim3(static_cast<unsigned>(groups), pairs), dim3(kThreads), 0, stream, p);
-  return launch(skinny_linear_kernel<T, kM, 1, kSwiglu, kPairs>,
+  return launch(skinny_linear_kernel<T, kM, 1, kSwiglu, kPairs, kWarpSize>,
                 dim3(static_cast<unsigned>(ceil_div(groups, kWarps)), pairs), dim3(kThreads), 0, stream, p);
 }
 
