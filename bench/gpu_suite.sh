@@ -136,7 +136,7 @@ stage_quick() {
   run_bench 80 bench/gdn.py --configs 397b-tp8 397b-tp1 --seqsets 1x32768 1x8192 --batches 1 512 --reps 5 --no-fla
   run_bench 90 bench/attention.py --prefill 8192 --batch 1 64 --context 32768
   run_bench 90 bench/moe.py --shapes 397b-tp8 397b-tp1 --tokens 1 64 8192 --reps 10
-  run_bench 45 bench/linear.py --configs 35b-a3b 397b-tp8 --tokens 1 8 --step-tokens 1 8 --reps 20
+  run_bench 45 bench/linear.py --configs 35b-a3b 397b-tp8 --tokens 1 8 64 --step-tokens 1 8 64 --reps 20
   run_bench 90 bench/e2e.py --configs 35b-a3b --batches 1 8 --prompts 1024 --time-budget 60 --no-hf
   local t; t=$(limit 100)
   if [ "$t" -ge 20 ]; then  # where a decode step's and a prefill step's time goes, kernel by kernel

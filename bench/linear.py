@@ -1,4 +1,4 @@
-"""The projections of a decode step (up to 8 rows): our skinny kernel (ops.linear / ops.swiglu_linear) against
+"""The projections of a decode step (up to 64 rows): our skinny kernels (ops.linear / ops.swiglu_linear) against
 cuBLAS (F.linear; for the shared expert's gate/up, F.linear + silu + mul as the model ran them before) on the same
 inputs. Memory-bound: GB/s of the weight (and x, y) bytes, % of the HBM peak.
 
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--configs", nargs="+", default=["35b-a3b", "397b-tp8"])
-    parser.add_argument("--tokens", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--step-tokens", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1, 2, 4, 8, 16, 64])
+    parser.add_argument("--step-tokens", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--max-gb", type=float, default=8.0, help="weights of the graphed step at most (GB)")
     parser.add_argument("--reps", type=int, default=30)
     add_common_args(parser)

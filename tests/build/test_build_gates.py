@@ -21,6 +21,8 @@ TENSOR_CORE_KERNELS: list[str] = [
     "gdn_chunk_kernel", "gdn_chunk_chain_kernel", "gdn_chunk_prep_kernel",
     # attention (csrc/kernels/attention): every instantiation (bf16/fp16 only)
     "prefill_attention_kernel", "decode_attention_kernel",
+    # skinny linear on tensor cores, 9-64 rows (csrc/kernels/linear/skinny_mma.cu)
+    "skinny_mma_kernel",
 ]
 
 LOCAL_MEMORY_KERNEL = r"""

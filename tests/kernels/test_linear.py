@@ -1,5 +1,6 @@
-"""The skinny linear kernel (projections of up to 8 rows; csrc/kernels/linear/skinny_linear.cu) under the emulator
-(two thread orders, poisoned outputs with guards) and, with -m gpu, on the GPU; the references against float64."""
+"""The skinny linear kernels (projections of up to 64 rows; csrc/kernels/linear/skinny_{linear,mma}.cu) under the
+emulator (two thread orders, poisoned outputs with guards) and, with -m gpu, on the GPU; the references against
+float64."""
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 # block's 4 warps; K of at most 64 chunks of 8 takes 8 lanes per group up to 4 rows; 17 and 257 chunks leave partial
 # passes of the 8 / 32 / 128-thread teams.
 SHAPES = [(6, 64), (24, 136), (100, 136), (10, 1024), (37, 2056)]
-ROWS = [1, 2, 3, 5, 8]
+ROWS = [1, 2, 3, 5, 8, 9, 17, 64]   # 9-64: the tensor-core kernel (skinny_mma.cu)
 
 
 def _skip_without_cuda(device):
@@ -68,7 +69,7 @@ def test_skinny_linear_exact_on_small_integers(rows, shape, swiglu, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
-@pytest.mark.parametrize("rows", [1, 4, 7])
+@pytest.mark.parametrize("rows", [1, 4, 7, 24])
 def test_skinny_linear_random(rows, dtype, device):
     """Random values: one rounding of an fp32 sum (within an ulp of T of the fp64 product), and the SwiGLU chain."""
     _skip_without_cuda(device)
@@ -117,8 +118,8 @@ def test_zero_sizes_and_many_rows():
     w = randint_small((12, 48), torch.bfloat16, seed=6)
     assert linear(torch.empty(0, 48, dtype=torch.bfloat16), w, backend="kernel").shape == (0, 12)
     assert linear(torch.ones(2, 48, dtype=torch.bfloat16), w[:0], backend="kernel").shape == (2, 0)
-    x9 = randint_small((9, 48), torch.bfloat16, seed=8)   # 9 rows: a GEMM, F.linear even with backend="kernel"
-    assert_bit_identical(linear(x9, w, backend="kernel"), F.linear(x9, w))
+    x65 = randint_small((65, 48), torch.bfloat16, seed=8)   # 65 rows: a GEMM, F.linear even with backend="kernel"
+    assert_bit_identical(linear(x65, w, backend="kernel"), F.linear(x65, w))
 
 
 def test_auto_backend_and_env_switch(monkeypatch):
@@ -169,8 +170,8 @@ def test_raw_op_checks():
     op = torch.ops.qwen35_native.skinny_linear
     x, w = randn((2, 64), torch.bfloat16, seed=1), randn((8, 64), torch.bfloat16, seed=2)
     out = torch.empty(2, 8, dtype=torch.bfloat16)
-    with pytest.raises(RuntimeError, match="x must have at most 8 rows"):
-        op(randn((9, 64), torch.bfloat16, seed=1), w, False, torch.empty(9, 8, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match="x must have at most 64 rows"):
+        op(randn((65, 64), torch.bfloat16, seed=1), w, False, torch.empty(65, 8, dtype=torch.bfloat16))
     with pytest.raises(RuntimeError, match="in_features must be a multiple of 8"):
         op(x[:, :60].contiguous(), w[:, :60].contiguous(), False, out)
     with pytest.raises(RuntimeError, match="x must have dtype Half or BFloat16, got Float"):
@@ -197,7 +198,7 @@ def test_skinny_linear_opcheck(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("rows", [1, 2, 4, 8])
+@pytest.mark.parametrize("rows", [1, 2, 4, 8, 16, 64])
 def test_gpu_model_shapes_match_cublas(rows):
     """The 35b-a3b decode projections (GDN in_proj / out_proj, attention qkv, shared expert, router) against
     cuBLAS: the same fp32 sums in another order, so within an ulp or two of bf16."""

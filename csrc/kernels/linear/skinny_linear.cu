@@ -224,6 +224,7 @@ cudaError_t launch_skinny_linear(const SkinnyLinearParams& p, cudaStream_t strea
                      (p.w_expert_stride * static_cast<int64_t>(sizeof(T))) % kVecBytes != 0))
     return cudaErrorInvalidValue;
   if (p.rows == 0 || p.out_features == 0 || (p.pair_ids && p.num_pairs == 0)) return cudaSuccess;
+  if (p.rows > kSkinnyFmaMaxRows) return launch_skinny_mma<T>(p, stream);
   return p.swiglu ? launch_rows<T, true>(p, stream) : launch_rows<T, false>(p, stream);
 }
 

@@ -1,7 +1,7 @@
-// Projections of a few tokens (decode): y[M, N] = x[M, K] w[N, K]^T for M <= 8, streaming the weight once at the
+// Projections of a few tokens (decode): y[M, N] = x[M, K] w[N, K]^T for M <= 64, streaming the weight once at the
 // memory's rate, optionally with the SwiGLU of a fused [gate; up] weight as its epilogue; and the routed experts of
 // a decode step, one (token, expert) pair per grid row (fused_moe's block_m 1).
-// Kernel: skinny_linear.cu. Torch glue: csrc/torch/linear_ops.cpp. Python: ops/linear.py.
+// Kernels: skinny_linear.cu (M <= 8), skinny_mma.cu (8 < M <= 64). Torch glue: csrc/torch/linear_ops.cpp. Python: ops/linear.py.
 // Tests: tests/kernels/test_linear.py. Bench: bench/linear.py.
 #pragma once
 #include <cstdint>
@@ -13,11 +13,12 @@
 
 namespace q35 {
 
-constexpr int kSkinnyLinearMaxRows = 8;
+constexpr int kSkinnyLinearMaxRows = 64;
+constexpr int kSkinnyFmaMaxRows = 8;  // up to here fp32 FMAs (skinny_linear.cu); above, tensor cores (skinny_mma.cu)
 
 struct SkinnyLinearParams {
   // sizes
-  int64_t rows;          // M, 1..kSkinnyLinearMaxRows
+  int64_t rows;          // M, 0..kSkinnyLinearMaxRows
   int64_t out_features;  // N: outputs per row (with swiglu the weight has 2N rows)
   int64_t in_features;   // K, a multiple of 8
   // inputs
@@ -47,13 +48,19 @@ struct SkinnyLinearParams {
 static_assert(std::is_trivially_copyable_v<SkinnyLinearParams>);
 
 // T: __half or __nv_bfloat16.
+// launch_skinny_mma: the tensor-core kernel for kSkinnyFmaMaxRows < rows <= kSkinnyLinearMaxRows, no pairs; called
+// by launch_skinny_linear.
 namespace cuda {
 template <typename T>
 cudaError_t launch_skinny_linear(const SkinnyLinearParams& params, cudaStream_t stream);
+template <typename T>
+cudaError_t launch_skinny_mma(const SkinnyLinearParams& params, cudaStream_t stream);
 }
 namespace emu {
 template <typename T>
 cudaError_t launch_skinny_linear(const SkinnyLinearParams& params, cudaStream_t stream);
+template <typename T>
+cudaError_t launch_skinny_mma(const SkinnyLinearParams& params, cudaStream_t stream);
 }
 
 }  // namespace q35

@@ -4,16 +4,17 @@
 ``silu(x @ w_gate^T) * (x @ w_up^T)`` for a fused ``w13 = [gate; up]`` ``[2I, H]`` (the layout of the MoE shared
 expert and the dense MLP), with the roundings of the unfused ops: both products, silu and the product in x's dtype.
 
-With at most ``MAX_ROWS`` (8) rows a projection streams its weight once and does M FLOPs per weight element: a GEMV,
-where cuBLAS measured 37 % of the H200's HBM rate on the model's projections at batch 1
-(bench/results/2026-11-28-NVIDIA-H200-session9.md, the decode-step kernel table). The skinny kernel
-(csrc/kernels/linear/skinny_linear.cu) keeps 16 loads of 16 bytes of weights in flight per lane, sums in fp32 and
-rounds once. Above 8 rows the products are GEMMs and run on cuBLAS (``F.linear``), as DESIGN.md §2 says.
+With at most ``MAX_ROWS`` (64) rows a projection streams its weight once and does at most 64 FLOPs per weight
+element: where cuBLAS measured 37 % of the H200's HBM rate on the model's projections at batch 1
+(bench/results/2026-11-28-NVIDIA-H200-session9.md, the decode-step kernel table). The skinny kernels
+(csrc/kernels/linear/) keep 16 loads of 16 bytes of weights in flight per lane, sum in fp32 and round once: fp32
+FMAs up to 8 rows, tensor cores (mma.sync with the weight as the A operand) from 9 to 64. Above 64 rows the
+products are GEMMs and run on cuBLAS (``F.linear``), as DESIGN.md §2 says.
 
-Backends: ``None`` / ``"auto"``: the kernel for CUDA tensors of up to 8 rows that it takes (float16 / bfloat16,
+Backends: ``None`` / ``"auto"``: the kernel for CUDA tensors of up to 64 rows that it takes (float16 / bfloat16,
 ``in_features % 8 == 0``, 16-byte aligned rows and weight), else ``F.linear``; the environment variable
-``QWEN35_SKINNY_LINEAR=0`` keeps cuBLAS (for side-by-side timing). ``"kernel"``: the kernel for up to 8 rows (CPU
-tensors: the SIMT emulator), an error where it cannot take the input, ``F.linear`` above 8 rows. ``"reference"``:
+``QWEN35_SKINNY_LINEAR=0`` keeps cuBLAS (for side-by-side timing). ``"kernel"``: the kernel for up to 64 rows (CPU
+tensors: the SIMT emulator), an error where it cannot take the input, ``F.linear`` above. ``"reference"``:
 ``F.linear``.
 
 Tests: tests/kernels/test_linear.py. Bench: bench/linear.py.
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from . import _checks
 from ._backend import MODEL_SUPPORT, use_kernel
 
-MAX_ROWS = 8
+MAX_ROWS = 64
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -54,7 +55,7 @@ def _rows_aligned(x2: torch.Tensor) -> bool:
 
 
 def skinny_unsupported(x: torch.Tensor, weight: torch.Tensor) -> str | None:
-    """None when the skinny kernel takes ``x`` (``[..., K]``, at most 8 rows) and ``weight``, else why not."""
+    """None when the skinny kernel takes ``x`` (``[..., K]``, at most 64 rows) and ``weight``, else why not."""
     rows = x.numel() // max(x.shape[-1], 1)
     if x.dtype not in _KERNEL_DTYPES:
         return f"x has dtype {x.dtype}; the kernel takes float16 / bfloat16"

@@ -4,7 +4,7 @@
 ``w13 [2I, H]`` (rows [0, I) gate, [I, 2I) up, as in the fused expert layout) and ``w2 [H, I]``. Matmuls run in the
 activation dtype (cuBLAS on GPU, fp32 accumulation); silu and the product round to that dtype like HF.
 
-Up to 8 rows (decode) both projections run on the skinny kernel (ops/linear.py: the gate/up product with the SwiGLU
+Up to 64 rows (decode) both projections run on the skinny kernels (ops/linear.py: the gate/up product with the SwiGLU
 as its epilogue, then the down product); larger batches are GEMMs on cuBLAS through torch. Tests:
 tests/model/test_ops_moe.py, tests/kernels/test_linear.py.
 """
@@ -47,7 +47,7 @@ def swiglu_mlp(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, backend: st
     Returns:
         ``[..., H]`` in x's dtype.
 
-    ``backend="kernel"``: the skinny kernels where they take the input (up to 8 rows of float16 / bfloat16), cuBLAS
+    ``backend="kernel"``: the skinny kernels where they take the input (up to 64 rows of float16 / bfloat16), cuBLAS
     elsewhere; ``None`` / ``"auto"``: the same on CUDA tensors.
     """
     op = "swiglu_mlp"
