@@ -10,7 +10,7 @@ Families (one module each; the module docstring documents shapes, dtypes and cac
     attention       paged_prefill_attention, paged_decode_attention, varlen_attention
     moe             moe_route, fused_moe, moe_block
     mlp             swiglu_mlp
-    linear          linear, swiglu_linear (projections of up to 8 rows: the skinny kernel; GEMMs on cuBLAS)
+    linear          linear, swiglu_linear (projections of up to 64 rows: the skinny kernels; GEMMs on cuBLAS)
 """
 
 from .attention import (
