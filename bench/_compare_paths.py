@@ -29,7 +29,7 @@ MOE_OPS = ("fused_moe", "moe_gate_up", "moe_down")
 MOE_SM80_SHAPES = ()
 # path (prefix) -> where the automatic choice would have to change to take it (the first matching prefix)
 FLIP = {
-    "q35 (graphs, cuBLAS projections)": "python/qwen35_native/ops/linear.py: skinny_unsupported, the auto choice "
+    "q35 (graphs, cuBLAS projections)": "python/qwen35_native/ops/projection.py: skinny_unsupported, the auto choice "
                                         "(QWEN35_SKINNY_LINEAR=0 takes it today; bench/linear.py says per shape)",
     "q35 conv kernel first": "csrc/torch/sm90a_policy.h: gdn_decode_fused_auto (QWEN35_GDN_DECODE_FUSED=0 takes it "
                              "today)",

@@ -207,7 +207,7 @@ def run_config(name: str, args: argparse.Namespace) -> list[Row]:
 
 def cublas_projection_rows(runner, runs, args, name: str, dt: str, scale: float, note: str) -> list[Row]:
     """The decode step again with the layers' projections on cuBLAS (QWEN35_SKINNY_LINEAR=0; the graphs are captured
-    anew both ways): what the skinny linear kernel (ops/linear.py) saves or costs. GPU only."""
+    anew both ways): what the skinny linear kernel (ops/projection.py) saves or costs. GPU only."""
     graphs = runner.graphs
     if args.dry_run or graphs is None or not runner.graphs_active:
         return []

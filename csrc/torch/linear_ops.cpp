@@ -1,5 +1,5 @@
 // Torch glue of the skinny linear kernel (decode projections): argument checks, params, CPU (emulator) and CUDA
-// implementations. Kernels: csrc/kernels/linear/skinny_{linear,mma}.cu. Python: python/qwen35_native/ops/linear.py.
+// implementations. Kernels: csrc/kernels/linear/skinny_{linear,mma}.cu. Python: python/qwen35_native/ops/projection.py.
 // Tests: tests/kernels/test_linear.py.
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from qwen35_native import emulator
 from qwen35_native.ops import linear, linear_reference, swiglu_linear, swiglu_linear_reference, swiglu_mlp
-from qwen35_native.ops.linear import skinny_unsupported
+from qwen35_native.ops.projection import skinny_unsupported
 from utils import GuardedTensor, assert_bit_identical, assert_close_report, randint_small, randn, run_under_schedules
 
 DTYPES = [torch.bfloat16, torch.float16]
@@ -155,6 +155,11 @@ def test_unsupported_inputs_say_why():
     with pytest.raises(ValueError, match="backend='kernel' does not support this input: x has dtype torch.float32"):
         linear(x.float(), w.float(), backend="kernel")
     assert_bit_identical(linear(x.float(), w.float()), F.linear(x.float(), w.float()))   # auto: the reference
+    emulator.reset_stats()   # fallback (the model's layers): F.linear where the kernel cannot take the input
+    assert_bit_identical(linear(x.float(), w.float(), backend="kernel", fallback=True), F.linear(x.float(), w.float()))
+    assert_bit_identical(linear(x[:, 1:57], w[:, :56].contiguous(), backend="kernel", fallback=True),
+                         F.linear(x[:, 1:57], w[:, :56].contiguous()))
+    assert emulator.stats()["launches"] == 0
     with pytest.raises(ValueError, match=r"weight must have shape \[out_features, in_features=64\], got \[8, 32\]"):
         linear(x, w[:, :32], backend="kernel")
     with pytest.raises(TypeError, match="weight must have dtype bfloat16, got float16"):

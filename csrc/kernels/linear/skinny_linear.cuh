@@ -1,7 +1,7 @@
 // Projections of a few tokens (decode): y[M, N] = x[M, K] w[N, K]^T for M <= 64, streaming the weight once at the
 // memory's rate, optionally with the SwiGLU of a fused [gate; up] weight as its epilogue; and the routed experts of
 // a decode step, one (token, expert) pair per grid row (fused_moe's block_m 1).
-// Kernels: skinny_linear.cu (M <= 8), skinny_mma.cu (8 < M <= 64). Torch glue: csrc/torch/linear_ops.cpp. Python: ops/linear.py.
+// Kernels: skinny_linear.cu (M <= 8), skinny_mma.cu (8 < M <= 64). Torch glue: csrc/torch/linear_ops.cpp. Python: ops/projection.py.
 // Tests: tests/kernels/test_linear.py. Bench: bench/linear.py.
 #pragma once
 #include <cstdint>

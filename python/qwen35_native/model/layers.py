@@ -10,14 +10,13 @@ import torch
 from torch import nn
 
 from .. import ops
-from ..ops.linear import projection_backend
 from .cache import ForwardBatch
 from .config import TextConfig
 
 
 def _project(x: torch.Tensor, weight: torch.Tensor, backend: str | None) -> torch.Tensor:
-    """``x @ weight^T``: the skinny kernel for the few rows of a decode step, cuBLAS for larger batches."""
-    return ops.linear(x, weight, backend=projection_backend(backend, x, weight))
+    """``x @ weight^T``: the skinny kernels for the few rows of a decode step, cuBLAS for larger batches."""
+    return ops.linear(x, weight, backend=backend, fallback=True)
 
 
 def _param(*shape: int, dtype: torch.dtype, device) -> nn.Parameter:

@@ -10,7 +10,7 @@ Families (one module each; the module docstring documents shapes, dtypes and cac
     attention       paged_prefill_attention, paged_decode_attention, varlen_attention
     moe             moe_route, fused_moe, moe_block
     mlp             swiglu_mlp
-    linear          linear, swiglu_linear (projections of up to 64 rows: the skinny kernels; GEMMs on cuBLAS)
+    projection      linear, swiglu_linear (projections of up to 64 rows: the skinny kernels; GEMMs on cuBLAS)
 """
 
 from .attention import (
@@ -38,10 +38,10 @@ from .gdn_layer import (
     gdn_prefill,
     gdn_prefill_reference,
 )
-from .linear import linear, linear_reference, swiglu_linear, swiglu_linear_reference
 from .mlp import swiglu_mlp, swiglu_mlp_reference
 from .moe import fused_moe, fused_moe_reference, moe_block, moe_block_reference, moe_route, moe_route_reference
 from .norm import rms_norm, rms_norm_reference
+from .projection import linear, linear_reference, swiglu_linear, swiglu_linear_reference
 
 __all__ = [
     "attention_prep", "attention_prep_reference", "causal_conv1d", "causal_conv1d_reference", "causal_conv1d_update",

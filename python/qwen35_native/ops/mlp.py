@@ -4,8 +4,8 @@
 ``w13 [2I, H]`` (rows [0, I) gate, [I, 2I) up, as in the fused expert layout) and ``w2 [H, I]``. Matmuls run in the
 activation dtype (cuBLAS on GPU, fp32 accumulation); silu and the product round to that dtype like HF.
 
-Up to 64 rows (decode) both projections run on the skinny kernels (ops/linear.py: the gate/up product with the SwiGLU
-as its epilogue, then the down product); larger batches are GEMMs on cuBLAS through torch. Tests:
+Up to 64 rows (decode) both projections run on the skinny kernels (ops/projection.py: the gate/up product with the
+SwiGLU as its epilogue, then the down product); larger batches are GEMMs on cuBLAS through torch. Tests:
 tests/model/test_ops_moe.py, tests/kernels/test_linear.py.
 """
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from . import _checks
 from ._backend import use_kernel
-from .linear import swiglu_mlp_projected
+from .projection import swiglu_mlp_projected
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from . import _checks
 from ._backend import use_kernel
-from .linear import linear, projection_backend, swiglu_mlp_projected
 from .mlp import check_swiglu_weights, swiglu_mlp_reference
 from .moe_stages import (
     expert_parallel_block_m,
@@ -37,6 +36,7 @@ from .moe_stages import (
     moe_route_kernel,
     moe_route_support,
 )
+from .projection import linear, swiglu_mlp_projected
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -177,7 +177,7 @@ def moe_block(hidden: torch.Tensor, router_w: torch.Tensor, w13: torch.Tensor, w
     if not use_kernel(op, backend, hidden.device, route_ok and experts_ok, route_why or experts_why):
         return moe_block_reference(hidden, router_w, w13, w2, shared_w13, shared_w2, shared_gate_w, top_k,
                                    expert_offset)
-    logits = linear(hidden, router_w, backend=projection_backend(backend, hidden, router_w))   # skinny / cuBLAS
+    logits = linear(hidden, router_w, backend=backend, fallback=True)   # skinny kernel to 64 rows, else cuBLAS
     weights, ids = moe_route_kernel(logits, top_k)
     shared = None if shared_w13 is None else swiglu_mlp_projected(hidden, shared_w13, shared_w2, backend)
     block_m = expert_parallel_block_m(ids.numel(), w13.shape[0], router_w.shape[0])

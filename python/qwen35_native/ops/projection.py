@@ -65,6 +65,8 @@ def skinny_unsupported(x: torch.Tensor, weight: torch.Tensor) -> str | None:
         return f"in_features={x.shape[-1]} is not a multiple of 8"
     if not weight.is_contiguous() or not _aligned_start(weight):
         return "weight is not contiguous and 16-byte aligned"
+    if x.is_contiguous():   # the common case, checked cheaply (eager decode steps call this ~200 times)
+        return None if _aligned_start(x) else "x does not start 16-byte aligned"
     if x.stride(-1) != 1 or not _checks.rows_have_uniform_stride(x) or not _rows_aligned(x.reshape(-1, x.shape[-1])):
         return "x rows are not contiguous and 16-byte aligned"
     return None
@@ -74,20 +76,22 @@ def _enabled_by_env() -> bool:
     return os.environ.get("QWEN35_SKINNY_LINEAR", "1") != "0"
 
 
-def _run(op: str, x: torch.Tensor, weight: torch.Tensor, backend: str | None, swiglu: bool):
+def _run(op: str, x: torch.Tensor, weight: torch.Tensor, backend: str | None, swiglu: bool, fallback: bool):
     """The kernel's output for ``x``, or None where the caller should run ``F.linear``."""
     rows = x.numel() // max(x.shape[-1], 1)
     if backend == "reference" or rows > MAX_ROWS or x.shape[-1] == 0:
         use_kernel(op, backend, x.device)   # validates the backend name
         return None
     why = skinny_unsupported(x, weight)
+    if why is not None and fallback:
+        return None
     auto_ok = backend == "kernel" or _enabled_by_env()
     if not use_kernel(op, backend, x.device, supported=why is None and auto_ok, why=why or ""):
         return None
-    x2 = x.reshape(-1, x.shape[-1])
+    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     y = x.new_empty((x2.shape[0], weight.shape[0] // 2 if swiglu else weight.shape[0]))
     torch.ops.qwen35_native.skinny_linear(x2, weight, swiglu, y)
-    return y.view(*x.shape[:-1], y.shape[-1])
+    return y if x.dim() == 2 else y.view(*x.shape[:-1], y.shape[-1])
 
 
 def _check(op: str, x: torch.Tensor, weight: torch.Tensor, name: str) -> None:
@@ -99,49 +103,45 @@ def _check(op: str, x: torch.Tensor, weight: torch.Tensor, name: str) -> None:
                          f"{list(weight.shape)}")
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, backend: str | None = None, fallback: bool = False) -> torch.Tensor:
     """``x @ weight^T`` (``F.linear`` without bias).
 
     Args:
         x: ``[..., K]`` float32/float16/bfloat16.
         weight: ``[N, K]`` in x's dtype.
+        fallback: with ``backend="kernel"``, ``F.linear`` where the kernel cannot take the input instead of an error
+            (what the model's layers and ``moe_block`` / ``swiglu_mlp`` use).
     Returns:
         ``[..., N]`` in x's dtype (fp32 sums, one rounding).
     """
     _check("linear", x, weight, "weight")
-    y = _run("linear", x, weight, backend, swiglu=False)
+    y = _run("linear", x, weight, backend, False, fallback)
     return linear_reference(x, weight) if y is None else y
 
 
-def swiglu_linear(x: torch.Tensor, w13: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+def swiglu_linear(x: torch.Tensor, w13: torch.Tensor, backend: str | None = None,
+                  fallback: bool = False) -> torch.Tensor:
     """``silu(x @ w13[:I]^T) * (x @ w13[I:]^T)``.
 
     Args:
         x: ``[..., K]`` float32/float16/bfloat16.
         w13: ``[2I, K]`` gate rows first, then up rows; x's dtype.
+        fallback: as in ``linear``.
     Returns:
         ``[..., I]`` in x's dtype.
     """
     _check("swiglu_linear", x, w13, "w13")
     if w13.shape[0] % 2:
         _checks.fail("swiglu_linear", f"w13 must have shape [2*I, K] (gate rows, then up rows), got {list(w13.shape)}")
-    y = _run("swiglu_linear", x, w13, backend, swiglu=True)
+    y = _run("swiglu_linear", x, w13, backend, True, fallback)
     return swiglu_linear_reference(x, w13) if y is None else y
-
-
-def projection_backend(backend: str | None, x: torch.Tensor, weight: torch.Tensor) -> str | None:
-    """The backend of a projection inside an op or model layer whose own backend is ``backend``: ``"kernel"`` there
-    means the skinny kernel where it takes the input and ``F.linear`` elsewhere (never an error); others as given."""
-    if backend == "kernel" and skinny_unsupported(x, weight) is not None:
-        return "reference"
-    return backend
 
 
 def swiglu_mlp_projected(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, backend: str | None) -> torch.Tensor:
     """``down(swiglu(x w13^T))`` with both projections on the skinny kernel where it takes them (two launches
     instead of two GEMMs, silu and the product), else the unfused ops."""
-    h = swiglu_linear(x, w13, backend=projection_backend(backend, x, w13))
-    return linear(h, w2, backend=projection_backend(backend, h, w2))
+    h = swiglu_linear(x, w13, backend=backend, fallback=True)
+    return linear(h, w2, backend=backend, fallback=True)
 
 
 def _model_support(config, dtype: torch.dtype) -> str | None:
