@@ -4,6 +4,7 @@
 // keep the HBM busy, not the tensor cores. Each lane keeps 16 loads of 16 bytes of weights in flight
 // (ld.global.nc.L1::no_allocate: the weights must not evict the activations from L1), the activations come from
 // L1 / L2 (every warp of the grid reads the same M x K values), and the products are fp32 FMAs.
+#include "kernels/linear/skinny_epilogue.cuh"
 #include "kernels/linear/skinny_linear.cuh"
 #include "q35/launch.h"
 #include "q35/ptx.cuh"
@@ -40,17 +41,8 @@ __device__ __forceinline__ void widen8(const uint4& raw, float (&out)[kChunk]) {
   for (int i = 0; i < kChunk; ++i) out[i] = to_float(v.v[i]);
 }
 
-// silu(g) * u with the roundings of F.linear (g, u in T), F.silu (in T) and the product (in T).
-template <typename T>
-__device__ __forceinline__ T swiglu_rounded(float gate_sum, float up_sum) {
-  const float g = to_float(from_float<T>(gate_sum));
-  const float u = to_float(from_float<T>(up_sum));
-  const float s = to_float(from_float<T>(g / (1.0f + expf(-g))));
-  return from_float<T>(s * u);
-}
-
 // Computes: y[m, n] = sum_k x[m, k] w[n, k] in fp32, rounded to T once, for m < M, n < N. With kSwiglu the weight
-//           is [gate; up] ([2N, K]) and y[m, j] = silu(g) * u, rounded like the unfused ops (swiglu_rounded).
+//           is [gate; up] ([2N, K]) and y[m, j] = silu(g) * u, rounded like the unfused ops (skinny::swiglu_rounded).
 //           kPairs (MoE decode, M = 1 per pair): grid row blockIdx.y is pair p, with its x row, expert weight and
 //           y row (SkinnyLinearParams), and the grouped GEMMs' epilogues (silu(g) * u, or weight * sum, one rounding).
 // Args:     SkinnyLinearParams: x [M, K] (rows x_row_stride apart), w [N or 2N, K], y [M, N]; K % 8 == 0, x rows
@@ -176,7 +168,7 @@ __global__ void __launch_bounds__(kThreads, 1) skinny_linear_kernel(SkinnyLinear
     if constexpr (kPairs)  // moe_gate_up's and moe_down's epilogues exactly
       y[n] = kSwiglu ? from_float<T>(first / (1.0f + expf(-first)) * second) : from_float<T>(first * pair_weight);
     else
-      y[m * N + n] = kSwiglu ? swiglu_rounded<T>(first, second) : from_float<T>(first);
+      y[m * N + n] = kSwiglu ? skinny::swiglu_rounded<T>(first, second) : from_float<T>(first);
   }
 }
 

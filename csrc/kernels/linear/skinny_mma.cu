@@ -8,6 +8,7 @@
 // order of its terms) makes those 16 bytes exactly the lane's A and B fragments of two m16n8k16 steps: logical k
 // {2t, 2t + 1} of step h is element 8t + 4h + {0, 1}, logical {2t + 8, 2t + 9} is 8t + 4h + {2, 3}. No shared
 // memory staging, no ldmatrix.
+#include "kernels/linear/skinny_epilogue.cuh"
 #include "kernels/linear/skinny_linear.cuh"
 #include "q35/launch.h"
 #include "q35/ptx.cuh"
@@ -26,15 +27,6 @@ __device__ __forceinline__ void mma_16816(float (&acc)[4], const uint32_t (&a)[4
     ptx::mma_m16n8k16_f16(acc, a, b, acc);
   else
     ptx::mma_m16n8k16_bf16(acc, a, b, acc);
-}
-
-// silu(g) * u with the roundings of F.linear, F.silu and the product (as skinny_linear.cu).
-template <typename T>
-__device__ __forceinline__ T swiglu_rounded(float gate_sum, float up_sum) {
-  const float g = to_float(from_float<T>(gate_sum));
-  const float u = to_float(from_float<T>(up_sum));
-  const float s = to_float(from_float<T>(g / (1.0f + expf(-g))));
-  return from_float<T>(s * u);
 }
 
 __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
@@ -119,7 +111,7 @@ __global__ void __launch_bounds__(kThreads, 1) skinny_mma_kernel(SkinnyLinearPar
       if (token >= p.rows) continue;
       T* row = y + token * N;
       if constexpr (kSwiglu) {
-        if (ok_lo) row[out_lo] = swiglu_rounded<T>(sum[c], sum[c + 2]);
+        if (ok_lo) row[out_lo] = skinny::swiglu_rounded<T>(sum[c], sum[c + 2]);
       } else {
         if (ok_lo) row[out_lo] = from_float<T>(sum[c]);
         if (ok_hi) row[out_hi] = from_float<T>(sum[c + 2]);
