@@ -34,11 +34,13 @@ def _launches(fn, *args, **kwargs):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("N", "E", "k", "H", "I"), [(1, 64, 8, 256, 64), (3, 16, 4, 96, 40), (8, 32, 8, 128, 48),
-                                                     (6, 512, 10, 64, 16)],
+                                                     (6, 512, 10, 64, 16), (1, 8, 2, 1024, 8), (2, 8, 2, 1024, 40),
+                                                     (1, 4, 2, 64, 520)],
                          ids=lambda v: str(v))
 def test_skinny_pairs_match_the_mirror(N, E, k, H, I, device):
-    """A decode step's pairs (K split over a block's warps where outputs are few, per warp where many), fp16 and
-    bf16, int32 and int64 ids; bit-identical under two thread orders on the CPU."""
+    """A decode step's pairs, fp16 and bf16, int32 and int64 ids; bit-identical under two thread orders on the CPU.
+    Every grid of the kernel (the emulator's glue says 2 SMs): K of at most 512 (8 lanes per group), K = 1024 with
+    few outputs x pairs (a block's 4 warps split K) and with many (a warp per group), the down product's K = 520."""
     skip_without_cuda(device)
     dtype = torch.float16 if N % 2 else torch.bfloat16
     x, w13, w2, weights, ids = make_moe_inputs(N, E, k, H, I, dtype, seed=N * E, device=device)
