@@ -30,6 +30,7 @@ from qwen35_native.model import Qwen35Config, Qwen35ForCausalLM
 from qwen35_native.model.cache import KV_BLOCK_SIZE
 from qwen35_native.model.layers import DecoderLayer
 from qwen35_native.model.loading import resolve_backends
+from qwen35_native.ops.projection import MAX_ROWS as SKINNY_MAX_ROWS
 
 TP = 8
 
@@ -213,8 +214,8 @@ def cublas_projection_rows(runner, runs, args, name: str, dt: str, scale: float,
         return []
     rows = []
     for b, p in runs:
-        if b > 8 or out_of_time(args, f"{name} decode B{b} ctx{p} on cuBLAS projections"):
-            continue   # above 8 rows the projections are cuBLAS either way
+        if b > SKINNY_MAX_ROWS or out_of_time(args, f"{name} decode B{b} ctx{p} on cuBLAS projections"):
+            continue   # above SKINNY_MAX_ROWS rows the projections are cuBLAS either way
         plan = decode_plan(runner, b, p)
         graphs.graphs.clear()
         with env_setting("QWEN35_SKINNY_LINEAR", "0"):
